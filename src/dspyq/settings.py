@@ -1,0 +1,146 @@
+"""Typed configuration from ``DSPYQ_*`` environment variables, a ``.env`` file or code.
+
+Nested keys use ``__``: ``DSPYQ_PROVIDERS__OPENAI__API_KEY``,
+``DSPYQ_PROVIDERS__OPENAI__RATE_LIMIT=600/m``, ``DSPYQ_CACHE__TTL=3600``.
+Defaults follow the seed's configuration schema.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
+_PERIOD_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(rate: str) -> tuple[float, float]:
+    """``"600/m"`` -> ``(600.0, 60.0)``: requests allowed per period in seconds."""
+    match = _RATE_RE.match(rate)
+    if not match:
+        raise ValueError(f"rate limit {rate!r} must look like N/s, N/m or N/h (e.g. 600/m)")
+    return float(match.group(1)), _PERIOD_SECONDS[match.group(2)]
+
+
+class ProviderSettings(BaseModel):
+    """One LM provider: where it is, how to authenticate, and how hard to push it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = Field(default="openai", description="Protocol: 'openai' or 'anthropic'.")
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    timeout: float = 30.0
+    num_retries: int = 3
+    rate_limit: str = "50/m"
+    tokens_per_minute: int | None = None
+    breaker_fail_max: int = 5
+    breaker_reset_timeout: float = 30.0
+    redact: bool = False
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+
+def _default_providers() -> dict[str, ProviderSettings]:
+    return {
+        "openai": ProviderSettings(kind="openai", api_base="https://api.openai.com/v1"),
+        "anthropic": ProviderSettings(kind="anthropic", api_base="https://api.anthropic.com"),
+        "local": ProviderSettings(kind="openai", api_base="http://127.0.0.1:8000/v1"),
+    }
+
+
+class CacheSettings(BaseModel):
+    enabled: bool = True
+    ttl: int = 3600
+    max_entries: int = 10_000
+
+
+class CoproSettings(BaseModel):
+    breadth: int = 10
+    depth: int = 3
+    init_temperature: float = 1.4
+
+
+class BootstrapSettings(BaseModel):
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 16
+    max_rounds: int = 1
+
+
+class OptimizationSettings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    copro: CoproSettings = CoproSettings()
+    bootstrap: BootstrapSettings = BootstrapSettings()
+
+
+class Settings(BaseSettings):
+    """All of dspyq's settings. Application keys beyond dspyq's own are kept, not dropped."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DSPYQ_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="allow",
+    )
+
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str | None = None
+    database_url: str = "sqlite:///dspyq.db"
+    broker_visibility_timeout: int = 3600
+    default_lm: str | None = None
+    providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
+    cache: CacheSettings = CacheSettings()
+    optimization: OptimizationSettings = OptimizationSettings()
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _merge_default_providers(cls, value: Any) -> Any:
+        # An env var for one key of one provider must not wipe the others' defaults.
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {k: v.model_dump() for k, v in _default_providers().items()}
+        for name, conf in value.items():
+            key = name.lower()
+            if isinstance(conf, ProviderSettings):
+                conf = conf.model_dump()
+            base = merged.get(key, {"kind": "openai"})
+            merged[key] = {**base, **{k.lower(): v for k, v in dict(conf).items()}}
+        return merged
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or self.broker_url
+
+    def provider(self, name: str) -> ProviderSettings:
+        from dspyq.errors import ConfigurationError
+
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers))
+            raise ConfigurationError(
+                f"unknown provider {name!r}; configured providers: {known}. "
+                f"Add one with DSPYQ_PROVIDERS__{name.upper()}__API_BASE=...",
+                context={"provider": name},
+            ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and read them again (after the environment changed)."""
+    get_settings.cache_clear()
+    return get_settings()
