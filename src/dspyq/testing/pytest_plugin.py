@@ -1,0 +1,35 @@
+"""pytest fixtures for dspyq, registered through the ``pytest11`` entry point.
+
+``fake_lm`` gives each test a fresh fake LM server on a free loopback port;
+``fake_lm_server`` is one server shared by the session (reset between uses is up to
+the test: call ``server.reset()``). Imports of the server stay inside the fixtures so
+that merely loading the plugin costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from dspyq.testing.fake_lm import FakeLMServer
+
+
+@pytest.fixture
+def fake_lm() -> Iterator[FakeLMServer]:
+    """A fake OpenAI/Anthropic-compatible server, started for this test only."""
+    from dspyq.testing.fake_lm import FakeLMServer
+
+    with FakeLMServer(port=0) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fake_lm_server() -> Iterator[FakeLMServer]:
+    """One fake LM server for the whole session (cheaper; tests must not rely on its state)."""
+    from dspyq.testing.fake_lm import FakeLMServer
+
+    with FakeLMServer(port=0) as server:
+        yield server
