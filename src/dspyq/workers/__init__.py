@@ -1,0 +1,1 @@
+"""Worker pools: launch and embedded services for ``dspyq worker`` and ``dspyq dev``."""
