@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dspyq import metrics
+from dspyq.core.example import Example, Prediction
 from dspyq.metrics import (
     exact_match,
     f1_score,
@@ -77,3 +78,40 @@ def test_metrics_are_module_level_functions_reachable_by_import_path() -> None:
         function = getattr(metrics, name)
         assert callable(function)
         assert "." not in function.__qualname__
+
+
+def test_answer_exact_match_accepts_one_gold_answer_or_several() -> None:
+    one = Example(question="capital of France?", answer="Paris")
+    several = Example(question="largest city of the US?", answer=["New York", "NYC"])
+
+    assert metrics.answer_exact_match(one, Prediction(answer="paris."))
+    assert not metrics.answer_exact_match(one, Prediction(answer="Lyon"))
+    assert metrics.answer_exact_match(several, Prediction(answer="nyc"))
+    assert not metrics.answer_exact_match(several, Prediction(answer="New York City"))
+
+
+def test_answer_exact_match_with_frac_below_one_uses_the_best_f1() -> None:
+    example = Example(answer=["the Eiffel Tower", "Tour Eiffel"])
+    pred = Prediction(answer="Eiffel Tower in Paris")  # F1 with "eiffel tower" is 2/3
+
+    assert metrics.answer_exact_match(example, pred, frac=0.6)
+    assert not metrics.answer_exact_match(example, pred, frac=0.7)
+    assert not metrics.answer_exact_match(example, pred)
+
+
+def test_answer_exact_match_compares_typed_answers_as_text() -> None:
+    assert metrics.answer_exact_match(Example(answer="4"), Prediction(answer=4))
+
+
+def test_answer_metrics_reject_an_answer_that_is_not_text() -> None:
+    with pytest.raises(ValueError, match="str or a list of str"):
+        metrics.answer_exact_match(Example(answer=4), Prediction(answer="4"))
+
+
+def test_answer_passage_match_looks_for_the_answer_in_any_retrieved_passage() -> None:
+    example = Example(question="Where was Obama born?", answer="Honolulu")
+    passages = ["Obama served two terms.", "He was born in Honolulu, Hawaii."]
+
+    assert metrics.answer_passage_match(example, Prediction(context=passages))
+    assert not metrics.answer_passage_match(example, Prediction(context=passages[:1]))
+    assert metrics.answer_passage_match(example, Prediction(context=passages[1]))
