@@ -19,9 +19,15 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def fake_lm() -> Iterator[FakeLMServer]:
-    """A fake OpenAI/Anthropic-compatible server, started for this test only."""
+    """A fake OpenAI/Anthropic-compatible server, started for this test only.
+
+    The process-wide LM cache is emptied first: ports get reused, and an answer
+    cached by an earlier test must not stand in for this server's.
+    """
+    from dspyq.lm.cache import clear_cache
     from dspyq.testing.fake_lm import FakeLMServer
 
+    clear_cache()
     with FakeLMServer(port=0) as server:
         yield server
 

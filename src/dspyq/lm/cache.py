@@ -1,0 +1,116 @@
+"""The in-process (L1) response cache, keyed by a stable hash of the request.
+
+The LM talks to the cache through the small :class:`Cache` protocol (``get``/``put``)
+so that Redis (L2) and SQL (L3) layers can be stacked behind or in front of the
+:class:`LRUCache` later without touching the LM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Protocol, runtime_checkable
+
+from dspyq.lm.request import LMResponse
+
+# Call options that change how a request is sent, not what it answers.
+NON_SEMANTIC_KWARGS = frozenset(
+    {"cache", "num_retries", "timeout", "api_key", "api_base", "stream", "stream_options"}
+)
+
+
+def cache_key(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``payload`` (sorted keys, no whitespace)."""
+    text = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """What the LM needs from a cache layer."""
+
+    def get(self, key: str) -> LMResponse | None: ...
+
+    def put(self, key: str, value: LMResponse) -> None: ...
+
+
+class LRUCache:
+    """A thread-safe least-recently-used cache with an optional time to live."""
+
+    def __init__(self, max_entries: int = 10_000, ttl: float | None = None) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._entries: OrderedDict[str, tuple[float, LMResponse]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> LMResponse | None:
+        with self._lock:
+            item = self._entries.get(key)
+            if item is not None and self.ttl is not None and time.monotonic() - item[0] > self.ttl:
+                del self._entries[key]
+                item = None
+            if item is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return item[1]
+
+    def put(self, key: str, value: LMResponse) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic(), value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.hits = 0
+            self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._entries
+
+
+_default_cache: Cache | None = None
+_default_lock = threading.Lock()
+
+
+def default_cache() -> Cache:
+    """The process-wide cache every LM uses, sized from ``settings.cache``."""
+    global _default_cache
+    with _default_lock:
+        if _default_cache is None:
+            from dspyq.settings import get_settings
+
+            conf = get_settings().cache
+            _default_cache = LRUCache(max_entries=conf.max_entries, ttl=float(conf.ttl) or None)
+        return _default_cache
+
+
+def set_default_cache(cache: Cache | None) -> None:
+    """Replace the process-wide cache (``None``: build a fresh one from settings on next use)."""
+    global _default_cache
+    with _default_lock:
+        _default_cache = cache
+
+
+def clear_cache() -> None:
+    """Empty the process-wide cache, if it can be emptied."""
+    cache = default_cache()
+    clear = getattr(cache, "clear", None)
+    if callable(clear):
+        clear()

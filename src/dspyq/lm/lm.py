@@ -1,0 +1,491 @@
+"""The LM facade: one object per model, called like DSPy's ``dspy.LM``.
+
+``LM("openai/gpt-4o-mini")`` picks the provider from the model prefix and the
+provider settings, and every call goes cache -> provider (with retries) -> history.
+Keys come from the arguments or the settings, are held as ``SecretStr``, and never
+reach the history, ``dump_state`` or error messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from dspyq.errors import ConfigurationError, InputError
+from dspyq.lm import history as global_history
+from dspyq.lm.cache import NON_SEMANTIC_KWARGS, Cache, cache_key, default_cache
+from dspyq.lm.pricing import Price, PriceTable, price_table
+from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
+from dspyq.lm.request import LMRequest, LMResponse, Usage
+from dspyq.lm.response_format import normalize_response_format
+from dspyq.resilience.retry import RetryPolicy
+from dspyq.settings import get_settings
+
+logger = logging.getLogger("dspyq.lm")
+
+# Conventional variables read when neither the argument nor the settings hold a key.
+_STANDARD_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+# Keys of DSPy's saved LM form that describe DSPy internals, not our LM's options.
+_DSPY_STATE_ONLY = frozenset(
+    {"_dspy_lm_class", "engine", "model_type", "finetuning_model", "launch_kwargs", "train_kwargs"}
+)
+_UNSAFE_STATE = frozenset({"api_base", "base_url", "api_key", "model_list"})
+
+_unpriced_noted: set[str] = set()
+_unpriced_lock = threading.Lock()
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """``"openai/gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``; ConfigurationError if malformed."""
+    prefix, sep, name = (model or "").partition("/")
+    if not sep or not prefix.strip() or not name.strip():
+        known = ", ".join(sorted(get_settings().providers))
+        raise ConfigurationError(
+            f"model {model!r} must be written 'provider/model' (e.g. 'openai/gpt-4o-mini'); "
+            f"configured providers: {known}",
+            context={"model": model},
+        )
+    return prefix.strip().lower(), name.strip()
+
+
+@dataclass
+class _Call:
+    """One call, prepared: the request to send plus what the history and cache need."""
+
+    prompt: str | None
+    request: LMRequest
+    history_kwargs: dict[str, Any]
+    key: str | None
+    policy: RetryPolicy
+
+
+class LM:
+    """A language model behind an HTTP provider; see the module docstring.
+
+    ``temperature``, ``max_tokens`` and any extra ``kwargs`` are default request
+    options (``lm.kwargs``) that each call may override. ``http_client`` /
+    ``async_http_client`` are the seam for tests and connection tuning;
+    ``retry_policy`` sets the backoff shape (``num_retries`` still counts);
+    ``prices`` overrides the price table for this LM (a :class:`Price`, a
+    ``(input, output)`` pair for this model, or a mapping of model -> price).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        api_base: str | None = None,
+        api_key: str | SecretStr | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        num_retries: int | None = None,
+        cache: bool = True,
+        timeout: float | None = None,
+        http_client: httpx.Client | None = None,
+        prices: Any = None,
+        *,
+        async_http_client: httpx.AsyncClient | None = None,
+        retry_policy: RetryPolicy | None = None,
+        model_type: str = "chat",
+        **kwargs: Any,
+    ) -> None:
+        if model_type != "chat":
+            raise ConfigurationError(
+                f"model_type {model_type!r} is not supported; dspyq LMs are chat models",
+                context={"model": model},
+            )
+        settings = get_settings()
+        provider_name, model_name = split_model(model)
+        provider_settings = settings.provider(provider_name)
+        cls = provider_class(provider_settings.kind)
+        base = api_base or provider_settings.api_base
+        if not base:
+            raise ConfigurationError(
+                f"no api_base for provider {provider_name!r}: pass api_base= or set "
+                f"DSPYQ_PROVIDERS__{provider_name.upper()}__API_BASE",
+                context={"provider": provider_name, "model": model},
+            )
+        self._init_args: dict[str, Any] = {
+            "model": model,
+            "api_base": api_base,
+            "api_key": api_key,
+            "num_retries": num_retries,
+            "cache": cache,
+            "timeout": timeout,
+            "http_client": http_client,
+            "prices": prices,
+            "async_http_client": async_http_client,
+            "retry_policy": retry_policy,
+        }
+        config = ProviderConfig(
+            name=provider_name,
+            kind=provider_settings.kind,
+            api_base=base,
+            api_key=self._resolve_key(api_key, provider_settings.api_key, provider_name),
+            timeout=float(timeout if timeout is not None else provider_settings.timeout),
+        )
+        self.provider: HTTPProvider = cls(config, http_client, async_http_client)
+        self.model = model
+        self.model_name = model_name
+        self.provider_name = provider_name
+        self.model_type = model_type
+        self.cache = cache
+        self.num_retries = int(
+            num_retries if num_retries is not None else provider_settings.num_retries
+        )
+        self.kwargs: dict[str, Any] = {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **kwargs,
+        }
+        self.history: list[dict[str, Any]] = []
+        self._retry_template = retry_policy or RetryPolicy()
+        self._prices = self._price_table(prices)
+        self._history_lock = threading.Lock()
+
+    # --- construction helpers ---------------------------------------------------------
+
+    @staticmethod
+    def _resolve_key(
+        given: str | SecretStr | None, configured: SecretStr | None, provider_name: str
+    ) -> SecretStr | None:
+        if isinstance(given, SecretStr):
+            return given
+        if given:
+            return SecretStr(given)
+        if configured is not None and configured.get_secret_value():
+            return configured
+        env_name = _STANDARD_KEY_ENV.get(provider_name)
+        value = os.environ.get(env_name) if env_name else None
+        return SecretStr(value) if value else None
+
+    def _price_table(self, prices: Any) -> PriceTable:
+        if prices is None:
+            return price_table()
+        if (
+            isinstance(prices, Mapping)
+            and not {"input", "output"} & set(prices)
+            and not {
+                "input_per_million",
+                "output_per_million",
+            }
+            & set(prices)
+        ):
+            return PriceTable(prices, fallback=price_table())
+        return PriceTable({self.model: Price.coerce(prices)}, fallback=price_table())
+
+    @property
+    def supports_response_schema(self) -> bool:
+        """Whether ``response_format`` may be a pydantic model (JSON schema mode)."""
+        return bool(self.provider.supports_response_schema)
+
+    def __repr__(self) -> str:
+        return f"LM(model={self.model!r})"
+
+    # --- preparing a call ---------------------------------------------------------------
+
+    def _prepare(self, prompt: str | None, messages: Any, kwargs: dict[str, Any]) -> _Call:
+        if messages is None:
+            if prompt is None:
+                raise InputError(
+                    "an LM call needs prompt= or messages=", context={"model": self.model}
+                )
+            messages = [{"role": "user", "content": prompt}]
+        elif prompt is not None:
+            raise InputError("pass prompt= or messages= to an LM call, not both")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise InputError("messages must be a list of {'role': ..., 'content': ...} dicts")
+        for name in ("api_key", "api_base"):
+            if name in kwargs:
+                raise ConfigurationError(f"{name} is set on LM(...) or in settings, not per call")
+        use_cache = bool(kwargs.pop("cache", self.cache)) and get_settings().cache.enabled
+        timeout = kwargs.pop("timeout", None)
+        num_retries = int(kwargs.pop("num_retries", self.num_retries))
+        options = {
+            k: v
+            for k, v in {**self.kwargs, **kwargs}.items()
+            if v is not None and k not in NON_SEMANTIC_KWARGS
+        }
+        rollout_id = options.pop("rollout_id", None)
+        response_format = normalize_response_format(options.pop("response_format", None))
+        messages = copy.deepcopy(messages)
+        request = LMRequest(
+            model=self.model_name,
+            messages=messages,
+            params=options,
+            response_format=response_format,
+            timeout=float(timeout) if timeout is not None else None,
+        )
+        history_kwargs = dict(options)
+        if response_format is not None:
+            history_kwargs["response_format"] = response_format
+        if rollout_id is not None:
+            history_kwargs["rollout_id"] = rollout_id
+        key = None
+        if use_cache:
+            key = cache_key(
+                {
+                    "model": self.model,
+                    "messages": messages,
+                    "options": options,
+                    "response_format": response_format,
+                    "rollout_id": rollout_id,
+                }
+            )
+        policy = dataclasses.replace(self._retry_template, num_retries=num_retries)
+        return _Call(prompt, request, history_kwargs, key, policy)
+
+    def _cached(self, call: _Call) -> LMResponse | None:
+        return default_cache().get(call.key) if call.key is not None else None
+
+    def _cache(self) -> Cache:
+        return default_cache()
+
+    # --- recording ------------------------------------------------------------------------
+
+    def _cost(self, response: LMResponse) -> tuple[float, bool]:
+        price = self._prices.lookup(self.model)
+        if price is None:
+            with _unpriced_lock:
+                first = self.model not in _unpriced_noted
+                _unpriced_noted.add(self.model)
+            if first:
+                logger.info("no price known for %s; its calls are counted at $0", self.model)
+            return 0.0, False
+        return price.cost(response.usage), True
+
+    def _record(
+        self,
+        call: _Call,
+        response: LMResponse,
+        started: float,
+        *,
+        cache_hit: bool,
+        stream: bool = False,
+    ) -> None:
+        if cache_hit:
+            usage, cost, priced = Usage(), 0.0, True
+        else:
+            usage = response.usage
+            cost, priced = self._cost(response)
+            if call.key is not None:
+                self._cache().put(call.key, response)
+        entry: dict[str, Any] = {
+            "prompt": call.prompt,
+            "messages": call.request.messages,
+            "kwargs": call.history_kwargs,
+            "outputs": list(response.outputs),
+            "usage": usage.model_dump(),
+            "cost": cost,
+            "cost_known": priced,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "cache_hit": cache_hit,
+            "stream": stream,
+            "model": self.model,
+            "response_model": response.model,
+            "provider": self.provider_name,
+            "model_type": self.model_type,
+            "finish_reasons": list(response.finish_reasons),
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "uuid": uuid.uuid4().hex,
+        }
+        with self._history_lock:
+            self.history.append(entry)
+            overflow = len(self.history) - global_history.MAX_HISTORY
+            if overflow > 0:
+                del self.history[:overflow]
+        global_history.record(entry)
+
+    # --- calling ----------------------------------------------------------------------------
+
+    def __call__(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """Complete the messages; one string per choice (``n`` of them)."""
+        return list(self.request(prompt, messages, **kwargs).outputs)
+
+    async def acall(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """Async twin of ``__call__``."""
+        return list((await self.arequest(prompt, messages, **kwargs)).outputs)
+
+    def request(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> LMResponse:
+        """Like ``__call__`` but returns the whole :class:`LMResponse` (outputs and usage)."""
+        started = time.perf_counter()
+        call = self._prepare(prompt, messages, kwargs)
+        cached = self._cached(call)
+        if cached is not None:
+            self._record(call, cached, started, cache_hit=True)
+            return cached
+        response = call.policy.call(lambda: self.provider.complete(call.request))
+        self._record(call, response, started, cache_hit=False)
+        return response
+
+    async def arequest(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> LMResponse:
+        """Async twin of :meth:`request`."""
+        started = time.perf_counter()
+        call = self._prepare(prompt, messages, kwargs)
+        cached = self._cached(call)
+        if cached is not None:
+            self._record(call, cached, started, cache_hit=True)
+            return cached
+        response = await call.policy.acall(lambda: self.provider.acomplete(call.request))
+        self._record(call, response, started, cache_hit=False)
+        return response
+
+    def _prepare_stream(self, prompt: str | None, messages: Any, kwargs: dict[str, Any]) -> _Call:
+        call = self._prepare(prompt, messages, kwargs)
+        if call.request.n != 1:
+            raise ConfigurationError("streaming supports n=1 only", context={"model": self.model})
+        return call
+
+    def stream(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> Iterator[str]:
+        """Text chunks as the server sends them; the full text lands in the history at the end."""
+        started = time.perf_counter()
+        call = self._prepare_stream(prompt, messages, kwargs)
+        return self._stream(call, started)
+
+    def _stream(self, call: _Call, started: float) -> Iterator[str]:
+        cached = self._cached(call)
+        if cached is not None:
+            self._record(call, cached, started, cache_hit=True, stream=True)
+            yield cached.outputs[0]
+            return
+        builder = _StreamedResponse(self.model_name)
+        for chunk in call.policy.iterate(lambda: self.provider.stream(call.request)):
+            builder.add(chunk)
+            if chunk.text:
+                yield chunk.text
+        self._record(call, builder.response(), started, cache_hit=False, stream=True)
+
+    def astream(
+        self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> AsyncIterator[str]:
+        """Async twin of :meth:`stream`."""
+        started = time.perf_counter()
+        call = self._prepare_stream(prompt, messages, kwargs)
+        return self._astream(call, started)
+
+    async def _astream(self, call: _Call, started: float) -> AsyncIterator[str]:
+        cached = self._cached(call)
+        if cached is not None:
+            self._record(call, cached, started, cache_hit=True, stream=True)
+            yield cached.outputs[0]
+            return
+        builder = _StreamedResponse(self.model_name)
+        async for chunk in call.policy.aiterate(lambda: self.provider.astream(call.request)):
+            builder.add(chunk)
+            if chunk.text:
+                yield chunk.text
+        self._record(call, builder.response(), started, cache_hit=False, stream=True)
+
+    def inspect_history(self, n: int = 1) -> None:
+        """Print this LM's last ``n`` calls."""
+        global_history.print_history(self.history[-n:] if n > 0 else [])
+
+    # --- copies and saved state -------------------------------------------------------------
+
+    def copy(self, **kwargs: Any) -> LM:
+        """A new LM with some settings or default options changed and an empty history.
+
+        Constructor settings (model, cache, num_retries, ...) are replaced; other keys
+        update ``kwargs``, and a ``None`` value removes an option.
+        """
+        args = dict(self._init_args)
+        options = dict(self.kwargs)
+        for key, value in kwargs.items():
+            if key in args:
+                args[key] = value
+            elif value is None:
+                options.pop(key, None)
+            else:
+                options[key] = value
+        return LM(**args, **options)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LM:
+        # Programs get deep-copied by optimizers; the provider (and its HTTP client) is
+        # shared, the options and history are copied.
+        new = copy.copy(self)
+        new.kwargs = copy.deepcopy(self.kwargs, memo)
+        new.history = list(self.history)
+        new._history_lock = threading.Lock()
+        return new
+
+    def dump_state(self) -> dict[str, Any]:
+        """The LM in DSPy's saved form (so DSPy can load it); never the key or the base URL."""
+        return {
+            "_dspy_lm_class": "dspy.clients.lm.LM",
+            "model": self.model,
+            "model_type": self.model_type,
+            "cache": self.cache,
+            "num_retries": self.num_retries,
+            **copy.deepcopy(self.kwargs),
+            "engine": "litellm",
+            "finetuning_model": None,
+            "launch_kwargs": {},
+            "train_kwargs": {},
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False) -> LM:
+        """Rebuild an LM from :meth:`dump_state` output (ours or DSPy's).
+
+        Endpoints and keys found in a saved state are dropped unless
+        ``allow_unsafe_lm_state``: a loaded program must not redirect calls.
+        """
+        args = {k: v for k, v in state.items() if k not in _DSPY_STATE_ONLY}
+        if not allow_unsafe_lm_state:
+            for name in _UNSAFE_STATE:
+                args.pop(name, None)
+        if "model" not in args:
+            raise ConfigurationError(
+                "saved LM state has no 'model'", context={"keys": sorted(state)}
+            )
+        return cls(**args)
+
+
+class _StreamedResponse:
+    """Gathers streamed chunks into the response recorded at the end of a stream."""
+
+    def __init__(self, model: str) -> None:
+        self.parts: list[str] = []
+        self.usage = Usage()
+        self.model = model
+        self.finish_reason: str | None = None
+
+    def add(self, chunk: Any) -> None:
+        if chunk.text:
+            self.parts.append(chunk.text)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+
+    def response(self) -> LMResponse:
+        return LMResponse(
+            outputs=["".join(self.parts)],
+            usage=self.usage,
+            model=self.model,
+            finish_reasons=[self.finish_reason],
+        )

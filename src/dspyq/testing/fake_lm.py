@@ -1,0 +1,493 @@
+"""A fake OpenAI- and Anthropic-compatible LM server for tests, demos and load runs.
+
+It is a real HTTP server (starlette on uvicorn) speaking ``POST /v1/chat/completions``
+and ``POST /v1/messages`` (both also as server-sent events) and ``GET /v1/models``.
+Answers come from scripted rules or, by default, from reading the DSPy-style prompt
+(see :mod:`dspyq.testing.fake_completion`); latency, 5xx errors, 429s with
+Retry-After, malformed and truncated bodies can be switched on. Every completion
+request is logged (keys redacted). Tests in the same process use
+:class:`FakeLMServer` (a background thread); other processes steer a server started
+with :func:`serve` (``dspyq fake-lm``) over its ``/_fake/*`` endpoints::
+
+    GET    /_fake/requests   the request log (JSON list)
+    DELETE /_fake/requests   empty the log
+    GET    /_fake/config     config, rules and pending failures
+    POST   /_fake/config     change config keys; "rules": [...] replaces the rules
+    POST   /_fake/script     append "rules" and "failures" (config keys allowed too)
+    POST   /_fake/reset      back to the start configuration, no rules, empty log
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from dspyq.testing import fake_protocols as wire
+from dspyq.testing.fake_completion import estimate_tokens, field_completion, message_text
+from dspyq.testing.fake_script import AnswerRule, Failure, FailureKind, FakeConfig, FakeLMState
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class _Exchange:
+    """One completion request being answered, in either protocol."""
+
+    def __init__(self, state: FakeLMState, protocol: str, body: Any, headers: dict[str, str]):
+        self.state = state
+        self.protocol = protocol
+        self.body = body
+        self.headers = headers
+
+    def error(self, status: int, message: str, retry_after: float | None = None) -> Response:
+        payload = (
+            wire.anthropic_error(status, message)
+            if self.protocol == "anthropic"
+            else wire.openai_error(status, message)
+        )
+        headers = {"retry-after": _seconds(retry_after)} if retry_after is not None else None
+        return JSONResponse(payload, status_code=status, headers=headers)
+
+    def context_error(self, tokens: int, limit: int) -> Response:
+        return JSONResponse(wire.context_error(self.protocol, tokens, limit), status_code=400)
+
+    def _has_key(self, expected: str) -> bool:
+        if self.protocol == "anthropic":
+            return self.headers.get("x-api-key") == expected
+        return self.headers.get("authorization") == f"Bearer {expected}"
+
+    def validate(self) -> str | None:
+        """A protocol violation worth a 400, as the real service would answer, or None."""
+        body = self.body
+        if not isinstance(body, dict):
+            return "the request body must be a JSON object"
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return "model: field required"
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "messages: a non-empty list is required"
+        if self.protocol == "anthropic":
+            if "anthropic-version" not in self.headers:
+                return "anthropic-version: header is required"
+            if not isinstance(body.get("max_tokens"), int):
+                return "max_tokens: field required"
+            if any(m.get("role") == "system" for m in messages if isinstance(m, dict)):
+                return 'messages: Unexpected role "system". Use the top-level system parameter.'
+        return None
+
+    def messages(self) -> list[dict[str, Any]]:
+        messages = [m for m in self.body["messages"] if isinstance(m, dict)]
+        if self.protocol == "anthropic" and self.body.get("system"):
+            return [{"role": "system", "content": message_text(self.body["system"])}, *messages]
+        return messages
+
+    async def answer(self, number: int) -> tuple[Response, str]:
+        conf = self.state.config
+        invalid = self.validate()
+        if invalid:
+            return self.error(400, invalid), "invalid"
+        if conf.api_key is not None and not self._has_key(conf.api_key):
+            return self.error(401, "Incorrect API key provided."), "unauthorized"
+        failure = self.state.next_failure(number)
+        kind: FailureKind | None = failure.kind if failure else None
+        if failure is not None and failure.kind == "slow":
+            await asyncio.sleep(failure.delay)
+        elif failure is not None and failure.kind == "status":
+            retry_after = failure.retry_after
+            if retry_after is None and failure.status == 429:
+                retry_after = conf.retry_after
+            message = failure.message or f"fake failure with status {failure.status}"
+            return self.error(failure.status, message, retry_after), f"failure:{failure.status}"
+
+        messages = self.messages()
+        conversation = "\n".join(message_text(m.get("content")) for m in messages)
+        prompt_tokens = estimate_tokens(conversation)
+        if kind == "context_length" or (
+            conf.max_context_tokens is not None and prompt_tokens > conf.max_context_tokens
+        ):
+            limit = conf.max_context_tokens or max(1, prompt_tokens - 1)
+            return self.context_error(prompt_tokens, limit), "context_length"
+
+        n = int(self.body.get("n") or 1) if self.protocol == "openai" else 1
+        texts, fields = self.state.pick_answers(conversation, n)
+        if texts is None:
+            text = field_completion(messages, fields, self.body.get("response_format"))
+            texts = [text] * n
+        completion_tokens = sum(estimate_tokens(t) for t in texts)
+        streaming = self.body.get("stream") is True
+        model = str(self.body["model"])
+        outcome = "answer" if kind is None else f"failure:{kind}"
+
+        if kind == "malformed":
+            if streaming:
+                return StreamingResponse(
+                    iter([b"data: {this is not json\n\n"]), media_type="text/event-stream"
+                ), outcome
+            return Response("{this is not json", media_type="application/json"), outcome
+        truncate = kind == "truncated"
+        if streaming:
+            stream = self._stream(model, texts, prompt_tokens, completion_tokens, conf, truncate)
+            return StreamingResponse(stream, media_type="text/event-stream"), outcome
+        if self.protocol == "anthropic":
+            payload = wire.anthropic_message(model, texts[0], prompt_tokens, completion_tokens)
+        else:
+            usage = wire.openai_usage(prompt_tokens, completion_tokens)
+            payload = wire.openai_completion(model, texts, usage)
+        text = json.dumps(payload)
+        if truncate:
+            return Response(text[: len(text) // 2], media_type="application/json"), outcome
+        return Response(text, media_type="application/json"), outcome
+
+    def _stream(
+        self,
+        model: str,
+        texts: list[str],
+        prompt_tokens: int,
+        completion_tokens: int,
+        conf: FakeConfig,
+        truncate: bool,
+    ) -> Any:
+        if self.protocol == "anthropic":
+            return wire.anthropic_stream(
+                model,
+                texts[0],
+                prompt_tokens,
+                completion_tokens,
+                chunk_delay=conf.chunk_delay,
+                truncate=truncate,
+            )
+        options = self.body.get("stream_options") or {}
+        usage = (
+            wire.openai_usage(prompt_tokens, completion_tokens)
+            if options.get("include_usage")
+            else None
+        )
+        return wire.openai_stream(
+            model, texts, usage, chunk_delay=conf.chunk_delay, truncate=truncate
+        )
+
+
+def build_app(state: FakeLMState) -> Starlette:
+    """The starlette application serving ``state``."""
+
+    async def complete(request: Request, protocol: str) -> Response:
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        logged = body if body is not None else {"_raw": raw.decode("utf-8", "replace")[:10_000]}
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        entry = state.log_request(request.method, request.url.path, headers, logged, protocol)
+        delay = state.latency()
+        if delay:
+            await asyncio.sleep(delay)
+        response, outcome = await _Exchange(state, protocol, body, headers).answer(entry["id"])
+        state.finish_request(entry, response.status_code, outcome)
+        return response
+
+    async def openai_completions(request: Request) -> Response:
+        return await complete(request, "openai")
+
+    async def anthropic_messages(request: Request) -> Response:
+        return await complete(request, "anthropic")
+
+    async def models(request: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "dspyq-fake"}
+            for name in state.config.models
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def requests_log(request: Request) -> Response:
+        if request.method == "DELETE":
+            state.clear_requests()
+            return JSONResponse({"cleared": True})
+        return JSONResponse(state.requests())
+
+    async def config(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                data = dict(await request.json())
+                rules = data.pop("rules", None)
+                if data:
+                    state.configure(**data)
+                if rules is not None:
+                    state.add_rules([AnswerRule.model_validate(r) for r in rules], replace=True)
+            except (ValueError, TypeError, ValidationError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse(state.snapshot())
+
+    async def script(request: Request) -> Response:
+        try:
+            state.apply(dict(await request.json()))
+        except (ValueError, TypeError, ValidationError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        return JSONResponse(state.snapshot())
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse(state.snapshot())
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", openai_completions, methods=["POST"]),
+            Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/_fake/requests", requests_log, methods=["GET", "DELETE"]),
+            Route("/_fake/config", config, methods=["GET", "POST"]),
+            Route("/_fake/script", script, methods=["POST"]),
+            Route("/_fake/reset", reset, methods=["POST"]),
+            Route("/_fake/health", health, methods=["GET"]),
+        ]
+    )
+
+
+class _BackgroundServer(uvicorn.Server):
+    """uvicorn in a worker thread that stops at once when asked (no 0.1 s polling)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.ready = threading.Event()
+
+    async def main_loop(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        await self.on_tick(0)  # sets the default response headers
+        self.ready.set()
+        await self.stop_event.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        for task in list(self.server_state.tasks):
+            task.cancel()
+
+    def request_stop(self) -> None:
+        if self.loop is not None and self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        else:
+            self.should_exit = True
+
+
+def _config_from(kwargs: dict[str, Any]) -> FakeConfig:
+    return FakeConfig.model_validate({k: v for k, v in kwargs.items() if v is not None})
+
+
+class FakeLMServer:
+    """The fake server in a background thread: ``with FakeLMServer() as server: ...``.
+
+    ``port=0`` picks a free port. Keyword arguments are :class:`FakeConfig` keys
+    (latency, latency_jitter, chunk_delay, error_rate, error_status, seed,
+    rate_limit_every, retry_after, api_key, max_context_tokens, models); ``rules`` and
+    ``script`` preload answers and failures.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        latency: float = 0.0,
+        *,
+        host: str = "127.0.0.1",
+        rules: list[dict[str, Any]] | None = None,
+        script: dict[str, Any] | str | Path | None = None,
+        **config: Any,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.state = FakeLMState(_config_from({"latency": latency, **config}))
+        if rules:
+            self.state.add_rules([AnswerRule.model_validate(r) for r in rules])
+        if script is not None:
+            self.state.apply(load_script(script))
+        self._server: _BackgroundServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeLMServer:
+        if self._thread is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.state),
+            host=self.host,
+            port=self.port,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            loop="asyncio",
+        )
+        self._server = _BackgroundServer(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-lm-server", daemon=True
+        )
+        self._thread.start()
+        if not self._server.ready.wait(timeout=10):
+            self.stop()
+            raise RuntimeError("the fake LM server did not start within 10 seconds")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeLMServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- addresses ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base(self) -> str:
+        """What to pass as ``api_base`` for ``openai/...`` and ``local/...`` models."""
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base(self) -> str:
+        """What to pass as ``api_base`` for ``anthropic/...`` models."""
+        return self.url
+
+    # --- the log ---------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every completion request so far: body, redacted headers, had_key, status, outcome."""
+        return self.state.requests()
+
+    @property
+    def last_request(self) -> dict[str, Any] | None:
+        log = self.state.requests()
+        return log[-1] if log else None
+
+    def clear_requests(self) -> None:
+        self.state.clear_requests()
+
+    # --- steering ----------------------------------------------------------------------------
+
+    def configure(self, **changes: Any) -> FakeConfig:
+        """Change config keys (latency, error_rate, rate_limit_every, ...)."""
+        return self.state.configure(**changes)
+
+    def add_rule(
+        self,
+        match: str | None = None,
+        *,
+        answer: str | None = None,
+        answers: list[str] | None = None,
+        fields: dict[str, Any] | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer requests whose conversation matches ``match`` (a regex; None: all)."""
+        rule = AnswerRule(match=match, answer=answer, answers=answers, fields=fields, times=times)
+        self.state.add_rules([rule])
+
+    def answer(self, text: str, match: str | None = None, times: int | None = None) -> None:
+        """Reply ``text`` verbatim to matching requests."""
+        self.add_rule(match, answer=text, times=times)
+
+    def answer_fields(
+        self, fields: dict[str, Any], match: str | None = None, times: int | None = None
+    ) -> None:
+        """Reply with these output field values, formatted as the prompt asks (chat or JSON)."""
+        self.add_rule(match, fields=fields, times=times)
+
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 500,
+        *,
+        kind: FailureKind = "status",
+        retry_after: float | None = None,
+        delay: float = 0.0,
+        message: str | None = None,
+    ) -> None:
+        """Make the next ``count`` completion requests fail (see :class:`Failure`)."""
+        failure = Failure(
+            kind=kind,
+            status=status,
+            retry_after=retry_after,
+            count=count,
+            delay=delay,
+            message=message,
+        )
+        self.state.add_failures([failure])
+
+    def rate_limit_next(self, count: int = 1, retry_after: float = 1.0) -> None:
+        """Answer the next ``count`` requests with 429 and ``Retry-After: retry_after``."""
+        self.fail_next(count, 429, retry_after=retry_after)
+
+    def apply(self, script: dict[str, Any] | str | Path) -> None:
+        """Apply a JSON script (dict or file): config keys, ``rules`` and ``failures``."""
+        self.state.apply(load_script(script))
+
+    def reset(self) -> None:
+        """Start configuration, no rules or failures, empty log."""
+        self.state.reset()
+
+
+def load_script(script: dict[str, Any] | str | Path) -> dict[str, Any]:
+    """A script given as a dict, or read from a JSON file."""
+    if isinstance(script, dict):
+        return dict(script)
+    data = json.loads(Path(script).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"the script {script} must hold a JSON object")
+    return data
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    latency: float = 0.0,
+    error_rate: float = 0.0,
+    script: dict[str, Any] | str | Path | None = None,
+    log_level: str = "info",
+    **config: Any,
+) -> None:
+    """Run the fake server in the foreground until interrupted (``dspyq fake-lm``)."""
+    state = FakeLMState(_config_from({"latency": latency, "error_rate": error_rate, **config}))
+    if script is not None:
+        state.apply(load_script(script))
+    uvicorn.run(build_app(state), host=host, port=port, log_level=log_level, lifespan="off")
