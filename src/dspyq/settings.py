@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str = "sqlite:///dspyq.db"
     broker_visibility_timeout: int = 3600
+    task_time_limit: int = 600
     default_lm: str | None = None
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     cache: CacheSettings = CacheSettings()

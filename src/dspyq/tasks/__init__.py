@@ -1,0 +1,1 @@
+"""Celery tasks: the app, module executions, multi-hop canvases and optimization runs."""

@@ -1,0 +1,58 @@
+"""The Celery application: JSON only, late acks, one queue per provider pool."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from dspyq.settings import Settings, get_settings
+
+OPTIMIZE_QUEUE = "dspyq.optimize"
+LM_QUEUE_PREFIX = "dspyq.lm."
+
+
+def lm_queue(provider: str) -> str:
+    """The queue a provider's pool consumes: ``openai`` -> ``dspyq.lm.openai``."""
+    return f"{LM_QUEUE_PREFIX}{provider}"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from dspyq's own; kept in one place for workers and clients."""
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.effective_redis_url,
+        # Only JSON crosses the queue: a pickled message is refused by every worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A job is acknowledged only once it finished, and requeued if its worker process
+        # dies, so a crash never loses a job (writes are idempotent by task id).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # LM calls are slow and uneven: a worker takes one job per free slot, no more.
+        "worker_prefetch_multiplier": 1,
+        # After this long without an ack, Redis hands an unacked job to another worker.
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout
+        },
+        "result_expires": 86_400,
+        "task_track_started": True,
+        "task_time_limit": settings.task_time_limit,
+        "task_soft_time_limit": max(1, settings.task_time_limit - 30),
+        "task_default_queue": lm_queue("default"),
+        "broker_connection_retry_on_startup": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app for the given settings (the process-wide ones by default)."""
+    settings = settings or get_settings()
+    app = Celery("dspyq")
+    app.conf.update(celery_config(settings))
+    return app
