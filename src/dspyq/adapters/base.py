@@ -1,0 +1,299 @@
+"""The adapter base: turns (signature, demos, inputs) into chat messages and completions back into values.
+
+The message layout is DSPy 3.4.1's, byte for byte::
+
+    [system] + demos (user/assistant pairs) + History turns + [user]
+
+The system message is the field descriptions, the field structure and the task
+description. Subclasses decide the structure, the reminder closing the last user
+message, how demo outputs are written and how completions are parsed.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+from pydantic.fields import FieldInfo
+
+from dspyq.adapters.values import format_field_value
+from dspyq.core.signature import Signature, field_extra
+from dspyq.core.types import History, annotation_name
+from dspyq.errors import AdapterParseError
+
+Message = dict[str, Any]
+
+INCOMPLETE_DEMO_PREFIX = (
+    "This is an example of the task, though some input or output fields are not supplied."
+)
+MISSING_FIELD_TEXT = "Not supplied for this particular example. "
+EMPTY_RESPONSE_MESSAGE = "The LM returned an empty or null response."
+
+
+def parse_failure(
+    adapter_name: str,
+    signature: type[Signature],
+    lm_response: str,
+    message: str | None = None,
+    parsed_result: Mapping[str, Any] | None = None,
+) -> AdapterParseError:
+    """An AdapterParseError whose text is DSPy's (what was expected, what was found)."""
+    text = f"{message}\n\n" if message else ""
+    text += (
+        f"Adapter {adapter_name} failed to parse the LM response. \n\n"
+        f"LM Response: {lm_response} \n\n"
+        "Expected to find output fields in the LM response: "
+        f"[{', '.join(signature.output_fields)}] \n\n"
+    )
+    if parsed_result is not None:
+        text += (
+            f"Actual output fields parsed from the LM response: [{', '.join(parsed_result)}] \n\n"
+        )
+    return AdapterParseError(
+        text,
+        adapter_name=adapter_name,
+        signature=signature,
+        lm_response=lm_response,
+        parsed_result=dict(parsed_result) if parsed_result is not None else None,
+    )
+
+
+def field_description_block(fields: Mapping[str, FieldInfo]) -> str:
+    """``1. `name` (Type): desc`` lines, with a ``Constraints:`` line where a field has any."""
+    lines = []
+    for index, (name, field) in enumerate(fields.items(), 1):
+        extra = field_extra(field)
+        desc = extra.get("desc", "")
+        desc = "" if desc == f"${{{name}}}" else desc
+        line = f"{index}. `{name}` ({annotation_name(field.annotation)}): {desc}"
+        if extra.get("constraints"):
+            line += f"\nConstraints: {extra['constraints']}"
+        lines.append(line)
+    return "\n".join(lines).strip()
+
+
+def as_field_dict(record: Any) -> dict[str, Any]:
+    """A demo or history turn (dict, Example, or anything dict-like) as a plain dict."""
+    if isinstance(record, Mapping):
+        return dict(record)
+    to_dict = getattr(record, "toDict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    items = getattr(record, "items", None)
+    if callable(items):
+        return dict(items())
+    return dict(record)
+
+
+def history_field_name(signature: type[Signature]) -> str | None:
+    """The first input field typed ``History``, if any."""
+    for name, field in signature.input_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, History):
+            return name
+    return None
+
+
+def _history_turns(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, History):
+        return [dict(turn) for turn in value.messages]
+    if isinstance(value, Mapping) and "messages" in value:
+        return [dict(turn) for turn in value["messages"]]
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return [as_field_dict(turn) for turn in value]
+    raise TypeError(f"A History field needs a History value, not {type(value).__name__}.")
+
+
+class Adapter:
+    """Formats prompts and parses completions for one prompt style (see subclasses)."""
+
+    name: ClassVar[str] = "Adapter"
+
+    # --- prompt formatting -------------------------------------------------------
+
+    def format(
+        self, signature: type[Signature], demos: list[Any], inputs: Mapping[str, Any]
+    ) -> list[Message]:
+        """The chat messages for one call: system, demos, history turns, then the request."""
+        inputs_left = dict(inputs)
+        history_name = history_field_name(signature)
+        request_signature = signature
+        history_messages: list[Message] = []
+        if history_name is not None:
+            request_signature = signature.delete(history_name)
+            turns = _history_turns(inputs_left.pop(history_name, None))
+            history_messages = self.format_conversation_history(request_signature, turns)
+        messages: list[Message] = [
+            {"role": "system", "content": self.format_system_message(signature)}
+        ]
+        messages.extend(self.format_demos(signature, demos))
+        messages.extend(history_messages)
+        content = self.format_user_message_content(
+            request_signature, inputs_left, main_request=True
+        )
+        messages.append({"role": "user", "content": content})
+        return messages
+
+    def format_system_message(self, signature: type[Signature]) -> str:
+        return (
+            f"{self.format_field_description(signature)}\n"
+            f"{self.format_field_structure(signature)}\n"
+            f"{self.format_task_description(signature)}"
+        )
+
+    def format_field_description(self, signature: type[Signature]) -> str:
+        return (
+            f"Your input fields are:\n{field_description_block(signature.input_fields)}\n"
+            f"Your output fields are:\n{field_description_block(signature.output_fields)}"
+        )
+
+    def format_field_structure(self, signature: type[Signature]) -> str:
+        raise NotImplementedError
+
+    def format_task_description(self, signature: type[Signature]) -> str:
+        instructions = textwrap.dedent(signature.instructions)
+        objective = ("\n" + " " * 8).join(["", *instructions.splitlines()])
+        return f"In adhering to this structure, your objective is: {objective}"
+
+    def format_user_message_content(
+        self,
+        signature: type[Signature],
+        inputs: Mapping[str, Any],
+        prefix: str = "",
+        suffix: str = "",
+        main_request: bool = False,
+    ) -> str:
+        parts = [prefix]
+        for name, field in signature.input_fields.items():
+            if name in inputs:
+                parts.append(f"[[ ## {name} ## ]]\n{format_field_value(field, inputs[name])}")
+        if main_request:
+            requirements = self.user_message_output_requirements(signature)
+            if requirements is not None:
+                parts.append(requirements)
+        parts.append(suffix)
+        return "\n\n".join(parts).strip()
+
+    def user_message_output_requirements(self, signature: type[Signature]) -> str | None:
+        return None
+
+    def format_assistant_message_content(
+        self,
+        signature: type[Signature],
+        outputs: Mapping[str, Any],
+        missing_field_message: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def format_demos(self, signature: type[Signature], demos: Iterable[Any]) -> list[Message]:
+        """Demo turns: incomplete demos (marked as such) first, then complete ones.
+
+        A demo is complete when every field is present and not None; incomplete demos
+        need at least one input and one output, otherwise they are dropped.
+        """
+        complete: list[dict[str, Any]] = []
+        incomplete: list[dict[str, Any]] = []
+        for raw in demos:
+            demo = as_field_dict(raw)
+            if all(demo.get(name) is not None for name in signature.fields):
+                complete.append(demo)
+            elif any(k in demo for k in signature.input_fields) and any(
+                k in demo for k in signature.output_fields
+            ):
+                incomplete.append(demo)
+        messages: list[Message] = []
+        for demos_group, prefix in ((incomplete, INCOMPLETE_DEMO_PREFIX), (complete, "")):
+            for demo in demos_group:
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": self.format_user_message_content(signature, demo, prefix=prefix),
+                    }
+                )
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": self.format_assistant_message_content(
+                            signature, demo, missing_field_message=MISSING_FIELD_TEXT
+                        ),
+                    }
+                )
+        return messages
+
+    def format_conversation_history(
+        self, signature: type[Signature], turns: list[dict[str, Any]]
+    ) -> list[Message]:
+        """Each past turn as a user request (with the reminder) and the assistant's answer."""
+        messages: list[Message] = []
+        for turn in turns:
+            messages.append(
+                {
+                    "role": "user",
+                    "content": self.format_user_message_content(signature, turn, main_request=True),
+                }
+            )
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": self.format_assistant_message_content(signature, turn),
+                }
+            )
+        return messages
+
+    # --- parsing and calling -------------------------------------------------------
+
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _parse_outputs(
+        self, signature: type[Signature], outputs: Iterable[Any]
+    ) -> list[dict[str, Any]]:
+        values = []
+        for output in outputs:
+            text = output.get("text") if isinstance(output, Mapping) else output
+            if not text:
+                raise parse_failure(
+                    self.name, signature, str(output), message=EMPTY_RESPONSE_MESSAGE
+                )
+            value = self.parse(signature, str(text))
+            for name in signature.output_fields:
+                value.setdefault(name, None)
+            values.append(value)
+        return values
+
+    def prepare_lm_kwargs(
+        self, lm: Any, lm_kwargs: Mapping[str, Any], signature: type[Signature]
+    ) -> dict[str, Any]:
+        """The request options for the LM call (JSON mode adds ``response_format``)."""
+        return dict(lm_kwargs)
+
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Format, call ``lm(messages=..., **lm_kwargs)`` and parse each completion."""
+        messages = self.format(signature, demos, inputs)
+        outputs = lm(messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature))
+        return self._parse_outputs(signature, outputs)
+
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Like calling the adapter, with ``await lm.acall(messages=..., **lm_kwargs)``."""
+        messages = self.format(signature, demos, inputs)
+        outputs = await lm.acall(
+            messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature)
+        )
+        return self._parse_outputs(signature, outputs)

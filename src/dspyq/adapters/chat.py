@@ -1,0 +1,169 @@
+"""ChatAdapter: DSPy's default prompt style, with ``[[ ## field ## ]]`` section markers.
+
+Outputs are requested as marked sections ending with ``[[ ## completed ## ]]`` and
+parsed back section by section. When a completion cannot be parsed, the adapter makes
+one more LM call through a fresh :class:`~dspyq.adapters.json_adapter.JSONAdapter`
+(unless ``use_json_adapter_fallback=False``), as DSPy 3.4.1 does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, get_args
+
+from pydantic.fields import FieldInfo
+
+from dspyq.adapters.base import Adapter, parse_failure
+from dspyq.adapters.schema import field_placeholder
+from dspyq.adapters.values import format_field_value, parse_value
+from dspyq.core.signature import Signature
+from dspyq.core.types import annotation_name
+from dspyq.errors import AdapterParseError
+
+FIELD_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+def marked_blocks(fields: Mapping[str, FieldInfo], values: Mapping[str, Any]) -> str:
+    """``[[ ## name ## ]]\\n<value>`` for each field, joined by blank lines."""
+    blocks = [
+        f"[[ ## {name} ## ]]\n{format_field_value(field, values[name])}"
+        for name, field in fields.items()
+    ]
+    return "\n\n".join(blocks).strip()
+
+
+def placeholder_blocks(fields: Mapping[str, FieldInfo]) -> str:
+    """The structure section: each field's marker over its ``{name}`` placeholder."""
+    return "\n\n".join(
+        f"[[ ## {name} ## ]]\n{field_placeholder(name, field)}" for name, field in fields.items()
+    ).strip()
+
+
+def python_type_hint(field: FieldInfo) -> str:
+    """`` (must be formatted as a valid Python T)`` for non-str fields, else ``""``."""
+    if field.annotation is str:
+        return ""
+    return f" (must be formatted as a valid Python {annotation_name(field.annotation)})"
+
+
+def split_sections(completion: str) -> list[tuple[str | None, str]]:
+    """(header, text) pairs; text before the first header has header None."""
+    sections: list[tuple[str | None, list[str]]] = [(None, [])]
+    for line in completion.splitlines():
+        match = FIELD_HEADER.match(line.strip())
+        if match:
+            # DSPy slices the unstripped line at the match end; keep that exact behaviour.
+            rest = line[match.end() :].strip()
+            sections.append((match.group(1), [rest] if rest else []))
+        else:
+            sections[-1][1].append(line)
+    return [(header, "\n".join(lines).strip()) for header, lines in sections]
+
+
+def fill_optional_outputs(signature: type[Signature], values: dict[str, Any]) -> None:
+    """Give missing outputs that have a default (or accept None) that value."""
+    for name, field in signature.output_fields.items():
+        if name in values:
+            continue
+        if not field.is_required():
+            values[name] = field.get_default(call_default_factory=True)
+        elif field.annotation is None or type(None) in get_args(field.annotation):
+            values[name] = None
+
+
+class ChatAdapter(Adapter):
+    """Prompts with ``[[ ## field ## ]]`` sections; falls back to JSON once on a parse failure."""
+
+    name = "ChatAdapter"
+
+    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
+        self.use_json_adapter_fallback = use_json_adapter_fallback
+
+    def format_field_structure(self, signature: type[Signature]) -> str:
+        parts = [
+            "All interactions will be structured in the following way, with the appropriate values filled in.",
+            placeholder_blocks(signature.input_fields),
+            placeholder_blocks(signature.output_fields),
+            "[[ ## completed ## ]]\n",
+        ]
+        return "\n\n".join(parts).strip()
+
+    def user_message_output_requirements(self, signature: type[Signature]) -> str:
+        fields = ", then ".join(
+            f"`[[ ## {name} ## ]]`{python_type_hint(field)}"
+            for name, field in signature.output_fields.items()
+        )
+        return (
+            f"Respond with the corresponding output fields, starting with the field {fields}, "
+            "and then ending with the marker for `[[ ## completed ## ]]`."
+        )
+
+    def format_assistant_message_content(
+        self,
+        signature: type[Signature],
+        outputs: Mapping[str, Any],
+        missing_field_message: str | None = None,
+    ) -> str:
+        values = {
+            name: outputs.get(name, missing_field_message) for name in signature.output_fields
+        }
+        return marked_blocks(signature.output_fields, values) + "\n\n[[ ## completed ## ]]\n"
+
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        """Values of the output sections; the first occurrence of a field wins."""
+        values: dict[str, Any] = {}
+        for header, text in split_sections(completion):
+            if header is None or header in values or header not in signature.output_fields:
+                continue
+            try:
+                values[header] = parse_value(text, signature.output_fields[header].annotation)
+            except Exception as exc:  # pydantic/ValueError: reported with the field and text
+                raise parse_failure(
+                    self.name,
+                    signature,
+                    completion,
+                    message=f"Failed to parse field {header} with value {text} from the LM response. "
+                    f"Error message: {exc}",
+                ) from exc
+        fill_optional_outputs(signature, values)
+        if values.keys() != signature.output_fields.keys():
+            raise parse_failure(self.name, signature, completion, parsed_result=values)
+        return values
+
+    def _falls_back(self) -> bool:
+        return self.use_json_adapter_fallback
+
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        try:
+            return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError:
+            if not self._falls_back():
+                raise
+            from dspyq.adapters.json_adapter import JSONAdapter
+
+            return JSONAdapter()(lm, lm_kwargs, signature, demos, inputs)
+
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        try:
+            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError:
+            if not self._falls_back():
+                raise
+            from dspyq.adapters.json_adapter import JSONAdapter
+
+            return await JSONAdapter().acall(lm, lm_kwargs, signature, demos, inputs)

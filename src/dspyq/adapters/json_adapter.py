@@ -1,0 +1,154 @@
+"""JSONAdapter: asks for the outputs as one JSON object, and requests JSON from the provider.
+
+Inputs are still written as ``[[ ## field ## ]]`` blocks; the outputs are described as
+a JSON object, demo answers are pretty-printed JSON, and the LM call carries a
+``response_format``: the strict ``DSPyProgramOutputs`` model when the LM supports
+structured outputs, JSON mode (``{"type": "json_object"}``) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import json_repair
+
+from dspyq.adapters.base import parse_failure
+from dspyq.adapters.chat import ChatAdapter, fill_optional_outputs, python_type_hint
+from dspyq.adapters.schema import field_placeholder, has_open_ended_mapping, structured_output_model
+from dspyq.adapters.values import parse_value, serialize_for_json
+from dspyq.core.signature import Signature
+
+logger = logging.getLogger(__name__)
+
+JSON_MODE: dict[str, str] = {"type": "json_object"}
+
+
+def first_balanced_object(text: str) -> str | None:
+    """The first ``{...}`` span whose braces balance (braces inside strings count too)."""
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        for index in range(start, len(text)):
+            char = text[index]
+            if char == "{":
+                depth += 1
+            elif char == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : index + 1]
+        start = text.find("{", start + 1)
+    return None
+
+
+def _lm_flag(lm: Any, name: str) -> bool:
+    value = getattr(lm, name, False)
+    return bool(value() if callable(value) else value)
+
+
+class JSONAdapter(ChatAdapter):
+    """Prompts for a JSON object of the outputs and parses it (repairing broken JSON)."""
+
+    name = "JSONAdapter"
+
+    def __init__(self) -> None:
+        super().__init__(use_json_adapter_fallback=False)
+
+    def _falls_back(self) -> bool:
+        return False
+
+    def format_field_structure(self, signature: type[Signature]) -> str:
+        inputs = "\n\n".join(
+            f"[[ ## {name} ## ]]\n{field_placeholder(name, field)}"
+            for name, field in signature.input_fields.items()
+        ).strip()
+        outputs = self._json_object(
+            {
+                name: field_placeholder(name, field)
+                for name, field in signature.output_fields.items()
+            }
+        )
+        parts = [
+            "All interactions will be structured in the following way, with the appropriate values filled in.",
+            "Inputs will have the following structure:",
+            inputs,
+            "Outputs will be a JSON object with the following fields.",
+            outputs,
+        ]
+        return "\n\n".join(parts).strip()
+
+    @staticmethod
+    def _json_object(values: Mapping[str, Any]) -> str:
+        return json.dumps(serialize_for_json(dict(values)), indent=2, ensure_ascii=False)
+
+    def user_message_output_requirements(self, signature: type[Signature]) -> str:
+        fields = ", then ".join(
+            f"`{name}`{python_type_hint(field)}" for name, field in signature.output_fields.items()
+        )
+        return f"Respond with a JSON object in the following order of fields: {fields}."
+
+    def format_assistant_message_content(
+        self,
+        signature: type[Signature],
+        outputs: Mapping[str, Any],
+        missing_field_message: str | None = None,
+    ) -> str:
+        return self._json_object(
+            {name: outputs.get(name, missing_field_message) for name in signature.output_fields}
+        )
+
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        """Output values from the first JSON object in the completion; other keys are dropped."""
+        loaded = json_repair.loads(completion)
+        if not isinstance(loaded, dict):
+            span = first_balanced_object(completion)
+            if span is not None:
+                completion = span
+                loaded = json_repair.loads(completion)
+        if not isinstance(loaded, dict):
+            raise parse_failure(
+                self.name,
+                signature,
+                completion,
+                message="LM response cannot be serialized to a JSON object.",
+            )
+        values: dict[str, Any] = {}
+        for name, raw in loaded.items():
+            if name in signature.output_fields:
+                try:
+                    values[name] = parse_value(raw, signature.output_fields[name].annotation)
+                except Exception as exc:  # pydantic/ValueError: reported with the field and value
+                    raise parse_failure(
+                        self.name,
+                        signature,
+                        completion,
+                        message=f"Failed to parse field {name} with value {raw} from the LM response. "
+                        f"Error message: {exc}",
+                    ) from exc
+        fill_optional_outputs(signature, values)
+        if values.keys() != signature.output_fields.keys():
+            raise parse_failure(self.name, signature, completion, parsed_result=values)
+        return values
+
+    def prepare_lm_kwargs(
+        self, lm: Any, lm_kwargs: Mapping[str, Any], signature: type[Signature]
+    ) -> dict[str, Any]:
+        """Add ``response_format``: the strict output model if the LM takes schemas, else JSON mode."""
+        kwargs = dict(lm_kwargs)
+        supported = getattr(lm, "supported_params", None)
+        if (
+            isinstance(supported, list | set | tuple | frozenset)
+            and "response_format" not in supported
+        ):
+            return kwargs
+        if not _lm_flag(lm, "supports_response_schema") or has_open_ended_mapping(signature):
+            kwargs["response_format"] = dict(JSON_MODE)
+            return kwargs
+        try:
+            kwargs["response_format"] = structured_output_model(signature)
+        except Exception as exc:  # a type pydantic cannot describe: JSON mode still works
+            logger.warning("Cannot build a structured-output schema (%s); using JSON mode.", exc)
+            kwargs["response_format"] = dict(JSON_MODE)
+        return kwargs
