@@ -11,6 +11,7 @@ to the event loop that first used it.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,17 @@ from dspyq.lm.providers.sse import SSEEvent, SSEParser
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse
 
 _shared_client: httpx.Client | None = None
+_shared_ssl: ssl.SSLContext | None = None
 _shared_lock = threading.Lock()
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every short-lived async client (building one costs ~100 ms)."""
+    global _shared_ssl
+    with _shared_lock:
+        if _shared_ssl is None:
+            _shared_ssl = httpx.create_ssl_context()
+        return _shared_ssl
 
 
 def shared_http_client() -> httpx.Client:
@@ -163,7 +174,7 @@ class HTTPProvider:
         if self._async_http_client is not None:
             yield self._async_http_client
             return
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=shared_ssl_context()) as client:
             yield client
 
     def _decode(
