@@ -255,6 +255,19 @@ def test_save_refuses_pickles_and_non_json_paths(tmp_path: Path):
         program.save(tmp_path / "p.json", save_program=True)
 
 
+def test_a_single_predictor_saves_and_loads_its_flat_state(tmp_path: Path):
+    predict = Predict("question -> answer")
+    predict.demos = [Example(question="q", answer="a", dspy_uuid="u-1")]
+    predict.save(tmp_path / "predict.json")
+    document = json.loads((tmp_path / "predict.json").read_text(encoding="utf-8"))
+    assert list(document) == ["traces", "train", "demos", "signature", "lm", "metadata"]
+    assert document["demos"] == [{"question": "q", "answer": "a", "dspy_uuid": "u-1"}]
+
+    reloaded = Predict("question -> answer")
+    reloaded.load(tmp_path / "predict.json")
+    assert reloaded.dump_state() == predict.dump_state()
+
+
 def test_load_state_keeps_field_names_and_types_from_code():
     predict = Predict("question -> count: int")
     predict.load_state(

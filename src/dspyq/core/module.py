@@ -213,6 +213,10 @@ class Module:
                 f"This program's predictors are {names}.",
                 context={"missing": missing, "unexpected": unexpected, "expected": names},
             )
+        from dspyq.core.state import validate_predictor_state
+
+        for name, _ in self.named_parameters():
+            validate_predictor_state(name, state[name])
         for name, param in self.named_parameters():
             try:
                 param.load_state(state[name], allow_unsafe_lm_state=allow_unsafe_lm_state)

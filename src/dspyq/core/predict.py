@@ -83,7 +83,10 @@ class Predict(Module, Parameter):
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
         demos: list[Any] = []
         for demo in self.demos:
-            items = demo.items() if isinstance(demo, Example | dict) else dict(demo).items()
+            # Every key, internal ``dspy_*`` ones included, so a save/load round trip is exact.
+            items = (
+                demo.items(include_dspy=True) if isinstance(demo, Example) else dict(demo).items()
+            )
             if json_mode:
                 demos.append({key: _json_value(value) for key, value in items})
             else:

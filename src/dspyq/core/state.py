@@ -99,7 +99,10 @@ def write_state(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    """Read a saved program, check its metadata and shape; returns it without metadata."""
+    """Read a saved program and check its metadata; returns the state without metadata.
+
+    Whether the state fits a program is checked when it is applied (``load_state``).
+    """
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -110,8 +113,6 @@ def read_state(path: Path) -> dict[str, Any]:
         raise StateError(f"{path} does not hold a program state (expected a JSON object)")
     metadata = document.pop("metadata", None)
     check_metadata(metadata, source=str(path))
-    for name, predictor_state in document.items():
-        validate_predictor_state(name, predictor_state)
     return document
 
 
