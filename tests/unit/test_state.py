@@ -132,6 +132,8 @@ def test_program_saved_by_dspy_loads_and_dumps_the_same_state(tmp_path: Path):
     program.save(out)
     written = json.loads(out.read_text(encoding="utf-8"))
     assert written == {**saved, "metadata": {"dependency_versions": dependency_versions()}}
+    if dependency_versions() == saved["metadata"]["dependency_versions"]:
+        assert out.read_bytes() == SAVED_COT.read_bytes()  # byte for byte what DSPy wrote
 
     again = ChainOfThought("question -> answer")
     again.load(out)
