@@ -108,6 +108,19 @@ class ToolError(DspyqError):
     code = 2002
 
 
+class RedisOperationError(DspyqError):
+    """Redis refused an operation of the rate limiter, breaker or cache (a bug or a clash of keys)."""
+
+    code = 2200
+
+
+class RedisUnavailableError(RedisOperationError):
+    """Redis cannot be reached, timed out, or is loading or read-only; retrying may succeed."""
+
+    code = 2201
+    default_retry = "backoff"
+
+
 # --- data (3xxx) -----------------------------------------------------------------
 
 
@@ -229,6 +242,8 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         ConfigurationError,
         StateError,
         ToolError,
+        RedisOperationError,
+        RedisUnavailableError,
         SignatureError,
         InputError,
         AdapterParseError,
