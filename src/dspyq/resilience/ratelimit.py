@@ -1,0 +1,376 @@
+"""A rate limiter in Redis, shared by every worker process of a pool.
+
+Algorithm: a sliding-window log. Each granted request is a member of a sorted set
+scored by the Redis server time of the grant; a request is granted only if fewer
+than ``limit`` grants lie in the last ``period``. That makes the guarantee exact:
+no window of length ``period``, wherever it starts, ever holds more than ``limit``
+grants, whatever the number of processes (GCRA or a token bucket would allow a
+burst on top of a steady flow, i.e. up to twice the limit in some window). Under
+saturation a new slot opens the moment the oldest grant leaves the window, so
+throughput stays at the limit. The price is memory: one entry per request of the
+last period, which is small for LM rates (600/m is 600 entries).
+
+The optional token budget (``tokens_per_minute``) is a second log of the same kind
+whose entries carry token amounts, with a running sum kept beside it.
+
+Every decision is one Lua script, so check-and-record is atomic across processes,
+and the script reads the clock with ``TIME``: the clocks of the workers' machines
+never matter. A refused attempt records nothing and returns how long until it
+would fit. Every key gets a TTL of a period (plus a second) on each write, so an
+idle limiter leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from redis import Redis
+
+from dspyq.errors import ConfigurationError, RateLimitExceededError
+from dspyq.resilience.redis_client import redis_errors
+from dspyq.settings import get_settings, parse_rate
+
+__all__ = ["Decision", "RateLimitUsage", "RateLimiter"]
+
+_US = 1_000_000
+_TOKEN_WINDOW_US = 60 * _US
+
+# Shared Lua: drop token entries older than a minute and return the budget in use.
+# Members of the token log are "<time>:<seq>:<amount>"; the running sum lives in the
+# meta hash (field "tokens") so a decision does not have to add up the whole log.
+_TRIM_TOKENS = """
+local function amount(member)
+  return tonumber(string.match(member, ':(%-?%d+)$'))
+end
+local function trim_tokens(tokens_key, meta_key, now)
+  local cutoff = now - 60000000
+  local expired = redis.call('ZRANGEBYSCORE', tokens_key, '-inf', cutoff)
+  if #expired > 0 then
+    local gone = 0
+    for _, member in ipairs(expired) do gone = gone + amount(member) end
+    redis.call('ZREMRANGEBYSCORE', tokens_key, '-inf', cutoff)
+    redis.call('HINCRBY', meta_key, 'tokens', -gone)
+  end
+  if redis.call('ZCARD', tokens_key) == 0 then
+    -- HDEL, not HSET: a refused call must not create a key without a TTL.
+    redis.call('HDEL', meta_key, 'tokens')
+    return 0
+  end
+  return tonumber(redis.call('HGET', meta_key, 'tokens') or '0')
+end
+"""
+
+# KEYS: requests log, tokens log, meta hash.
+# ARGV: limit, period_us, token budget (0 = none), tokens, ttl_ms.
+# Returns {wait_us, now_us}; wait_us == 0 means granted (and recorded).
+_ACQUIRE = (
+    _TRIM_TOKENS
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local tokens = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+local wait = 0
+local count = redis.call('ZCARD', KEYS[1])
+if count >= limit then
+  -- The request fits once enough of the oldest grants have left the window.
+  local idx = count - limit
+  local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
+  wait = tonumber(entry[2]) + period - now
+end
+
+if budget > 0 then
+  local used = trim_tokens(KEYS[2], KEYS[3], now)
+  -- Every request spends at least one token, even without an estimate.
+  local need = used + math.max(tokens, 1) - budget
+  if need > 0 then
+    local token_wait = 60000000
+    local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    local freed = 0
+    for i = 1, #entries, 2 do
+      freed = freed + amount(entries[i])
+      if freed >= need then
+        token_wait = tonumber(entries[i + 1]) + 60000000 - now
+        break
+      end
+    end
+    if token_wait > wait then wait = token_wait end
+  end
+end
+
+if wait > 0 then
+  return {math.max(math.ceil(wait), 1), now}
+end
+
+local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+redis.call('ZADD', KEYS[1], now, string.format('%d', now) .. ':' .. seq)
+redis.call('PEXPIRE', KEYS[1], ttl)
+if budget > 0 and tokens > 0 then
+  redis.call('ZADD', KEYS[2], now, string.format('%d', now) .. ':' .. seq .. ':' .. tokens)
+  redis.call('HINCRBY', KEYS[3], 'tokens', tokens)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+redis.call('PEXPIRE', KEYS[3], ttl)
+return {0, now}
+"""
+)
+
+# KEYS: tokens log, meta hash. ARGV: delta, ttl_ms. Returns the budget in use.
+# More tokens than estimated are recorded now (they expire later than the real
+# spend did: conservative). Fewer are taken back from the OLDEST entries, which
+# expire no later than the estimate being corrected, so the log never under-counts.
+_ADJUST = (
+    _TRIM_TOKENS
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local delta = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local used = trim_tokens(KEYS[1], KEYS[2], now)
+if delta > 0 then
+  local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+  redis.call('ZADD', KEYS[1], now, string.format('%d', now) .. ':' .. seq .. ':' .. delta)
+  used = redis.call('HINCRBY', KEYS[2], 'tokens', delta)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+elseif delta < 0 then
+  local refund = -delta
+  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  local taken = 0
+  for i = 1, #entries, 2 do
+    if refund <= 0 then break end
+    local member = entries[i]
+    local have = amount(member)
+    local take = math.min(have, refund)
+    redis.call('ZREM', KEYS[1], member)
+    if have > take then
+      local head = string.match(member, '^(.*):%-?%d+$')
+      redis.call('ZADD', KEYS[1], entries[i + 1], head .. ':' .. (have - take))
+    end
+    refund = refund - take
+    taken = taken + take
+  end
+  if taken > 0 then used = redis.call('HINCRBY', KEYS[2], 'tokens', -taken) end
+end
+return used
+"""
+)
+
+# KEYS: requests log, tokens log, meta hash. ARGV: period_us, track tokens (0/1).
+# Returns {requests in window, tokens in window, now_us}.
+_USAGE = (
+    _TRIM_TOKENS
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local count = redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[1])), '+inf')
+local used = 0
+if ARGV[2] == '1' then used = trim_tokens(KEYS[2], KEYS[3], now) end
+return {count, used, now}
+"""
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One limiter decision: granted or not, how long until it would fit, and when."""
+
+    granted: bool
+    wait: float
+    """Seconds until the request would fit (0.0 when granted)."""
+    at: float
+    """Redis server time of the decision, in seconds since the epoch."""
+
+
+@dataclass(frozen=True)
+class RateLimitUsage:
+    """What a limiter has spent in its current window, for dashboards."""
+
+    name: str
+    requests: int
+    limit: int
+    period: float
+    tokens: int
+    tokens_per_minute: int | None
+
+    @property
+    def utilization(self) -> float:
+        """Share of the request limit in use, 0.0 to 1.0 (tokens included when tighter)."""
+        share = self.requests / self.limit
+        if self.tokens_per_minute:
+            share = max(share, self.tokens / self.tokens_per_minute)
+        return min(share, 1.0)
+
+
+def _window(rate: str) -> tuple[int, float]:
+    """``"600/m"`` -> ``(600, 60.0)``; fractional rates become a whole count per longer period."""
+    try:
+        count, period = parse_rate(rate)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), context={"rate": rate}) from exc
+    if count <= 0:
+        raise ConfigurationError(f"rate limit {rate!r} must allow at least some requests")
+    if count < 1:
+        # "0.5/s" is one request per two seconds.
+        return 1, period / count
+    # "2.5/s" rounds down: a limiter may be stricter than asked, never looser.
+    return math.floor(count), period
+
+
+class RateLimiter:
+    """Requests per period (and optionally tokens per minute) for everyone sharing ``name``.
+
+    All processes that build a limiter with the same ``redis``, ``key_prefix`` and
+    ``name`` share one budget; ``rate`` and ``tokens_per_minute`` should agree
+    between them (the strictest caller wins for its own requests).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        name: str,
+        rate: str = "600/m",
+        tokens_per_minute: int | None = None,
+        key_prefix: str = "dspyq",
+    ) -> None:
+        if tokens_per_minute is not None and tokens_per_minute <= 0:
+            raise ConfigurationError(
+                f"tokens_per_minute must be positive or None, got {tokens_per_minute}",
+                context={"rate_limiter": name},
+            )
+        self.redis = redis
+        self.name = name
+        self.rate = rate
+        self.limit, self.period = _window(rate)
+        self.tokens_per_minute = tokens_per_minute
+        base = f"{key_prefix}:ratelimit:{{{name}}}"  # hash tag: one cluster slot
+        self.requests_key = f"{base}:requests"
+        self.tokens_key = f"{base}:tokens"
+        self.meta_key = f"{base}:meta"
+        window_s = max(self.period, 60.0 if tokens_per_minute else 0.0)
+        self._ttl_ms = int(window_s * 1000) + 1000
+        self._period_us = round(self.period * _US)
+        self._acquire_script = redis.register_script(_ACQUIRE)
+        self._adjust_script = redis.register_script(_ADJUST)
+        self._usage_script = redis.register_script(_USAGE)
+
+    @classmethod
+    def for_provider(cls, redis: Redis, provider: str, key_prefix: str = "dspyq") -> RateLimiter:
+        """The limiter of a provider's pool, with the rate and token budget from settings."""
+        conf = get_settings().provider(provider)
+        return cls(
+            redis,
+            provider,
+            rate=conf.rate_limit,
+            tokens_per_minute=conf.tokens_per_minute,
+            key_prefix=key_prefix,
+        )
+
+    def attempt(self, tokens: int = 0) -> Decision:
+        """Try to take one request (and ``tokens`` of the token budget) right now.
+
+        Nothing is recorded when refused. Raises ConfigurationError when ``tokens``
+        alone exceed the per-minute budget, since waiting would never help.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        if self.tokens_per_minute is not None and tokens > self.tokens_per_minute:
+            raise ConfigurationError(
+                f"one request of {tokens} estimated tokens can never fit the budget of "
+                f"{self.tokens_per_minute} tokens per minute of {self.name!r}; raise "
+                f"DSPYQ_PROVIDERS__{self.name.upper()}__TOKENS_PER_MINUTE",
+                context={"rate_limiter": self.name, "tokens": tokens},
+            )
+        with redis_errors("rate limiter acquire", rate_limiter=self.name):
+            wait_us, now_us = self._acquire_script(
+                keys=[self.requests_key, self.tokens_key, self.meta_key],
+                args=[
+                    self.limit,
+                    self._period_us,
+                    self.tokens_per_minute or 0,
+                    tokens,
+                    self._ttl_ms,
+                ],
+            )
+        wait = int(wait_us) / _US
+        return Decision(granted=wait == 0, wait=wait, at=int(now_us) / _US)
+
+    def try_acquire(self, tokens: int = 0) -> float:
+        """0.0 if a request was granted, else the seconds until it would fit (nothing spent)."""
+        return self.attempt(tokens).wait
+
+    def acquire(self, tokens: int = 0, timeout: float | None = None) -> float:
+        """Wait in this process until a request is granted; return the seconds waited.
+
+        Raises RateLimitExceededError (``retry_after`` set) as soon as the wait would
+        outlast ``timeout``, rather than sleeping for nothing.
+        """
+        start = time.monotonic()
+        while True:
+            wait = self.try_acquire(tokens)
+            if wait == 0.0:
+                return time.monotonic() - start
+            time.sleep(self._sleep_for(wait, start, timeout))
+
+    async def acquire_async(self, tokens: int = 0, timeout: float | None = None) -> float:
+        """:meth:`acquire` for asyncio code: the Redis call runs off the event loop."""
+        start = time.monotonic()
+        while True:
+            wait = await asyncio.to_thread(self.try_acquire, tokens)
+            if wait == 0.0:
+                return time.monotonic() - start
+            await asyncio.sleep(self._sleep_for(wait, start, timeout))
+
+    def _sleep_for(self, wait: float, start: float, timeout: float | None) -> float:
+        if timeout is not None and time.monotonic() - start + wait > timeout:
+            raise RateLimitExceededError(
+                f"rate limit of {self.name!r} ({self.rate}) leaves no room within "
+                f"{timeout:g}s; next slot in {wait:.3f}s",
+                context={"rate_limiter": self.name, "rate": self.rate},
+                retry_after=wait,
+            )
+        # A little jitter so waiters that were refused together do not return together.
+        return wait + random.uniform(0.0, min(0.005, wait * 0.1))
+
+    def adjust_tokens(self, delta: int) -> int:
+        """Correct the token budget once the real usage is known; returns tokens now in use.
+
+        ``delta`` is real minus estimated tokens. A no-op without a token budget.
+        """
+        if self.tokens_per_minute is None or delta == 0:
+            return self.usage().tokens
+        with redis_errors("rate limiter adjust_tokens", rate_limiter=self.name):
+            used = self._adjust_script(
+                keys=[self.tokens_key, self.meta_key], args=[int(delta), self._ttl_ms]
+            )
+        return int(used)
+
+    def usage(self) -> RateLimitUsage:
+        """Requests and tokens spent in the current window."""
+        with redis_errors("rate limiter usage", rate_limiter=self.name):
+            count, used, _now = self._usage_script(
+                keys=[self.requests_key, self.tokens_key, self.meta_key],
+                args=[self._period_us, 1 if self.tokens_per_minute else 0],
+            )
+        return RateLimitUsage(
+            name=self.name,
+            requests=int(count),
+            limit=self.limit,
+            period=self.period,
+            tokens=int(used),
+            tokens_per_minute=self.tokens_per_minute,
+        )
+
+    def reset(self) -> None:
+        """Forget every grant and token spent (an operator's reset, or a test's cleanup)."""
+        with redis_errors("rate limiter reset", rate_limiter=self.name):
+            self.redis.delete(self.requests_key, self.tokens_key, self.meta_key)
