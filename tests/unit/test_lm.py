@@ -428,3 +428,18 @@ def test_deepcopy_keeps_working_and_shares_the_connection(fake_lm: FakeLMServer)
     assert clone("two") == ["fake answer: two"]
     assert len(clone.history) == 2 and len(lm.history) == 1
     assert clone.provider is lm.provider
+
+
+def test_cache_disabled_in_settings_wins(
+    monkeypatch: pytest.MonkeyPatch, fake_lm: FakeLMServer
+) -> None:
+    monkeypatch.setenv("DSPYQ_CACHE__ENABLED", "false")
+    reload_settings()
+    try:
+        lm = openai_lm(fake_lm, cache=True)
+        lm("q")
+        lm("q", cache=True)
+        assert len(fake_lm.requests) == 2
+    finally:
+        monkeypatch.undo()
+        reload_settings()

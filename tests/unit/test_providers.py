@@ -354,3 +354,20 @@ def test_provider_config_repr_hides_the_key() -> None:
         name="openai", kind="openai", api_base="http://x", api_key=SecretStr(KEY)
     )
     assert KEY not in repr(config)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_error_event_mid_stream_is_raised_and_not_retried(
+    fake_lm: FakeLMServer, protocol: str
+) -> None:
+    fake_lm.answer("one two three four five six")
+    fake_lm.fail_next(1, kind="stream_error")
+    lm = make_lm(fake_lm, protocol, num_retries=3)
+    received: list[str] = []
+    with pytest.raises(ProviderUnavailableError) as info:
+        for chunk in lm.stream("hi"):
+            received.append(chunk)
+    assert received == ["one two "]  # text already delivered cannot be taken back
+    assert info.value.context["model"] in ("gpt-4o-mini", "claude-3-5-haiku-latest")
+    assert len(fake_lm.requests) == 1
+    assert lm.history == []

@@ -9,27 +9,25 @@ reach the history, ``dump_state`` or error messages.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from dspyq.errors import ConfigurationError, InputError
+from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
-from dspyq.lm.cache import NON_SEMANTIC_KWARGS, Cache, cache_key, default_cache
+from dspyq.lm.cache import default_cache
+from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
 from dspyq.lm.pricing import Price, PriceTable, price_table
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
-from dspyq.lm.request import LMRequest, LMResponse, Usage
-from dspyq.lm.response_format import normalize_response_format
+from dspyq.lm.request import LMResponse, Usage
 from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import get_settings
 
@@ -59,17 +57,6 @@ def split_model(model: str) -> tuple[str, str]:
             context={"model": model},
         )
     return prefix.strip().lower(), name.strip()
-
-
-@dataclass
-class _Call:
-    """One call, prepared: the request to send plus what the history and cache need."""
-
-    prompt: str | None
-    request: LMRequest
-    history_kwargs: dict[str, Any]
-    key: str | None
-    policy: RetryPolicy
 
 
 class LM:
@@ -174,15 +161,10 @@ class LM:
     def _price_table(self, prices: Any) -> PriceTable:
         if prices is None:
             return price_table()
-        if (
-            isinstance(prices, Mapping)
-            and not {"input", "output"} & set(prices)
-            and not {
-                "input_per_million",
-                "output_per_million",
-            }
-            & set(prices)
-        ):
+        per_model = isinstance(prices, Mapping) and not (
+            {"input", "output", "input_per_million", "output_per_million"} & set(prices)
+        )
+        if per_model:
             return PriceTable(prices, fallback=price_table())
         return PriceTable({self.model: Price.coerce(prices)}, fallback=price_table())
 
@@ -196,62 +178,25 @@ class LM:
 
     # --- preparing a call ---------------------------------------------------------------
 
-    def _prepare(self, prompt: str | None, messages: Any, kwargs: dict[str, Any]) -> _Call:
-        if messages is None:
-            if prompt is None:
-                raise InputError(
-                    "an LM call needs prompt= or messages=", context={"model": self.model}
-                )
-            messages = [{"role": "user", "content": prompt}]
-        elif prompt is not None:
-            raise InputError("pass prompt= or messages= to an LM call, not both")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise InputError("messages must be a list of {'role': ..., 'content': ...} dicts")
-        for name in ("api_key", "api_base"):
-            if name in kwargs:
-                raise ConfigurationError(f"{name} is set on LM(...) or in settings, not per call")
-        use_cache = bool(kwargs.pop("cache", self.cache)) and get_settings().cache.enabled
-        timeout = kwargs.pop("timeout", None)
-        num_retries = int(kwargs.pop("num_retries", self.num_retries))
-        options = {
-            k: v
-            for k, v in {**self.kwargs, **kwargs}.items()
-            if v is not None and k not in NON_SEMANTIC_KWARGS
-        }
-        rollout_id = options.pop("rollout_id", None)
-        response_format = normalize_response_format(options.pop("response_format", None))
-        messages = copy.deepcopy(messages)
-        request = LMRequest(
-            model=self.model_name,
+    def _prepare(self, prompt: str | None, messages: Any, kwargs: dict[str, Any]) -> PreparedCall:
+        call = prepare_call(
+            model=self.model,
+            model_name=self.model_name,
+            defaults=self.kwargs,
+            cache=self.cache,
+            num_retries=self.num_retries,
+            retry_template=self._retry_template,
+            prompt=prompt,
             messages=messages,
-            params=options,
-            response_format=response_format,
-            timeout=float(timeout) if timeout is not None else None,
+            kwargs=kwargs,
         )
-        history_kwargs = dict(options)
-        if response_format is not None:
-            history_kwargs["response_format"] = response_format
-        if rollout_id is not None:
-            history_kwargs["rollout_id"] = rollout_id
-        key = None
-        if use_cache:
-            key = cache_key(
-                {
-                    "model": self.model,
-                    "messages": messages,
-                    "options": options,
-                    "response_format": response_format,
-                    "rollout_id": rollout_id,
-                }
-            )
-        policy = dataclasses.replace(self._retry_template, num_retries=num_retries)
-        return _Call(prompt, request, history_kwargs, key, policy)
+        if not get_settings().cache.enabled:  # the settings switch beats any per-call wish
+            call.key = None
+        return call
 
-    def _cached(self, call: _Call) -> LMResponse | None:
+    @staticmethod
+    def _cached(call: PreparedCall) -> LMResponse | None:
         return default_cache().get(call.key) if call.key is not None else None
-
-    def _cache(self) -> Cache:
-        return default_cache()
 
     # --- recording ------------------------------------------------------------------------
 
@@ -268,7 +213,7 @@ class LM:
 
     def _record(
         self,
-        call: _Call,
+        call: PreparedCall,
         response: LMResponse,
         started: float,
         *,
@@ -281,7 +226,7 @@ class LM:
             usage = response.usage
             cost, priced = self._cost(response)
             if call.key is not None:
-                self._cache().put(call.key, response)
+                default_cache().put(call.key, response)
         entry: dict[str, Any] = {
             "prompt": call.prompt,
             "messages": call.request.messages,
@@ -314,15 +259,15 @@ class LM:
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> list[str]:
         """Complete the messages; one string per choice (``n`` of them)."""
-        return list(self.request(prompt, messages, **kwargs).outputs)
+        return list(self.forward(prompt, messages, **kwargs).outputs)
 
     async def acall(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> list[str]:
         """Async twin of ``__call__``."""
-        return list((await self.arequest(prompt, messages, **kwargs)).outputs)
+        return list((await self.aforward(prompt, messages, **kwargs)).outputs)
 
-    def request(
+    def forward(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> LMResponse:
         """Like ``__call__`` but returns the whole :class:`LMResponse` (outputs and usage)."""
@@ -336,10 +281,10 @@ class LM:
         self._record(call, response, started, cache_hit=False)
         return response
 
-    async def arequest(
+    async def aforward(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> LMResponse:
-        """Async twin of :meth:`request`."""
+        """Async twin of :meth:`forward`."""
         started = time.perf_counter()
         call = self._prepare(prompt, messages, kwargs)
         cached = self._cached(call)
@@ -350,7 +295,9 @@ class LM:
         self._record(call, response, started, cache_hit=False)
         return response
 
-    def _prepare_stream(self, prompt: str | None, messages: Any, kwargs: dict[str, Any]) -> _Call:
+    def _prepare_stream(
+        self, prompt: str | None, messages: Any, kwargs: dict[str, Any]
+    ) -> PreparedCall:
         call = self._prepare(prompt, messages, kwargs)
         if call.request.n != 1:
             raise ConfigurationError("streaming supports n=1 only", context={"model": self.model})
@@ -364,13 +311,13 @@ class LM:
         call = self._prepare_stream(prompt, messages, kwargs)
         return self._stream(call, started)
 
-    def _stream(self, call: _Call, started: float) -> Iterator[str]:
+    def _stream(self, call: PreparedCall, started: float) -> Iterator[str]:
         cached = self._cached(call)
         if cached is not None:
             self._record(call, cached, started, cache_hit=True, stream=True)
             yield cached.outputs[0]
             return
-        builder = _StreamedResponse(self.model_name)
+        builder = StreamedResponse(self.model_name)
         for chunk in call.policy.iterate(lambda: self.provider.stream(call.request)):
             builder.add(chunk)
             if chunk.text:
@@ -385,13 +332,13 @@ class LM:
         call = self._prepare_stream(prompt, messages, kwargs)
         return self._astream(call, started)
 
-    async def _astream(self, call: _Call, started: float) -> AsyncIterator[str]:
+    async def _astream(self, call: PreparedCall, started: float) -> AsyncIterator[str]:
         cached = self._cached(call)
         if cached is not None:
             self._record(call, cached, started, cache_hit=True, stream=True)
             yield cached.outputs[0]
             return
-        builder = _StreamedResponse(self.model_name)
+        builder = StreamedResponse(self.model_name)
         async for chunk in call.policy.aiterate(lambda: self.provider.astream(call.request)):
             builder.add(chunk)
             if chunk.text:
@@ -461,31 +408,3 @@ class LM:
                 "saved LM state has no 'model'", context={"keys": sorted(state)}
             )
         return cls(**args)
-
-
-class _StreamedResponse:
-    """Gathers streamed chunks into the response recorded at the end of a stream."""
-
-    def __init__(self, model: str) -> None:
-        self.parts: list[str] = []
-        self.usage = Usage()
-        self.model = model
-        self.finish_reason: str | None = None
-
-    def add(self, chunk: Any) -> None:
-        if chunk.text:
-            self.parts.append(chunk.text)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
-        if chunk.model:
-            self.model = chunk.model
-        if chunk.finish_reason:
-            self.finish_reason = chunk.finish_reason
-
-    def response(self) -> LMResponse:
-        return LMResponse(
-            outputs=["".join(self.parts)],
-            usage=self.usage,
-            model=self.model,
-            finish_reasons=[self.finish_reason],
-        )

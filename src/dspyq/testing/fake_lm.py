@@ -137,9 +137,19 @@ class _Exchange:
                     iter([b"data: {this is not json\n\n"]), media_type="text/event-stream"
                 ), outcome
             return Response("{this is not json", media_type="application/json"), outcome
+        if kind == "stream_error" and not streaming:
+            return self.error(500, "fake failure with status 500"), "failure:500"
         truncate = kind == "truncated"
         if streaming:
-            stream = self._stream(model, texts, prompt_tokens, completion_tokens, conf, truncate)
+            stream = self._stream(
+                model,
+                texts,
+                prompt_tokens,
+                completion_tokens,
+                conf,
+                truncate,
+                kind == "stream_error",
+            )
             return StreamingResponse(stream, media_type="text/event-stream"), outcome
         if self.protocol == "anthropic":
             payload = wire.anthropic_message(model, texts[0], prompt_tokens, completion_tokens)
@@ -159,6 +169,7 @@ class _Exchange:
         completion_tokens: int,
         conf: FakeConfig,
         truncate: bool,
+        fail: bool,
     ) -> Any:
         if self.protocol == "anthropic":
             return wire.anthropic_stream(
@@ -168,6 +179,7 @@ class _Exchange:
                 completion_tokens,
                 chunk_delay=conf.chunk_delay,
                 truncate=truncate,
+                fail=fail,
             )
         options = self.body.get("stream_options") or {}
         usage = (
@@ -176,7 +188,7 @@ class _Exchange:
             else None
         )
         return wire.openai_stream(
-            model, texts, usage, chunk_delay=conf.chunk_delay, truncate=truncate
+            model, texts, usage, chunk_delay=conf.chunk_delay, truncate=truncate, fail=fail
         )
 
 

@@ -113,8 +113,13 @@ async def openai_stream(
     *,
     chunk_delay: float = 0.0,
     truncate: bool = False,
+    fail: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Chunks for every choice, a finish chunk each, the usage chunk if asked, then [DONE]."""
+    """Chunks for every choice, a finish chunk each, the usage chunk if asked, then [DONE].
+
+    ``truncate`` stops halfway without an end; ``fail`` sends an error event after the
+    first text chunk, as OpenAI does when a generation breaks off.
+    """
     ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
 
@@ -144,6 +149,10 @@ async def openai_stream(
                 yield chunk(
                     [{"index": i, "delta": {"content": parts[step]}, "finish_reason": None}]
                 )
+                if fail:
+                    message = "The server had an error while processing your request."
+                    yield _sse(openai_error(500, message))
+                    return
     if truncate:
         return
     for i in range(len(texts)):
@@ -179,8 +188,13 @@ async def anthropic_stream(
     *,
     chunk_delay: float = 0.0,
     truncate: bool = False,
+    fail: bool = False,
 ) -> AsyncIterator[bytes]:
-    """message_start, one text block of deltas, message_delta with usage, message_stop."""
+    """message_start, one text block of deltas, message_delta with usage, message_stop.
+
+    ``truncate`` stops halfway without message_stop; ``fail`` sends an ``overloaded_error``
+    event after the first delta, as Anthropic does under load.
+    """
     start = anthropic_message(model, "", input_tokens, 1)
     start["content"] = []
     start["stop_reason"] = None
@@ -204,6 +218,9 @@ async def anthropic_stream(
             },
             "content_block_delta",
         )
+        if fail:
+            yield _sse(anthropic_error(529, "Overloaded"), "error")
+            return
     if truncate:
         return
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")

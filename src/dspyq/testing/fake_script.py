@@ -22,7 +22,7 @@ SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 )
 
-FailureKind = Literal["status", "malformed", "truncated", "slow", "context_length"]
+FailureKind = Literal["status", "malformed", "truncated", "slow", "context_length", "stream_error"]
 
 
 class FakeConfig(BaseModel):
@@ -79,7 +79,8 @@ class Failure(BaseModel):
     ``malformed``: 200 with a body that is not JSON; ``truncated``: 200 with half a
     JSON body, or a stream cut before its end marker; ``slow``: wait ``delay``
     seconds, then answer normally; ``context_length``: the protocol's
-    prompt-too-long 400.
+    prompt-too-long 400; ``stream_error``: a stream that breaks off with the protocol's
+    error event after its first text chunk (a non-streaming request gets a 500).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -67,13 +67,15 @@ def _usage(data: Any) -> Usage:
     return Usage.of(int(data.get("input_tokens") or 0), int(data.get("output_tokens") or 0))
 
 
-def _stream_error(provider: AnthropicProvider, payload: dict[str, Any]) -> ProviderError:
+def _stream_error(
+    provider: AnthropicProvider, model: str, payload: dict[str, Any]
+) -> ProviderError:
     err = payload.get("error") or {}
     kind = str(err.get("type", ""))
     message = (
         f"{provider.config.name} reported {kind or 'an error'} mid-stream: {err.get('message', '')}"
     )
-    context = {"provider": provider.config.name, "status": 200, "error_code": kind}
+    context = {"provider": provider.config.name, "model": model, "status": 200, "error_code": kind}
     if kind == "rate_limit_error":
         return RateLimitedError(message, context=context)
     if kind == "invalid_request_error":
@@ -84,8 +86,9 @@ def _stream_error(provider: AnthropicProvider, payload: dict[str, Any]) -> Provi
 class AnthropicStreamDecoder(StreamDecoder):
     """message_start / content_block_delta / message_delta / message_stop events."""
 
-    def __init__(self, provider: AnthropicProvider) -> None:
+    def __init__(self, provider: AnthropicProvider, model: str) -> None:
         self.provider = provider
+        self.request_model = model
         self.input_tokens = 0
         self.output_tokens = 0
         self.model: str | None = None
@@ -96,7 +99,7 @@ class AnthropicStreamDecoder(StreamDecoder):
         payload = json.loads(event.data)
         kind = payload.get("type", event.event)
         if kind == "error":
-            raise _stream_error(self.provider, payload)
+            raise _stream_error(self.provider, self.request_model, payload)
         if kind == "message_start":
             message = payload.get("message") or {}
             self.model = message.get("model")
@@ -175,7 +178,7 @@ class AnthropicProvider(HTTPProvider):
         )
 
     def stream_decoder(self, request: LMRequest) -> StreamDecoder:
-        return AnthropicStreamDecoder(self)
+        return AnthropicStreamDecoder(self, request.model)
 
     @staticmethod
     def _merge(responses: list[LMResponse]) -> LMResponse:

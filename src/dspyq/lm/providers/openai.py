@@ -27,8 +27,9 @@ def _usage(data: Any) -> Usage:
 class OpenAIStreamDecoder(StreamDecoder):
     """``data: {chunk}`` lines ending with ``data: [DONE]``; usage in a last, choice-less chunk."""
 
-    def __init__(self, provider: OpenAIProvider) -> None:
+    def __init__(self, provider: OpenAIProvider, model: str) -> None:
         self.provider = provider
+        self.request_model = model
         self.saw_finish = False
 
     @property
@@ -49,7 +50,11 @@ class OpenAIStreamDecoder(StreamDecoder):
             message = err.get("message") if isinstance(err, dict) else str(err)
             raise ProviderUnavailableError(
                 f"{self.provider.config.name} reported an error mid-stream: {message}",
-                context={"provider": self.provider.config.name, "status": 200},
+                context={
+                    "provider": self.provider.config.name,
+                    "model": self.request_model,
+                    "status": 200,
+                },
             )
         chunks: list[LMChunk] = []
         for choice in payload.get("choices") or []:
@@ -105,4 +110,4 @@ class OpenAIProvider(HTTPProvider):
         )
 
     def stream_decoder(self, request: LMRequest) -> StreamDecoder:
-        return OpenAIStreamDecoder(self)
+        return OpenAIStreamDecoder(self, request.model)
