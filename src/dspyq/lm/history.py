@@ -82,6 +82,7 @@ def render_entry(entry: dict[str, Any]) -> Text:
         label = "Response" if len(outputs) == 1 else f"Response ({i + 1} of {len(outputs)})"
         text.append(f"{label}:\n\n", style="bold")
         text.append(str(output) + "\n\n", style="green")
+    text.rstrip()
     return text
 
 
