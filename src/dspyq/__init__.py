@@ -1,1 +1,96 @@
-"""dspyq."""
+"""dspyq: DSPy's programming model, executed in-process or by distributed worker pools.
+
+The public vocabulary is DSPy's: ``Signature``, ``InputField``, ``OutputField``,
+``Predict``, ``ChainOfThought``, ``Example``, ``Prediction``, ``LM``, ``Evaluate``...
+"""
+
+from dspyq import metrics
+from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter
+from dspyq.core.chain_of_thought import ChainOfThought
+from dspyq.core.context import bind_context, configure, context, current
+from dspyq.core.example import Completions, Example, Prediction
+from dspyq.core.module import Module
+from dspyq.core.multihop import MultiHopQA
+from dspyq.core.predict import Predict
+from dspyq.core.react import ReAct, Tool
+from dspyq.core.refine import BestOfN, Refine
+from dspyq.core.signature import (
+    InputField,
+    OutputField,
+    Signature,
+    ensure_signature,
+    infer_prefix,
+    make_signature,
+)
+from dspyq.core.types import History
+from dspyq.errors import (
+    AdapterParseError,
+    AuthenticationError,
+    BadRequestError,
+    CircuitOpenError,
+    ConfigurationError,
+    ContextWindowExceededError,
+    DspyqError,
+    InputError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    RateLimitExceededError,
+    SignatureError,
+    StateError,
+)
+from dspyq.lm import LM, inspect_history
+from dspyq.metrics import answer_exact_match, answer_passage_match
+from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LM",
+    "Adapter",
+    "AdapterParseError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BestOfN",
+    "ChainOfThought",
+    "ChatAdapter",
+    "CircuitOpenError",
+    "Completions",
+    "ConfigurationError",
+    "ContextWindowExceededError",
+    "DspyqError",
+    "Evaluate",
+    "EvaluationResult",
+    "Example",
+    "History",
+    "InputError",
+    "InputField",
+    "JSONAdapter",
+    "Module",
+    "MultiHopQA",
+    "OutputField",
+    "Predict",
+    "Prediction",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "RateLimitExceededError",
+    "RateLimitedError",
+    "ReAct",
+    "Refine",
+    "Signature",
+    "SignatureError",
+    "StateError",
+    "Tool",
+    "__version__",
+    "answer_exact_match",
+    "answer_passage_match",
+    "bind_context",
+    "configure",
+    "context",
+    "current",
+    "ensure_signature",
+    "infer_prefix",
+    "inspect_history",
+    "make_signature",
+    "metrics",
+]
