@@ -95,9 +95,11 @@ class Settings(BaseSettings):
     broker_url: str = "redis://127.0.0.1:6379/0"
     redis_url: str | None = None
     database_url: str = "sqlite:///dspyq.db"
+    key_prefix: str = "dspyq"
     broker_visibility_timeout: int = 3600
     task_time_limit: int = 600
     default_lm: str | None = None
+    allowed_imports: list[str] | None = None
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     cache: CacheSettings = CacheSettings()
     optimization: OptimizationSettings = OptimizationSettings()

@@ -34,9 +34,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # LM calls are slow and uneven: a worker takes one job per free slot, no more.
         "worker_prefetch_multiplier": 1,
         # After this long without an ack, Redis hands an unacked job to another worker.
-        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        # Every key (queues, results) lives under the deployment's prefix, so several
+        # deployments or test runs can share one Redis without seeing each other.
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            "global_keyprefix": f"{settings.key_prefix}:",
+        },
         "result_backend_transport_options": {
-            "visibility_timeout": settings.broker_visibility_timeout
+            "visibility_timeout": settings.broker_visibility_timeout,
+            "global_keyprefix": f"{settings.key_prefix}:",
         },
         "result_expires": 86_400,
         "task_track_started": True,

@@ -1,0 +1,193 @@
+"""The thin client: validate at the edge, enqueue, and read results and traces back.
+
+It never runs a module and never holds an API key: it turns a program into JSON,
+sends it to the queue of the program's provider pool, and hands back a :class:`Job`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.engine import Engine
+
+from dspyq.api_client.job import Job
+from dspyq.api_client.validation import validate_program_inputs
+from dspyq.core.module import Module
+from dspyq.core.multihop import MultiHopQA
+from dspyq.core.program import program_to_spec
+from dspyq.errors import ConfigurationError, InputError, new_correlation_id
+from dspyq.events import Event
+from dspyq.lm.lm import split_model
+from dspyq.settings import Settings, get_settings
+from dspyq.store import EventStore, ExecutionRecord, ExecutionStore, init_db, make_engine
+from dspyq.tasks.app import lm_queue, make_app
+from dspyq.tasks.execute import EXECUTE_TASK
+from dspyq.tasks.messages import ExecutionRequest
+from dspyq.tasks.multihop import MULTIHOP_TASK
+
+
+class Client:
+    """Submit programs to dspyq's worker pools: ``dspyq.Client().submit(program, **inputs)``."""
+
+    def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.app = app or make_app(self.settings)
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+
+    # --- submitting -------------------------------------------------------------------
+
+    def submit(
+        self,
+        program: Module,
+        lm: str | None = None,
+        *,
+        fallbacks: Sequence[str] = (),
+        lm_kwargs: Mapping[str, Any] | None = None,
+        correlation_id: str | None = None,
+        **inputs: Any,
+    ) -> Job:
+        """Validate and enqueue one execution of ``program`` on ``lm``'s provider pool."""
+        request, task_name = self._request(
+            program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
+        )
+        return self._send(task_name, request)
+
+    def map(
+        self,
+        program: Module,
+        inputs: Iterable[Mapping[str, Any]],
+        lm: str | None = None,
+        *,
+        fallbacks: Sequence[str] = (),
+        lm_kwargs: Mapping[str, Any] | None = None,
+    ) -> list[Job]:
+        """Enqueue one execution per inputs dict; all are validated before any is sent."""
+        spec = program_to_spec(program).model_dump(mode="json")
+        prepared = [
+            self._request(program, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
+            for item in inputs
+        ]
+        with self.app.producer_or_acquire() as producer:
+            return [self._send(name, request, producer=producer) for request, name in prepared]
+
+    async def asubmit(self, program: Module, lm: str | None = None, **kwargs: Any) -> Job:
+        """Async twin of :meth:`submit` (publishing runs in a thread)."""
+        return await asyncio.to_thread(self.submit, program, lm, **kwargs)
+
+    async def amap(
+        self, program: Module, inputs: Iterable[Mapping[str, Any]], lm: str | None = None, **kw: Any
+    ) -> list[Job]:
+        """Async twin of :meth:`map`."""
+        return await asyncio.to_thread(self.map, program, list(inputs), lm, **kw)
+
+    def job(self, task_id: str, correlation_id: str | None = None) -> Job:
+        """A handle on an already submitted job (e.g. from another process)."""
+        return Job(self, task_id, correlation_id or task_id)
+
+    # --- reading back -------------------------------------------------------------------
+
+    def events(self, correlation_id: str) -> list[Event]:
+        """The recorded trace of a job (every hop and LM call), oldest first."""
+        return EventStore(self.engine).by_correlation(correlation_id)
+
+    def executions(self, correlation_id: str) -> list[ExecutionRecord]:
+        """The execution rows of a job (one per hop for multi-hop programs)."""
+        return ExecutionStore(self.engine).list(correlation_id=correlation_id)
+
+    def recorded_error(self, task_id: str) -> dict[str, Any] | None:
+        """The error recorded for a failed execution, if the store has it."""
+        try:
+            record = ExecutionStore(self.engine).get(task_id)
+        except Exception:  # the store is optional for results: fall back to Celery's error
+            return None
+        return record.error if record is not None and record.error else None
+
+    @property
+    def engine(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = make_engine(self.settings.database_url)
+                init_db(self._engine)
+            return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+        self.app.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _request(
+        self,
+        program: Module,
+        lm: str | None,
+        fallbacks: Sequence[str],
+        lm_kwargs: Mapping[str, Any] | None,
+        correlation_id: str | None,
+        inputs: dict[str, Any],
+        *,
+        spec: dict[str, Any] | None,
+    ) -> tuple[ExecutionRequest, str]:
+        if not isinstance(program, Module):
+            raise InputError(
+                f"submit() takes a dspyq Module (Predict, ChainOfThought, ...), "
+                f"not {type(program).__name__}"
+            )
+        model = lm or self._program_lm(program)
+        for name in [model, *fallbacks]:
+            self.settings.provider(split_model(name)[0])  # an unknown provider fails here
+        validate_program_inputs(program, inputs)
+        try:
+            json.dumps(inputs)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"inputs must be JSON values (str, numbers, lists, dicts): {exc}") from None
+        try:
+            request = ExecutionRequest(
+                program=spec or program_to_spec(program).model_dump(mode="json"),
+                inputs=inputs,
+                lm=model,
+                lm_kwargs=dict(lm_kwargs or {}),
+                correlation_id=correlation_id or new_correlation_id(),
+                fallbacks=list(fallbacks),
+            )
+        except ValueError as exc:
+            raise InputError(f"invalid job: {exc}") from None
+        task = MULTIHOP_TASK if isinstance(program, MultiHopQA) else EXECUTE_TASK
+        return request, task
+
+    def _program_lm(self, program: Module) -> str:
+        lm = program.get_lm()
+        if lm is not None:
+            return str(lm.model)
+        if self.settings.default_lm:
+            return self.settings.default_lm
+        raise ConfigurationError(
+            "no LM for this job: pass lm='openai/gpt-4o-mini' to submit(), set an LM on the "
+            "program, or set DSPYQ_DEFAULT_LM"
+        )
+
+    def _send(self, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
+        task_id = uuid.uuid4().hex
+        self.app.send_task(
+            task_name,
+            kwargs={"request": request.model_dump(mode="json")},
+            queue=lm_queue(request.provider),
+            task_id=task_id,
+            producer=producer,
+            # Flower shows this instead of the raw JSON request.
+            shadow=f"{task_name}[{request.program.get('kind', '?').rpartition(':')[2]}]",
+        )
+        return Job(self, task_id, request.correlation_id)

@@ -1,0 +1,258 @@
+"""The module-execution task: rebuild the program from JSON, run it, record it once.
+
+Delivery is at least once (late acks, requeue on worker loss); recording is exactly
+once: the execution row is keyed by the task id, a redelivered job that already
+succeeded returns its stored outputs without calling any LM, and completion events have
+ids derived from the task id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from dspyq.core.context import context
+from dspyq.core.module import Module
+from dspyq.core.program import ProgramSpec, program_from_spec
+from dspyq.errors import (
+    CircuitOpenError,
+    DspyqError,
+    ProviderError,
+    RateLimitExceededError,
+)
+from dspyq.events import Event
+from dspyq.lm.lm import LM, split_model
+from dspyq.tasks.app import lm_queue
+from dspyq.tasks.environment import TaskEnvironment, task_environment
+from dspyq.tasks.messages import ExecutionRequest, ExecutionResult, outputs_as_json
+
+logger = logging.getLogger(__name__)
+
+EXECUTE_TASK = "dspyq.execute_module"
+
+# A job re-queued to wait for rate-limit budget must come back well before Redis's
+# visibility timeout, or Redis would also hand the waiting message to a second worker.
+_MAX_COUNTDOWN_SHARE = 0.5
+
+
+def build_program(env: TaskEnvironment, request: ExecutionRequest) -> Module:
+    spec = ProgramSpec.model_validate(request.program)
+    return program_from_spec(spec, allowed_prefixes=env.settings.allowed_imports)
+
+
+def build_lm(env: TaskEnvironment, model: str, lm_kwargs: dict[str, Any]) -> LM:
+    """A fresh LM for one job (its history is the job's calls) over the shared HTTP pool."""
+    return LM(model, http_client=env.http, **lm_kwargs)
+
+
+def _usage(lm: LM) -> dict[str, Any]:
+    calls = [entry for entry in lm.history if not entry.get("cache_hit")]
+    return {
+        "input_tokens": sum(int(e["usage"].get("prompt_tokens", 0)) for e in calls),
+        "output_tokens": sum(int(e["usage"].get("completion_tokens", 0)) for e in calls),
+        "cost_usd": round(sum(float(e.get("cost", 0.0)) for e in calls), 8),
+        "lm_calls": len(lm.history),
+    }
+
+
+def _event(
+    event_id: str, event_type: str, request: ExecutionRequest, task_id: str, **data: Any
+) -> Event:
+    return Event(
+        event_id=event_id,
+        event_type=event_type,
+        correlation_id=request.correlation_id,
+        parent_id=request.parent_id,
+        data={"task_id": task_id, **data},
+    )
+
+
+def run_execution(
+    task: Task,
+    request: ExecutionRequest,
+    record_id: str,
+    extra_outputs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one execution under the row ``record_id``; returns an ExecutionResult dict.
+
+    ``extra_outputs`` are recorded beside the method's own outputs (multi-hop adds the
+    sub-questions and their answers to the final answer).
+    """
+    env = task_environment()
+    existing = env.executions.get(record_id)
+    if existing is not None and existing.status == "succeeded" and existing.outputs is not None:
+        logger.info("execution %s already succeeded; returning its recorded result", record_id)
+        return _stored_result(existing, request)
+    if not env.executions.mark_running(record_id, env.node, correlation_id=request.correlation_id):
+        record = env.executions.get(record_id)
+        if record is not None and record.status == "succeeded":
+            return _stored_result(record, request)
+    record = env.executions.get(record_id)
+    attempt = record.attempts if record is not None else 1
+    module_type = str(request.program.get("kind", "")).rpartition(":")[2]
+    env.emit(
+        _event(
+            f"{record_id}:start:{attempt}",
+            "module_execution_start",
+            request,
+            record_id,
+            module_type=module_type,
+            method=request.method,
+            lm=request.lm,
+            input_data=request.inputs,
+            attempt=attempt,
+        )
+    )
+    started = time.perf_counter()
+    lm = build_lm(env, request.lm, request.lm_kwargs)
+    try:
+        program = build_program(env, request)
+        with context(lm=lm, correlation_id=request.correlation_id, parent_id=record_id):
+            result = getattr(program, request.method)(**request.inputs)
+    except RateLimitExceededError as exc:
+        # Wait for budget off the worker: re-queue with a countdown instead of sleeping.
+        limit = env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE
+        countdown = min(float(exc.retry_after or 1.0), limit)
+        raise task.retry(countdown=countdown, max_retries=None) from exc
+    except (CircuitOpenError, ProviderError) as exc:
+        if request.fallbacks and _falls_back(exc):
+            _move_to_fallback(task, env, request, record_id, exc)
+        _fail(env, request, record_id, exc, started)
+        raise
+    except SoftTimeLimitExceeded as exc:
+        error = DspyqError(
+            "the job ran past its time limit (DSPYQ_TASK_TIME_LIMIT)",
+            correlation_id=request.correlation_id,
+            context={"task_id": record_id},
+        )
+        _fail(env, request, record_id, error, started)
+        raise error from exc
+    except DspyqError as exc:
+        _fail(env, request, record_id, exc, started)
+        raise
+    except Exception as exc:
+        # A user's module raised something of its own: record it, then let it fail the job.
+        error = DspyqError(
+            f"{type(exc).__name__}: {exc}",
+            correlation_id=request.correlation_id,
+            context={"task_id": record_id, "exception": type(exc).__name__},
+        )
+        _fail(env, request, record_id, error, started)
+        raise error from exc
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    outputs = {**outputs_as_json(result), **(extra_outputs or {})}
+    usage = _usage(lm)
+    env.executions.mark_succeeded(
+        record_id,
+        outputs,
+        duration_ms=duration_ms,
+        correlation_id=request.correlation_id,
+        node=env.node,
+        **usage,
+    )
+    env.emit(
+        _event(
+            f"{record_id}:complete",
+            "module_execution_complete",
+            request,
+            record_id,
+            module_type=module_type,
+            method=request.method,
+            output_data=outputs,
+            duration_ms=duration_ms,
+            **usage,
+        )
+    )
+    return ExecutionResult(
+        outputs=outputs,
+        correlation_id=request.correlation_id,
+        lm=request.lm,
+        duration_ms=duration_ms,
+        **usage,
+    ).model_dump()
+
+
+def _stored_result(record: Any, request: ExecutionRequest) -> dict[str, Any]:
+    return ExecutionResult(
+        outputs=record.outputs or {},
+        correlation_id=request.correlation_id,
+        lm=record.lm or request.lm,
+        input_tokens=record.input_tokens or 0,
+        output_tokens=record.output_tokens or 0,
+        cost_usd=record.cost_usd or 0.0,
+        lm_calls=record.lm_calls or 0,
+        duration_ms=record.duration_ms or 0.0,
+    ).model_dump()
+
+
+def _falls_back(exc: DspyqError) -> bool:
+    """An open breaker or a provider that stayed down after its retries: try the next."""
+    return isinstance(exc, CircuitOpenError) or exc.retry_strategy in {"backoff", "after"}
+
+
+def _move_to_fallback(
+    task: Task, env: TaskEnvironment, request: ExecutionRequest, record_id: str, exc: Exception
+) -> None:
+    nxt, rest = request.fallbacks[0], request.fallbacks[1:]
+    moved = request.model_copy(update={"lm": nxt, "fallbacks": rest})
+    env.emit(
+        _event(
+            f"{record_id}:fallback:{nxt}",
+            "lm_fallback",
+            request,
+            record_id,
+            from_lm=request.lm,
+            to_lm=nxt,
+            reason=type(exc).__name__,
+            message=str(exc),
+        )
+    )
+    # Same task id on the next provider's queue: the client's Job follows it unchanged.
+    raise task.retry(
+        kwargs={**task.request.kwargs, "request": moved.model_dump()},
+        queue=lm_queue(split_model(nxt)[0]),
+        countdown=0,
+        max_retries=None,
+    )
+
+
+def _fail(
+    env: TaskEnvironment,
+    request: ExecutionRequest,
+    record_id: str,
+    exc: DspyqError,
+    started: float,
+) -> None:
+    exc.correlation_id = request.correlation_id
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    env.executions.mark_failed(
+        record_id,
+        exc.to_dict(),
+        duration_ms=duration_ms,
+        correlation_id=request.correlation_id,
+        node=env.node,
+    )
+    env.emit(
+        _event(
+            f"{record_id}:error",
+            "module_execution_error",
+            request,
+            record_id,
+            error=exc.to_dict(),
+            duration_ms=duration_ms,
+        )
+    )
+
+
+@shared_task(name=EXECUTE_TASK, bind=True, max_retries=None)
+def execute_module(self: Task, request: dict[str, Any]) -> dict[str, Any]:
+    """Run one module execution described by an :class:`ExecutionRequest` dict."""
+    parsed = ExecutionRequest.model_validate(request)
+    record_id = str(self.request.id)
+    if parsed.step:
+        record_id = f"{record_id}:{parsed.step}"
+    return run_execution(self, parsed, record_id)
