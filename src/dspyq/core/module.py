@@ -14,8 +14,9 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from dspyq.errors import ConfigurationError, StateError
 
@@ -38,6 +39,18 @@ class Parameter:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class InitArgs:
+    """The arguments a module was constructed with, so a worker can rebuild it.
+
+    Deliberately neither a list nor a dict: parameter discovery must not walk into it
+    (a sub-module passed as an argument is found through the attribute holding it).
+    """
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
 class Module:
     """Base class of every dspyq program: subclass it and write ``forward``.
 
@@ -48,6 +61,15 @@ class Module:
     # Class-level defaults, so subclasses that skip ``super().__init__()`` still work.
     _compiled: bool = False
     callbacks: list[Any] = []
+    _init_args: InitArgs | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Recorded in __new__, which sees the outermost constructor call exactly once,
+        # so subclasses need not cooperate (see dspyq.core.program). Copies keep the
+        # record: deepcopy calls __new__ without arguments, then restores __dict__.
+        instance = super().__new__(cls)
+        instance._init_args = InitArgs(tuple(args), dict(kwargs))
+        return instance
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
         self.callbacks = list(callbacks or [])
