@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from dspyq.core.context import context
 from dspyq.core.module import Module
-from dspyq.core.program import ProgramSpec, program_from_spec
+from dspyq.core.program import program_from_spec
 from dspyq.errors import (
     CircuitOpenError,
     DspyqError,
@@ -40,8 +40,7 @@ _MAX_COUNTDOWN_SHARE = 0.5
 
 
 def build_program(env: TaskEnvironment, request: ExecutionRequest) -> Module:
-    spec = ProgramSpec.model_validate(request.program)
-    return program_from_spec(spec, allowed_prefixes=env.settings.allowed_imports)
+    return program_from_spec(request.program, allowed_prefixes=env.settings.allowed_imports)
 
 
 def build_lm(env: TaskEnvironment, model: str, lm_kwargs: dict[str, Any]) -> LM:

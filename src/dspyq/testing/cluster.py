@@ -1,0 +1,144 @@
+"""A real little dspyq deployment on one machine, for tests and benchmarks.
+
+Worker processes (``python -m dspyq worker``), one fake LM server, a Redis key prefix of
+its own (queues, results, limiter, breaker, cache) and a database of its own, so runs
+never see each other's data. Nothing in it is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from dspyq.api_client import Client
+from dspyq.settings import Settings
+from dspyq.testing import FakeLMServer
+
+REDIS_URL = os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET_KEY = "sk-planted-secret-1234567890"
+
+
+class Cluster:
+    """Workers as separate processes, all pointed at one fake LM, prefix and database."""
+
+    def __init__(
+        self, tmp_path: Path, fake_lm: FakeLMServer, database_url: str, **env: str
+    ) -> None:
+        self.tmp_path = tmp_path
+        self.fake_lm = fake_lm
+        self.prefix = f"dspyqt{uuid.uuid4().hex[:10]}"
+        self.env = {
+            **os.environ,
+            "DSPYQ_BROKER_URL": REDIS_URL,
+            "DSPYQ_KEY_PREFIX": self.prefix,
+            "DSPYQ_DATABASE_URL": database_url,
+            "DSPYQ_PROVIDERS__OPENAI__API_BASE": fake_lm.openai_base,
+            "DSPYQ_PROVIDERS__OPENAI__API_KEY": SECRET_KEY,
+            "DSPYQ_PROVIDERS__ANTHROPIC__API_BASE": fake_lm.anthropic_base,
+            "DSPYQ_PROVIDERS__ANTHROPIC__API_KEY": SECRET_KEY,
+            "DSPYQ_PROVIDERS__OPENAI__RATE_LIMIT": "100000/m",
+            "DSPYQ_PROVIDERS__ANTHROPIC__RATE_LIMIT": "100000/m",
+            **env,
+        }
+        self.settings = Settings(
+            broker_url=REDIS_URL, key_prefix=self.prefix, database_url=database_url
+        )
+        self.client = Client(self.settings)
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_worker(
+        self, name: str, pool: str = "openai", concurrency: int = 4, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"worker-{name}.log", "ab")  # noqa: SIM115 - kept by Popen
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "dspyq", "worker",
+                "--pool", pool,
+                "--concurrency", str(concurrency),
+                "--hostname", f"{name}@%h",
+                "--loglevel", "info",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: kill -9 takes all of it
+        )  # fmt: skip
+        self.workers[name] = process
+        if wait:
+            self.wait_ready(name)
+        return process
+
+    def wait_ready(self, name: str, timeout: float = 45.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.workers[name]
+            if process.poll() is not None:
+                raise AssertionError(f"worker {name} exited early:\n{self.log(name)}")
+            replies = self.client.app.control.ping(timeout=0.5)
+            if any(name in host.split("@")[0] for reply in replies for host in reply):
+                return
+        raise AssertionError(f"worker {name} not ready in {timeout} s:\n{self.log(name)}")
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"worker-{name}.log").read_text(errors="replace")[-4000:]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the worker's whole process group: no warm shutdown, no acks."""
+        process = self.workers.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.workers.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.workers.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        self.workers.clear()
+        self.client.close()
+        r = redis.Redis.from_url(REDIS_URL)
+        keys = list(r.scan_iter(f"{self.prefix}*", count=1000))
+        if keys:
+            r.delete(*keys)
+
+    def redis_dump(self) -> str:
+        """Every value under this cluster's prefix, as text (to search for secrets)."""
+        r = redis.Redis.from_url(REDIS_URL)
+        chunks: list[str] = []
+        for key in r.scan_iter(f"{self.prefix}*", count=1000):
+            raw_kind = r.type(key)
+            kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+            value: Any
+            if kind == "string":
+                value = r.get(key)
+            elif kind == "list":
+                value = r.lrange(key, 0, -1)
+            elif kind == "hash":
+                value = r.hgetall(key)
+            elif kind == "zset":
+                value = r.zrange(key, 0, -1)
+            elif kind == "set":
+                value = r.smembers(key)
+            else:
+                value = b""
+            chunks.append(f"{key!r} {value!r}")
+        return "\n".join(chunks)
+
+
+def make_cluster(
+    tmp_path: Path, database_url: str, latency: float = 0.05, **env: str
+) -> tuple[Cluster, FakeLMServer]:
+    server = FakeLMServer(latency=latency).start()
+    return Cluster(tmp_path, server, database_url, **env), server
