@@ -39,6 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
             "global_keyprefix": f"{settings.key_prefix}:",
+            # Look for jobs of dead workers every few seconds rather than every ~100 s.
+            "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
         },
         "result_backend_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
