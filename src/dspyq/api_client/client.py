@@ -153,7 +153,9 @@ class Client:
         try:
             json.dumps(inputs)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"inputs must be JSON values (str, numbers, lists, dicts): {exc}") from None
+            raise InputError(
+                f"inputs must be JSON values (str, numbers, lists, dicts): {exc}"
+            ) from None
         try:
             request = ExecutionRequest(
                 program=spec or program_to_spec(program).model_dump(mode="json"),
