@@ -1,7 +1,9 @@
 """The LM facade: one object per model, called like DSPy's ``dspy.LM``.
 
 ``LM("openai/gpt-4o-mini")`` picks the provider from the model prefix and the
-provider settings, and every call goes cache -> provider (with retries) -> history.
+provider settings, and every call goes cache -> provider (with retries; each attempt
+through the process's provider gate, see :mod:`dspyq.lm.gate`) -> history, and is
+reported as an ``lm_request`` event (:mod:`dspyq.lm.observe`).
 Keys come from the arguments or the settings, are held as ``SecretStr``, and never
 reach the history, ``dump_state`` or error messages.
 """
@@ -14,9 +16,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -25,13 +27,17 @@ from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
 from dspyq.lm.cache import default_cache
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
+from dspyq.lm.gate import estimate_tokens, provider_gate
+from dspyq.lm.observe import report_lm_request
 from dspyq.lm.pricing import Price, PriceTable, price_table
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
-from dspyq.lm.request import LMResponse, Usage
+from dspyq.lm.request import LMChunk, LMResponse, Usage
 from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import get_settings
 
 logger = logging.getLogger("dspyq.lm")
+
+T = TypeVar("T")
 
 # Conventional variables read when neither the argument nor the settings hold a key.
 _STANDARD_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -252,6 +258,63 @@ class LM:
             if overflow > 0:
                 del self.history[:overflow]
         global_history.record(entry)
+        report_lm_request(
+            request_id=entry["uuid"],
+            provider=self.provider_name,
+            model=self.model,
+            messages=call.request.messages,
+            usage=usage,
+            cost_usd=cost,
+            duration_ms=entry["duration_ms"],
+            cache_hit=cache_hit,
+            stream=stream,
+        )
+
+    def _record_failure(
+        self, call: PreparedCall, started: float, error: Exception, *, stream: bool = False
+    ) -> None:
+        report_lm_request(
+            request_id=uuid.uuid4().hex,
+            provider=self.provider_name,
+            model=self.model,
+            messages=call.request.messages,
+            usage=Usage(),
+            cost_usd=0.0,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            cache_hit=False,
+            stream=stream,
+            error=error,
+        )
+
+    # --- one provider attempt, through the gate (rate limiter, circuit breaker) -------------
+
+    def _gated(self, call: PreparedCall, send: Callable[[], T]) -> T:
+        return provider_gate().run(self.provider_name, estimate_tokens(call.request), send)
+
+    async def _agated(self, call: PreparedCall, send: Callable[[], Awaitable[T]]) -> T:
+        return await provider_gate().arun(self.provider_name, estimate_tokens(call.request), send)
+
+    def _open_stream(self, call: PreparedCall) -> Iterator[LMChunk]:
+        # The gate sees the stream open: the request goes out and its first chunk comes
+        # back inside it, so the limiter counts it and the breaker judges the answer.
+        chunks = self.provider.stream(call.request)
+        first = self._gated(call, lambda: next(chunks, None))
+        if first is not None:
+            yield first
+            yield from chunks
+
+    async def _aopen_stream(self, call: PreparedCall) -> AsyncIterator[LMChunk]:
+        chunks = self.provider.astream(call.request)
+        try:
+            first = await self._agated(call, lambda: anext(chunks, None))
+            if first is not None:
+                yield first
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     # --- calling ----------------------------------------------------------------------------
 
@@ -277,7 +340,13 @@ class LM:
         if cached is not None:
             self._record(call, cached, started, cache_hit=True)
             return cached
-        response = call.policy.call(lambda: self.provider.complete(call.request))
+        try:
+            response = call.policy.call(
+                lambda: self._gated(call, lambda: self.provider.complete(call.request))
+            )
+        except Exception as error:
+            self._record_failure(call, started, error)
+            raise
         self._record(call, response, started, cache_hit=False)
         return response
 
@@ -291,7 +360,13 @@ class LM:
         if cached is not None:
             self._record(call, cached, started, cache_hit=True)
             return cached
-        response = await call.policy.acall(lambda: self.provider.acomplete(call.request))
+        try:
+            response = await call.policy.acall(
+                lambda: self._agated(call, lambda: self.provider.acomplete(call.request))
+            )
+        except Exception as error:
+            self._record_failure(call, started, error)
+            raise
         self._record(call, response, started, cache_hit=False)
         return response
 
@@ -318,10 +393,14 @@ class LM:
             yield cached.outputs[0]
             return
         builder = StreamedResponse(self.model_name)
-        for chunk in call.policy.iterate(lambda: self.provider.stream(call.request)):
-            builder.add(chunk)
-            if chunk.text:
-                yield chunk.text
+        try:
+            for chunk in call.policy.iterate(lambda: self._open_stream(call)):
+                builder.add(chunk)
+                if chunk.text:
+                    yield chunk.text
+        except Exception as error:
+            self._record_failure(call, started, error, stream=True)
+            raise
         self._record(call, builder.response(), started, cache_hit=False, stream=True)
 
     def astream(
@@ -339,10 +418,14 @@ class LM:
             yield cached.outputs[0]
             return
         builder = StreamedResponse(self.model_name)
-        async for chunk in call.policy.aiterate(lambda: self.provider.astream(call.request)):
-            builder.add(chunk)
-            if chunk.text:
-                yield chunk.text
+        try:
+            async for chunk in call.policy.aiterate(lambda: self._aopen_stream(call)):
+                builder.add(chunk)
+                if chunk.text:
+                    yield chunk.text
+        except Exception as error:
+            self._record_failure(call, started, error, stream=True)
+            raise
         self._record(call, builder.response(), started, cache_hit=False, stream=True)
 
     def inspect_history(self, n: int = 1) -> None:
