@@ -1,0 +1,85 @@
+"""Cache layers stacked into one cache: ``LayeredCache([l1, l2, l3])``.
+
+Reads go down the layers until one answers; the answer is then copied into every layer
+above it, so the next read is served from the fastest one. Writes go to every layer.
+In a worker the layers are the in-process LRU (L1), Redis shared by the pool (L2)
+and SQL shared by everyone and kept across restarts (L3).
+
+A layer that fails (Redis down, database locked) is logged and skipped: a read from it
+is a miss, a write to it is dropped. The cache only ever saves calls; it never fails one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from dspyq.lm.cache import Cache
+from dspyq.lm.request import LMResponse
+
+__all__ = ["LayeredCache"]
+
+logger = logging.getLogger(__name__)
+
+
+class LayeredCache:
+    """Read-through over ``layers`` (fastest first); writes go to all of them.
+
+    ``hits[i]`` counts reads answered by layer ``i``; ``misses`` counts reads no layer
+    could answer.
+    """
+
+    def __init__(self, layers: Sequence[Cache]) -> None:
+        if not layers:
+            raise ValueError("a LayeredCache needs at least one layer")
+        self.layers: tuple[Cache, ...] = tuple(layers)
+        self.hits = [0] * len(self.layers)
+        self.misses = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> LMResponse | None:
+        for depth, layer in enumerate(self.layers):
+            try:
+                value = layer.get(key)
+            except Exception:
+                logger.warning(
+                    "cache layer %d (%r) failed to read; skipped", depth, layer, exc_info=True
+                )
+                continue
+            if value is not None:
+                with self._lock:
+                    self.hits[depth] += 1
+                for upper in self.layers[:depth]:
+                    self._put(upper, key, value)
+                return value
+        with self._lock:
+            self.misses += 1
+        return None
+
+    def put(self, key: str, value: LMResponse) -> None:
+        for layer in self.layers:
+            self._put(layer, key, value)
+
+    def clear(self) -> None:
+        """Empty every layer that can be emptied, and reset the counters."""
+        for layer in self.layers:
+            clear = getattr(layer, "clear", None)
+            if callable(clear):
+                try:
+                    clear()
+                except Exception:
+                    logger.warning("cache layer %r failed to clear", layer, exc_info=True)
+        with self._lock:
+            self.hits = [0] * len(self.layers)
+            self.misses = 0
+
+    @staticmethod
+    def _put(layer: Cache, key: str, value: LMResponse) -> None:
+        try:
+            layer.put(key, value)
+        except Exception:
+            logger.warning("cache layer %r failed to write; skipped", layer, exc_info=True)
+
+    def __repr__(self) -> str:
+        return f"LayeredCache({list(self.layers)!r})"

@@ -1,0 +1,89 @@
+"""The L2 cache: LM responses in Redis, shared by every worker of a pool.
+
+Each response is stored as its JSON at ``<key_prefix>:lmcache:<key>`` with a TTL. The
+cache receives its Redis client (the seam) and never builds one; only the worker
+runtime imports this module, so ``import dspyq.lm`` never needs Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from dspyq.lm.request import LMResponse
+from dspyq.resilience.redis_client import redis_errors
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["RedisCache"]
+
+logger = logging.getLogger(__name__)
+
+_SCAN_BATCH = 500
+
+
+class RedisCache:
+    """LM responses in Redis under ``key_prefix``, each kept ``ttl`` seconds (None: no expiry).
+
+    Redis failures raise dspyq's Redis errors (a :class:`~dspyq.lm.layered_cache.LayeredCache`
+    turns them into misses); an entry that no longer reads as a response is a miss and
+    is deleted.
+    """
+
+    def __init__(self, redis: Redis, ttl: float | None = 3600.0, key_prefix: str = "dspyq") -> None:
+        if ttl is not None and ttl <= 0:
+            ttl = None
+        self.redis = redis
+        self.ttl = ttl
+        self.key_prefix = key_prefix
+        self._namespace = f"{key_prefix}:lmcache:"
+
+    def redis_key(self, key: str) -> str:
+        """Where the response cached under ``key`` lives in Redis."""
+        return self._namespace + key
+
+    def get(self, key: str) -> LMResponse | None:
+        name = self.redis_key(key)
+        with redis_errors("LM cache read", cache_key=name):
+            raw = self.redis.get(name)
+        if raw is None:
+            return None
+        try:
+            return LMResponse.model_validate_json(raw)
+        except ValidationError:
+            logger.warning("dropping unreadable LM cache entry %s", name)
+            self.delete(key)
+            return None
+
+    def put(self, key: str, value: LMResponse) -> None:
+        name = self.redis_key(key)
+        payload = value.model_dump_json()
+        with redis_errors("LM cache write", cache_key=name):
+            if self.ttl is None:
+                self.redis.set(name, payload)
+            else:
+                self.redis.set(name, payload, px=max(1, round(self.ttl * 1000)))
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key``; returns whether it was cached."""
+        name = self.redis_key(key)
+        with redis_errors("LM cache delete", cache_key=name):
+            return bool(self.redis.delete(name))
+
+    def clear(self) -> None:
+        """Delete every response under this cache's prefix (not the rest of Redis)."""
+        with redis_errors("LM cache clear", cache_prefix=self._namespace):
+            batch: list[str | bytes] = []
+            for name in self.redis.scan_iter(match=self._namespace + "*", count=_SCAN_BATCH):
+                batch.append(name)
+                if len(batch) >= _SCAN_BATCH:
+                    self.redis.delete(*batch)
+                    batch.clear()
+            if batch:
+                self.redis.delete(*batch)
+
+    def __repr__(self) -> str:
+        return f"RedisCache(prefix={self._namespace!r}, ttl={self.ttl!r})"
