@@ -1,6 +1,6 @@
 """Quickstart: a DSPy-style program run in-process against dspyq's fake LM server.
 
-Run it with ``python examples/quickstart.py``. It starts the fake OpenAI-compatible
+Run it with ``python examples/in_process.py``. It starts the fake OpenAI-compatible
 server in the background, so nothing else needs to be running.
 """
 

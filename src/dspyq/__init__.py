@@ -4,6 +4,8 @@ The public vocabulary is DSPy's: ``Signature``, ``InputField``, ``OutputField``,
 ``Predict``, ``ChainOfThought``, ``Example``, ``Prediction``, ``LM``, ``Evaluate``...
 """
 
+from typing import TYPE_CHECKING, Any
+
 from dspyq import metrics
 from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter
 from dspyq.core.chain_of_thought import ChainOfThought
@@ -43,7 +45,22 @@ from dspyq.lm import LM, inspect_history
 from dspyq.metrics import answer_exact_match, answer_passage_match
 from dspyq.optimize.evaluate import Evaluate, EvaluationResult
 
+if TYPE_CHECKING:
+    from dspyq.api_client import Client, Job
+
 __version__ = "0.1.0"
+
+# The client pulls in Celery; load it on first use so in-process programs never do.
+_LAZY = {"Client": "dspyq.api_client", "Job": "dspyq.api_client"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dspyq' has no attribute {name!r}")
+
 
 __all__ = [
     "LM",
@@ -55,6 +72,7 @@ __all__ = [
     "ChainOfThought",
     "ChatAdapter",
     "CircuitOpenError",
+    "Client",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
@@ -66,6 +84,7 @@ __all__ = [
     "InputError",
     "InputField",
     "JSONAdapter",
+    "Job",
     "Module",
     "MultiHopQA",
     "OutputField",

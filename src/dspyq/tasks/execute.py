@@ -86,13 +86,22 @@ def run_execution(
     if existing is not None and existing.status == "succeeded" and existing.outputs is not None:
         logger.info("execution %s already succeeded; returning its recorded result", record_id)
         return _stored_result(existing, request)
+    module_type = str(request.program.get("kind", "")).rpartition(":")[2]
+    env.executions.create_pending(
+        record_id,
+        request.correlation_id,
+        program=str(request.program.get("kind", "")),
+        module_type=module_type,
+        lm=request.lm,
+        inputs=request.inputs,
+        parent_id=request.parent_id,
+    )
     if not env.executions.mark_running(record_id, env.node, correlation_id=request.correlation_id):
         record = env.executions.get(record_id)
         if record is not None and record.status == "succeeded":
             return _stored_result(record, request)
     record = env.executions.get(record_id)
     attempt = record.attempts if record is not None else 1
-    module_type = str(request.program.get("kind", "")).rpartition(":")[2]
     env.emit(
         _event(
             f"{record_id}:start:{attempt}",
