@@ -82,7 +82,8 @@ def test_dev_stack_starts_fake_lm_workers_and_flower_then_stops_every_child(
 
         app = make_app(settings)
         try:
-            replies = app.control.inspect(timeout=2).active_queues() or {}
+            nodes = sorted(stack.worker_hostnames.values())
+            replies = app.control.inspect(destination=nodes, timeout=2).active_queues() or {}
         finally:
             app.close()
         queues = {node: [q["name"] for q in found] for node, found in replies.items()}
