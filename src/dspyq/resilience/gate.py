@@ -1,0 +1,171 @@
+"""The provider gate of a worker pool: a shared rate limiter, then a shared circuit breaker.
+
+:class:`RedisProviderGate` implements :class:`dspyq.lm.gate.ProviderGate`. For each
+provider it keeps one :class:`~dspyq.resilience.ratelimit.RateLimiter` and one
+:class:`~dspyq.resilience.breaker.CircuitBreaker`, configured from the provider's
+settings and shared through Redis by every process of the pool. An attempt:
+
+1. takes a request (and its estimated tokens) from the limiter. A short wait
+   (``max_inline_wait``) is slept through here; a longer one raises
+   :class:`~dspyq.errors.RateLimitExceededError` with ``retry_after`` so the task can
+   re-queue itself with a countdown instead of holding a worker slot while it waits;
+2. runs through the breaker, which fails fast with
+   :class:`~dspyq.errors.CircuitOpenError` while the provider is judged down;
+3. corrects the token budget with the real usage, once the provider has reported it.
+
+The limiter comes first: a refusal by the limiter must not count as a provider failure
+or success in the breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from dspyq.core import observe
+from dspyq.errors import RateLimitExceededError
+from dspyq.lm.request import LMResponse
+from dspyq.resilience.breaker import CircuitBreaker
+from dspyq.resilience.ratelimit import RateLimiter
+from dspyq.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = ["BREAKER_STATE_CHANGE", "DEFAULT_MAX_INLINE_WAIT", "ProviderGuards", "RedisProviderGate"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_MAX_INLINE_WAIT = 2.0
+"""Longest rate-limit wait (seconds) slept through inside a call rather than re-queued."""
+
+BREAKER_STATE_CHANGE = "circuit_breaker_state_change"
+"""Event emitted when this process moves a provider's breaker (data: provider, from, to)."""
+
+
+@dataclass(frozen=True)
+class ProviderGuards:
+    """The limiter and breaker of one provider."""
+
+    limiter: RateLimiter
+    breaker: CircuitBreaker
+
+
+class RedisProviderGate:
+    """Rate limiter and circuit breaker per provider, shared in Redis under ``key_prefix``.
+
+    ``settings`` (default: the process settings) gives each provider's ``rate_limit``,
+    ``tokens_per_minute``, ``breaker_fail_max`` and ``breaker_reset_timeout``.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings | None = None,
+        key_prefix: str = "dspyq",
+        *,
+        max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT,
+    ) -> None:
+        if max_inline_wait < 0:
+            raise ValueError(f"max_inline_wait must be >= 0, got {max_inline_wait}")
+        self.redis = redis
+        self.settings = settings or get_settings()
+        self.key_prefix = key_prefix
+        self.max_inline_wait = max_inline_wait
+        self._guards: dict[str, ProviderGuards] = {}
+        self._lock = threading.Lock()
+
+    def guards(self, provider: str) -> ProviderGuards:
+        """The limiter and breaker of ``provider``, built on first use."""
+        guards = self._guards.get(provider)
+        if guards is not None:
+            return guards
+        with self._lock:
+            guards = self._guards.get(provider)
+            if guards is None:
+                conf = self.settings.provider(provider)
+                limiter = RateLimiter(
+                    self.redis,
+                    provider,
+                    rate=conf.rate_limit,
+                    tokens_per_minute=conf.tokens_per_minute,
+                    key_prefix=self.key_prefix,
+                )
+                breaker = CircuitBreaker(
+                    self.redis,
+                    provider,
+                    fail_max=conf.breaker_fail_max,
+                    reset_timeout=conf.breaker_reset_timeout,
+                    key_prefix=self.key_prefix,
+                    listeners=[_emit_state_change],
+                )
+                guards = ProviderGuards(limiter, breaker)
+                self._guards[provider] = guards
+        return guards
+
+    def run(self, provider: str, estimated_tokens: int, fn: Callable[[], T]) -> T:
+        """One attempt at ``provider``: limiter, then breaker, then ``fn``."""
+        guards = self.guards(provider)
+        tokens = self._budgeted(guards.limiter, estimated_tokens)
+        try:
+            guards.limiter.acquire(tokens, timeout=self.max_inline_wait)
+        except RateLimitExceededError as error:
+            error.context.setdefault("provider", provider)
+            raise
+        result = guards.breaker.call(fn)
+        self._settle(guards.limiter, tokens, result)
+        return result
+
+    async def arun(self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]) -> T:
+        """Async twin of :meth:`run`; Redis calls run off the event loop."""
+        guards = self.guards(provider)
+        tokens = self._budgeted(guards.limiter, estimated_tokens)
+        try:
+            await guards.limiter.acquire_async(tokens, timeout=self.max_inline_wait)
+        except RateLimitExceededError as error:
+            error.context.setdefault("provider", provider)
+            raise
+        result = await guards.breaker.call_async(fn)
+        if guards.limiter.tokens_per_minute is not None and _tokens_used(result):
+            await asyncio.to_thread(self._settle, guards.limiter, tokens, result)
+        return result
+
+    @staticmethod
+    def _budgeted(limiter: RateLimiter, estimated_tokens: int) -> int:
+        # Without a token budget the estimate is meaningless to the limiter. With one, an
+        # estimate beyond the whole budget (a loose guess) waits for a full budget rather
+        # than being refused forever.
+        if limiter.tokens_per_minute is None:
+            return 0
+        return max(0, min(int(estimated_tokens), limiter.tokens_per_minute))
+
+    @staticmethod
+    def _settle(limiter: RateLimiter, estimated: int, result: object) -> None:
+        # Streams (their result is the first chunk) and answers without usage keep the
+        # estimate: conservative, never an under-count.
+        used = _tokens_used(result)
+        if limiter.tokens_per_minute is None or not used or used == estimated:
+            return
+        try:
+            limiter.adjust_tokens(used - estimated)
+        except Exception:
+            # The provider already answered; a lost correction only skews the budget.
+            logger.exception("could not correct the token budget of %r", limiter.name)
+
+
+def _tokens_used(result: object) -> int:
+    if isinstance(result, LMResponse):
+        return result.usage.total_tokens or (
+            result.usage.prompt_tokens + result.usage.completion_tokens
+        )
+    return 0
+
+
+def _emit_state_change(provider: str, old: str, new: str) -> None:
+    observe.emit(BREAKER_STATE_CHANGE, {"provider": provider, "from": old, "to": new})

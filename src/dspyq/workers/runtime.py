@@ -1,0 +1,240 @@
+"""What a worker process sets up before it runs tasks: the shared cache, gate and event sink.
+
+:func:`install_worker_runtime` makes every LM call of the process go
+
+    L1 in-process LRU -> L2 Redis (the pool's) -> L3 SQL (everyone's, kept across restarts)
+    -> rate limiter (Redis, per provider) -> circuit breaker (Redis, per provider) -> HTTP
+
+and writes every event (``lm_request`` included) to the SQL ``events`` table, and every
+``lm_request`` as an ``lm_requests`` row with its tokens and cost. Events and rows take
+their correlation id, parent id and task id from the runtime configuration
+(``dspyq.core.context`` keys ``correlation_id``, ``parent_id``, ``task_id``), which the
+task sets around the module it runs.
+
+Install it once per worker process, after any fork (Redis and database connections
+must not cross a fork); :meth:`WorkerRuntime.uninstall` puts the previous cache and gate
+back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine
+
+from dspyq.core import observe
+from dspyq.core.context import current
+from dspyq.events import Event
+from dspyq.lm.cache import Cache, LRUCache, default_cache, set_default_cache
+from dspyq.lm.gate import ProviderGate, set_provider_gate
+from dspyq.lm.layered_cache import LayeredCache
+from dspyq.lm.observe import LM_REQUEST, STATUS_OK
+from dspyq.lm.redis_cache import RedisCache
+from dspyq.lm.request import LMResponse
+from dspyq.resilience.gate import DEFAULT_MAX_INLINE_WAIT, RedisProviderGate
+from dspyq.resilience.redis_client import redis_from_url
+from dspyq.settings import Settings, get_settings
+from dspyq.store import EventStore, LMRequestStore, SQLCache, init_db, make_engine
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+__all__ = [
+    "SQLResponseCache",
+    "StoreEventSink",
+    "WorkerRuntime",
+    "install_worker_runtime",
+    "installed_runtime",
+]
+
+logger = logging.getLogger(__name__)
+
+SQL_CACHE_NAMESPACE = "lm:"
+"""Prefix of LM responses' keys in the shared ``cache_entries`` table."""
+
+
+class SQLResponseCache:
+    """The L3 layer: LM responses as JSON in the store's :class:`~dspyq.store.SQLCache`."""
+
+    def __init__(self, store: SQLCache, ttl: float | None = None) -> None:
+        self.store = store
+        self.ttl = ttl if ttl else None
+
+    def get(self, key: str) -> LMResponse | None:
+        value = self.store.get(SQL_CACHE_NAMESPACE + key)
+        if value is None:
+            return None
+        try:
+            return LMResponse.model_validate(value)
+        except ValidationError:
+            logger.warning("dropping unreadable LM cache entry %s from SQL", key)
+            self.store.delete(SQL_CACHE_NAMESPACE + key)
+            return None
+
+    def put(self, key: str, value: LMResponse) -> None:
+        self.store.put(SQL_CACHE_NAMESPACE + key, value.model_dump(mode="json"), ttl=self.ttl)
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key``; returns whether it was cached."""
+        return self.store.delete(SQL_CACHE_NAMESPACE + key)
+
+    def __repr__(self) -> str:
+        return f"SQLResponseCache(ttl={self.ttl!r})"
+
+
+class StoreEventSink:
+    """Writes each event to the ``events`` table, and each ``lm_request`` to ``lm_requests``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.events = EventStore(engine)
+        self.lm_requests = LMRequestStore(engine)
+
+    def __call__(self, event: Event) -> None:
+        if event.event_type == LM_REQUEST:
+            try:
+                self._record_lm_request(event)
+            except Exception:
+                logger.exception("could not record lm_request %s", event.data.get("request_id"))
+        self.events.append(event)
+
+    def _record_lm_request(self, event: Event) -> None:
+        data = event.data
+        status = str(data.get("status", STATUS_OK))
+        error: dict[str, Any] | None = None
+        if status != STATUS_OK:
+            error = {
+                "type": status,
+                "code": data.get("error_code"),
+                "message": data.get("error"),
+                "retry_after": data.get("retry_after"),
+            }
+        task_id = current().get("task_id")
+        self.lm_requests.record(
+            str(data.get("request_id") or event.event_id),
+            model=str(data.get("model", "")),
+            provider=data.get("provider"),
+            correlation_id=event.correlation_id,
+            task_id=None if task_id is None else str(task_id),
+            input_tokens=int(data.get("input_tokens") or 0),
+            output_tokens=int(data.get("output_tokens") or 0),
+            cost_usd=float(data.get("cost_usd") or 0.0),
+            duration_ms=data.get("duration_ms"),
+            cache_hit=bool(data.get("cache_hit")),
+            status="succeeded" if error is None else "failed",
+            error=error,
+            created_at=event.timestamp,
+        )
+
+
+@dataclass
+class WorkerRuntime:
+    """The installed runtime: its layers, gate and sink, and how to take them out again."""
+
+    settings: Settings
+    engine: Engine
+    redis: Redis
+    cache: LayeredCache
+    l1: LRUCache
+    l2: RedisCache
+    l3: SQLResponseCache
+    gate: RedisProviderGate
+    sink: StoreEventSink
+    _previous_cache: Cache
+    _previous_gate: ProviderGate | None
+    _owns_engine: bool = False
+    _owns_redis: bool = False
+    _installed: bool = field(default=True, repr=False)
+
+    def uninstall(self) -> None:
+        """Put the previous cache and gate back and stop writing events (idempotent)."""
+        global _current
+        with _install_lock:
+            if not self._installed:
+                return
+            self._installed = False
+            observe.remove_sink(self.sink)
+            set_default_cache(self._previous_cache)
+            set_provider_gate(self._previous_gate)
+            if _current is self:
+                _current = None
+        if self._owns_redis:
+            self.redis.close()
+        if self._owns_engine:
+            self.engine.dispose()
+
+
+_current: WorkerRuntime | None = None
+_install_lock = threading.RLock()
+
+
+def installed_runtime() -> WorkerRuntime | None:
+    """The runtime installed in this process, if any."""
+    return _current
+
+
+def install_worker_runtime(
+    settings: Settings | None = None,
+    engine: Engine | None = None,
+    redis: Redis | None = None,
+    *,
+    key_prefix: str | None = None,
+    max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT,
+) -> WorkerRuntime:
+    """Install the layered cache, the provider gate and the SQL event sink in this process.
+
+    ``engine`` and ``redis`` are the seams; when omitted they are built from
+    ``settings`` (the database is brought to the current schema) and closed again by
+    :meth:`WorkerRuntime.uninstall`. ``key_prefix`` (default: the ``key_prefix``
+    setting) namespaces every Redis key: limiters, breakers, L2 cache. A runtime
+    installed earlier is uninstalled first.
+    """
+    global _current
+    settings = settings or get_settings()
+    if key_prefix is None:
+        key_prefix = settings.key_prefix
+    owns_engine = engine is None
+    if engine is None:
+        engine = make_engine(settings.database_url)
+        init_db(engine)
+    owns_redis = redis is None
+    if redis is None:
+        redis = redis_from_url(settings.effective_redis_url)
+
+    conf = settings.cache
+    ttl = float(conf.ttl) or None
+    l1 = LRUCache(max_entries=conf.max_entries, ttl=ttl)
+    l2 = RedisCache(redis, ttl=ttl, key_prefix=key_prefix)
+    l3 = SQLResponseCache(SQLCache(engine), ttl=ttl)
+    cache = LayeredCache([l1, l2, l3])
+    gate = RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait)
+    sink = StoreEventSink(engine)
+
+    with _install_lock:
+        if _current is not None:
+            _current.uninstall()
+        previous_cache = default_cache()
+        previous_gate = set_provider_gate(gate)
+        set_default_cache(cache)
+        observe.add_sink(sink)
+        runtime = WorkerRuntime(
+            settings=settings,
+            engine=engine,
+            redis=redis,
+            cache=cache,
+            l1=l1,
+            l2=l2,
+            l3=l3,
+            gate=gate,
+            sink=sink,
+            _previous_cache=previous_cache,
+            _previous_gate=previous_gate,
+            _owns_engine=owns_engine,
+            _owns_redis=owns_redis,
+        )
+        _current = runtime
+    logger.info("worker runtime installed (key prefix %r)", key_prefix)
+    return runtime
