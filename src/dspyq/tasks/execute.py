@@ -9,15 +9,15 @@ ids derived from the task id.
 from __future__ import annotations
 
 import logging
+import random
 import time
-from typing import Any
+from typing import Any, NoReturn
 
-from celery import Task, shared_task
+from celery import Task, shared_task, signature
 from celery.exceptions import SoftTimeLimitExceeded
 
 from dspyq.core.context import context
 from dspyq.core.module import Module
-from dspyq.core.program import program_from_spec
 from dspyq.errors import (
     CircuitOpenError,
     DspyqError,
@@ -40,7 +40,8 @@ _MAX_COUNTDOWN_SHARE = 0.5
 
 
 def build_program(env: TaskEnvironment, request: ExecutionRequest) -> Module:
-    return program_from_spec(request.program, allowed_prefixes=env.settings.allowed_imports)
+    """A program of its own for this job, as ``request.program`` describes it."""
+    return env.programs.build(request.program)
 
 
 def build_lm(env: TaskEnvironment, model: str, lm_kwargs: dict[str, Any]) -> LM:
@@ -82,28 +83,11 @@ def run_execution(
     sub-questions and their answers to the final answer).
     """
     env = task_environment()
-    existing = env.executions.get(record_id)
-    if existing is not None and existing.status == "succeeded" and existing.outputs is not None:
-        logger.info("execution %s already succeeded; returning its recorded result", record_id)
-        return _stored_result(existing, request)
-    module_type = str(request.program.get("kind", "")).rpartition(":")[2]
-    env.executions.create_pending(
-        record_id,
-        request.correlation_id,
-        program=str(request.program.get("kind", "")),
-        module_type=module_type,
-        lm=request.lm,
-        inputs=request.inputs,
-        parent_id=request.parent_id,
-    )
-    if not env.executions.mark_running(record_id, env.node, correlation_id=request.correlation_id):
-        record = env.executions.get(record_id)
-        if record is not None and record.status == "succeeded":
-            return _stored_result(record, request)
-    record = env.executions.get(record_id)
-    attempt = record.attempts if record is not None else 1
-    env.emit(
-        _event(
+    kind = str(request.program.get("kind", ""))
+    module_type = kind.rpartition(":")[2]
+
+    def start_event(attempt: int) -> Event:
+        return _event(
             f"{record_id}:start:{attempt}",
             "module_execution_start",
             request,
@@ -114,18 +98,37 @@ def run_execution(
             input_data=request.inputs,
             attempt=attempt,
         )
+
+    # One transaction: the row (created if new) goes to running and the start event is
+    # stored, or the row is found already succeeded and nothing else happens.
+    begun = env.recorder.start(
+        record_id,
+        env.node,
+        start_event,
+        correlation_id=request.correlation_id,
+        parent_id=request.parent_id,
+        program=kind,
+        module_type=module_type,
+        lm=request.lm,
+        inputs=request.inputs,
     )
+    if begun.record is not None:
+        logger.info("execution %s already succeeded; returning its recorded result", record_id)
+        return _stored_result(begun.record, request)
     started = time.perf_counter()
     lm = build_lm(env, request.lm, request.lm_kwargs)
     try:
         program = build_program(env, request)
-        with context(lm=lm, correlation_id=request.correlation_id, parent_id=record_id):
+        with context(
+            lm=lm, correlation_id=request.correlation_id, parent_id=record_id, task_id=record_id
+        ):
             result = getattr(program, request.method)(**request.inputs)
     except RateLimitExceededError as exc:
         # Wait for budget off the worker: re-queue with a countdown instead of sleeping.
+        # Jitter spreads the refused jobs, which would otherwise all wake at once.
+        wait = float(exc.retry_after or 1.0)
         limit = env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE
-        countdown = min(float(exc.retry_after or 1.0), limit)
-        raise task.retry(countdown=countdown, max_retries=None) from exc
+        requeue(task, countdown=min(wait + random.uniform(0, max(wait, 0.1)), limit))
     except (CircuitOpenError, ProviderError) as exc:
         if request.fallbacks and _falls_back(exc):
             _move_to_fallback(task, env, request, record_id, exc)
@@ -154,26 +157,27 @@ def run_execution(
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     outputs = {**outputs_as_json(result), **(extra_outputs or {})}
     usage = _usage(lm)
-    env.executions.mark_succeeded(
+    # One transaction: outputs and usage on the row, and the completion event.
+    env.recorder.succeed(
         record_id,
         outputs,
+        [
+            _event(
+                f"{record_id}:complete",
+                "module_execution_complete",
+                request,
+                record_id,
+                module_type=module_type,
+                method=request.method,
+                output_data=outputs,
+                duration_ms=duration_ms,
+                **usage,
+            )
+        ],
         duration_ms=duration_ms,
         correlation_id=request.correlation_id,
         node=env.node,
         **usage,
-    )
-    env.emit(
-        _event(
-            f"{record_id}:complete",
-            "module_execution_complete",
-            request,
-            record_id,
-            module_type=module_type,
-            method=request.method,
-            output_data=outputs,
-            duration_ms=duration_ms,
-            **usage,
-        )
     )
     return ExecutionResult(
         outputs=outputs,
@@ -219,13 +223,35 @@ def _move_to_fallback(
             message=str(exc),
         )
     )
-    # Same task id on the next provider's queue: the client's Job follows it unchanged.
-    raise task.retry(
+    requeue(
+        task,
         kwargs={**task.request.kwargs, "request": moved.model_dump()},
         queue=lm_queue(split_model(nxt)[0]),
-        countdown=0,
-        max_retries=None,
     )
+
+
+def requeue(
+    task: Task,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    countdown: float = 0.0,
+) -> NoReturn:
+    """Send this job again under the same task id, and end this delivery without a state.
+
+    ``replace`` (unlike ``retry``) records nothing for the ending delivery, so a quick
+    worker that finishes the new delivery first is never overwritten by a RETRY state.
+    The client's Job, which waits on the task id, follows the job unchanged.
+    """
+    delivery = task.request.delivery_info or {}
+    again = signature(
+        task.name,
+        args=task.request.args,
+        kwargs=kwargs if kwargs is not None else task.request.kwargs,
+        queue=queue or delivery.get("routing_key"),
+        countdown=countdown,
+    )
+    raise task.replace(again)
 
 
 def _fail(
