@@ -1,0 +1,44 @@
+"""The examples in examples/ run as a user would run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _run(script: str, cwd: Path) -> str:
+    env = {**os.environ, "DSPYQ_KEY_PREFIX": f"dspyqex{uuid.uuid4().hex[:8]}"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_in_process_example_prints_prediction_and_prompt(tmp_path: Path) -> None:
+    out = _run("in_process.py", tmp_path)
+    assert "Answer: Paris" in out
+    assert "[[ ## question ## ]]" in out
+
+
+def test_quickstart_runs_through_the_queue(tmp_path: Path) -> None:
+    out = _run("quickstart.py", tmp_path)
+    assert "Paris" in out and "Tokyo" in out and "Nairobi" in out
+    assert "module_execution_complete" in out
+    assert "Paris, 2.1 million" in out
+    assert "Flower: http://127.0.0.1:" in out
+    assert (tmp_path / "dspyq.db").exists()
