@@ -108,6 +108,32 @@ class ToolError(DspyqError):
     code = 2002
 
 
+class JobTimeoutError(DspyqError):
+    """A job did not finish within the time its caller was willing to wait."""
+
+    code = 2003
+    default_retry = "after"
+
+
+class JobCancelledError(DspyqError):
+    """The job was cancelled before it ran."""
+
+    code = 2004
+
+
+class StoreError(DspyqError):
+    """The SQL store refused an operation (bad data, missing schema, constraint)."""
+
+    code = 2100
+
+
+class StoreUnavailableError(StoreError):
+    """The SQL store cannot be reached or stayed locked too long; retrying may succeed."""
+
+    code = 2101
+    default_retry = "backoff"
+
+
 class RedisOperationError(DspyqError):
     """Redis refused an operation of the rate limiter, breaker or cache (a bug or a clash of keys)."""
 
@@ -242,6 +268,10 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         ConfigurationError,
         StateError,
         ToolError,
+        JobTimeoutError,
+        JobCancelledError,
+        StoreError,
+        StoreUnavailableError,
         RedisOperationError,
         RedisUnavailableError,
         SignatureError,

@@ -1,0 +1,221 @@
+"""An attempt at an execution, recorded with its events in one transaction at each end.
+
+A worker records every attempt twice: when it starts (the row goes to ``running``, the
+attempt is counted, a start event is stored) and when it succeeds (outputs and usage,
+the completion event). :class:`AttemptRecorder` writes each of these as a single
+transaction of two statements, where :class:`~dspyq.store.ExecutionStore` and
+:class:`~dspyq.store.EventStore` would take four transactions and two reads: on a
+busy worker those writes are most of what a job costs besides its LM calls.
+
+The rules are the same as theirs, so delivery at least once still records once: a
+succeeded row is final, a failed row does not go back to running, events are stored
+once by ``event_id``. The statements are built once per dialect (an upsert with
+``RETURNING``), so they are compiled once rather than for each job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlmodel import col
+
+from dspyq.events import DEFAULT_MAX_DATA_BYTES, Event
+from dspyq.store.columns import utcnow
+from dspyq.store.engine import dialect_insert, write_transaction
+from dspyq.store.events import EventStore
+from dspyq.store.executions import ExecutionStore
+from dspyq.store.models import EventRecord, ExecutionRecord
+
+__all__ = ["AttemptRecorder", "AttemptStart"]
+
+_TERMINAL = ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """What :meth:`AttemptRecorder.start` found and did.
+
+    ``record`` is the stored row when the execution had already succeeded (the caller
+    returns its outputs and runs nothing); otherwise ``attempt`` is the attempt's number.
+    """
+
+    attempt: int
+    record: ExecutionRecord | None = None
+
+    @property
+    def already_succeeded(self) -> bool:
+        return self.record is not None
+
+
+@dataclass(frozen=True)
+class _Statements:
+    start: Any
+    succeed: Any
+    events: Any
+
+
+class AttemptRecorder:
+    """Records attempts of executions and their events through ``engine``."""
+
+    def __init__(self, engine: Engine, *, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> None:
+        self.engine = engine
+        self.executions = ExecutionStore(engine)
+        self._events = EventStore(engine, max_data_bytes=max_data_bytes)
+        self._statements: dict[str, _Statements] = {}
+
+    def start(
+        self,
+        task_id: str,
+        node: str | None,
+        start_event: Callable[[int], Event],
+        *,
+        correlation_id: str | None = None,
+        parent_id: str | None = None,
+        program: str | None = None,
+        module_type: str | None = None,
+        lm: str | None = None,
+        inputs: dict[str, Any] | None = None,
+    ) -> AttemptStart:
+        """Mark ``task_id`` running, count the attempt and store ``start_event(attempt)``.
+
+        As :meth:`ExecutionStore.create_pending` then :meth:`ExecutionStore.mark_running`:
+        a new task gets its row (attempt 1) described by the keyword arguments, a
+        pending or running one keeps its description and gets its next attempt; a
+        failed one stays failed and keeps its count (the attempt runs again, its start
+        event is not stored twice). An execution that already succeeded is left alone
+        and comes back as ``record``.
+        """
+        now = utcnow()
+        with write_transaction(self.engine, f"start execution {task_id}") as conn:
+            statements = self._for(conn)
+            attempt = conn.execute(
+                statements.start,
+                {
+                    "task_id": task_id,
+                    "correlation_id": correlation_id,
+                    "parent_id": parent_id,
+                    "program": program,
+                    "module_type": module_type,
+                    "lm": lm,
+                    "inputs": inputs,
+                    "status": "running",
+                    "attempts": 1,
+                    "node": node,
+                    "started_at": now,
+                    "created_at": now,
+                },
+            ).scalar()
+            if attempt is None:  # already succeeded or failed: the upsert changed nothing
+                current = self._current(conn, task_id)
+                if current.status == "succeeded":
+                    return AttemptStart(attempt=current.attempts, record=current)
+                attempt = current.attempts
+            self._append(conn, statements, [start_event(int(attempt))])
+            return AttemptStart(attempt=int(attempt))
+
+    def succeed(
+        self,
+        task_id: str,
+        outputs: dict[str, Any],
+        events: Sequence[Event] = (),
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        lm_calls: int = 0,
+        duration_ms: float,
+        correlation_id: str | None = None,
+        node: str | None = None,
+    ) -> bool:
+        """Record the outputs and usage and store ``events``; the first success wins.
+
+        As :meth:`ExecutionStore.mark_succeeded`: returns False and leaves the row as it
+        is if the execution already succeeded; overrides a failure; creates the row if
+        the task was never recorded. ``events`` are stored either way (once by id).
+        """
+        now = utcnow()
+        with write_transaction(self.engine, f"mark execution {task_id} succeeded") as conn:
+            statements = self._for(conn)
+            row_id = conn.execute(
+                statements.succeed,
+                {
+                    "task_id": task_id,
+                    "correlation_id": correlation_id,
+                    "status": "succeeded",
+                    "outputs": outputs,
+                    "error": None,
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
+                    "cost_usd": cost_usd,
+                    "lm_calls": lm_calls,
+                    "attempts": 1,
+                    "node": node,
+                    "created_at": now,
+                    "finished_at": now,
+                    "duration_ms": duration_ms,
+                },
+            ).scalar()
+            self._append(conn, statements, events)
+            return row_id is not None
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _append(self, conn: Connection, statements: _Statements, events: Sequence[Event]) -> None:
+        if events:
+            conn.execute(statements.events, [self._events._row(event) for event in events])
+
+    def _current(self, conn: Connection, task_id: str) -> ExecutionRecord:
+        query = select(ExecutionRecord).where(col(ExecutionRecord.task_id) == task_id)
+        return ExecutionRecord.model_validate(dict(conn.execute(query).mappings().one()))
+
+    def _for(self, conn: Connection) -> _Statements:
+        name = conn.dialect.name
+        statements = self._statements.get(name)
+        if statements is None:
+            statements = self._statements[name] = _build(conn)
+        return statements
+
+
+def _build(conn: Connection) -> _Statements:
+    status = col(ExecutionRecord.status)
+    running = dialect_insert(conn, ExecutionRecord)
+    start = running.on_conflict_do_update(
+        index_elements=["task_id"],
+        set_={
+            "status": "running",
+            "attempts": col(ExecutionRecord.attempts) + 1,
+            "node": running.excluded.node,
+            "started_at": running.excluded.started_at,
+        },
+        where=status.not_in(_TERMINAL),
+    ).returning(col(ExecutionRecord.attempts))
+    done = dialect_insert(conn, ExecutionRecord)
+    succeed = done.on_conflict_do_update(
+        index_elements=["task_id"],
+        set_={
+            name: getattr(done.excluded, name)
+            for name in (
+                "status",
+                "outputs",
+                "error",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "lm_calls",
+                "finished_at",
+                "duration_ms",
+            )
+        }
+        | {"node": _coalesce_node(done)},
+        where=status != "succeeded",
+    ).returning(col(ExecutionRecord.id))
+    events = dialect_insert(conn, EventRecord).on_conflict_do_nothing(index_elements=["event_id"])
+    return _Statements(start=start, succeed=succeed, events=events)
+
+
+def _coalesce_node(insert: Any) -> Any:
+    """The new node if one was given, else the row's (as mark_succeeded's ``node=None``)."""
+    return func.coalesce(insert.excluded.node, col(ExecutionRecord.node))

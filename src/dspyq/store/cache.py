@@ -1,0 +1,74 @@
+"""The L3 cache: LM responses kept in SQL, shared by every worker and surviving restarts.
+
+Values are JSON. An entry past its ``expires_at`` is a miss; :meth:`SQLCache.purge_expired`
+deletes such entries when housekeeping wants the space back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, or_, select
+from sqlmodel import col
+
+from dspyq.errors import StoreError
+from dspyq.store.columns import utcnow
+from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.models import CacheEntry
+
+
+class SQLCache:
+    """A key/value cache with expiry in the ``cache_entries`` table.
+
+    ``clock`` is the source of "now" (a seam for tests and for replaying at a fixed time).
+    """
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def get(self, key: str) -> Any | None:
+        """The value cached under ``key``, or None if absent or expired."""
+        query = select(col(CacheEntry.value)).where(
+            col(CacheEntry.key) == key,
+            or_(col(CacheEntry.expires_at).is_(None), col(CacheEntry.expires_at) > self.clock()),
+        )
+        with read_connection(self.engine, "read the SQL cache") as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def put(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Cache ``value`` under ``key`` for ``ttl`` seconds (None: until deleted)."""
+        if value is None:
+            raise StoreError("cannot cache None: it is how a miss reads", context={"key": key})
+        now = self.clock()
+        expires_at = None if ttl is None else now + timedelta(seconds=ttl)
+        with write_transaction(self.engine, "write the SQL cache") as conn:
+            insert = dialect_insert(conn, CacheEntry).values(
+                key=key, value=value, created_at=now, expires_at=expires_at
+            )
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={
+                        "value": insert.excluded.value,
+                        "created_at": insert.excluded.created_at,
+                        "expires_at": insert.excluded.expires_at,
+                    },
+                )
+            )
+
+    def delete(self, key: str) -> bool:
+        """Forget ``key``; returns whether it was cached."""
+        with write_transaction(self.engine, "delete from the SQL cache") as conn:
+            result = conn.execute(delete(CacheEntry).where(col(CacheEntry.key) == key))
+            return result.rowcount == 1
+
+    def purge_expired(self) -> int:
+        """Delete every expired entry; returns how many."""
+        with write_transaction(self.engine, "purge the SQL cache") as conn:
+            result = conn.execute(
+                delete(CacheEntry).where(col(CacheEntry.expires_at) <= self.clock())
+            )
+            return result.rowcount

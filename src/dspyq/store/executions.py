@@ -1,0 +1,251 @@
+"""The ``executions`` table: one row per module execution, keyed by its task id.
+
+Celery may deliver a task more than once (``acks_late``), so every write here is
+idempotent and monotonic: a succeeded row is final, a failed row never goes back to
+running, and of several workers finishing the same task only the first records it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlmodel import col
+
+from dspyq.errors import StoreError
+from dspyq.store.columns import utcnow
+from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.models import ExecutionRecord, ExecutionStatus
+
+_TERMINAL = ("succeeded", "failed")
+
+
+class ExecutionStore:
+    """Reads and writes execution records through ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create_pending(
+        self,
+        task_id: str,
+        correlation_id: str | None,
+        program: str | None,
+        module_type: str | None,
+        lm: str | None,
+        inputs: dict[str, Any] | None,
+        parent_id: str | None = None,
+    ) -> ExecutionRecord:
+        """Record a submitted execution; if ``task_id`` exists, return its row unchanged."""
+        with write_transaction(self.engine, f"record execution {task_id}") as conn:
+            conn.execute(
+                dialect_insert(conn, ExecutionRecord)
+                .values(
+                    task_id=task_id,
+                    correlation_id=correlation_id,
+                    parent_id=parent_id,
+                    status="pending",
+                    program=program,
+                    module_type=module_type,
+                    lm=lm,
+                    inputs=inputs,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["task_id"])
+            )
+            return _require(_select(conn, task_id), task_id)
+
+    def mark_running(
+        self, task_id: str, node: str | None, *, correlation_id: str | None = None
+    ) -> bool:
+        """Record that an attempt started on ``node``; counts the attempt.
+
+        Returns False, changing nothing, if the execution already succeeded or failed.
+        A task never recorded as pending gets its row now (``correlation_id`` fills it).
+        """
+        now = utcnow()
+        with write_transaction(self.engine, f"mark execution {task_id} running") as conn:
+            current = _lock_or_insert(
+                conn,
+                task_id,
+                correlation_id=correlation_id,
+                created_at=now,
+                status="running",
+                attempts=1,
+                node=node,
+                started_at=now,
+            )
+            if current is None:
+                return True
+            if current.status in _TERMINAL:
+                return False
+            conn.execute(
+                _update(task_id).values(
+                    status="running",
+                    attempts=col(ExecutionRecord.attempts) + 1,
+                    node=node,
+                    started_at=now,
+                )
+            )
+            return True
+
+    def mark_succeeded(
+        self,
+        task_id: str,
+        outputs: dict[str, Any],
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        lm_calls: int = 0,
+        *,
+        duration_ms: float | None = None,
+        correlation_id: str | None = None,
+        node: str | None = None,
+    ) -> bool:
+        """Record the outputs and usage of the execution; the first caller wins.
+
+        Returns False and changes nothing if it already succeeded (a redelivered task
+        finishing again). Overrides an earlier failure. Creates the row if the task was
+        never recorded. ``duration_ms`` defaults to the time since the attempt started.
+        """
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": "succeeded",
+            "outputs": outputs,
+            "error": None,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": cost_usd,
+            "lm_calls": lm_calls,
+            "finished_at": now,
+        }
+        if node is not None:
+            values["node"] = node
+        with write_transaction(self.engine, f"mark execution {task_id} succeeded") as conn:
+            current = _lock_or_insert(
+                conn,
+                task_id,
+                correlation_id=correlation_id,
+                created_at=now,
+                attempts=1,
+                duration_ms=duration_ms,
+                **values,
+            )
+            if current is None:
+                return True
+            if current.status == "succeeded":
+                return False
+            values["duration_ms"] = _duration_ms(current.started_at, now, duration_ms)
+            conn.execute(_update(task_id).values(**values))
+            return True
+
+    def mark_failed(
+        self,
+        task_id: str,
+        error_dict: dict[str, Any],
+        *,
+        duration_ms: float | None = None,
+        correlation_id: str | None = None,
+        node: str | None = None,
+    ) -> bool:
+        """Record that the execution failed with ``error_dict`` (``DspyqError.to_dict()``).
+
+        Returns False and changes nothing if it already succeeded: a success is never
+        overwritten. Creates the row if the task was never recorded.
+        """
+        now = utcnow()
+        values: dict[str, Any] = {"status": "failed", "error": error_dict, "finished_at": now}
+        if node is not None:
+            values["node"] = node
+        with write_transaction(self.engine, f"mark execution {task_id} failed") as conn:
+            current = _lock_or_insert(
+                conn,
+                task_id,
+                correlation_id=correlation_id,
+                created_at=now,
+                attempts=1,
+                duration_ms=duration_ms,
+                **values,
+            )
+            if current is None:
+                return True
+            if current.status == "succeeded":
+                return False
+            values["duration_ms"] = _duration_ms(current.started_at, now, duration_ms)
+            conn.execute(_update(task_id).values(**values))
+            return True
+
+    def get(self, task_id: str) -> ExecutionRecord | None:
+        """The execution recorded for ``task_id``, or None."""
+        with read_connection(self.engine, f"read execution {task_id}") as conn:
+            return _select(conn, task_id)
+
+    def list(
+        self,
+        correlation_id: str | None = None,
+        status: ExecutionStatus | None = None,
+        limit: int = 100,
+    ) -> builtins.list[ExecutionRecord]:
+        """Executions in the order they were created, optionally filtered."""
+        query = select(ExecutionRecord).order_by(
+            col(ExecutionRecord.created_at), col(ExecutionRecord.id)
+        )
+        if correlation_id is not None:
+            query = query.where(col(ExecutionRecord.correlation_id) == correlation_id)
+        if status is not None:
+            query = query.where(col(ExecutionRecord.status) == status)
+        with read_connection(self.engine, "list executions") as conn:
+            rows = conn.execute(query.limit(limit)).mappings().all()
+        return [ExecutionRecord.model_validate(dict(row)) for row in rows]
+
+
+def _select(conn: Connection, task_id: str, *, lock: bool = False) -> ExecutionRecord | None:
+    query = select(ExecutionRecord).where(col(ExecutionRecord.task_id) == task_id)
+    if lock:
+        # Row lock on PostgreSQL; SQLite already holds the database write lock.
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    return None if row is None else ExecutionRecord.model_validate(dict(row))
+
+
+def _require(record: ExecutionRecord | None, task_id: str) -> ExecutionRecord:
+    if record is None:
+        raise StoreError(f"execution {task_id} vanished while being written")
+    return record
+
+
+def _update(task_id: str) -> Any:
+    return update(ExecutionRecord).where(col(ExecutionRecord.task_id) == task_id)
+
+
+def _lock_or_insert(conn: Connection, task_id: str, **values: Any) -> ExecutionRecord | None:
+    """Lock and return the row of ``task_id``, or insert ``values`` as it and return None.
+
+    ``values`` must include ``created_at``, so the new row is stamped by its caller's clock.
+
+    Two writers racing to insert the same new task: the loser's insert does nothing
+    (it waits for the winner's commit on PostgreSQL), and it then reads the winner's row.
+    """
+    current = _select(conn, task_id, lock=True)
+    if current is not None:
+        return current
+    inserted = conn.execute(
+        dialect_insert(conn, ExecutionRecord)
+        .values(task_id=task_id, **values)
+        .on_conflict_do_nothing(index_elements=["task_id"])
+        # RETURNING says whether a row was inserted; rowcount is unreliable with it on PG.
+        .returning(col(ExecutionRecord.id))
+    )
+    if inserted.first() is not None:
+        return None
+    return _require(_select(conn, task_id, lock=True), task_id)
+
+
+def _duration_ms(started_at: datetime | None, now: datetime, given: float | None) -> float | None:
+    if given is not None:
+        return given
+    if started_at is None:
+        return None
+    return (now - started_at).total_seconds() * 1000.0

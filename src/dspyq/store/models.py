@@ -1,0 +1,125 @@
+"""The store's tables: executions, events, LM requests and the L3 cache.
+
+All tables hang off :data:`metadata` (not SQLModel's global one) so that the store's
+migrations see exactly the store's tables, with constraint names fixed by a naming
+convention. New tables subclass :class:`StoreTable` and get a migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String
+from sqlmodel import Field, SQLModel
+
+from dspyq.store.columns import JSONColumn, UTCDateTime, utcnow
+
+ExecutionStatus = Literal["pending", "running", "succeeded", "failed"]
+EXECUTION_STATUSES: tuple[ExecutionStatus, ...] = ("pending", "running", "succeeded", "failed")
+LMRequestStatus = Literal["succeeded", "failed"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class StoreTable(SQLModel):
+    """Base of the store's tables; binds them to the store's own :data:`metadata`."""
+
+    metadata: ClassVar[MetaData] = metadata
+
+
+def _id(length: int = 255) -> Any:
+    return String(length)
+
+
+# Events and LM requests grow without bound: 64-bit keys on PostgreSQL. SQLite needs
+# plain INTEGER for its rowid alias (and its integers are 64-bit anyway).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ExecutionRecord(StoreTable, table=True):
+    """One module execution, keyed by its task id so a redelivered task writes once."""
+
+    __tablename__ = "executions"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'running', 'succeeded', 'failed')", name="status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: str = Field(sa_type=_id(), unique=True)
+    correlation_id: str | None = Field(default=None, sa_type=_id(), index=True)
+    parent_id: str | None = Field(default=None, sa_type=_id())
+    status: str = Field(default="pending", sa_type=String(16), index=True)
+    program: str | None = Field(default=None, sa_type=String(255))
+    module_type: str | None = Field(default=None, sa_type=String(255))
+    lm: str | None = Field(default=None, sa_type=String(255))
+    inputs: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+    outputs: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    lm_calls: int = 0
+    attempts: int = 0
+    node: str | None = Field(default=None, sa_type=String(255))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    duration_ms: float | None = None
+
+
+class EventRecord(StoreTable, table=True):
+    """One stored :class:`dspyq.events.Event`; ``event_id`` makes re-appends no-ops."""
+
+    __tablename__ = "events"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    event_id: str = Field(sa_type=_id(), unique=True)
+    event_type: str = Field(sa_type=String(255), index=True)
+    timestamp: datetime = Field(sa_type=UTCDateTime)
+    node: str = Field(sa_type=String(255))
+    pid: int
+    correlation_id: str | None = Field(default=None, sa_type=_id(), index=True)
+    parent_id: str | None = Field(default=None, sa_type=_id())
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
+    truncated: bool = False
+
+
+class LMRequestRecord(StoreTable, table=True):
+    """One LM call (or cache hit) with its usage and cost, keyed by request id."""
+
+    __tablename__ = "lm_requests"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    request_id: str = Field(sa_type=_id(), unique=True)
+    correlation_id: str | None = Field(default=None, sa_type=_id(), index=True)
+    task_id: str | None = Field(default=None, sa_type=_id(), index=True)
+    provider: str | None = Field(default=None, sa_type=String(255))
+    model: str = Field(sa_type=String(255))
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: float | None = None
+    cache_hit: bool = False
+    status: str = Field(default="succeeded", sa_type=String(16))
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class CacheEntry(StoreTable, table=True):
+    """One L3 cache entry; ``expires_at`` NULL means it never expires."""
+
+    __tablename__ = "cache_entries"
+
+    key: str = Field(sa_type=String(512), primary_key=True)
+    value: Any = Field(sa_type=JSONColumn)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)

@@ -1,0 +1,10 @@
+"""Fixtures shared by the integration tests; each part keeps its own in a module here."""
+
+from store_fixtures import (  # noqa: F401
+    postgres_admin_url,
+    postgres_url,
+    process_context,
+    sqlite_url,
+    store_engine,
+    store_url,
+)
