@@ -165,21 +165,23 @@ def test_a_metric_that_raises_or_returns_no_number_counts_as_an_error() -> None:
             return None
         return answer_exact_match(example, pred)
 
-    result = Evaluate(devset=ARITHMETIC, metric=picky, max_errors=2)(adder)
+    result = Evaluate(devset=ARITHMETIC, metric=picky, max_errors=3)(adder)
 
     assert [score for _, _, score in result.results] == [0.0, 0.0, False, True]
     assert result.score == 25.0
 
 
-def test_more_errors_than_max_errors_stop_the_evaluation() -> None:
+def test_reaching_max_errors_stops_the_evaluation() -> None:
     evaluate = Evaluate(devset=ARITHMETIC, metric=answer_exact_match, max_errors=1)
 
     with pytest.raises(DspyqError, match="max_errors=1") as raised:
         evaluate(flaky)
 
     assert isinstance(raised.value.__cause__, RuntimeError)
-    # exactly max_errors failures are tolerated
-    assert Evaluate(devset=ARITHMETIC, metric=answer_exact_match, max_errors=2)(flaky).score == 25.0
+    # as in DSPy, the evaluation stops when the error count reaches max_errors
+    with pytest.raises(DspyqError, match="max_errors=2"):
+        Evaluate(devset=ARITHMETIC, metric=answer_exact_match, max_errors=2)(flaky)
+    assert Evaluate(devset=ARITHMETIC, metric=answer_exact_match, max_errors=3)(flaky).score == 25.0
 
 
 def test_max_errors_defaults_to_the_configured_value() -> None:

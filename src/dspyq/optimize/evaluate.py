@@ -3,7 +3,7 @@
 Same contract as DSPy 3.x's ``dspy.Evaluate``: the score is a percentage rounded to
 two decimals, ``results`` holds one ``(example, prediction, score)`` row per example
 in devset order, and an example whose program or metric raises scores
-``failure_score`` instead of stopping the run (until ``max_errors`` is exceeded).
+``failure_score`` instead of stopping the run (until ``max_errors`` is reached, as in DSPy).
 Examples run on a thread pool; each task runs in a copy of the caller's context
 variables (``bind_context``), so the ``configure``/``context`` settings in force at
 the call (LM, adapter ...) are the ones every thread sees.
@@ -174,10 +174,10 @@ class Evaluate:
                     except Exception as exc:
                         errors += 1
                         self._log_error(example, exc)
-                        if errors > max_errors:
+                        if errors >= max_errors:  # DSPy stops when the count reaches it
                             raise DspyqError(
                                 f"Evaluation stopped: {errors} examples failed, "
-                                f"more than max_errors={max_errors}",
+                                f"reaching max_errors={max_errors}",
                                 context={"errors": errors, "max_errors": max_errors},
                             ) from exc
                         prediction, value = Prediction(), self.failure_score

