@@ -1,0 +1,145 @@
+"""Attempts recorded with their events in one transaction: same rules as the row stores."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from dspyq.events import Event
+from dspyq.store import EventStore, ExecutionStore
+from dspyq.store.attempts import AttemptRecorder
+
+pytestmark = pytest.mark.integration
+
+
+def _start(recorder: AttemptRecorder, task_id: str = "t1", node: str = "n1", **kw: Any) -> Any:
+    def event(attempt: int) -> Event:
+        return Event(
+            event_id=f"{task_id}:start:{attempt}",
+            event_type="module_execution_start",
+            correlation_id="c1",
+            data={"attempt": attempt},
+        )
+
+    return recorder.start(task_id, node, event, correlation_id="c1", **kw)
+
+
+def _complete(task_id: str = "t1") -> Event:
+    return Event(
+        event_id=f"{task_id}:complete", event_type="module_execution_complete", correlation_id="c1"
+    )
+
+
+def _event_ids(engine: Engine) -> list[str]:
+    return [e.event_id for e in EventStore(engine).by_correlation("c1")]
+
+
+def test_start_creates_the_described_row_and_its_start_event(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+    begun = _start(
+        recorder, program="m:Predict", module_type="Predict", lm="openai/x", inputs={"q": "?"}
+    )
+    assert begun.attempt == 1 and not begun.already_succeeded
+    row = ExecutionStore(store_engine).get("t1")
+    assert row is not None
+    assert (row.status, row.attempts, row.node, row.correlation_id) == ("running", 1, "n1", "c1")
+    assert (row.program, row.module_type, row.lm, row.inputs) == (
+        "m:Predict",
+        "Predict",
+        "openai/x",
+        {"q": "?"},
+    )
+    assert _event_ids(store_engine) == ["t1:start:1"]
+
+
+def test_a_redelivered_attempt_counts_and_keeps_the_description(store_engine: Engine) -> None:
+    ExecutionStore(store_engine).create_pending("t1", "c1", "prog", "Predict", "openai/x", {"a": 1})
+    recorder = AttemptRecorder(store_engine)
+    assert _start(recorder, node="n1", lm="other/y").attempt == 1
+    assert _start(recorder, node="n2", lm="other/y").attempt == 2
+    row = ExecutionStore(store_engine).get("t1")
+    assert row is not None
+    assert (row.attempts, row.node, row.lm, row.inputs) == (2, "n2", "openai/x", {"a": 1})
+    assert _event_ids(store_engine) == ["t1:start:1", "t1:start:2"]
+
+
+def test_the_first_success_wins_and_events_are_stored_once(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+    _start(recorder)
+    first = recorder.succeed(
+        "t1",
+        {"answer": "A"},
+        [_complete()],
+        input_tokens=3,
+        output_tokens=4,
+        cost_usd=0.5,
+        lm_calls=1,
+        duration_ms=12.5,
+        node="n1",
+    )
+    again = recorder.succeed("t1", {"answer": "B"}, [_complete()], duration_ms=1.0, node="n9")
+    assert (first, again) == (True, False)
+    row = ExecutionStore(store_engine).get("t1")
+    assert row is not None
+    assert row.status == "succeeded" and row.outputs == {"answer": "A"}
+    assert (row.input_tokens, row.output_tokens, row.cost_usd, row.lm_calls) == (3, 4, 0.5, 1)
+    assert (row.duration_ms, row.node) == (12.5, "n1")
+    assert row.finished_at is not None
+    assert _event_ids(store_engine) == ["t1:start:1", "t1:complete"]
+
+
+def test_a_succeeded_execution_is_returned_not_restarted(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+    _start(recorder)
+    recorder.succeed("t1", {"answer": "A"}, duration_ms=1.0)
+    begun = _start(recorder, node="n2")
+    assert begun.already_succeeded and begun.record.outputs == {"answer": "A"}
+    row = ExecutionStore(store_engine).get("t1")
+    assert row is not None and (row.status, row.attempts, row.node) == ("succeeded", 1, "n1")
+    assert _event_ids(store_engine) == ["t1:start:1"]
+
+
+def test_a_failed_execution_stays_failed_until_a_success(store_engine: Engine) -> None:
+    executions = ExecutionStore(store_engine)
+    recorder = AttemptRecorder(store_engine)
+    _start(recorder)
+    executions.mark_failed("t1", {"type": "ProviderError"})
+    begun = _start(recorder, node="n2")
+    assert begun.attempt == 1 and not begun.already_succeeded
+    row = executions.get("t1")
+    assert row is not None and (row.status, row.attempts) == ("failed", 1)
+    assert recorder.succeed("t1", {"answer": "late"}, duration_ms=2.0) is True
+    row = executions.get("t1")
+    assert row is not None
+    assert (row.status, row.error, row.outputs, row.node) == (
+        "succeeded",
+        None,
+        {"answer": "late"},
+        "n1",
+    )
+
+
+def test_success_of_a_task_never_started_creates_its_row(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+    assert recorder.succeed("t7", {"x": 1}, duration_ms=3.0, correlation_id="c7") is True
+    row = ExecutionStore(store_engine).get("t7")
+    assert row is not None
+    assert (row.status, row.attempts, row.correlation_id) == ("succeeded", 1, "c7")
+
+
+def test_racing_workers_record_one_row_and_one_success(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+
+    def attempt(n: int) -> bool:
+        _start(recorder, node=f"n{n}")
+        return recorder.succeed("t1", {"by": n}, [_complete()], duration_ms=1.0, node=f"n{n}")
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = list(pool.map(attempt, range(8)))
+    assert wins.count(True) == 1
+    row = ExecutionStore(store_engine).get("t1")
+    assert row is not None and row.outputs == {"by": wins.index(True)}
+    assert _event_ids(store_engine).count("t1:complete") == 1
