@@ -8,8 +8,7 @@ import multiprocessing
 import os
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pybreaker
@@ -28,37 +27,8 @@ from dspyq.errors import (
 )
 from dspyq.resilience.breaker import CircuitBreaker, RedisBreakerStorage
 from dspyq.resilience.redis_client import redis_from_url
-from dspyq.workers.embedded_redis import ensure_redis
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    server = ensure_redis(url, tmp_path_factory.mktemp("redis"))
-    yield url
-    if server is not None:
-        server.stop()
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis_from_url(redis_url)
-    yield conn
-    conn.close()
 
 
 class Provider:

@@ -7,7 +7,6 @@ Real Redis (a key prefix per test), real SQLite in tmp_path, the fake LM server.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,40 +28,11 @@ from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import CacheSettings, ProviderSettings, Settings
 from dspyq.store import EventStore, LMRequestStore, init_db, make_engine
 from dspyq.testing import FakeLMServer
-from dspyq.workers.embedded_redis import ensure_redis
 from dspyq.workers.runtime import WorkerRuntime, install_worker_runtime, installed_runtime
 
 pytestmark = pytest.mark.integration
 
 KEY = "sk-worker-secret-9876"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    server = ensure_redis(url, tmp_path_factory.mktemp("redis"))
-    yield url
-    if server is not None:
-        server.stop()
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
-    name = f"test-{uuid.uuid4().hex}"
-    yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    conn = redis_from_url(redis_url)
-    yield conn
-    conn.close()
 
 
 @pytest.fixture
