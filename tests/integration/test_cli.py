@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-import redis
-
-from dspyq.workers.embedded_redis import ensure_redis
+from process_fixtures import free_port
 
 pytestmark = pytest.mark.integration
 
 BROKER_DB = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _dspyq(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -61,18 +50,6 @@ def _wait_http(url: str, timeout: float = 20.0, **kwargs: object) -> httpx.Respo
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis database of this module's own, emptied first."""
-    base = urlsplit(os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    url = urlunsplit(base._replace(path=f"/{BROKER_DB}"))
-    server = ensure_redis(url, tmp_path_factory.mktemp("redis"))
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    if server is not None:
-        server.stop()
-
-
 def test_help_lists_every_command_with_its_summary(tmp_path: Path) -> None:
     result = _run("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -94,7 +71,7 @@ def test_worker_with_unknown_pool_exits_2_listing_valid_pools(tmp_path: Path) ->
 
 
 def test_fake_lm_serves_models_and_refuses_a_busy_port(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = _dspyq("fake-lm", "--port", str(port), "--latency", "0.0", cwd=tmp_path)
     try:
         response = _wait_http(f"http://127.0.0.1:{port}/v1/models")
@@ -113,7 +90,7 @@ def test_fake_lm_serves_models_and_refuses_a_busy_port(tmp_path: Path) -> None:
 def test_fake_lm_applies_a_script_file(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text('{"models": ["scripted-model"], "rules": [{"answer": "hi"}]}')
-    port = _free_port()
+    port = free_port()
     server = _dspyq("fake-lm", "--port", str(port), "--script", str(script), cwd=tmp_path)
     try:
         response = _wait_http(f"http://127.0.0.1:{port}/v1/models")
@@ -134,7 +111,7 @@ def test_fake_lm_rejects_bad_scripts_clearly(tmp_path: Path) -> None:
     for name, (content, _) in cases.items():
         if content is not None:
             (tmp_path / name).write_text(content)
-        runs[name] = _dspyq("fake-lm", "--port", str(_free_port()), "--script", name, cwd=tmp_path)
+        runs[name] = _dspyq("fake-lm", "--port", str(free_port()), "--script", name, cwd=tmp_path)
     for name, process in runs.items():
         _, err = process.communicate(timeout=30)
         assert process.returncode == 2, (name, err)
@@ -143,7 +120,7 @@ def test_fake_lm_rejects_bad_scripts_clearly(tmp_path: Path) -> None:
 
 
 def test_dev_runs_until_sigterm_and_frees_its_ports(tmp_path: Path, broker_url: str) -> None:
-    flower_port, fake_port = _free_port(), _free_port()
+    flower_port, fake_port = free_port(), free_port()
     env = {**os.environ, "DSPYQ_BROKER_URL": broker_url, "FLOWER_BASIC_AUTH": "dev:pw"}
     env.pop("DSPYQ_REDIS_URL", None)
     env.pop("DSPYQ_DATABASE_URL", None)

@@ -12,31 +12,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from celery import Celery
 
 from dspyq.settings import Settings
 from dspyq.tasks.app import make_app
-from dspyq.workers.embedded_redis import ensure_redis
 
 pytestmark = pytest.mark.integration
 
 BROKER_DB = 11
-
-
-@pytest.fixture(scope="module")
-def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis database of this module's own, emptied first."""
-    base = urlsplit(os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    url = urlunsplit(base._replace(path=f"/{BROKER_DB}"))
-    server = ensure_redis(url, tmp_path_factory.mktemp("redis"))
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    if server is not None:
-        server.stop()
 
 
 @pytest.fixture

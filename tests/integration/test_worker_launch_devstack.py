@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-import redis
+from process_fixtures import free_port
 
 from dspyq.errors import DspyqError
 from dspyq.settings import Settings
 from dspyq.tasks.app import make_app
 from dspyq.workers.dev import DevStack
-from dspyq.workers.embedded_redis import ensure_redis, redis_reachable
+from dspyq.workers.embedded_redis import redis_reachable
 
 pytestmark = pytest.mark.integration
 
 BROKER_DB = 13
-
-
-@pytest.fixture(scope="module")
-def broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis database of this module's own, emptied first."""
-    base = urlsplit(os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    url = urlunsplit(base._replace(path=f"/{BROKER_DB}"))
-    server = ensure_redis(url, tmp_path_factory.mktemp("redis"))
-    redis.Redis.from_url(url).flushdb()
-    yield url
-    if server is not None:
-        server.stop()
 
 
 def _gone(pid: int) -> bool:
@@ -42,12 +27,6 @@ def _gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_dev_stack_starts_fake_lm_workers_and_flower_then_stops_every_child(
@@ -104,7 +83,7 @@ def test_dev_stack_starts_fake_lm_workers_and_flower_then_stops_every_child(
 
 
 def test_dev_stack_starts_and_stops_its_own_redis_when_none_answers(tmp_path: Path) -> None:
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(broker_url=url, database_url="sqlite:///dspyq.db")
     stack = DevStack(settings, pools=["optimize"], flower_port=0, fake_lm=False, workdir=tmp_path)
     try:
