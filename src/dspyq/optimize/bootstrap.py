@@ -1,0 +1,338 @@
+"""``BootstrapFewShot``: demos made from the teacher's own successful runs.
+
+The teacher (by default a copy of the student holding labelled demos) runs on the
+training examples one by one with call tracing on. When the metric accepts its
+prediction, every predictor call in the trace becomes an *augmented* demo for that
+predictor: the inputs it saw and everything it produced, intermediate fields such as
+``reasoning`` included. The student gets up to ``max_bootstrapped_demos`` of those,
+then labelled examples up to ``max_labeled_demos``. Semantics follow DSPy 3.4.1.
+
+Running the teacher on one example is :func:`bootstrap_example`: a program and an
+example in, a JSON-able :class:`BootstrapOutcome` out, so a coordinator can run the
+examples as separate tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from dspyq.core.context import context, current
+from dspyq.core.example import Example, Prediction
+from dspyq.core.module import Module
+from dspyq.errors import DspyqError, InputError
+from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Metric
+from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.settings import get_settings
+
+__all__ = ["BootstrapFewShot", "BootstrapOutcome", "bootstrap_example"]
+
+logger = logging.getLogger(__name__)
+
+ROUND_TEMPERATURE = 1.0
+"""Temperature of retry rounds (``round_idx > 0``), which also carry a ``rollout_id``:
+a fresh sample instead of the cached answer that already failed."""
+
+
+class BootstrapOutcome(BaseModel):
+    """What one teacher run on one training example produced.
+
+    ``demos`` maps predictor names (as in ``named_predictors()``) to the demo records
+    gathered for them; empty unless ``success``. ``error`` describes an exception
+    raised by the program or the metric; in-process, :attr:`exception` keeps it.
+    """
+
+    success: bool
+    demos: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    error: str | None = None
+    _exception: Exception | None = PrivateAttr(default=None)
+
+    @property
+    def exception(self) -> Exception | None:
+        return self._exception
+
+
+def bootstrap_example(
+    teacher: Module,
+    example: Example,
+    *,
+    metric: Metric | None = None,
+    metric_threshold: float | None = None,
+    teacher_settings: Mapping[str, Any] | None = None,
+    round_idx: int = 0,
+) -> BootstrapOutcome:
+    """Run ``teacher`` on ``example`` with tracing on; keep the trace if the metric passes.
+
+    The example is hidden from the teacher's own demos for the run (it would otherwise
+    read the answer off its prompt), and restored afterwards; concurrent calls must
+    therefore use separate teacher copies. Rounds after the first sample at
+    temperature 1.0 under a ``rollout_id``, so they are not answered from the cache.
+    Exceptions from the program or the metric are returned in the outcome, not raised.
+    """
+    names = {id(predictor): name for name, predictor in teacher.named_predictors()}
+    try:
+        with context(trace=[], **dict(teacher_settings or {})):
+            lm = current().lm
+            fresh_rollout: dict[str, Any] = {}
+            if round_idx > 0 and lm is not None:
+                fresh_rollout["lm"] = lm.copy(rollout_id=round_idx, temperature=ROUND_TEMPERATURE)
+            with context(**fresh_rollout) as config:
+                prediction = _run_without_example(teacher, example)
+                trace = list(config.trace or [])
+            passed = _metric_passes(metric, metric_threshold, example, prediction, trace)
+    except Exception as exc:
+        logger.error(
+            "Failed to run or to evaluate example %r with %r due to %s.", example, metric, exc
+        )
+        outcome = BootstrapOutcome(success=False, error=f"{type(exc).__name__}: {exc}")
+        outcome._exception = exc
+        return outcome
+    if not passed:
+        return BootstrapOutcome(success=False)
+    return BootstrapOutcome(success=True, demos=_demos_from_trace(trace, names))
+
+
+def _run_without_example(teacher: Module, example: Example) -> Any:
+    """``teacher(**example.inputs())`` with ``example`` removed from every predictor's demos."""
+    predictors = teacher.named_predictors()
+    saved = {name: predictor.demos for name, predictor in predictors}
+    for _, predictor in predictors:
+        predictor.demos = [demo for demo in predictor.demos if demo != example]
+    try:
+        return teacher(**example.inputs())
+    finally:
+        for name, predictor in predictors:
+            predictor.demos = saved[name]
+
+
+def _metric_passes(
+    metric: Metric | None,
+    threshold: float | None,
+    example: Example,
+    prediction: Any,
+    trace: list[Any],
+) -> bool:
+    """No metric accepts everything; a threshold compares the value, else its truth counts."""
+    if metric is None:
+        return True
+    value = metric(example, prediction, trace)
+    if threshold:
+        return bool(value >= threshold)
+    return bool(value)
+
+
+def _demos_from_trace(
+    trace: list[tuple[Any, dict[str, Any], Prediction]], names: Mapping[int, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """One augmented demo per traced predictor (calls of unknown predictors are skipped).
+
+    A predictor called several times in one run keeps one of its calls: the last one
+    or, with even odds, one of the others, chosen by a seed derived from the calls
+    themselves so the choice is reproducible (as DSPy does).
+    """
+    gathered: dict[str, list[dict[str, Any]]] = {}
+    for predictor, inputs, outputs in trace:
+        name = names.get(id(predictor))
+        if name is None:
+            continue
+        gathered.setdefault(name, []).append({"augmented": True, **inputs, **dict(outputs.items())})
+    chosen: dict[str, list[dict[str, Any]]] = {}
+    for name, demos in gathered.items():
+        if len(demos) > 1:
+            rng = random.Random(_stable_seed(demos))
+            demos = [rng.choice(demos[:-1]) if rng.random() < 0.5 else demos[-1]]
+        chosen[name] = demos
+    return chosen
+
+
+def _stable_seed(records: list[dict[str, Any]]) -> int:
+    """A seed that depends only on the records' content (``hash()`` varies per process)."""
+    text = json.dumps(records, sort_keys=True, default=str)
+    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16)
+
+
+class BootstrapFewShot(Teleprompter):
+    """Compose each predictor's demos from bootstrapped traces and labelled examples.
+
+    ``metric(example, prediction, trace)`` decides which teacher runs become demos
+    (with ``metric_threshold``, a numeric value must reach it). ``teacher_settings``
+    are applied with ``context(...)`` around the teacher (e.g. ``{"lm": big_lm}``).
+    An example is tried up to ``max_rounds`` times. Failing examples count towards
+    ``max_errors`` (default: the ``max_errors`` runtime setting, else 10); the error
+    that reaches it is raised. Demo counts and rounds default to
+    ``settings.optimization.bootstrap``.
+    """
+
+    def __init__(
+        self,
+        metric: Metric | None = None,
+        metric_threshold: float | None = None,
+        teacher_settings: Mapping[str, Any] | None = None,
+        max_bootstrapped_demos: int | None = None,
+        max_labeled_demos: int | None = None,
+        max_rounds: int | None = None,
+        max_errors: int | None = None,
+    ) -> None:
+        defaults = get_settings().optimization.bootstrap
+        self.metric = metric
+        self.metric_threshold = metric_threshold
+        self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
+        self.max_bootstrapped_demos = (
+            defaults.max_bootstrapped_demos
+            if max_bootstrapped_demos is None
+            else max_bootstrapped_demos
+        )
+        self.max_labeled_demos = (
+            defaults.max_labeled_demos if max_labeled_demos is None else max_labeled_demos
+        )
+        self.max_rounds = defaults.max_rounds if max_rounds is None else max_rounds
+        self.max_errors = max_errors
+        self.error_count = 0
+
+    def compile(
+        self,
+        student: Module,
+        *,
+        trainset: Sequence[Example],
+        teacher: Module | None = None,
+        valset: Sequence[Example] | None = None,
+        **kwargs: Any,
+    ) -> Module:
+        """A compiled copy of ``student`` with bootstrapped and labelled demos.
+
+        ``valset`` is accepted for the common call shape and not used: bootstrapping
+        validates on the trainset.
+        """
+        self._refuse_options(kwargs)
+        self.trainset = list(trainset)
+        self.error_count = 0
+        self._prepare_student_and_teacher(student, teacher)
+        self._map_predictor_names()
+        self._bootstrap()
+        self.student = self._train()
+        self.student._compiled = True
+        return self.student
+
+    # --- preparation ----------------------------------------------------------------
+
+    def _prepare_student_and_teacher(self, student: Module, teacher: Module | None) -> None:
+        self.student = student.reset_copy()
+        self.teacher = teacher.deepcopy() if teacher is not None else student.deepcopy()
+        if getattr(self.student, "_compiled", False):
+            raise InputError(
+                f"{type(student).__name__} is already compiled; pass the uncompiled program "
+                "as the student (a compiled one may be the teacher)."
+            )
+        if self.max_labeled_demos and not getattr(self.teacher, "_compiled", False):
+            labeled = LabeledFewShot(k=self.max_labeled_demos)
+            self.teacher = labeled.compile(self.teacher.reset_copy(), trainset=self.trainset)
+
+    def _map_predictor_names(self) -> None:
+        """Check the teacher has the student's shape; remember the predictor names."""
+        student_predictors = self.student.named_predictors()
+        teacher_predictors = self.teacher.named_predictors()
+        if len(student_predictors) != len(teacher_predictors):
+            raise InputError(
+                "Student and teacher must have the same number of predictors: "
+                f"{len(student_predictors)} != {len(teacher_predictors)}."
+            )
+        for (name, mine), (their_name, theirs) in zip(
+            student_predictors, teacher_predictors, strict=True
+        ):
+            if name != their_name:
+                raise InputError(
+                    "Student and teacher must have the same program structure: "
+                    f"{name!r} != {their_name!r}."
+                )
+            if not mine.signature.equals(theirs.signature):
+                raise InputError(
+                    f"Student and teacher must have the same signatures at {name!r}: "
+                    f"{mine.signature.signature!r} != {theirs.signature.signature!r}."
+                )
+            if mine is theirs:
+                raise InputError(f"Student and teacher share the predictor {name!r}.")
+        self.predictor_names = [name for name, _ in student_predictors]
+
+    # --- bootstrapping --------------------------------------------------------------
+
+    def bootstrap_one(self, example: Example, round_idx: int = 0) -> BootstrapOutcome:
+        """Run this optimizer's teacher on one example (see :func:`bootstrap_example`)."""
+        return bootstrap_example(
+            self.teacher,
+            example,
+            metric=self.metric,
+            metric_threshold=self.metric_threshold,
+            teacher_settings=self.teacher_settings,
+            round_idx=round_idx,
+        )
+
+    def _bootstrap(self) -> None:
+        """Walk the trainset until ``max_bootstrapped_demos`` examples gave a full trace."""
+        self.name2traces: dict[str, list[Example]] = {name: [] for name in self.predictor_names}
+        bootstrapped: set[int] = set()
+        attempts = 0
+        tried = 0
+        for index, example in enumerate(self.trainset):
+            if len(bootstrapped) >= self.max_bootstrapped_demos:
+                break
+            tried += 1
+            for round_idx in range(self.max_rounds):
+                attempts += 1
+                outcome = self.bootstrap_one(example, round_idx)
+                self._count_error(outcome)
+                if outcome.success:
+                    for name, demos in outcome.demos.items():
+                        self.name2traces.setdefault(name, []).extend(Example(d) for d in demos)
+                    bootstrapped.add(index)
+                    break
+        logger.info(
+            "Bootstrapped %d full traces after %d examples for up to %d rounds, "
+            "amounting to %d attempts.",
+            len(bootstrapped),
+            tried,
+            self.max_rounds,
+            attempts,
+        )
+        # The examples that gave no trace are the pool of labelled demos.
+        self.validation = [x for i, x in enumerate(self.trainset) if i not in bootstrapped]
+        random.Random(0).shuffle(self.validation)
+
+    def _count_error(self, outcome: BootstrapOutcome) -> None:
+        if outcome.error is None:
+            return
+        self.error_count += 1
+        limit = self.max_errors
+        if limit is None:
+            configured = current().get("max_errors")
+            limit = DEFAULT_MAX_ERRORS if configured is None else int(configured)
+        if self.error_count >= limit:
+            if outcome.exception is not None:
+                raise outcome.exception
+            raise DspyqError(
+                f"Bootstrapping stopped: {self.error_count} examples failed, "
+                f"reaching max_errors={limit}. Last error: {outcome.error}",
+                context={"errors": self.error_count, "max_errors": limit},
+            )
+
+    def _train(self) -> Module:
+        """Give each student predictor its augmented demos, then labelled ones up to the cap.
+
+        As in DSPy, each predictor's labelled demos are sampled from the previous
+        predictor's sample (one ``random.Random(0)`` for all), so they never grow along
+        the program.
+        """
+        rng = random.Random(0)
+        raw_demos: list[Example] = self.validation
+        for name, predictor in self.student.named_predictors():
+            augmented = self.name2traces.get(name, [])[: self.max_bootstrapped_demos]
+            sample_size = max(0, min(self.max_labeled_demos - len(augmented), len(raw_demos)))
+            raw_demos = rng.sample(raw_demos, sample_size)
+            predictor.demos = augmented + raw_demos
+        return self.student
