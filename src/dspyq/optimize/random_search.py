@@ -1,0 +1,262 @@
+"""``BootstrapFewShotWithRandomSearch``: try several few-shot programs, keep the best.
+
+Candidates are numbered by seed, as in DSPy 3.4.1: ``-3`` the zero-shot student,
+``-2`` labelled demos only, ``-1`` ``BootstrapFewShot`` over the trainset in order,
+then one candidate per seed ``0..num_candidate_programs-1`` bootstrapped over a
+shuffled trainset with a random number of demos (both drawn from ``random.Random(seed)``,
+so runs are reproducible). Each is scored with ``Evaluate`` on the valset (default: the
+trainset); the first best score wins.
+
+Building a candidate (:meth:`~BootstrapFewShotWithRandomSearch.build_candidate`, a seed
+in) and scoring it (:func:`evaluate_candidate`, a JSON-able :class:`CandidateScore` out)
+are separate steps, so a coordinator can run candidates as tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Container, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pydantic import BaseModel
+
+from dspyq.core.context import current
+from dspyq.core.example import Example
+from dspyq.core.module import Module
+from dspyq.core.observe import emit
+from dspyq.errors import InputError
+from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Evaluate, Metric
+from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.settings import get_settings
+
+__all__ = [
+    "BootstrapFewShotWithRandomSearch",
+    "CandidateProgram",
+    "CandidateScore",
+    "evaluate_candidate",
+]
+
+logger = logging.getLogger(__name__)
+
+ZERO_SHOT_SEED = -3
+LABELED_ONLY_SEED = -2
+UNSHUFFLED_SEED = -1
+
+
+class CandidateScore(BaseModel):
+    """A candidate's score on the valset: the percentage and each example's metric value."""
+
+    score: float
+    subscores: list[Any]
+
+
+@dataclass(frozen=True)
+class CandidateProgram:
+    """One evaluated candidate, read like DSPy's dicts: ``candidate["score"]``.
+
+    A dataclass rather than a dict on purpose: parameter discovery walks a module's
+    lists and dicts, and must not find the candidates' predictors inside the program
+    they are attached to.
+    """
+
+    score: float
+    subscores: list[Any]
+    seed: int
+    program: Module
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [field.name for field in fields(self)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+def evaluate_candidate(
+    program: Module,
+    devset: Sequence[Example],
+    *,
+    metric: Metric,
+    num_threads: int | None = None,
+    max_errors: int | None = None,
+    display_progress: bool = False,
+) -> CandidateScore:
+    """Score ``program`` on ``devset`` with ``Evaluate``."""
+    evaluate = Evaluate(
+        devset=devset,
+        metric=metric,
+        num_threads=num_threads,
+        max_errors=max_errors,
+        display_table=False,
+        display_progress=display_progress,
+    )
+    result = evaluate(program)
+    return CandidateScore(score=result.score, subscores=[row[2] for row in result.results])
+
+
+class BootstrapFewShotWithRandomSearch(Teleprompter):
+    """Run ``BootstrapFewShot`` under several seeds and return the best-scoring program.
+
+    Shuffled candidates get between 1 and ``max_bootstrapped_demos`` bootstrapped demos.
+    ``stop_at_score`` ends the search early once a candidate reaches it. The returned
+    program carries ``candidate_programs``: every candidate, best score first. Demo
+    counts and rounds default to ``settings.optimization.bootstrap``.
+    """
+
+    def __init__(
+        self,
+        metric: Metric,
+        teacher_settings: Mapping[str, Any] | None = None,
+        max_bootstrapped_demos: int | None = None,
+        max_labeled_demos: int | None = None,
+        max_rounds: int | None = None,
+        num_candidate_programs: int = 16,
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        stop_at_score: float | None = None,
+        metric_threshold: float | None = None,
+    ) -> None:
+        defaults = get_settings().optimization.bootstrap
+        self.metric = metric
+        self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
+        self.max_rounds = defaults.max_rounds if max_rounds is None else max_rounds
+        self.num_threads = num_threads
+        self.stop_at_score = stop_at_score
+        self.metric_threshold = metric_threshold
+        self.min_num_samples = 1
+        self.max_num_samples = (
+            defaults.max_bootstrapped_demos
+            if max_bootstrapped_demos is None
+            else max_bootstrapped_demos
+        )
+        self.max_errors = max_errors
+        self.num_candidate_sets = num_candidate_programs
+        self.max_labeled_demos = (
+            defaults.max_labeled_demos if max_labeled_demos is None else max_labeled_demos
+        )
+        logger.info(
+            "Going to sample between %d and %d traces per predictor; "
+            "will attempt to bootstrap %d candidate sets.",
+            self.min_num_samples,
+            self.max_num_samples,
+            self.num_candidate_sets,
+        )
+
+    def compile(
+        self,
+        student: Module,
+        *,
+        trainset: Sequence[Example],
+        teacher: Module | None = None,
+        valset: Sequence[Example] | None = None,
+        restrict: Container[int] | None = None,
+        labeled_sample: bool = True,
+        **kwargs: Any,
+    ) -> Module:
+        """The best candidate program; ``restrict`` limits the search to those seeds."""
+        self._refuse_options(kwargs)
+        self.trainset = list(trainset)
+        self.valset = list(valset or trainset)
+        max_errors = self._effective_max_errors()
+        metric_name = getattr(self.metric, "__name__", type(self.metric).__name__)
+
+        candidates: list[CandidateProgram] = []
+        best: CandidateProgram | None = None
+        for seed in range(ZERO_SHOT_SEED, self.num_candidate_sets):
+            if restrict is not None and seed not in restrict:
+                continue
+            program = self.build_candidate(
+                seed,
+                student,
+                trainset=self.trainset,
+                teacher=teacher,
+                labeled_sample=labeled_sample,
+            )
+            scored = evaluate_candidate(
+                program,
+                self.valset,
+                metric=self.metric,
+                num_threads=self.num_threads,
+                max_errors=max_errors,
+                display_progress=True,
+            )
+            candidate = CandidateProgram(scored.score, scored.subscores, seed, program)
+            if best is None or candidate.score > best.score:
+                logger.info("New best score: %s for seed %d", candidate.score, seed)
+                best = candidate
+            candidates.append(candidate)
+            emit(
+                "optimization_iteration",
+                {
+                    "optimizer": type(self).__name__,
+                    "iteration": len(candidates),
+                    "seed": seed,
+                    "evaluation_score": candidate.score,
+                    "best_score": best.score,
+                    "metric": metric_name,
+                },
+            )
+            if self.stop_at_score is not None and candidate.score >= self.stop_at_score:
+                logger.info(
+                    "Stopping early because score %s is >= stop_at_score %s",
+                    candidate.score,
+                    self.stop_at_score,
+                )
+                break
+
+        if best is None:
+            raise InputError("restrict= excluded every candidate seed; nothing was evaluated.")
+        best_program = best.program
+        best_program.candidate_programs = sorted(  # type: ignore[attr-defined]
+            candidates, key=lambda c: c.score, reverse=True
+        )
+        logger.info("%d candidate programs found.", len(candidates))
+        return best_program
+
+    def build_candidate(
+        self,
+        seed: int,
+        student: Module,
+        *,
+        trainset: Sequence[Example],
+        teacher: Module | None = None,
+        labeled_sample: bool = True,
+    ) -> Module:
+        """The candidate program for ``seed`` (see the module docstring for the seeds)."""
+        examples = list(trainset)
+        if seed == ZERO_SHOT_SEED:
+            return student.reset_copy()
+        if seed == LABELED_ONLY_SEED:
+            labeled = LabeledFewShot(k=self.max_labeled_demos)
+            return labeled.compile(student, trainset=examples, sample=labeled_sample)
+        size = self.max_num_samples
+        if seed >= 0:
+            random.Random(seed).shuffle(examples)
+            lowest = min(self.min_num_samples, self.max_num_samples)
+            size = random.Random(seed).randint(lowest, self.max_num_samples)
+        elif seed != UNSHUFFLED_SEED:
+            raise InputError(f"candidate seeds start at {ZERO_SHOT_SEED}; got {seed}")
+        optimizer = BootstrapFewShot(
+            metric=self.metric,
+            metric_threshold=self.metric_threshold,
+            teacher_settings=self.teacher_settings,
+            max_bootstrapped_demos=size,
+            max_labeled_demos=self.max_labeled_demos,
+            max_rounds=self.max_rounds,
+            max_errors=self._effective_max_errors(),
+        )
+        return optimizer.compile(student, teacher=teacher, trainset=examples)
+
+    def _effective_max_errors(self) -> int:
+        if self.max_errors is not None:
+            return self.max_errors
+        configured = current().get("max_errors")
+        return DEFAULT_MAX_ERRORS if configured is None else int(configured)
