@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, select, update
 from sqlmodel import col
@@ -110,36 +110,21 @@ class ExecutionStore:
         finishing again). Overrides an earlier failure. Creates the row if the task was
         never recorded. ``duration_ms`` defaults to the time since the attempt started.
         """
-        now = utcnow()
-        values: dict[str, Any] = {
-            "status": "succeeded",
-            "outputs": outputs,
-            "error": None,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost_usd,
-            "lm_calls": lm_calls,
-            "finished_at": now,
-        }
-        if node is not None:
-            values["node"] = node
-        with write_transaction(self.engine, f"mark execution {task_id} succeeded") as conn:
-            current = _lock_or_insert(
-                conn,
-                task_id,
-                correlation_id=correlation_id,
-                created_at=now,
-                attempts=1,
-                duration_ms=duration_ms,
-                **values,
-            )
-            if current is None:
-                return True
-            if current.status == "succeeded":
-                return False
-            values["duration_ms"] = _duration_ms(current.started_at, now, duration_ms)
-            conn.execute(_update(task_id).values(**values))
-            return True
+        return self._finish(
+            task_id,
+            "succeeded",
+            {
+                "outputs": outputs,
+                "error": None,
+                "input_tokens": input_tokens,
+                "output_tokens": output_tokens,
+                "cost_usd": cost_usd,
+                "lm_calls": lm_calls,
+            },
+            duration_ms=duration_ms,
+            correlation_id=correlation_id,
+            node=node,
+        )
 
     def mark_failed(
         self,
@@ -155,11 +140,35 @@ class ExecutionStore:
         Returns False and changes nothing if it already succeeded: a success is never
         overwritten. Creates the row if the task was never recorded.
         """
+        return self._finish(
+            task_id,
+            "failed",
+            {"error": error_dict},
+            duration_ms=duration_ms,
+            correlation_id=correlation_id,
+            node=node,
+        )
+
+    def _finish(
+        self,
+        task_id: str,
+        status: Literal["succeeded", "failed"],
+        columns: dict[str, Any],
+        *,
+        duration_ms: float | None,
+        correlation_id: str | None,
+        node: str | None,
+    ) -> bool:
+        """Write the final ``status`` and its ``columns`` unless the task already succeeded.
+
+        Success and failure share one rule, so a redelivered task can never undo a
+        success: True if this call wrote the row, False if a success was already there.
+        """
         now = utcnow()
-        values: dict[str, Any] = {"status": "failed", "error": error_dict, "finished_at": now}
+        values: dict[str, Any] = {"status": status, **columns, "finished_at": now}
         if node is not None:
             values["node"] = node
-        with write_transaction(self.engine, f"mark execution {task_id} failed") as conn:
+        with write_transaction(self.engine, f"mark execution {task_id} {status}") as conn:
             current = _lock_or_insert(
                 conn,
                 task_id,
