@@ -1,0 +1,391 @@
+"""MIPROv2: search instructions and few-shot demo sets jointly with Bayesian optimization.
+
+Same steps, parameters and defaults as DSPy 3.4.1's ``dspy.MIPROv2``:
+
+1. bootstrap ``num_candidates`` demo sets per predictor (zero-shot, labelled only,
+   ``BootstrapFewShot`` in order, then shuffled ones with a random demo count);
+2. propose instruction candidates per predictor with a :class:`GroundedProposer`
+   (candidate 0 is always the original instruction);
+3. search (instruction index, demo set index) per predictor with optuna's seeded
+   ``TPESampler``: each trial scores a combination on a minibatch of the valset, and
+   every ``minibatch_full_eval_steps`` trials the combination with the best average
+   minibatch score is scored on the whole valset; the best full score wins
+   (:mod:`dspyq.optimize.mipro_search`).
+
+Steps 1 and 2 are methods (:meth:`MIPROv2.create_demo_candidates`,
+:meth:`MIPROv2.propose_instructions`) whose results are JSON once the demos are dumped;
+a trial of step 3 is JSON params in, a score out, so a coordinator can run the trials
+as tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from dspyq.core.context import context, current
+from dspyq.core.example import Example
+from dspyq.core.module import Module
+from dspyq.errors import ConfigurationError, InputError
+from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Evaluate
+from dspyq.optimize.grounded_proposer import GroundedProposer
+from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.mipro_search import DemoCandidates, PromptSearch, create_minibatch
+from dspyq.optimize.teleprompter import Teleprompter
+
+__all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT = 3
+LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT = 0
+MIN_MINIBATCH_SIZE = 50
+
+AUTO_RUN_SETTINGS = {
+    "light": {"n": 6, "val_size": 100},
+    "medium": {"n": 12, "val_size": 300},
+    "heavy": {"n": 18, "val_size": 1000},
+}
+
+AutoMode = Literal["light", "medium", "heavy"]
+
+
+class MIPROv2(Teleprompter):
+    """Jointly optimize instructions and demos (see the module docstring).
+
+    ``auto`` ("light", "medium", "heavy") sets the number of candidates, trials and the
+    valset size; with ``auto=None`` give ``num_candidates`` here and ``num_trials`` to
+    :meth:`compile`. ``prompt_model`` writes instructions and ``task_model`` runs the
+    program (both default to the configured LM).
+    """
+
+    def __init__(
+        self,
+        metric: Callable[..., Any],
+        prompt_model: Any = None,
+        task_model: Any = None,
+        teacher_settings: Mapping[str, Any] | None = None,
+        max_bootstrapped_demos: int = 4,
+        max_labeled_demos: int = 4,
+        auto: AutoMode | None = "light",
+        num_candidates: int | None = None,
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        seed: int = 9,
+        init_temperature: float = 0.5,
+        verbose: bool = False,
+        track_stats: bool = True,
+        log_dir: str | None = None,
+        metric_threshold: float | None = None,
+    ) -> None:
+        if auto not in (None, "light", "medium", "heavy"):
+            raise ConfigurationError(
+                f"Invalid value for auto: {auto}. Must be one of None, 'light', 'medium', 'heavy'."
+            )
+        self.auto = auto
+        self.num_fewshot_candidates = num_candidates
+        self.num_instruct_candidates = num_candidates
+        self.num_candidates = num_candidates
+        self.metric = metric
+        self.init_temperature = init_temperature
+        self.task_model = task_model or current().lm
+        self.prompt_model = prompt_model or current().lm
+        self.max_bootstrapped_demos = max_bootstrapped_demos
+        self.max_labeled_demos = max_labeled_demos
+        self.verbose = verbose
+        self.track_stats = track_stats
+        self.log_dir = log_dir
+        self.teacher_settings = dict(teacher_settings or {})
+        self.prompt_model_total_calls = 0
+        self.total_calls = 0
+        self.num_threads = num_threads
+        self.max_errors = max_errors
+        self.metric_threshold = metric_threshold
+        self.seed = seed
+        self.rng = random.Random(seed)
+        if not self.prompt_model or not self.task_model:
+            raise ConfigurationError(
+                "Either provide both prompt_model and task_model or set a default LM "
+                "through dspyq.configure(lm=...)"
+            )
+
+    def compile(
+        self,
+        student: Module,
+        *,
+        trainset: Sequence[Example],
+        teacher: Module | None = None,
+        valset: Sequence[Example] | None = None,
+        num_trials: int | None = None,
+        max_bootstrapped_demos: int | None = None,
+        max_labeled_demos: int | None = None,
+        seed: int | None = None,
+        minibatch: bool = True,
+        minibatch_size: int = 35,
+        minibatch_full_eval_steps: int = 5,
+        program_aware_proposer: bool = True,
+        data_aware_proposer: bool = True,
+        view_data_batch_size: int = 10,
+        tip_aware_proposer: bool = True,
+        fewshot_aware_proposer: bool = True,
+        requires_permission_to_run: bool | None = None,
+        provide_traceback: bool | None = None,
+        **kwargs: Any,
+    ) -> Module:
+        """The best program found (a copy: ``student`` is left as it was)."""
+        self._refuse_options(kwargs)
+        if requires_permission_to_run:
+            raise ConfigurationError(
+                "User confirmation is removed from MIPROv2. "
+                "Please remove the 'requires_permission_to_run' argument."
+            )
+        zeroshot = self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
+        self._check_run_mode(student, num_trials, zeroshot)
+        seed = seed or self.seed
+        self.rng = random.Random(seed)
+        if max_bootstrapped_demos is not None:
+            self.max_bootstrapped_demos = max_bootstrapped_demos
+        if max_labeled_demos is not None:
+            self.max_labeled_demos = max_labeled_demos
+        train, val = self._split(trainset, valset)
+        trials, val, minibatch = self._run_mode_settings(
+            student, num_trials, minibatch, zeroshot, val
+        )
+        if minibatch and minibatch_size > len(val):
+            raise ConfigurationError(
+                f"Minibatch size cannot exceed the size of the valset. Valset size: {len(val)}."
+            )
+
+        program = student.deepcopy()
+        evaluate = Evaluate(
+            devset=val,
+            metric=self.metric,
+            num_threads=self.num_threads,
+            max_errors=self._max_errors(),
+            display_table=False,
+            display_progress=True,
+            provide_traceback=provide_traceback,
+        )
+        with context(lm=self.task_model):
+            logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
+            demo_candidates: DemoCandidates | None = self.create_demo_candidates(
+                program, train, seed, teacher
+            )
+        logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
+        instruction_candidates = self.propose_instructions(
+            program,
+            train,
+            demo_candidates,
+            view_data_batch_size=view_data_batch_size,
+            program_aware=program_aware_proposer,
+            data_aware=data_aware_proposer,
+            tip_aware=tip_aware_proposer,
+            fewshot_aware=fewshot_aware_proposer,
+        )
+        if zeroshot:
+            demo_candidates = None
+        with context(lm=self.task_model):
+            logger.info("==> STEP 3: FINDING OPTIMAL PROMPT PARAMETERS <==")
+            search = PromptSearch(
+                program,
+                instruction_candidates,
+                demo_candidates,
+                evaluate,
+                val,
+                seed=seed,
+                rng=self.rng,
+                log_dir=self.log_dir,
+                optimizer_name=type(self).__name__,
+            )
+            search.run(trials, minibatch, minibatch_size, minibatch_full_eval_steps)
+        return self._best_program(search)
+
+    def _best_program(self, search: PromptSearch) -> Module:
+        """The best combination as a program, carrying DSPy's run statistics."""
+        best: Any = search.program_for(search.best_params)
+        self.total_calls = search.total_eval_calls
+        if self.track_stats:
+            best.trial_logs = search.trial_logs
+            best.score = search.best_score
+            best.best_params = dict(search.best_params)
+            best.prompt_model_total_calls = self.prompt_model_total_calls
+            best.total_calls = search.total_eval_calls
+            best.mb_candidate_programs = search.candidate_programs(full_eval=False)
+            best.candidate_programs = search.candidate_programs(full_eval=True)
+        logger.info("Returning best identified program with score %s!", search.best_score)
+        return best
+
+    # --- run-mode bookkeeping -----------------------------------------------------------
+
+    def _check_run_mode(self, student: Module, num_trials: int | None, zeroshot: bool) -> None:
+        if self.auto is None and self.num_candidates is not None and num_trials is None:
+            suggested = self._trials_for(student, zeroshot, self.num_candidates)
+            raise ConfigurationError(
+                "If auto is None, num_trials must also be provided. Given num_candidates="
+                f"{self.num_candidates}, we'd recommend setting num_trials to ~{suggested}."
+            )
+        if self.auto is None and (self.num_candidates is None or num_trials is None):
+            raise ConfigurationError("If auto is None, num_candidates must also be provided.")
+        if self.auto is not None and (self.num_candidates is not None or num_trials is not None):
+            raise ConfigurationError(
+                "If auto is not None, num_candidates and num_trials cannot be set, since they "
+                "would be overridden by the auto settings. Please either set auto to None, or "
+                "do not specify num_candidates and num_trials."
+            )
+
+    @staticmethod
+    def _trials_for(program: Module, zeroshot: bool, num_candidates: int) -> int:
+        """DSPy's budget: max(2 * variables * log2(N), 1.5 * N) trials."""
+        variables = len(program.predictors()) * (1 if zeroshot else 2)
+        return int(max(2 * variables * math.log2(num_candidates), 1.5 * num_candidates))
+
+    def _run_mode_settings(
+        self,
+        program: Module,
+        num_trials: int | None,
+        minibatch: bool,
+        zeroshot: bool,
+        valset: list[Example],
+    ) -> tuple[int, list[Example], bool]:
+        if self.auto is None:
+            assert num_trials is not None  # checked by _check_run_mode
+            return num_trials, valset, minibatch
+        settings = AUTO_RUN_SETTINGS[self.auto]
+        valset = create_minibatch(valset, settings["val_size"], self.rng)
+        # Instructions get half the candidates when demos are searched too.
+        self.num_instruct_candidates = settings["n"] if zeroshot else int(settings["n"] * 0.5)
+        self.num_fewshot_candidates = settings["n"]
+        num_trials = self._trials_for(program, zeroshot, settings["n"])
+        logger.info(
+            "RUNNING WITH THE FOLLOWING %s AUTO RUN SETTINGS: num_trials: %d, minibatch: %s, "
+            "num_fewshot_candidates: %d, num_instruct_candidates: %d, valset size: %d",
+            self.auto.upper(),
+            num_trials,
+            len(valset) > MIN_MINIBATCH_SIZE,
+            self.num_fewshot_candidates,
+            self.num_instruct_candidates,
+            len(valset),
+        )
+        return num_trials, valset, len(valset) > MIN_MINIBATCH_SIZE
+
+    @staticmethod
+    def _split(
+        trainset: Sequence[Example], valset: Sequence[Example] | None
+    ) -> tuple[list[Example], list[Example]]:
+        """Without a valset, the last 80% of the trainset (at most 1000) becomes it."""
+        train = list(trainset)
+        if not train:
+            raise InputError("Trainset cannot be empty.")
+        if valset is None:
+            if len(train) < 2:
+                raise InputError("Trainset must have at least 2 examples if no valset specified.")
+            cutoff = len(train) - min(1000, max(1, int(len(train) * 0.80)))
+            return train[:cutoff], train[cutoff:]
+        if not valset:
+            raise InputError("Validation set must have at least 1 example.")
+        return train, list(valset)
+
+    def _max_errors(self) -> int:
+        if self.max_errors is not None:
+            return self.max_errors
+        configured = current().get("max_errors")
+        return DEFAULT_MAX_ERRORS if configured is None else int(configured)
+
+    # --- step 1: demo sets ----------------------------------------------------------------
+
+    def create_demo_candidates(
+        self,
+        program: Module,
+        trainset: Sequence[Example],
+        seed: int,
+        teacher: Module | None = None,
+    ) -> DemoCandidates:
+        """``num_fewshot_candidates`` demo sets per predictor index.
+
+        Set 0 is zero-shot, set 1 labelled demos only (when labelled demos are allowed),
+        set 2 ``BootstrapFewShot`` over the trainset in order; the rest bootstrap over a
+        shuffled trainset with 1..max_bootstrapped_demos demos, both drawn from the
+        optimizer's seeded rng. A zero-shot run still bootstraps 3 demos per set, to show
+        the proposer. (``seed`` is DSPy's argument; the optimizer's rng carries it.)
+        """
+        zeroshot = self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
+        labeled = LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else self.max_labeled_demos
+        bootstrapped = (
+            BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else self.max_bootstrapped_demos
+        )
+        count = self.num_fewshot_candidates or 0
+        predictors = program.predictors()
+        candidates: DemoCandidates = {i: [] for i in range(len(predictors))}
+        for set_seed in range(-3, count - 3):
+            examples = list(trainset)
+            if set_seed == -3:
+                built = program.reset_copy()
+            elif set_seed == -2 and labeled > 0:
+                built = LabeledFewShot(k=labeled).compile(program, trainset=examples, sample=True)
+            else:
+                size, threshold = bootstrapped, None
+                if set_seed != -1:  # DSPy: seed -2 without labelled demos is shuffled too
+                    self.rng.shuffle(examples)
+                    size = self.rng.randint(min(1, bootstrapped), bootstrapped)
+                    threshold = self.metric_threshold
+                built = BootstrapFewShot(
+                    metric=self.metric,
+                    metric_threshold=threshold,
+                    teacher_settings=self.teacher_settings,
+                    max_bootstrapped_demos=size,
+                    max_labeled_demos=labeled,
+                    max_rounds=1,
+                    max_errors=self._max_errors(),
+                ).compile(program, teacher=teacher, trainset=examples)
+            for i, predictor in enumerate(built.predictors()):
+                candidates[i].append(list(predictor.demos))
+        return candidates
+
+    # --- step 2: instructions ---------------------------------------------------------------
+
+    def propose_instructions(
+        self,
+        program: Module,
+        trainset: Sequence[Example],
+        demo_candidates: DemoCandidates | None,
+        *,
+        view_data_batch_size: int = 10,
+        program_aware: bool = True,
+        data_aware: bool = True,
+        tip_aware: bool = True,
+        fewshot_aware: bool = True,
+    ) -> dict[int, list[str]]:
+        """``num_instruct_candidates`` instructions per predictor index, the original first."""
+        proposer = GroundedProposer(
+            prompt_model=self.prompt_model,
+            program=program,
+            trainset=trainset,
+            view_data_batch_size=view_data_batch_size,
+            use_dataset_summary=data_aware,
+            program_aware=program_aware,
+            use_task_demos=fewshot_aware,
+            num_demos_in_context=BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT,
+            use_tip=tip_aware,
+            set_tip_randomly=tip_aware,
+            rng=self.rng,
+            init_temperature=self.init_temperature,
+        )
+        proposed = proposer.propose_instructions_for_program(
+            trainset=trainset,
+            program=program,
+            demo_candidates=demo_candidates,
+            N=self.num_instruct_candidates or 1,
+        )
+        self.prompt_model_total_calls += proposer.calls
+        for i, predictor in enumerate(program.predictors()):
+            if proposed.get(i):
+                proposed[i][0] = predictor.signature.instructions
+            else:
+                proposed[i] = [predictor.signature.instructions]
+            for j, instruction in enumerate(proposed[i]):
+                logger.info("Proposed instruction %d for predictor %d: %s", j, i, instruction)
+        return proposed
