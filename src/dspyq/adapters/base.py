@@ -6,18 +6,19 @@ The message layout is DSPy 3.4.1's, byte for byte::
 
 The system message is the field descriptions, the field structure and the task
 description. Subclasses decide the structure, the reminder closing the last user
-message, how demo outputs are written and how completions are parsed.
+message, how demo outputs are written, how completions are parsed and which adapter
+(if any) retries a call whose completion cannot be parsed.
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from pydantic.fields import FieldInfo
 
-from dspyq.adapters.values import format_field_value
+from dspyq.adapters.values import format_field_value, parse_value
 from dspyq.core.signature import Signature, field_extra
 from dspyq.core.types import History, annotation_name
 from dspyq.errors import AdapterParseError
@@ -95,6 +96,17 @@ def history_field_name(signature: type[Signature]) -> str | None:
     return None
 
 
+def fill_optional_outputs(signature: type[Signature], values: dict[str, Any]) -> None:
+    """Give missing outputs that have a default (or accept None) that value."""
+    for name, field in signature.output_fields.items():
+        if name in values:
+            continue
+        if not field.is_required():
+            values[name] = field.get_default(call_default_factory=True)
+        elif field.annotation is None or type(None) in get_args(field.annotation):
+            values[name] = None
+
+
 def _history_turns(value: Any) -> list[dict[str, Any]]:
     if value is None:
         return []
@@ -105,6 +117,11 @@ def _history_turns(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, Iterable) and not isinstance(value, str | bytes):
         return [as_field_dict(turn) for turn in value]
     raise TypeError(f"A History field needs a History value, not {type(value).__name__}.")
+
+
+def _exchange(user: str, assistant: str) -> list[Message]:
+    """A user message and the assistant's answer to it, as one demo or history turn."""
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
 class Adapter:
@@ -207,19 +224,11 @@ class Adapter:
         messages: list[Message] = []
         for demos_group, prefix in ((incomplete, INCOMPLETE_DEMO_PREFIX), (complete, "")):
             for demo in demos_group:
-                messages.append(
-                    {
-                        "role": "user",
-                        "content": self.format_user_message_content(signature, demo, prefix=prefix),
-                    }
-                )
-                messages.append(
-                    {
-                        "role": "assistant",
-                        "content": self.format_assistant_message_content(
-                            signature, demo, missing_field_message=MISSING_FIELD_TEXT
-                        ),
-                    }
+                messages += _exchange(
+                    self.format_user_message_content(signature, demo, prefix=prefix),
+                    self.format_assistant_message_content(
+                        signature, demo, missing_field_message=MISSING_FIELD_TEXT
+                    ),
                 )
         return messages
 
@@ -229,17 +238,9 @@ class Adapter:
         """Each past turn as a user request (with the reminder) and the assistant's answer."""
         messages: list[Message] = []
         for turn in turns:
-            messages.append(
-                {
-                    "role": "user",
-                    "content": self.format_user_message_content(signature, turn, main_request=True),
-                }
-            )
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": self.format_assistant_message_content(signature, turn),
-                }
+            messages += _exchange(
+                self.format_user_message_content(signature, turn, main_request=True),
+                self.format_assistant_message_content(signature, turn),
             )
         return messages
 
@@ -247,6 +248,32 @@ class Adapter:
 
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _parse_field(self, signature: type[Signature], name: str, raw: Any, completion: str) -> Any:
+        """The value of output ``name`` read from ``raw``; a failure names the field and value."""
+        try:
+            return parse_value(raw, signature.output_fields[name].annotation)
+        except Exception as exc:  # pydantic/ValueError: reported with the field and value
+            raise parse_failure(
+                self.name,
+                signature,
+                completion,
+                message=f"Failed to parse field {name} with value {raw} from the LM response. "
+                f"Error message: {exc}",
+            ) from exc
+
+    def _complete_outputs(
+        self, signature: type[Signature], values: dict[str, Any], completion: str
+    ) -> dict[str, Any]:
+        """``values`` with optional outputs filled in; a parse error if any output is missing."""
+        fill_optional_outputs(signature, values)
+        if values.keys() != signature.output_fields.keys():
+            raise parse_failure(self.name, signature, completion, parsed_result=values)
+        return values
+
+    def _fallback_adapter(self) -> Adapter | None:
+        """The adapter to try once more with when a completion cannot be parsed; None: raise."""
+        return None
 
     def _parse_outputs(
         self, signature: type[Signature], outputs: Iterable[Any]
@@ -278,10 +305,19 @@ class Adapter:
         demos: list[Any],
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
-        """Format, call ``lm(messages=..., **lm_kwargs)`` and parse each completion."""
-        messages = self.format(signature, demos, inputs)
-        outputs = lm(messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature))
-        return self._parse_outputs(signature, outputs)
+        """Format, call ``lm(messages=..., **lm_kwargs)`` and parse each completion.
+
+        On a parse error the fallback adapter, if any, makes the call once more.
+        """
+        try:
+            messages = self.format(signature, demos, inputs)
+            outputs = lm(messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature))
+            return self._parse_outputs(signature, outputs)
+        except AdapterParseError:
+            fallback = self._fallback_adapter()
+            if fallback is None:
+                raise
+            return fallback(lm, lm_kwargs, signature, demos, inputs)
 
     async def acall(
         self,
@@ -292,8 +328,14 @@ class Adapter:
         inputs: Mapping[str, Any],
     ) -> list[dict[str, Any]]:
         """Like calling the adapter, with ``await lm.acall(messages=..., **lm_kwargs)``."""
-        messages = self.format(signature, demos, inputs)
-        outputs = await lm.acall(
-            messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature)
-        )
-        return self._parse_outputs(signature, outputs)
+        try:
+            messages = self.format(signature, demos, inputs)
+            outputs = await lm.acall(
+                messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature)
+            )
+            return self._parse_outputs(signature, outputs)
+        except AdapterParseError:
+            fallback = self._fallback_adapter()
+            if fallback is None:
+                raise
+            return await fallback.acall(lm, lm_kwargs, signature, demos, inputs)

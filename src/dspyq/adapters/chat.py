@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from dspyq.adapters.base import Adapter, parse_failure
+from dspyq.adapters.base import Adapter
 from dspyq.adapters.schema import field_placeholder
-from dspyq.adapters.values import format_field_value, parse_value
+from dspyq.adapters.values import format_field_value
 from dspyq.core.signature import Signature
 from dspyq.core.types import annotation_name
-from dspyq.errors import AdapterParseError
 
 FIELD_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 
@@ -59,17 +58,6 @@ def split_sections(completion: str) -> list[tuple[str | None, str]]:
         else:
             sections[-1][1].append(line)
     return [(header, "\n".join(lines).strip()) for header, lines in sections]
-
-
-def fill_optional_outputs(signature: type[Signature], values: dict[str, Any]) -> None:
-    """Give missing outputs that have a default (or accept None) that value."""
-    for name, field in signature.output_fields.items():
-        if name in values:
-            continue
-        if not field.is_required():
-            values[name] = field.get_default(call_default_factory=True)
-        elif field.annotation is None or type(None) in get_args(field.annotation):
-            values[name] = None
 
 
 class ChatAdapter(Adapter):
@@ -116,54 +104,13 @@ class ChatAdapter(Adapter):
         for header, text in split_sections(completion):
             if header is None or header in values or header not in signature.output_fields:
                 continue
-            try:
-                values[header] = parse_value(text, signature.output_fields[header].annotation)
-            except Exception as exc:  # pydantic/ValueError: reported with the field and text
-                raise parse_failure(
-                    self.name,
-                    signature,
-                    completion,
-                    message=f"Failed to parse field {header} with value {text} from the LM response. "
-                    f"Error message: {exc}",
-                ) from exc
-        fill_optional_outputs(signature, values)
-        if values.keys() != signature.output_fields.keys():
-            raise parse_failure(self.name, signature, completion, parsed_result=values)
-        return values
+            values[header] = self._parse_field(signature, header, text, completion)
+        return self._complete_outputs(signature, values, completion)
 
-    def _falls_back(self) -> bool:
-        return self.use_json_adapter_fallback
+    def _fallback_adapter(self) -> Adapter | None:
+        """A fresh JSONAdapter, unless ``use_json_adapter_fallback`` is off."""
+        if not self.use_json_adapter_fallback:
+            return None
+        from dspyq.adapters.json_adapter import JSONAdapter  # it subclasses this one
 
-    def __call__(
-        self,
-        lm: Any,
-        lm_kwargs: Mapping[str, Any],
-        signature: type[Signature],
-        demos: list[Any],
-        inputs: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
-        try:
-            return super().__call__(lm, lm_kwargs, signature, demos, inputs)
-        except AdapterParseError:
-            if not self._falls_back():
-                raise
-            from dspyq.adapters.json_adapter import JSONAdapter
-
-            return JSONAdapter()(lm, lm_kwargs, signature, demos, inputs)
-
-    async def acall(
-        self,
-        lm: Any,
-        lm_kwargs: Mapping[str, Any],
-        signature: type[Signature],
-        demos: list[Any],
-        inputs: Mapping[str, Any],
-    ) -> list[dict[str, Any]]:
-        try:
-            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
-        except AdapterParseError:
-            if not self._falls_back():
-                raise
-            from dspyq.adapters.json_adapter import JSONAdapter
-
-            return await JSONAdapter().acall(lm, lm_kwargs, signature, demos, inputs)
+        return JSONAdapter()

@@ -15,10 +15,10 @@ from typing import Any
 
 import json_repair
 
-from dspyq.adapters.base import parse_failure
-from dspyq.adapters.chat import ChatAdapter, fill_optional_outputs, python_type_hint
+from dspyq.adapters.base import Adapter, parse_failure
+from dspyq.adapters.chat import ChatAdapter, placeholder_blocks, python_type_hint
 from dspyq.adapters.schema import field_placeholder, has_open_ended_mapping, structured_output_model
-from dspyq.adapters.values import parse_value, serialize_for_json
+from dspyq.adapters.values import serialize_for_json
 from dspyq.core.signature import Signature
 
 logger = logging.getLogger(__name__)
@@ -56,14 +56,12 @@ class JSONAdapter(ChatAdapter):
     def __init__(self) -> None:
         super().__init__(use_json_adapter_fallback=False)
 
-    def _falls_back(self) -> bool:
-        return False
+    def _fallback_adapter(self) -> Adapter | None:
+        """None: JSON is already the fallback, so its parse failure is final."""
+        return None
 
     def format_field_structure(self, signature: type[Signature]) -> str:
-        inputs = "\n\n".join(
-            f"[[ ## {name} ## ]]\n{field_placeholder(name, field)}"
-            for name, field in signature.input_fields.items()
-        ).strip()
+        inputs = placeholder_blocks(signature.input_fields)
         outputs = self._json_object(
             {
                 name: field_placeholder(name, field)
@@ -117,20 +115,8 @@ class JSONAdapter(ChatAdapter):
         values: dict[str, Any] = {}
         for name, raw in loaded.items():
             if name in signature.output_fields:
-                try:
-                    values[name] = parse_value(raw, signature.output_fields[name].annotation)
-                except Exception as exc:  # pydantic/ValueError: reported with the field and value
-                    raise parse_failure(
-                        self.name,
-                        signature,
-                        completion,
-                        message=f"Failed to parse field {name} with value {raw} from the LM response. "
-                        f"Error message: {exc}",
-                    ) from exc
-        fill_optional_outputs(signature, values)
-        if values.keys() != signature.output_fields.keys():
-            raise parse_failure(self.name, signature, completion, parsed_result=values)
-        return values
+                values[name] = self._parse_field(signature, name, raw, completion)
+        return self._complete_outputs(signature, values, completion)
 
     def prepare_lm_kwargs(
         self, lm: Any, lm_kwargs: Mapping[str, Any], signature: type[Signature]
