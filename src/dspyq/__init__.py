@@ -43,7 +43,11 @@ from dspyq.errors import (
 )
 from dspyq.lm import LM, inspect_history
 from dspyq.metrics import answer_exact_match, answer_passage_match
+from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+from dspyq.optimize.teleprompter import Teleprompter
 
 if TYPE_CHECKING:
     from dspyq.api_client import Client, Job
@@ -69,6 +73,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BestOfN",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
     "ChainOfThought",
     "ChatAdapter",
     "CircuitOpenError",
@@ -85,6 +91,7 @@ __all__ = [
     "InputField",
     "JSONAdapter",
     "Job",
+    "LabeledFewShot",
     "Module",
     "MultiHopQA",
     "OutputField",
@@ -99,6 +106,7 @@ __all__ = [
     "Signature",
     "SignatureError",
     "StateError",
+    "Teleprompter",
     "Tool",
     "__version__",
     "answer_exact_match",
