@@ -145,6 +145,7 @@ def test_mipro_records_trials_and_candidate_programs(fake_lm: FakeLMServer, lm: 
         "0_predictor_instruction": 0,
         "0_predictor_demos": 0,
     }
+    assert len(best.trial_logs[2]["mb_example_indices"]) == 2
     full_numbers = [n for n, log in best.trial_logs.items() if "full_eval_score" in log]
     assert full_numbers[0] == 1 and len(full_numbers) == len(full)
     iterations = [e.data for e in events if e.event_type == "optimization_iteration"]

@@ -138,7 +138,11 @@ class MIPROv2(Teleprompter):
     ) -> Module:
         """The best program found (a copy: ``student`` is left as it was)."""
         self._refuse_options(kwargs)
-        if requires_permission_to_run:
+        if requires_permission_to_run is False:
+            logger.warning(
+                "'requires_permission_to_run' is deprecated and will be removed in a future version."
+            )
+        elif requires_permission_to_run:
             raise ConfigurationError(
                 "User confirmation is removed from MIPROv2. "
                 "Please remove the 'requires_permission_to_run' argument."

@@ -8,8 +8,8 @@ best average minibatch score that is not yet fully scored is scored on the whole
 and told to the study too. The best full score wins; without minibatches every trial is
 a full evaluation.
 
-A trial is JSON: :data:`TrialParams` in, a score out (:func:`score_params`), recorded as
-a :class:`TrialResult`. The loop uses optuna's ask/tell interface, so a coordinator can
+A trial is JSON: :data:`TrialParams` and the minibatch's example positions in, a score
+out (:func:`score_params`), recorded as a :class:`TrialResult`. The loop uses optuna's ask/tell interface, so a coordinator can
 run the trials as tasks and checkpoint ``trial_logs`` after each.
 """
 
@@ -40,6 +40,7 @@ __all__ = [
     "TrialParams",
     "TrialResult",
     "create_minibatch",
+    "minibatch_indices",
     "program_for",
     "score_params",
 ]
@@ -63,14 +64,20 @@ class TrialResult(BaseModel):
     score: float
     batch_size: int
     full_eval: bool
+    example_indices: list[int] | None = None
+    """Positions in the valset of the minibatch scored (None: the whole valset)."""
+
+
+def minibatch_indices(size: int, batch_size: int, rng: random.Random | None = None) -> list[int]:
+    """``batch_size`` positions out of ``size``, drawn without replacement (all if fewer)."""
+    return (rng or random.Random()).sample(range(size), min(batch_size, size))
 
 
 def create_minibatch(
     examples: Sequence[Example], batch_size: int = 50, rng: random.Random | None = None
 ) -> list[Example]:
     """``batch_size`` examples drawn without replacement (all of them if fewer)."""
-    indices = (rng or random.Random()).sample(range(len(examples)), min(batch_size, len(examples)))
-    return [examples[i] for i in indices]
+    return [examples[i] for i in minibatch_indices(len(examples), batch_size, rng)]
 
 
 def program_for(
@@ -212,13 +219,14 @@ class PromptSearch:
                 for name, dist in distributions.items()
             }
             batch = minibatch_size if minibatch else len(self.valset)
-            devset = (
-                create_minibatch(self.valset, batch, self.rng)
+            indices = (
+                minibatch_indices(len(self.valset), batch, self.rng)
                 if batch < len(self.valset)
-                else self.valset
+                else None
             )
+            devset = self.valset if indices is None else [self.valset[i] for i in indices]
             score = self.score(params, devset)
-            self._record(number, params, score, batch)
+            self._record(number, params, score, batch, indices)
             key = _params_key(params)
             self._minibatch_scores[key].append(score)
             self._params_of[key] = params
@@ -252,13 +260,21 @@ class PromptSearch:
         )
         self._record(number + 1, params, score, len(self.valset))
 
-    def _record(self, number: int, params: TrialParams, score: float, batch: int) -> None:
+    def _record(
+        self,
+        number: int,
+        params: TrialParams,
+        score: float,
+        batch: int,
+        indices: list[int] | None = None,
+    ) -> None:
         result = TrialResult(
             number=number,
             params=dict(params),
             score=score,
             batch_size=batch,
             full_eval=batch >= len(self.valset),
+            example_indices=indices,
         )
         self.results.append(result)
         self.total_eval_calls += batch
@@ -268,6 +284,8 @@ class PromptSearch:
             f"{kind}_params": dict(params),
             "total_eval_calls_so_far": self.total_eval_calls,
         }
+        if indices is not None:
+            self.trial_logs[number]["mb_example_indices"] = list(indices)
         self._save(number, params, kind)
         if result.full_eval and score > self.best_score:
             self.best_score, self.best_params = score, dict(params)
