@@ -3,10 +3,10 @@
 Same algorithm and prompts as DSPy 3.4.1's ``dspy.COPRO``. For every predictor a prompt
 model proposes ``breadth - 1`` instructions (plus an output prefix) at
 ``init_temperature``; with the original that makes ``breadth`` candidates, each scored
-with :class:`Evaluate` on the trainset. Then, for ``depth`` rounds in all, the best
-attempts so far (worst first, with their scores) are shown to the prompt model, which
-proposes ``breadth`` more; predictors are tuned one after the other, each keeping its
-best candidate before the next is tried. The best program found is returned with
+with :class:`Evaluate` on the trainset. There are ``depth`` rounds of scoring; between
+two rounds the best attempts so far (worst first, with their scores) are shown to the
+prompt model, which proposes ``breadth`` more. Predictors are tuned one after the
+other, each keeping its best candidate before the next is tried. The best program found is returned with
 ``candidate_programs``, ``total_calls`` and, with ``track_stats=True``,
 ``results_best`` / ``results_latest``.
 
