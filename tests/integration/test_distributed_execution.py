@@ -9,7 +9,7 @@ import pytest
 import redis
 
 import dspyq
-from dspyq.errors import AdapterParseError, InputError
+from dspyq.errors import AdapterParseError, InputError, JobCancelledError
 from dspyq.store import EventStore, ExecutionStore, LMRequestStore, make_engine
 from dspyq.testing.cluster import REDIS_URL, SECRET_KEY, Cluster, make_cluster
 
@@ -146,3 +146,19 @@ def test_batch_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
     finally:
         cluster.stop()
         server.stop()
+
+
+def test_cancelled_job_never_runs_even_if_no_worker_was_up(cluster: Cluster) -> None:
+    cluster.fake_lm.answer_fields({"answer": "ok"})
+    job = cluster.client.submit(_qa(), lm="openai/m", question="never asked")
+    job.cancel()
+    cluster.start_worker("w1")
+    later = cluster.client.submit(_qa(), lm="openai/m", question="asked")
+    assert later.result(timeout=30).answer == "ok"  # the queue has moved past the cancelled job
+
+    with pytest.raises(JobCancelledError):
+        job.result(timeout=5)
+    assert job.status == "cancelled"
+    asked = [m["content"] for r in cluster.fake_lm.requests for m in r["body"]["messages"]]
+    assert not any("never asked" in text for text in asked)
+    assert cluster.client.executions(job.correlation_id) == []

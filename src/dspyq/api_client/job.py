@@ -11,6 +11,7 @@ from celery.result import AsyncResult
 
 from dspyq.core.example import Prediction
 from dspyq.errors import DspyqError, JobCancelledError, JobTimeoutError
+from dspyq.tasks.cancel import cancel_job
 from dspyq.tasks.messages import ExecutionResult
 
 if TYPE_CHECKING:
@@ -71,8 +72,8 @@ class Job:
         return self._outcome()
 
     def cancel(self) -> None:
-        """Revoke the job: a queued job never runs; one already running finishes."""
-        self._async.revoke()
+        """Cancel the job: a queued job never runs; one already running finishes."""
+        cancel_job(self._client.app, self.id)
 
     def _outcome(self) -> Prediction:
         state = self._async.state

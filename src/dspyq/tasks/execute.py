@@ -27,6 +27,7 @@ from dspyq.errors import (
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
 from dspyq.tasks.app import lm_queue
+from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.environment import TaskEnvironment, task_environment
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult, outputs_as_json
 
@@ -285,6 +286,7 @@ def _fail(
 @shared_task(name=EXECUTE_TASK, bind=True, max_retries=None)
 def execute_module(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     """Run one module execution described by an :class:`ExecutionRequest` dict."""
+    skip_if_cancelled(self)
     parsed = ExecutionRequest.model_validate(request)
     record_id = str(self.request.id)
     if parsed.step:

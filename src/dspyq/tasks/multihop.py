@@ -13,6 +13,7 @@ from typing import Any
 from celery import Task, chord, shared_task, signature
 
 from dspyq.tasks.app import lm_queue
+from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 
@@ -23,6 +24,7 @@ SYNTHESIZE_TASK = "dspyq.multihop.synthesize"
 @shared_task(name=MULTIHOP_TASK, bind=True, max_retries=None)
 def multihop_run(self: Task, request: dict[str, Any]) -> Any:
     """Decompose, then fan the hops out and synthesize (replacing this task)."""
+    skip_if_cancelled(self)
     root = ExecutionRequest.model_validate(request)
     root_id = str(self.request.id)
     question = root.inputs.get("question")

@@ -1,0 +1,30 @@
+"""Cancellation that holds even for jobs no live worker has seen yet.
+
+Celery's revoke is a broadcast to the workers running now; a job cancelled while it
+waits in the queue with no worker up would still run later. So the client also leaves a
+mark in the result backend (kept as long as results are), and every task checks that
+mark before it runs.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, Task
+from celery.exceptions import Ignore
+from celery.result import AsyncResult
+
+
+def _mark(task_id: str) -> str:
+    return f"dspyq-cancelled-{task_id}"
+
+
+def cancel_job(app: Celery, task_id: str) -> None:
+    """Revoke now (live workers) and mark the job so any later delivery skips it."""
+    app.backend.set(_mark(task_id), b"1")
+    AsyncResult(task_id, app=app).revoke()
+
+
+def skip_if_cancelled(task: Task) -> None:
+    """End this delivery as REVOKED, running and recording nothing, if it was cancelled."""
+    if task.backend.get(_mark(str(task.request.id))) is not None:
+        task.backend.mark_as_revoked(task.request.id, reason="cancelled by the client")
+        raise Ignore()
