@@ -44,8 +44,10 @@ from dspyq.errors import (
 from dspyq.lm import LM, inspect_history
 from dspyq.metrics import answer_exact_match, answer_passage_match
 from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.copro import COPRO
 from dspyq.optimize.evaluate import Evaluate, EvaluationResult
 from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
 from dspyq.optimize.teleprompter import Teleprompter
 
@@ -67,6 +69,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "COPRO",
     "LM",
     "Adapter",
     "AdapterParseError",
@@ -92,6 +95,7 @@ __all__ = [
     "JSONAdapter",
     "Job",
     "LabeledFewShot",
+    "MIPROv2",
     "Module",
     "MultiHopQA",
     "OutputField",
