@@ -1,4 +1,5 @@
-"""The store's tables: executions, events, LM requests and the L3 cache.
+"""The store's tables: executions, events, LM requests, the L3 cache, evaluations and
+saved programs.
 
 All tables hang off :data:`metadata` (not SQLModel's global one) so that the store's
 migrations see exactly the store's tables, with constraint names fixed by a naming
@@ -10,7 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from dspyq.store.columns import JSONColumn, UTCDateTime, utcnow
@@ -123,3 +132,61 @@ class CacheEntry(StoreTable, table=True):
     value: Any = Field(sa_type=JSONColumn)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+
+class EvaluationRecord(StoreTable, table=True):
+    """One distributed evaluation of a program on a devset with a metric.
+
+    ``score`` is the percentage Evaluate reports; ``errors`` counts the examples that
+    failed (scored ``failure_score``). Each example's execution has ``parent_id`` = ``id``.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+    )
+
+    id: str = Field(sa_type=_id(), primary_key=True)
+    correlation_id: str = Field(sa_type=_id(), index=True)
+    program: str = Field(sa_type=String(255))
+    metric: str = Field(sa_type=String(255))
+    lm: str = Field(sa_type=String(255))
+    status: str = Field(default="running", sa_type=String(16))
+    score: float | None = None
+    n: int = 0
+    errors: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class EvaluationRowRecord(StoreTable, table=True):
+    """One example of an evaluation: its position in the devset, its task and score."""
+
+    __tablename__ = "evaluation_rows"
+    __table_args__ = (UniqueConstraint("evaluation_id", "example_index"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    evaluation_id: str = Field(
+        sa_type=_id(), sa_column_args=[ForeignKey("evaluations.id", ondelete="CASCADE")]
+    )
+    example_index: int
+    task_id: str | None = Field(default=None, sa_type=_id())
+    score: float | None = None
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+
+
+class ProgramRecord(StoreTable, table=True):
+    """One saved version of a named program: its :class:`ProgramSpec` JSON and score."""
+
+    __tablename__ = "programs"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    # The unique (name, version) index also serves lookups by name.
+    name: str = Field(sa_type=String(255))
+    version: int
+    kind: str = Field(sa_type=String(255))
+    spec: dict[str, Any] = Field(sa_type=JSONColumn)
+    score: float | None = None
+    run_id: str | None = Field(default=None, sa_type=_id())
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
