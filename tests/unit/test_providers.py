@@ -76,7 +76,8 @@ def test_anthropic_n_makes_n_requests_and_sums_usage(fake_lm: FakeLMServer) -> N
     assert len(fake_lm.requests) == 3
     assert all("n" not in r["body"] for r in fake_lm.requests)
     assert lm.history[-1]["usage"]["prompt_tokens"] == 3 * 1  # "pick" is one token each time
-    assert asyncio.run(lm.acall("pick", n=2)) == ["alpha", "beta"]
+    # the async choices are requested concurrently, so they may arrive in either order
+    assert sorted(asyncio.run(lm.acall("pick", n=2))) == ["alpha", "beta"]
 
 
 def test_anthropic_converts_image_parts(fake_lm: FakeLMServer) -> None:
