@@ -11,24 +11,32 @@ import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
 from sqlalchemy.engine import Engine
 
+from dspyq.api_client.evaluation import evaluate_on_pool
 from dspyq.api_client.job import Job
+from dspyq.api_client.programs import ProgramRegistry
 from dspyq.api_client.validation import validate_program_inputs
+from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.core.multihop import MultiHopQA
 from dspyq.core.program import program_to_spec
 from dspyq.errors import ConfigurationError, InputError, new_correlation_id
 from dspyq.events import Event
 from dspyq.lm.lm import split_model
+from dspyq.optimize.evaluate import EvaluationResult
 from dspyq.settings import Settings, get_settings
 from dspyq.store import EventStore, ExecutionRecord, ExecutionStore, init_db, make_engine
+from dspyq.store.evaluations import EvaluationStore
+from dspyq.store.models import EvaluationRecord, EvaluationRowRecord, ProgramRecord
 from dspyq.tasks.app import lm_queue, make_app
 from dspyq.tasks.execute import EXECUTE_TASK
 from dspyq.tasks.messages import ExecutionRequest
+from dspyq.tasks.metrics import Metric
 from dspyq.tasks.multihop import MULTIHOP_TASK
 
 
@@ -90,6 +98,81 @@ class Client:
     def job(self, task_id: str, correlation_id: str | None = None) -> Job:
         """A handle on an already submitted job (e.g. from another process)."""
         return Job(self, task_id, correlation_id or task_id)
+
+    # --- evaluating -----------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        program: Module,
+        devset: Sequence[Example],
+        metric: Metric | str,
+        lm: str | None = None,
+        *,
+        fallbacks: Sequence[str] = (),
+        lm_kwargs: Mapping[str, Any] | None = None,
+        display_progress: bool = True,
+        timeout: float | None = None,
+        failure_score: float = 0.0,
+        max_errors: int | None = None,
+    ) -> EvaluationResult:
+        """Score ``program`` on ``devset`` across the provider pool, like ``dspyq.Evaluate``.
+
+        ``metric`` is a module-level function (or its ``"pkg.mod:func"`` path): workers
+        import it, so lambdas and closures are refused here, before anything is enqueued.
+        Returns ``.score`` (percentage) and ``.results`` rows in devset order, plus the
+        ``evaluation_id`` of the ``evaluations`` row recorded in SQL.
+        """
+        return evaluate_on_pool(
+            self,
+            program,
+            devset,
+            metric=metric,
+            lm=lm,
+            fallbacks=fallbacks,
+            lm_kwargs=dict(lm_kwargs or {}),
+            display_progress=display_progress,
+            timeout=timeout,
+            failure_score=failure_score,
+            max_errors=max_errors,
+        )
+
+    def evaluation(self, evaluation_id: str) -> EvaluationRecord | None:
+        """The recorded evaluation (score, n, errors, status), or None."""
+        return EvaluationStore(self.engine).get(evaluation_id)
+
+    def evaluation_rows(self, evaluation_id: str) -> list[EvaluationRowRecord]:
+        """The per-example rows of an evaluation, in devset order."""
+        return EvaluationStore(self.engine).rows(evaluation_id)
+
+    # --- saved programs --------------------------------------------------------------------
+
+    @property
+    def programs(self) -> ProgramRegistry:
+        """The SQL registry of named, versioned programs."""
+        return ProgramRegistry(self.engine, self.settings.allowed_imports)
+
+    def save_program(
+        self, name: str, program: Module, score: float | None = None, run_id: str | None = None
+    ) -> int:
+        """Save ``program`` as the next version of ``name`` (1, 2, ...); returns the version."""
+        return self.programs.save(name, program, score=score, run_id=run_id)
+
+    def list_programs(self, name: str | None = None) -> list[ProgramRecord]:
+        """Saved program versions (of ``name``, or all) with their scores and runs."""
+        return self.programs.list(name)
+
+    def load_program(self, name: str, version: int | None = None) -> Module:
+        """The program saved as ``name``: the latest version unless ``version`` is given."""
+        return self.programs.load(name, version)
+
+    def export_program(self, name: str, version: int | None, path: str | Path) -> Path:
+        """Write a saved version as DSPy's JSON state (what ``program.save`` writes)."""
+        return self.programs.export(name, version, path)
+
+    def import_program(self, name: str, program_template: Module, path: str | Path) -> int:
+        """Load DSPy's JSON state from ``path`` into ``program_template``'s structure and save
+        it as a new version of ``name``; returns that version."""
+        return self.programs.import_state(name, program_template, path)
 
     # --- reading back -------------------------------------------------------------------
 

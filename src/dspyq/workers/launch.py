@@ -30,7 +30,7 @@ EXEC_POOLS = ("threads", "prefork", "gevent")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LM_POOL_CONCURRENCY = 8
 OPTIMIZE_POOL_CONCURRENCY = 2
-TASK_MODULES = ("dspyq.tasks.execute", "dspyq.tasks.multihop")
+TASK_MODULES = ("dspyq.tasks.execute", "dspyq.tasks.multihop", "dspyq.tasks.evaluate")
 RUNTIME_MODULE = "dspyq.workers.runtime"
 
 

@@ -1,0 +1,110 @@
+"""One example of a distributed evaluation: run the program, then the metric, on a worker.
+
+The client fans a devset out as a Celery group of these tasks on the program's provider
+pool. Each runs the program exactly as a module execution does (:func:`run_execution`:
+one ``executions`` row keyed by the task id, with the evaluation's correlation id and
+the evaluation id as parent), scores the prediction with the metric imported from its
+path, and records the example's ``evaluation_rows`` row. A failing program or metric
+does not fail the task: the example comes back with its error, which the client scores
+as ``failure_score`` and counts, as ``Evaluate`` does in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import Ignore, Reject, Retry
+from pydantic import BaseModel, ConfigDict
+
+from dspyq.core.example import Example
+from dspyq.errors import DspyqError
+from dspyq.store.evaluations import EvaluationStore
+from dspyq.tasks.cancel import skip_if_cancelled
+from dspyq.tasks.environment import task_environment
+from dspyq.tasks.execute import run_execution
+from dspyq.tasks.messages import ExecutionRequest, ExecutionResult
+from dspyq.tasks.metrics import metric_score, resolve_metric
+
+logger = logging.getLogger(__name__)
+
+EVALUATE_TASK = "dspyq.evaluate_example"
+
+
+class ExampleScoring(BaseModel):
+    """What, besides the execution itself, one example of an evaluation needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluation_id: str
+    index: int
+    metric: str
+    example: dict[str, Any]
+    input_keys: list[str]
+    failure_score: float = 0.0
+
+
+class ExampleOutcome(BaseModel):
+    """What one scored example returns: the outputs and the metric's own value, or the error."""
+
+    index: int
+    task_id: str
+    outputs: dict[str, Any] | None = None
+    score: bool | int | float | None = None
+    error: dict[str, Any] | None = None
+
+
+def _metric_value(value: Any) -> bool | int | float:
+    """The metric's value as it crosses the queue: itself when a bool or number, else its score."""
+    if isinstance(value, bool | int | float):
+        return value
+    return metric_score(value)
+
+
+@shared_task(name=EVALUATE_TASK, bind=True, max_retries=None)
+def evaluate_example(
+    self: Task, request: dict[str, Any], scoring: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the program on one example's inputs and score it; returns an ExampleOutcome dict.
+
+    ``request`` keeps the name ``execute_module`` gives it, so rate-limit waits and
+    provider fallbacks re-queue this task the same way.
+    """
+    skip_if_cancelled(self)
+    parsed = ExecutionRequest.model_validate(request)
+    job = ExampleScoring.model_validate(scoring)
+    task_id = str(self.request.id)
+    env = task_environment()
+    outcome = ExampleOutcome(index=job.index, task_id=task_id)
+    try:
+        metric = resolve_metric(job.metric, env.settings.allowed_imports)
+        result = ExecutionResult.model_validate(run_execution(self, parsed, task_id))
+        outcome.outputs = result.outputs
+        example = Example(**job.example).with_inputs(*job.input_keys)
+        outcome.score = _metric_value(metric(example, result.prediction()))
+    except (Ignore, Retry, Reject):
+        raise  # re-queued (rate limit, fallback): the new delivery scores the example
+    except DspyqError as exc:
+        outcome.error = exc.to_dict()
+    except Exception as exc:  # the user's metric raised: that example's error, as in Evaluate
+        outcome.error = DspyqError(
+            f"{type(exc).__name__}: {exc}",
+            correlation_id=parsed.correlation_id,
+            context={"task_id": task_id, "exception": type(exc).__name__},
+        ).to_dict()
+    if outcome.error is not None:
+        logger.warning(
+            "example %d of evaluation %s failed: %s",
+            job.index,
+            job.evaluation_id,
+            outcome.error.get("message"),
+        )
+    EvaluationStore(env.engine).record_row(
+        job.evaluation_id,
+        job.index,
+        task_id,
+        job.failure_score if outcome.score is None else float(outcome.score),
+        outcome.error,
+    )
+    return outcome.model_dump(mode="json")
