@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 from evaluation_metrics import answer_has_digit
+from sqlalchemy import Engine
 
 import dspyq
 from dspyq.errors import InputError
@@ -161,3 +162,20 @@ def test_metric_outside_the_allowed_imports_fails_each_example_on_the_worker(
     rows = cluster.client.evaluation_rows(result.evaluation_id)
     assert all(r.error is not None and r.error["type"] == "ConfigurationError" for r in rows)
     assert "allowed imports" in str(rows[0].error)
+
+
+def test_a_redelivered_example_overwrites_its_row(store_engine: Engine) -> None:
+    # The worker's write, on SQLite and PostgreSQL: one row per (evaluation, index).
+    store = EvaluationStore(store_engine)
+    store.open("ev1", "c1", "dspyq.core.predict:Predict", "m:f", "openai/m", n=2)
+    store.record_row("ev1", 1, "t1", 0.0, {"type": "ProviderError", "message": "down"})
+    store.record_row("ev1", 1, "t1", 1.0, None)
+    store.record_row("ev1", 0, "t0", 0.5, None)
+    store.finish("ev1", score=75.0, errors=0)
+
+    assert [(r.example_index, r.score, r.error) for r in store.rows("ev1")] == [
+        (0, 0.5, None),
+        (1, 1.0, None),
+    ]
+    record = store.get("ev1")
+    assert record is not None and (record.status, record.score) == ("succeeded", 75.0)
