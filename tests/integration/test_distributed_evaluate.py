@@ -11,7 +11,7 @@ from evaluation_metrics import answer_has_digit
 from sqlalchemy import Engine
 
 import dspyq
-from dspyq.errors import InputError
+from dspyq.errors import DspyqError, InputError
 from dspyq.metrics import answer_exact_match
 from dspyq.store import ExecutionStore, make_engine
 from dspyq.store.evaluations import EvaluationStore
@@ -179,3 +179,24 @@ def test_a_redelivered_example_overwrites_its_row(store_engine: Engine) -> None:
     ]
     record = store.get("ev1")
     assert record is not None and (record.status, record.score) == ("succeeded", 75.0)
+
+
+def test_evaluation_stops_at_max_errors_and_is_recorded_as_failed(cluster: Cluster) -> None:
+    cluster.fake_lm.answer("no markers and not JSON either")
+    cluster.start_worker("w1", concurrency=2)
+    devset = _devset()
+
+    with pytest.raises(DspyqError, match="max_errors=2") as stopped:
+        cluster.client.evaluate(
+            dspyq.Predict("question -> answer"),
+            devset,
+            metric=answer_exact_match,
+            lm="openai/m",
+            max_errors=2,
+            display_progress=False,
+            timeout=60,
+        )
+
+    [record] = EvaluationStore(cluster.client.engine).list()
+    assert record.id == stopped.value.context["evaluation_id"]
+    assert (record.status, record.score, record.errors) == ("failed", None, 2)
