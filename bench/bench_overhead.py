@@ -1,0 +1,172 @@
+"""Per-job overhead of dspyq's queue path against a bare Celery no-op on the same broker.
+
+Three workers are run one after the other, each alone on the same queue, with the same
+Celery app configuration (``dspyq.tasks.app.make_app``), execution pool and concurrency:
+
+- ``celery noop``: a no-op task (``bench/noop_app.py``) receiving the same request JSON;
+- ``celery http``: a bare task making one raw POST to the fake LM (what the fake LM
+  costs by itself);
+- ``dspyq``: ``dspyq.execute_module`` running ``Predict("question -> answer")``
+  through the whole worker path (program rebuilt from JSON, adapter, LM with the
+  layered cache, rate limiter and breaker, events and rows in SQL).
+
+The fake LM answers at once (latency 0) from its own process. For each: a batch of
+``--jobs`` jobs sent at once (throughput, ms per job) and ``--sequential`` jobs sent one
+after the other (end-to-end latency of a lone job). Every dspyq job has distinct
+inputs, so no answer comes from the cache.
+
+    python bench/bench_overhead.py --jobs 500 --concurrency 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from harness import (
+    MODEL,
+    BenchCluster,
+    CpuMeter,
+    Report,
+    deployment,
+    dspyq_sender,
+    latency_summary,
+    progress,
+    run_batch,
+    sequential_latencies,
+)
+from noop_app import HTTP_TASK, NOOP_TASK
+
+import dspyq
+from dspyq.core.program import program_to_spec
+from dspyq.tasks.app import lm_queue
+from dspyq.tasks.messages import ExecutionRequest
+
+QUEUE = lm_queue("openai")
+
+
+def _program() -> dspyq.Predict:
+    return dspyq.Predict("question -> answer")
+
+
+def _celery_request(program: dspyq.Module) -> dict[str, Any]:
+    spec = program_to_spec(program).model_dump(mode="json")
+    request = ExecutionRequest(
+        program=spec, inputs={"question": "q"}, lm=MODEL, correlation_id=uuid.uuid4().hex
+    )
+    return request.model_dump(mode="json")
+
+
+def _measure_celery(
+    cluster: BenchCluster, task: str, args: argparse.Namespace, report: Report
+) -> dict[str, Any]:
+    app = cluster.client.app
+    payload = _celery_request(_program())
+    name = task.replace(".", "-")
+    cluster.start_command(
+        name,
+        [
+            sys.executable, "-m", "celery", "-A", "noop_app", "worker",
+            "-Q", QUEUE,
+            "-c", str(args.concurrency),
+            "-P", args.exec_pool,
+            "--hostname", f"{name}@%h",
+            "--loglevel", "warning",
+        ],
+        PYTHONPATH="bench",
+    )  # fmt: skip
+
+    def send(count: int) -> list[str]:
+        with app.producer_or_acquire() as producer:
+            return [
+                app.send_task(task, kwargs={"request": payload}, queue=QUEUE, producer=producer).id
+                for _ in range(count)
+            ]
+
+    return _measure(cluster, f"celery {task}", send, lambda: send(1)[0], args, report)
+
+
+def _measure_dspyq(
+    cluster: BenchCluster, args: argparse.Namespace, report: Report
+) -> dict[str, Any]:
+    cluster.start_workers(1, args.concurrency, args.exec_pool)
+    send = dspyq_sender(cluster, _program())
+    return _measure(cluster, "dspyq execute_module", send, lambda: send(1)[0], args, report)
+
+
+def _measure(
+    cluster: BenchCluster,
+    label: str,
+    send: Callable[[int], list[str]],
+    send_one: Callable[[], str],
+    args: argparse.Namespace,
+    report: Report,
+) -> dict[str, Any]:
+    app = cluster.client.app
+    progress(f"{label}: warm-up")
+    run_batch(app, send, args.warmup, timeout=120)
+    progress(f"{label}: batch of {args.jobs}")
+    meter = CpuMeter(cluster)
+    meter.start()
+    batch = run_batch(app, send, args.jobs, timeout=240)
+    meter.stop()
+    progress(f"{label}: {args.sequential} sequential jobs")
+    lone = sequential_latencies(app, send_one, args.sequential)
+    cluster.stop_workers()
+    row = {
+        "worker": label,
+        "jobs": args.jobs,
+        "failed": batch.failures(),
+        "wall_s": round(batch.wall, 3),
+        "jobs_per_s": round(batch.throughput, 1),
+        "ms_per_job": round(1000 / batch.throughput, 3),
+        **{f"lone_{k}": v for k, v in latency_summary(lone).items()},
+        "cpu_ms_per_job": meter.per_job_ms(args.jobs),
+    }
+    report.add(**row)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--sequential", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--exec-pool", default="threads")
+    parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--skip-http", action="store_true", help="do not run the raw-HTTP Celery baseline"
+    )
+    args = parser.parse_args()
+
+    report = Report(f"overhead per job ({args.exec_pool}, c={args.concurrency}, {args.db})")
+    started = time.monotonic()
+    with deployment(args.db, latency=0.0) as (cluster, _fake, _tmp):
+        noop = _measure_celery(cluster, NOOP_TASK, args, report)
+        http = None if args.skip_http else _measure_celery(cluster, HTTP_TASK, args, report)
+        ours = _measure_dspyq(cluster, args, report)
+    summary: dict[str, Any] = {
+        "batch ratio dspyq/noop (ms per job)": round(ours["ms_per_job"] / noop["ms_per_job"], 2),
+        "lone-job ratio dspyq/noop (p50 latency)": round(
+            ours["lone_p50_ms"] / noop["lone_p50_ms"], 2
+        ),
+    }
+    if http is not None:
+        summary["batch ratio dspyq/raw-http (ms per job)"] = round(
+            ours["ms_per_job"] / http["ms_per_job"], 2
+        )
+        summary["lone-job ratio dspyq/raw-http (p50)"] = round(
+            ours["lone_p50_ms"] / http["lone_p50_ms"], 2
+        )
+    summary["target"] = "dspyq within 1.5x of the bare Celery no-op"
+    summary["elapsed_s"] = round(time.monotonic() - started, 1)
+    report.print(summary)
+
+
+if __name__ == "__main__":
+    main()
