@@ -93,9 +93,8 @@ def store_engine(store_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def process_context() -> ProcessContext:
-    """How tests start competing processes: forked where possible, as Celery's prefork
-    pool does (each child then builds its own engine), spawned elsewhere."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods:
-        return multiprocessing.get_context("fork")
+    """How tests start competing processes: spawned, each building its own engine.
+
+    Not forked: by then the test process runs threads (servers, pools), and a fork
+    copies any lock one of them holds, which can hang the child forever."""
     return multiprocessing.get_context("spawn")

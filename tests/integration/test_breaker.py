@@ -74,7 +74,8 @@ def _call_in_this_process(url: str, prefix: str) -> tuple[int, str, float | None
 
 
 def _in_new_process(fn: Callable[..., Any], *args: Any) -> Any:
-    ctx = multiprocessing.get_context("fork")  # as Celery's prefork pool
+    # Spawned, not forked: a fork of this threaded test process can inherit a held lock.
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
         return pool.apply(fn, args)
 

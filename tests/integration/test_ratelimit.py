@@ -44,8 +44,8 @@ def _hammer(url: str, prefix: str, rate: str, seconds: float, start: Any, out: A
 
 def test_limit_never_exceeded_by_three_processes(redis_url: str, prefix: str) -> None:
     rate, limit, seconds = "20/s", 20, 3.0
-    # fork, as Celery's prefork pool does; each child opens its own connection.
-    ctx = multiprocessing.get_context("fork")
+    # Spawned, not forked: a fork of this threaded test process can inherit a held lock.
+    ctx = multiprocessing.get_context("spawn")
     start, out = ctx.Barrier(3), ctx.Queue()
     children = [
         ctx.Process(target=_hammer, args=(redis_url, prefix, rate, seconds, start, out))
