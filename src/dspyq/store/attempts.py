@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, and_, func, select
 from sqlmodel import col
 
 from dspyq.events import DEFAULT_MAX_DATA_BYTES, Event
@@ -190,7 +190,7 @@ def _build(conn: Connection) -> _Statements:
             "node": running.excluded.node,
             "started_at": running.excluded.started_at,
         },
-        where=status.not_in(_TERMINAL),
+        where=and_(*(status != terminal for terminal in _TERMINAL)),
     ).returning(col(ExecutionRecord.attempts))
     done = dialect_insert(conn, ExecutionRecord)
     succeed = done.on_conflict_do_update(
