@@ -190,3 +190,50 @@ class ProgramRecord(StoreTable, table=True):
     score: float | None = None
     run_id: str | None = Field(default=None, sa_type=_id())
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "budget_exhausted"]
+RUN_STATUSES: tuple[RunStatus, ...] = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "budget_exhausted",
+)
+TERMINAL_RUN_STATUSES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "cancelled", "budget_exhausted"}
+)
+
+
+class OptimizationRunRecord(StoreTable, table=True):
+    """One optimization run on the queue: its optimizer, progress and last checkpoint.
+
+    ``checkpoint`` is everything the coordinator needs to resume after its worker died:
+    the next round, every evaluated candidate's score and the best program so far.
+    Its LM calls carry ``correlation_id``, which is how its budget is summed.
+    """
+
+    __tablename__ = "optimization_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled', "
+            "'budget_exhausted')",
+            name="status",
+        ),
+    )
+
+    id: str = Field(sa_type=_id(), primary_key=True)
+    correlation_id: str = Field(sa_type=_id(), index=True)
+    optimizer: str = Field(sa_type=String(255))
+    config: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
+    program: str = Field(sa_type=String(255))
+    lm: str = Field(sa_type=String(255))
+    status: str = Field(default="pending", sa_type=String(16), index=True)
+    best_score: float | None = None
+    iterations: int = 0
+    stop_reason: str | None = Field(default=None, sa_type=String(1024))
+    checkpoint: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

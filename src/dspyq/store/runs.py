@@ -1,0 +1,95 @@
+"""The ``optimization_runs`` table: one optimization run, its progress and checkpoint.
+
+The client creates the row (``pending``); the coordinator task moves it to ``running``,
+writes a checkpoint after every round and closes it with a final status. Cancelling is
+a conditional update, so a run that already finished keeps its final status.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlmodel import col
+
+from dspyq.store.columns import utcnow
+from dspyq.store.engine import read_connection, write_transaction
+from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
+
+
+class RunStore:
+    """Reads and writes optimization runs through ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        run_id: str,
+        *,
+        correlation_id: str,
+        optimizer: str,
+        config: dict[str, Any],
+        program: str,
+        lm: str,
+    ) -> OptimizationRunRecord:
+        """Record a new run, ``pending`` until its coordinator starts it."""
+        now = utcnow()
+        record = OptimizationRunRecord(
+            id=run_id,
+            correlation_id=correlation_id,
+            optimizer=optimizer,
+            config=config,
+            program=program,
+            lm=lm,
+            status="pending",
+            created_at=now,
+            updated_at=now,
+        )
+        with write_transaction(self.engine, f"record optimization run {run_id}") as conn:
+            conn.execute(
+                OptimizationRunRecord.__table__.insert().values(  # type: ignore[attr-defined]
+                    **record.model_dump()
+                )
+            )
+        return record
+
+    def get(self, run_id: str) -> OptimizationRunRecord | None:
+        """One run by id, or None."""
+        query = select(OptimizationRunRecord).where(col(OptimizationRunRecord.id) == run_id)
+        with read_connection(self.engine, f"read optimization run {run_id}") as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else OptimizationRunRecord.model_validate(dict(row))
+
+    def list(self, limit: int = 100) -> builtins.list[OptimizationRunRecord]:
+        """The most recent runs, newest first."""
+        query = (
+            select(OptimizationRunRecord)
+            .order_by(col(OptimizationRunRecord.created_at).desc())
+            .limit(limit)
+        )
+        with read_connection(self.engine, "list optimization runs") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [OptimizationRunRecord.model_validate(dict(row)) for row in rows]
+
+    def update(self, run_id: str, **values: Any) -> bool:
+        """Change an unfinished run (status, checkpoint, scores...); False if it had ended.
+
+        A final status given here also sets ``finished_at``.
+        """
+        values["updated_at"] = utcnow()
+        if values.get("status") in TERMINAL_RUN_STATUSES:
+            values["finished_at"] = values["updated_at"]
+        with write_transaction(self.engine, f"update optimization run {run_id}") as conn:
+            result = conn.execute(
+                update(OptimizationRunRecord)
+                .where(col(OptimizationRunRecord.id) == run_id)
+                .where(col(OptimizationRunRecord.status).not_in(sorted(TERMINAL_RUN_STATUSES)))
+                .values(**values)
+            )
+            return bool(result.rowcount)
+
+    def cancel(self, run_id: str, reason: str = "cancelled by the client") -> bool:
+        """Mark an unfinished run cancelled; False if it had already ended."""
+        return self.update(run_id, status="cancelled", stop_reason=reason)
