@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from dspyq.api_client.evaluation import evaluate_on_pool
 from dspyq.api_client.job import Job
 from dspyq.api_client.programs import ProgramRegistry
+from dspyq.api_client.runs import DEFAULT_CANDIDATES_PER_ROUND, Run, start_run
 from dspyq.api_client.validation import validate_program_inputs
 from dspyq.core.example import Example
 from dspyq.core.module import Module
@@ -29,6 +30,7 @@ from dspyq.errors import ConfigurationError, InputError, new_correlation_id
 from dspyq.events import Event
 from dspyq.lm.lm import split_model
 from dspyq.optimize.evaluate import EvaluationResult
+from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.settings import Settings, get_settings
 from dspyq.store import EventStore, ExecutionRecord, ExecutionStore, init_db, make_engine
 from dspyq.store.evaluations import EvaluationStore
@@ -143,6 +145,52 @@ class Client:
     def evaluation_rows(self, evaluation_id: str) -> list[EvaluationRowRecord]:
         """The per-example rows of an evaluation, in devset order."""
         return EvaluationStore(self.engine).rows(evaluation_id)
+
+    # --- optimization runs -------------------------------------------------------------
+
+    def optimize(
+        self,
+        optimizer: Teleprompter,
+        program: Module,
+        *,
+        trainset: Sequence[Example],
+        valset: Sequence[Example] | None = None,
+        lm: str | None = None,
+        teacher_lm: str | None = None,
+        metric: Metric | str | None = None,
+        budget_usd: float | None = None,
+        max_lm_calls: int | None = None,
+        run_name: str | None = None,
+        candidates_per_round: int = DEFAULT_CANDIDATES_PER_ROUND,
+        lm_kwargs: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Run ``optimizer`` on ``program`` on the queue; returns a :class:`Run` at once.
+
+        A coordinator on ``dspyq.optimize`` fans each round of candidates out to ``lm``'s
+        provider pool and checkpoints after it; the best program is saved in the registry
+        as ``run_name`` (default ``run-<id>``). The optimizer's metric (or ``metric``)
+        must be importable by workers. ``budget_usd`` / ``max_lm_calls`` stop the run,
+        keeping its best program, once its LM calls spent that much.
+        """
+        return start_run(
+            self,
+            optimizer,
+            program,
+            trainset=trainset,
+            valset=valset,
+            lm=lm or self._program_lm(program),
+            teacher_lm=teacher_lm,
+            metric=metric,
+            budget_usd=budget_usd,
+            max_lm_calls=max_lm_calls,
+            run_name=run_name,
+            candidates_per_round=candidates_per_round,
+            lm_kwargs=dict(lm_kwargs or {}),
+        )
+
+    def run(self, run_id: str) -> Run:
+        """A handle on an optimization run started earlier (e.g. from another process)."""
+        return Run(self, run_id)
 
     # --- saved programs --------------------------------------------------------------------
 

@@ -30,7 +30,12 @@ EXEC_POOLS = ("threads", "prefork", "gevent")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LM_POOL_CONCURRENCY = 8
 OPTIMIZE_POOL_CONCURRENCY = 2
-TASK_MODULES = ("dspyq.tasks.execute", "dspyq.tasks.multihop", "dspyq.tasks.evaluate")
+TASK_MODULES = (
+    "dspyq.tasks.execute",
+    "dspyq.tasks.multihop",
+    "dspyq.tasks.evaluate",
+    "dspyq.tasks.optimize",
+)
 RUNTIME_MODULE = "dspyq.workers.runtime"
 
 

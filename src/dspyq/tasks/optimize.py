@@ -1,0 +1,287 @@
+"""Optimization runs on the queue: a coordinator that never waits on its children.
+
+``dspyq.optimize.run`` (queue ``dspyq.optimize``) starts a run: it sends the first
+round as a chord whose header is one ``dspyq.optimize.candidate`` task per candidate,
+on the provider pool of the run's LM, and whose body is ``dspyq.optimize.step`` back on
+``dspyq.optimize``. Each step merges its round's outcomes into the checkpoint (one
+``optimization_iteration`` event per candidate), sums the run's LM usage against its
+budget, and sends the next round or finishes: the best program is saved in the
+program registry. No worker blocks while candidates run.
+
+Everything lives in the run row's checkpoint, and every step is idempotent (events by
+derived ids, a round merged once, a program saved once per run), so a coordinator
+killed mid-step is redelivered (late acks) and resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task, chord, shared_task, signature
+from celery.exceptions import Ignore, Reject, Retry
+
+from dspyq.core.context import context
+from dspyq.core.program import program_to_spec
+from dspyq.errors import DspyqError
+from dspyq.events import Event
+from dspyq.lm.lm import LM, split_model
+from dspyq.optimize.random_search import evaluate_candidate
+from dspyq.store.lm_requests import LMRequestStore
+from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
+from dspyq.store.programs import ProgramStore
+from dspyq.store.runs import RunStore
+from dspyq.tasks.app import OPTIMIZE_QUEUE, lm_queue
+from dspyq.tasks.environment import TaskEnvironment, task_environment
+from dspyq.tasks.metrics import resolve_metric
+from dspyq.tasks.optimization import (
+    CandidateOutcome,
+    CandidateSummary,
+    RunCheckpoint,
+    RunPlan,
+    build_candidate,
+    first_instruction,
+)
+
+logger = logging.getLogger(__name__)
+
+RUN_TASK = "dspyq.optimize.run"
+STEP_TASK = "dspyq.optimize.step"
+CANDIDATE_TASK = "dspyq.optimize.candidate"
+
+
+def _event(run: OptimizationRunRecord, suffix: str, event_type: str, **data: Any) -> Event:
+    return Event(
+        event_id=f"{run.id}:{suffix}",
+        event_type=event_type,
+        correlation_id=run.correlation_id,
+        parent_id=run.id,
+        data={"optimization_id": run.id, **data},
+    )
+
+
+def _merge(
+    env: TaskEnvironment,
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    checkpoint: RunCheckpoint,
+    outcomes: list[CandidateOutcome],
+) -> None:
+    """Fold one round's outcomes into ``checkpoint`` and record their events."""
+    for outcome in sorted(outcomes, key=lambda o: o.iteration):
+        error = None if outcome.error is None else str(outcome.error.get("message", ""))
+        checkpoint.candidates.append(
+            CandidateSummary(
+                iteration=outcome.iteration, seed=outcome.seed, score=outcome.score, error=error
+            )
+        )
+        if outcome.score is not None and (
+            checkpoint.best is None
+            or checkpoint.best.score is None
+            or outcome.score > checkpoint.best.score
+        ):
+            checkpoint.best = outcome
+        env.emit(
+            _event(
+                run,
+                f"iteration:{outcome.iteration}",
+                "optimization_iteration",
+                iteration=outcome.iteration,
+                round=outcome.round,
+                seed=outcome.seed,
+                candidate_instruction=outcome.instruction,
+                evaluation_score=outcome.score,
+                best_score=None if checkpoint.best is None else checkpoint.best.score,
+                metric=plan.metric,
+                error=error,
+            )
+        )
+    usage = LMRequestStore(env.engine).usage(correlation_id=run.correlation_id)
+    checkpoint.lm_calls = usage.requests - usage.cache_hits
+    checkpoint.cost_usd = usage.cost_usd
+    checkpoint.round += 1
+
+
+def _over_budget(plan: RunPlan, checkpoint: RunCheckpoint) -> str | None:
+    if plan.max_lm_calls is not None and checkpoint.lm_calls >= plan.max_lm_calls:
+        return f"max_lm_calls reached: {checkpoint.lm_calls} LM calls (limit {plan.max_lm_calls})"
+    if plan.budget_usd is not None and checkpoint.cost_usd >= plan.budget_usd:
+        return f"budget_usd spent: ${checkpoint.cost_usd:.6f} (limit ${plan.budget_usd})"
+    return None
+
+
+def _save_best(
+    env: TaskEnvironment, run: OptimizationRunRecord, plan: RunPlan, checkpoint: RunCheckpoint
+) -> None:
+    """Save the best program once per run (a redelivered step finds it saved)."""
+    best = checkpoint.best
+    if best is None or best.program is None or checkpoint.saved is not None:
+        return
+    programs = ProgramStore(env.engine)
+    found = [r for r in programs.list(plan.run_name) if r.run_id == run.id]
+    record = (
+        found[0]
+        if found
+        else programs.save(
+            plan.run_name, str(best.program["kind"]), best.program, best.score, run_id=run.id
+        )
+    )
+    checkpoint.saved = {"name": record.name, "version": record.version}
+
+
+def _finish(
+    env: TaskEnvironment,
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    checkpoint: RunCheckpoint,
+    status: str,
+    reason: str,
+) -> None:
+    if checkpoint.best is None and status == "succeeded":
+        errors = [c.error for c in checkpoint.candidates if c.error]
+        status = "failed"
+        reason = "no candidate could be evaluated" + (f": {errors[0]}" if errors else "")
+    _save_best(env, run, plan, checkpoint)
+    best = None if checkpoint.best is None else checkpoint.best.score
+    RunStore(env.engine).update(
+        run.id,
+        status=status,
+        stop_reason=reason[:1024],
+        checkpoint=checkpoint.model_dump(mode="json"),
+        best_score=best,
+        iterations=len(checkpoint.candidates),
+    )
+    env.emit(
+        _event(
+            run,
+            "complete",
+            "optimization_complete",
+            status=status,
+            stop_reason=reason,
+            best_score=best,
+            iterations=len(checkpoint.candidates),
+            program=checkpoint.saved,
+        )
+    )
+
+
+def _dispatch(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
+    """Send round ``round_index``: its candidates on the LM's pool, then the next step."""
+    queue = lm_queue(split_model(plan.lm)[0])
+    header = [
+        signature(
+            CANDIDATE_TASK,
+            kwargs={"run_id": run.id, "seed": seed, "round_index": round_index},
+            queue=queue,
+        )
+        for seed in plan.rounds()[round_index]
+    ]
+    body = signature(
+        STEP_TASK, kwargs={"run_id": run.id, "round_index": round_index}, queue=OPTIMIZE_QUEUE
+    )
+    chord(header, body).apply_async()
+
+
+def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]) -> None:
+    """Merge round ``round_index`` (if not merged yet), then send the next round or finish."""
+    env = task_environment()
+    runs = RunStore(env.engine)
+    run = runs.get(run_id)
+    if run is None:
+        logger.warning("optimization run %s does not exist; nothing to do", run_id)
+        return
+    if run.status in TERMINAL_RUN_STATUSES:
+        logger.info("optimization run %s already %s", run_id, run.status)
+        return
+    plan = RunPlan.model_validate(run.config)
+    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    if run.status == "pending":
+        runs.update(run_id, status="running")
+        env.emit(_event(run, "start", "optimization_start", optimizer=plan.optimizer))
+    if round_index is not None and round_index == checkpoint.round:
+        parsed = [CandidateOutcome.model_validate(o) for o in outcomes]
+        _merge(env, run, plan, checkpoint, parsed)
+        best = None if checkpoint.best is None else checkpoint.best.score
+        if not runs.update(
+            run_id,
+            checkpoint=checkpoint.model_dump(mode="json"),
+            best_score=best,
+            iterations=len(checkpoint.candidates),
+        ):
+            return  # cancelled meanwhile
+    stop_at = plan.settings.get("stop_at_score")
+    best_score = None if checkpoint.best is None else checkpoint.best.score
+    over = _over_budget(plan, checkpoint) if checkpoint.round > 0 else None
+    if over is not None:
+        _finish(env, run, plan, checkpoint, "budget_exhausted", over)
+    elif stop_at is not None and best_score is not None and best_score >= stop_at:
+        _finish(env, run, plan, checkpoint, "succeeded", f"stop_at_score {stop_at} reached")
+    elif checkpoint.round >= len(plan.rounds()):
+        _finish(env, run, plan, checkpoint, "succeeded", "every candidate evaluated")
+    elif checkpoint.dispatched < checkpoint.round:
+        _dispatch(run, plan, checkpoint.round)
+        checkpoint.dispatched = checkpoint.round
+        runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
+@shared_task(name=RUN_TASK, bind=True, max_retries=None)
+def optimize_run(self: Task, run_id: str) -> None:
+    """Start (or, redelivered, resume) an optimization run."""
+    advance(run_id, None, [])
+
+
+@shared_task(name=STEP_TASK, bind=True, max_retries=None)
+def optimize_step(
+    self: Task, outcomes: list[dict[str, Any]], run_id: str, round_index: int
+) -> None:
+    """A round's candidates are done: checkpoint them and go on."""
+    advance(run_id, round_index, outcomes)
+
+
+@shared_task(name=CANDIDATE_TASK, bind=True, max_retries=None)
+def optimize_candidate(self: Task, run_id: str, seed: int, round_index: int) -> dict[str, Any]:
+    """Build one candidate and score it on the valset; never raises (the chord must fire).
+
+    Returns a :class:`CandidateOutcome` dict, with the error when the candidate failed.
+    """
+    env = task_environment()
+    task_id = str(self.request.id)
+    run = RunStore(env.engine).get(run_id)
+    if run is None:
+        return CandidateOutcome(
+            iteration=0, seed=seed, round=round_index, task_id=task_id,
+            error={"type": "StateError", "message": f"no optimization run {run_id}"},
+        ).model_dump(mode="json")  # fmt: skip
+    plan = RunPlan.model_validate(run.config)
+    outcome = CandidateOutcome(
+        iteration=plan.iteration_of(seed), seed=seed, round=round_index, task_id=task_id
+    )
+    if run.status in TERMINAL_RUN_STATUSES:
+        outcome.error = {"type": "JobCancelledError", "message": f"run {run.status}"}
+        return outcome.model_dump(mode="json")
+    try:
+        metric = resolve_metric(plan.metric, env.settings.allowed_imports)
+        student = env.programs.build(plan.program)
+        lm = LM(plan.lm, http_client=env.http, **plan.lm_kwargs)
+        teacher = None if plan.teacher_lm is None else LM(plan.teacher_lm, http_client=env.http)
+        trainset = [e.example() for e in plan.trainset]
+        valset = [e.example() for e in plan.valset]
+        with context(lm=lm, correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
+            program = build_candidate(plan, seed, student, metric, trainset, teacher)
+            scored = evaluate_candidate(
+                program, valset, metric=metric, num_threads=plan.num_threads
+            )
+        outcome.score = scored.score
+        outcome.program = program_to_spec(program).model_dump(mode="json")
+        outcome.instruction = first_instruction(program)
+    except (Ignore, Retry, Reject):
+        raise
+    except DspyqError as exc:
+        outcome.error = exc.to_dict()
+    except Exception as exc:  # a user's metric or module raised: this candidate's error
+        outcome.error = {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}
+    if outcome.error is not None:
+        logger.warning(
+            "candidate %d of run %s failed: %s", outcome.iteration, run_id, outcome.error
+        )
+    return outcome.model_dump(mode="json")

@@ -1,0 +1,210 @@
+"""Optimization runs on the queue: a coordinator worker, a provider pool, real Redis and SQL.
+
+The fake model knows a capital only when the prompt already shows a worked example (a
+demo's ``[[ ## answer ## ]]`` followed by a value comes before the question), so the
+uncompiled program scores 0% and any candidate with demos 100%: a run must find one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dspyq
+from dspyq.api_client.runs import Run
+from dspyq.metrics import answer_exact_match
+from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+from dspyq.store.runs import RunStore
+from dspyq.testing.cluster import Cluster, make_cluster
+
+pytestmark = pytest.mark.integration
+
+VISIBILITY_TIMEOUT = 6
+CAPITALS = {
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Chile": "Santiago",
+    "Egypt": "Cairo",
+    "Canada": "Ottawa",
+    "Brazil": "Brasilia",
+}
+TRAIN = ["France", "Japan", "Italy", "Spain"]
+VAL = ["Chile", "Egypt"]
+HELD_OUT = ["Canada", "Brazil"]
+DEMO_ANSWER = r"\[\[ ## answer ## \]\]\n[A-Z]"
+
+
+def examples(countries: list[str]) -> list[dspyq.Example]:
+    return [
+        dspyq.Example(question=f"What is the capital of {c}?", answer=CAPITALS[c]).with_inputs(
+            "question"
+        )
+        for c in countries
+    ]
+
+
+def script_capitals(cluster: Cluster) -> None:
+    for country, capital in CAPITALS.items():
+        cluster.fake_lm.answer_fields(
+            {"reasoning": f"It is {capital}.", "answer": capital},
+            match=rf"(?:{DEMO_ANSWER}.*){{1}}capital of {country}\?\n\nRespond with",
+        )
+    cluster.fake_lm.answer_fields({"reasoning": "I do not know.", "answer": "unknown"})
+
+
+def held_out_score(cluster: Cluster, program: dspyq.Module) -> float:
+    lm = dspyq.LM("openai/m", api_base=cluster.fake_lm.openai_base, api_key="k", cache=False)
+    with dspyq.context(lm=lm):
+        evaluate = dspyq.Evaluate(devset=examples(HELD_OUT), metric=answer_exact_match)
+        return float(evaluate(program).score)
+
+
+def random_search() -> BootstrapFewShotWithRandomSearch:
+    # Seeds -3 (zero-shot), -2 (labelled), -1 (bootstrapped), 0, 1: three rounds of two.
+    return BootstrapFewShotWithRandomSearch(
+        metric=answer_exact_match,
+        max_bootstrapped_demos=2,
+        max_labeled_demos=2,
+        num_candidate_programs=2,
+    )
+
+
+def start(cluster: Cluster, **options: object) -> Run:
+    return cluster.client.optimize(
+        random_search(),
+        dspyq.ChainOfThought("question -> answer"),
+        trainset=examples(TRAIN),
+        valset=examples(VAL),
+        lm="openai/m",
+        candidates_per_round=2,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
+    cluster, server = make_cluster(
+        tmp_path,
+        sqlite_url,
+        latency=0.02,
+        DSPYQ_BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
+    )
+    cluster.settings.broker_visibility_timeout = VISIBILITY_TIMEOUT
+    script_capitals(cluster)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+def test_random_search_run_raises_the_held_out_score_and_is_recorded(cluster: Cluster) -> None:
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+    program = dspyq.ChainOfThought("question -> answer")
+
+    run = start(cluster, run_name="capitals")
+    assert run.wait(timeout=60, progress=True) == "succeeded"
+    compiled = run.result()
+
+    assert held_out_score(cluster, program) == 0.0
+    assert held_out_score(cluster, compiled) == 100.0
+    record = run.record()
+    assert (record.optimizer, record.status, record.iterations, record.best_score) == (
+        "BootstrapFewShotWithRandomSearch",
+        "succeeded",
+        5,
+        100.0,
+    )
+    assert record.program == "dspyq.core.chain_of_thought:ChainOfThought"
+    assert record.config["settings"]["num_candidate_programs"] == 2
+    assert record.finished_at is not None and record.stop_reason == "every candidate evaluated"
+    assert run.progress()["total"] == 5
+    iterations = [
+        e for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert sorted(e.data["iteration"] for e in iterations) == [1, 2, 3, 4, 5]
+    by_seed = {e.data["seed"]: e.data for e in iterations}
+    assert by_seed[-3]["evaluation_score"] == 0.0  # the zero-shot student
+    assert by_seed[-2]["evaluation_score"] == 100.0  # labelled demos
+    assert all(d["metric"] == "dspyq.optimize.metrics:answer_exact_match" for d in by_seed.values())
+    assert all(d["optimization_id"] == run.id for d in by_seed.values())
+    assert all(isinstance(d["candidate_instruction"], str) for d in by_seed.values())
+    [saved] = cluster.client.list_programs("capitals")
+    assert (saved.version, saved.score, saved.run_id) == (1, 100.0, run.id)
+
+
+def test_budget_stops_the_run_and_keeps_its_best_program(cluster: Cluster) -> None:
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+
+    run = start(cluster, max_lm_calls=1)
+    assert run.wait(timeout=60) == "budget_exhausted"
+
+    record = run.record()
+    assert record.iterations == 2  # the first round, then the budget was spent
+    assert record.stop_reason is not None and "max_lm_calls" in record.stop_reason
+    assert record.best_score == 100.0
+    assert held_out_score(cluster, run.result()) == 100.0
+    assert [p.run_id for p in cluster.client.list_programs(f"run-{run.id}")] == [run.id]
+
+
+def test_killed_coordinator_resumes_from_its_checkpoint(cluster: Cluster) -> None:
+    cluster.fake_lm.configure(latency=0.15)  # rounds long enough to kill the coordinator in between
+    cluster.start_worker("lm", concurrency=4)
+    victim = cluster.start_worker("victim", pool="optimize", concurrency=1)
+
+    run = start(cluster)
+    deadline = time.monotonic() + 60
+    while run.progress()["rounds_done"] < 1:
+        assert time.monotonic() < deadline, "the first round never finished"
+        time.sleep(0.05)
+    cluster.kill("victim")
+    assert run.status == "running"
+    cluster.start_worker("replacement", pool="optimize", concurrency=1)
+
+    assert run.wait(timeout=60) == "succeeded"
+    record = run.record()
+    assert (record.iterations, record.best_score) == (5, 100.0)
+    iterations = [
+        e for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert sorted(e.data["iteration"] for e in iterations) == [1, 2, 3, 4, 5]
+    assert max(iterations, key=lambda e: e.data["iteration"]).pid != victim.pid
+    assert held_out_score(cluster, run.result()) == 100.0
+
+
+def _closure_metric() -> object:
+    def metric(example: dspyq.Example, prediction: dspyq.Prediction) -> bool:
+        return bool(example.answer == prediction.answer)
+
+    return metric
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "problem"),
+    [
+        (BootstrapFewShotWithRandomSearch(metric=lambda e, p: True), "lambda"),
+        (BootstrapFewShotWithRandomSearch(metric=_closure_metric()), "inside a function"),  # type: ignore[arg-type]
+        (dspyq.COPRO(metric=answer_exact_match), "cannot run on the queue yet"),
+        (dspyq.LabeledFewShot(k=2), "no metric"),
+    ],
+)
+def test_a_run_that_workers_could_not_carry_out_is_refused_before_it_is_recorded(
+    cluster: Cluster, optimizer: object, problem: str
+) -> None:
+    with pytest.raises(dspyq.errors.InputError, match=problem):
+        cluster.client.optimize(
+            optimizer,  # type: ignore[arg-type]
+            dspyq.ChainOfThought("question -> answer"),
+            trainset=examples(TRAIN),
+            lm="openai/m",
+        )
+    assert RunStore(cluster.client.engine).list() == []
