@@ -208,3 +208,35 @@ def test_a_run_that_workers_could_not_carry_out_is_refused_before_it_is_recorded
             lm="openai/m",
         )
     assert RunStore(cluster.client.engine).list() == []
+
+
+def test_bootstrap_few_shot_runs_as_a_single_round(cluster: Cluster) -> None:
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+
+    run = cluster.client.optimize(
+        dspyq.BootstrapFewShot(metric=answer_exact_match, max_bootstrapped_demos=2),
+        dspyq.ChainOfThought("question -> answer"),
+        trainset=examples(TRAIN),
+        valset=examples(VAL),
+        lm="openai/m",
+    )
+    assert run.wait(timeout=60) == "succeeded"
+
+    assert run.progress()["iterations"] == run.progress()["total"] == 1
+    assert run.record().best_score == 100.0
+    assert held_out_score(cluster, run.result()) == 100.0
+
+
+def test_a_cancelled_run_never_starts_and_has_no_result(cluster: Cluster) -> None:
+    run = start(cluster)  # no coordinator is up yet: the run waits in its queue
+    assert run.status == "pending"
+    assert run.cancel() is True
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+    time.sleep(1.0)  # the coordinator takes the start message and finds the run cancelled
+
+    assert run.status == "cancelled"
+    assert run.cancel() is False  # already ended
+    with pytest.raises(dspyq.errors.JobCancelledError):
+        run.result(timeout=5)
+    assert cluster.client.list_programs() == []
