@@ -37,6 +37,7 @@ TRAIN = ["France", "Japan", "Italy", "Spain"]
 VAL = ["Chile", "Egypt"]
 HELD_OUT = ["Canada", "Brazil"]
 DEMO_ANSWER = r"\[\[ ## answer ## \]\]\n[A-Z]"
+MAGIC = "Name the capital city"
 
 
 def examples(countries: list[str]) -> list[dspyq.Example]:
@@ -95,7 +96,6 @@ def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
         DSPYQ_BROKER_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
     )
     cluster.settings.broker_visibility_timeout = VISIBILITY_TIMEOUT
-    script_capitals(cluster)
     try:
         yield cluster
     finally:
@@ -104,6 +104,7 @@ def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
 
 
 def test_random_search_run_raises_the_held_out_score_and_is_recorded(cluster: Cluster) -> None:
+    script_capitals(cluster)
     cluster.start_worker("lm", concurrency=4)
     cluster.start_worker("coordinator", pool="optimize", concurrency=1)
     program = dspyq.ChainOfThought("question -> answer")
@@ -141,6 +142,7 @@ def test_random_search_run_raises_the_held_out_score_and_is_recorded(cluster: Cl
 
 
 def test_budget_stops_the_run_and_keeps_its_best_program(cluster: Cluster) -> None:
+    script_capitals(cluster)
     cluster.start_worker("lm", concurrency=4)
     cluster.start_worker("coordinator", pool="optimize", concurrency=1)
 
@@ -156,6 +158,7 @@ def test_budget_stops_the_run_and_keeps_its_best_program(cluster: Cluster) -> No
 
 
 def test_killed_coordinator_resumes_from_its_checkpoint(cluster: Cluster) -> None:
+    script_capitals(cluster)
     cluster.fake_lm.configure(latency=0.15)  # rounds long enough to kill the coordinator in between
     cluster.start_worker("lm", concurrency=4)
     victim = cluster.start_worker("victim", pool="optimize", concurrency=1)
@@ -193,7 +196,14 @@ def _closure_metric() -> object:
     [
         (BootstrapFewShotWithRandomSearch(metric=lambda e, p: True), "lambda"),
         (BootstrapFewShotWithRandomSearch(metric=_closure_metric()), "inside a function"),  # type: ignore[arg-type]
-        (dspyq.COPRO(metric=answer_exact_match), "cannot run on the queue yet"),
+        (
+            dspyq.MIPROv2(
+                metric=answer_exact_match,
+                prompt_model=dspyq.LM("openai/m", api_key="k"),
+                task_model=dspyq.LM("openai/m", api_key="k"),
+            ),
+            "cannot run on the queue yet",
+        ),
         (dspyq.LabeledFewShot(k=2), "no metric"),
     ],
 )
@@ -211,6 +221,7 @@ def test_a_run_that_workers_could_not_carry_out_is_refused_before_it_is_recorded
 
 
 def test_bootstrap_few_shot_runs_as_a_single_round(cluster: Cluster) -> None:
+    script_capitals(cluster)
     cluster.start_worker("lm", concurrency=4)
     cluster.start_worker("coordinator", pool="optimize", concurrency=1)
 
@@ -240,3 +251,60 @@ def test_a_cancelled_run_never_starts_and_has_no_result(cluster: Cluster) -> Non
     with pytest.raises(dspyq.errors.JobCancelledError):
         run.result(timeout=5)
     assert cluster.client.list_programs() == []
+
+
+def proposal(instruction: str, prefix: str) -> str:
+    return (
+        f"[[ ## proposed_instruction ## ]]\n{instruction}\n\n"
+        f"[[ ## proposed_prefix_for_output_field ## ]]\n{prefix}\n\n[[ ## completed ## ]]"
+    )
+
+
+def test_copro_run_finds_the_instruction_that_makes_the_model_right(cluster: Cluster) -> None:
+    fake = cluster.fake_lm
+    fake.add_rule(
+        r"\[\[ ## basic_instruction ## \]\]",
+        answers=[
+            proposal("Answer in one word.", "Answer:"),
+            proposal(f"{MAGIC} of the country asked about.", "Capital:"),
+            proposal("Be careful.", "Answer:"),
+        ],
+    )
+    fake.add_rule(
+        r"\[\[ ## attempted_instructions ## \]\]",
+        answers=[proposal(f"Round two idea {i}.", "Answer:") for i in range(1, 5)],
+    )
+    for country, capital in CAPITALS.items():
+        fake.answer_fields(
+            {"reasoning": f"It is {capital}.", "answer": capital},
+            match=rf"{MAGIC}.*capital of {country}\?\n\nRespond with",
+        )
+    fake.answer_fields({"reasoning": "I do not know.", "answer": "unknown"})
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+    program = dspyq.ChainOfThought("question -> answer")
+
+    run = cluster.client.optimize(
+        dspyq.COPRO(metric=answer_exact_match, breadth=4, depth=2, init_temperature=1.1),
+        program,
+        trainset=examples(TRAIN),
+        valset=examples(VAL),
+        lm="openai/m",
+    )
+    assert run.wait(timeout=60) == "succeeded"
+
+    record = run.record()
+    assert (record.optimizer, record.iterations, record.best_score) == ("COPRO", 8, 100.0)
+    iterations = [
+        e.data for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert sorted(d["iteration"] for d in iterations) == list(range(1, 9))
+    best = [d["candidate_instruction"] for d in iterations if d["evaluation_score"] == 100.0]
+    assert best == [f"{MAGIC} of the country asked about."]
+    assert any("Round two idea" in str(d["candidate_instruction"]) for d in iterations)
+    compiled = run.result()
+    (predictor,) = compiled.predictors()
+    assert predictor.signature.instructions.startswith(MAGIC)
+    assert held_out_score(cluster, program) == 0.0
+    assert held_out_score(cluster, compiled) == 100.0

@@ -35,9 +35,11 @@ from dspyq.tasks.app import OPTIMIZE_QUEUE
 from dspyq.tasks.metrics import Metric, metric_path
 from dspyq.tasks.optimization import (
     DEFAULT_CANDIDATES_PER_ROUND,
+    INSTRUCTION_SEARCH,
     ExampleJSON,
     RunCheckpoint,
     RunPlan,
+    only_predictor_name,
     optimizer_config,
 )
 from dspyq.tasks.optimize import RUN_TASK
@@ -83,6 +85,8 @@ def start_run(
     if not isinstance(program, Module):
         raise InputError(f"optimize() takes a dspyq Module, not {type(program).__name__}")
     settings = optimizer_config(optimizer)
+    if type(optimizer).__name__ == INSTRUCTION_SEARCH:
+        only_predictor_name(program)
     chosen = metric if metric is not None else getattr(optimizer, "metric", None)
     if chosen is None:
         raise InputError(
@@ -162,7 +166,7 @@ class Run:
         return {
             "status": record.status,
             "iterations": record.iterations,
-            "total": len(plan.seeds()),
+            "total": plan.total(),
             "best_score": record.best_score,
             "rounds_done": checkpoint.round,
             "lm_calls": checkpoint.lm_calls,

@@ -19,6 +19,13 @@ from dspyq.core.module import Module
 from dspyq.errors import InputError
 from dspyq.lm.lm import LM
 from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.copro import (
+    COPRO,
+    InstructionCandidate,
+    ScoredCandidate,
+    apply_instructions,
+    instruction_of,
+)
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.random_search import (
     ZERO_SHOT_SEED,
@@ -27,8 +34,9 @@ from dspyq.optimize.random_search import (
 from dspyq.optimize.teleprompter import Teleprompter
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
+INSTRUCTION_SEARCH = "COPRO"
 SINGLE_ROUND = ("LabeledFewShot", "BootstrapFewShot")
-SUPPORTED_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH)
+SUPPORTED_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH)
 DEFAULT_CANDIDATES_PER_ROUND = 4
 
 
@@ -38,6 +46,12 @@ def optimizer_config(optimizer: Teleprompter) -> dict[str, Any]:
     Raises InputError for an optimizer runs cannot carry yet.
     """
     name = type(optimizer).__name__
+    if isinstance(optimizer, COPRO):
+        return {
+            "breadth": optimizer.breadth,
+            "depth": optimizer.depth,
+            "init_temperature": optimizer.init_temperature,
+        }
     if isinstance(optimizer, BootstrapFewShotWithRandomSearch):
         return {
             "max_bootstrapped_demos": optimizer.max_num_samples,
@@ -99,21 +113,36 @@ class RunPlan(BaseModel):
     num_threads: int = 4
 
     def seeds(self) -> list[int]:
-        """Every candidate's seed, in order (one candidate for single-round optimizers)."""
+        """Every seed of a few-shot run, in order (one candidate for single-round ones)."""
         if self.optimizer == RANDOM_SEARCH:
             return list(range(ZERO_SHOT_SEED, int(self.settings["num_candidate_programs"])))
         return [0]
 
     def rounds(self) -> list[list[int]]:
-        """The seeds of each round."""
+        """The seeds of each round of a few-shot run."""
         seeds = self.seeds()
         if self.optimizer != RANDOM_SEARCH:
             return [seeds]
         size = max(1, self.candidates_per_round)
         return [seeds[i : i + size] for i in range(0, len(seeds), size)]
 
-    def iteration_of(self, seed: int) -> int:
-        """The candidate's 1-based number in the run."""
+    def round_count(self) -> int:
+        """How many rounds the run has (COPRO: its depth)."""
+        if self.optimizer == INSTRUCTION_SEARCH:
+            return int(self.settings["depth"])
+        return len(self.rounds())
+
+    def total(self) -> int:
+        """How many candidates the run evaluates if it is not stopped."""
+        if self.optimizer == INSTRUCTION_SEARCH:
+            return int(self.settings["depth"]) * int(self.settings["breadth"])
+        return len(self.seeds())
+
+    def iteration_of(self, seed: int, round_index: int) -> int:
+        """A candidate's 1-based number in the run (COPRO: ``seed`` is its place in the
+        round)."""
+        if self.optimizer == INSTRUCTION_SEARCH:
+            return round_index * int(self.settings["breadth"]) + seed + 1
         return self.seeds().index(seed) + 1
 
 
@@ -127,6 +156,7 @@ class CandidateOutcome(BaseModel):
     score: float | None = None
     program: dict[str, Any] | None = None
     instruction: str | None = None
+    prefix: str | None = None
     error: dict[str, Any] | None = None
 
 
@@ -149,6 +179,9 @@ class RunCheckpoint(BaseModel):
     lm_calls: int = 0
     cost_usd: float = 0.0
     saved: dict[str, Any] | None = None
+    # COPRO: every scored instruction (instruction, prefix, score, depth), best kept.
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    fanned_out: int = -1
 
 
 def build_candidate(
@@ -181,3 +214,63 @@ def first_instruction(program: Module) -> str | None:
         signature = getattr(predictor, "signature", None)
         return None if signature is None else str(signature.instructions)
     return None
+
+
+def only_predictor_name(program: Module) -> str:
+    """The name of the program's one predictor; InputError when it has another number.
+
+    Runs tune one predictor's instruction per COPRO run for now.
+    """
+    names = [name for name, _ in program.named_predictors()]
+    if len(names) != 1:
+        raise InputError(
+            f"COPRO runs on the queue tune programs with exactly one predictor; "
+            f"{type(program).__name__} has {len(names)}",
+            context={"predictors": names},
+        )
+    return names[0]
+
+
+def propose_instructions(
+    plan: RunPlan,
+    round_index: int,
+    student: Module,
+    attempts: Sequence[dict[str, Any]],
+    prompt_lm: LM,
+) -> list[InstructionCandidate]:
+    """COPRO's proposals for a round: from the instruction itself first, then from the
+    best attempts so far. Calls the prompt model."""
+    name = only_predictor_name(student)
+    copro = COPRO(prompt_model=prompt_lm, **plan.settings)
+    if round_index == 0:
+        predictor = dict(student.named_predictors())[name]
+        return copro.propose_initial(instruction_of(predictor))
+    scored = [
+        ScoredCandidate(
+            predictor=name,
+            instruction=str(a["instruction"]),
+            prefix=str(a["prefix"]),
+            score=float(a["score"]),
+            depth=int(a["depth"]),
+            selection={},
+        )
+        for a in attempts
+    ]
+    return copro.propose_from_attempts(scored)
+
+
+def apply_candidate_instruction(student: Module, candidate: InstructionCandidate) -> Module:
+    """A copy of ``student`` whose one predictor has ``candidate``'s instruction and prefix."""
+    return apply_instructions(student, {only_predictor_name(student): candidate})
+
+
+def keep_best_attempt(
+    attempts: list[dict[str, Any]], instruction: str, prefix: str, score: float, depth: int
+) -> None:
+    """Add a scored instruction to ``attempts``, keeping one (the best) per instruction."""
+    for attempt in attempts:
+        if attempt["instruction"] == instruction and attempt["prefix"] == prefix:
+            if score > float(attempt["score"]):
+                attempt.update(score=score, depth=depth)
+            return
+    attempts.append({"instruction": instruction, "prefix": prefix, "score": score, "depth": depth})

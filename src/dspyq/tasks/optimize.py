@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task, chord, shared_task, signature
+from celery import Task, chain, chord, shared_task, signature
 from celery.exceptions import Ignore, Reject, Retry
 
 from dspyq.core.context import context
@@ -26,6 +26,7 @@ from dspyq.core.program import program_to_spec
 from dspyq.errors import DspyqError
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
+from dspyq.optimize.copro import InstructionCandidate
 from dspyq.optimize.random_search import evaluate_candidate
 from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
@@ -35,12 +36,16 @@ from dspyq.tasks.app import OPTIMIZE_QUEUE, lm_queue
 from dspyq.tasks.environment import TaskEnvironment, task_environment
 from dspyq.tasks.metrics import resolve_metric
 from dspyq.tasks.optimization import (
+    INSTRUCTION_SEARCH,
     CandidateOutcome,
     CandidateSummary,
     RunCheckpoint,
     RunPlan,
+    apply_candidate_instruction,
     build_candidate,
     first_instruction,
+    keep_best_attempt,
+    propose_instructions,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,8 @@ logger = logging.getLogger(__name__)
 RUN_TASK = "dspyq.optimize.run"
 STEP_TASK = "dspyq.optimize.step"
 CANDIDATE_TASK = "dspyq.optimize.candidate"
+PROPOSE_TASK = "dspyq.optimize.propose"
+FANOUT_TASK = "dspyq.optimize.fanout"
 
 
 def _event(run: OptimizationRunRecord, suffix: str, event_type: str, **data: Any) -> Event:
@@ -75,6 +82,14 @@ def _merge(
                 iteration=outcome.iteration, seed=outcome.seed, score=outcome.score, error=error
             )
         )
+        if plan.optimizer == INSTRUCTION_SEARCH and outcome.score is not None:
+            keep_best_attempt(
+                checkpoint.attempts,
+                outcome.instruction or "",
+                outcome.prefix or "",
+                outcome.score,
+                outcome.round,
+            )
         if outcome.score is not None and (
             checkpoint.best is None
             or checkpoint.best.score is None
@@ -165,21 +180,53 @@ def _finish(
     )
 
 
-def _dispatch(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
-    """Send round ``round_index``: its candidates on the LM's pool, then the next step."""
+def _score_round(
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    round_index: int,
+    candidates: list[dict[str, Any]] | None = None,
+) -> None:
+    """Send a round's candidates to the LM's pool as a chord whose body is the next step.
+
+    Few-shot rounds are their seeds; a COPRO round is the ``candidates`` proposed for it.
+    """
     queue = lm_queue(split_model(plan.lm)[0])
+    jobs: list[dict[str, Any]] = (
+        [{"seed": seed} for seed in plan.rounds()[round_index]]
+        if candidates is None
+        else [{"seed": i, "candidate": c} for i, c in enumerate(candidates)]
+    )
     header = [
         signature(
             CANDIDATE_TASK,
-            kwargs={"run_id": run.id, "seed": seed, "round_index": round_index},
+            kwargs={"run_id": run.id, "round_index": round_index, **job},
             queue=queue,
         )
-        for seed in plan.rounds()[round_index]
+        for job in jobs
     ]
     body = signature(
         STEP_TASK, kwargs={"run_id": run.id, "round_index": round_index}, queue=OPTIMIZE_QUEUE
     )
     chord(header, body).apply_async()
+
+
+def _dispatch(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
+    """Send round ``round_index``: COPRO first asks the LM's pool for its proposals."""
+    if plan.optimizer != INSTRUCTION_SEARCH:
+        _score_round(run, plan, round_index)
+        return
+    chain(
+        signature(
+            PROPOSE_TASK,
+            kwargs={"run_id": run.id, "round_index": round_index},
+            queue=lm_queue(split_model(plan.teacher_lm or plan.lm)[0]),
+        ),
+        signature(
+            FANOUT_TASK,
+            kwargs={"run_id": run.id, "round_index": round_index},
+            queue=OPTIMIZE_QUEUE,
+        ),
+    ).apply_async()
 
 
 def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]) -> None:
@@ -216,7 +263,7 @@ def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]
         _finish(env, run, plan, checkpoint, "budget_exhausted", over)
     elif stop_at is not None and best_score is not None and best_score >= stop_at:
         _finish(env, run, plan, checkpoint, "succeeded", f"stop_at_score {stop_at} reached")
-    elif checkpoint.round >= len(plan.rounds()):
+    elif checkpoint.round >= plan.round_count():
         _finish(env, run, plan, checkpoint, "succeeded", "every candidate evaluated")
     elif checkpoint.dispatched < checkpoint.round:
         _dispatch(run, plan, checkpoint.round)
@@ -238,8 +285,69 @@ def optimize_step(
     advance(run_id, round_index, outcomes)
 
 
+@shared_task(name=PROPOSE_TASK, bind=True, max_retries=None)
+def optimize_propose(self: Task, run_id: str, round_index: int) -> dict[str, Any]:
+    """COPRO's instruction proposals for a round, from the prompt model (teacher_lm or lm).
+
+    Returns ``{"candidates": [...]}`` or ``{"error": ...}``; never raises, so the chain
+    always reaches the coordinator.
+    """
+    env = task_environment()
+    run = RunStore(env.engine).get(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES:
+        return {"error": {"type": "JobCancelledError", "message": "the run has ended"}}
+    plan = RunPlan.model_validate(run.config)
+    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    try:
+        student = env.programs.build(plan.program)
+        prompt_lm = LM(plan.teacher_lm or plan.lm, http_client=env.http, **plan.lm_kwargs)
+        task_id = str(self.request.id)
+        with context(correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
+            proposals = propose_instructions(
+                plan, round_index, student, checkpoint.attempts, prompt_lm
+            )
+    except (Ignore, Retry, Reject):
+        raise
+    except DspyqError as exc:
+        return {"error": exc.to_dict()}
+    except Exception as exc:
+        return {"error": {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}}
+    return {"candidates": [p.model_dump(mode="json") for p in proposals]}
+
+
+@shared_task(name=FANOUT_TASK, bind=True, max_retries=None)
+def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_index: int) -> None:
+    """Score a COPRO round's proposals (once, however often this is delivered)."""
+    env = task_environment()
+    runs = RunStore(env.engine)
+    run = runs.get(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES:
+        return
+    plan = RunPlan.model_validate(run.config)
+    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    if checkpoint.fanned_out >= round_index:
+        return
+    candidates = list(proposed.get("candidates") or [])
+    if not candidates:
+        error = proposed.get("error") or {"message": "the prompt model proposed nothing"}
+        _finish(
+            env, run, plan, checkpoint, "failed",
+            f"proposals for round {round_index} failed: {error.get('message')}",
+        )  # fmt: skip
+        return
+    _score_round(run, plan, round_index, candidates)
+    checkpoint.fanned_out = round_index
+    runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
 @shared_task(name=CANDIDATE_TASK, bind=True, max_retries=None)
-def optimize_candidate(self: Task, run_id: str, seed: int, round_index: int) -> dict[str, Any]:
+def optimize_candidate(
+    self: Task,
+    run_id: str,
+    seed: int,
+    round_index: int,
+    candidate: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Build one candidate and score it on the valset; never raises (the chord must fire).
 
     Returns a :class:`CandidateOutcome` dict, with the error when the candidate failed.
@@ -254,7 +362,10 @@ def optimize_candidate(self: Task, run_id: str, seed: int, round_index: int) -> 
         ).model_dump(mode="json")  # fmt: skip
     plan = RunPlan.model_validate(run.config)
     outcome = CandidateOutcome(
-        iteration=plan.iteration_of(seed), seed=seed, round=round_index, task_id=task_id
+        iteration=plan.iteration_of(seed, round_index),
+        seed=seed,
+        round=round_index,
+        task_id=task_id,
     )
     if run.status in TERMINAL_RUN_STATUSES:
         outcome.error = {"type": "JobCancelledError", "message": f"run {run.status}"}
@@ -267,7 +378,12 @@ def optimize_candidate(self: Task, run_id: str, seed: int, round_index: int) -> 
         trainset = [e.example() for e in plan.trainset]
         valset = [e.example() for e in plan.valset]
         with context(lm=lm, correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
-            program = build_candidate(plan, seed, student, metric, trainset, teacher)
+            if candidate is not None:
+                proposal = InstructionCandidate.model_validate(candidate)
+                program = apply_candidate_instruction(student, proposal)
+                outcome.prefix = proposal.prefix
+            else:
+                program = build_candidate(plan, seed, student, metric, trainset, teacher)
             scored = evaluate_candidate(
                 program, valset, metric=metric, num_threads=plan.num_threads
             )
