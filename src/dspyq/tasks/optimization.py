@@ -1,10 +1,10 @@
 """What an optimization run is made of, as JSON: its plan, candidates and checkpoint.
 
 An optimizer crosses the queue as its class name and constructor settings (its metric
-as an import path); the worker rebuilds it and builds one candidate program per seed.
-A run is a list of rounds, each a few candidate seeds: the coordinator fans a round out
-as one task per candidate and checkpoints after it, so a restarted coordinator
-resumes at the next round. Nothing here imports Celery.
+as an import path); the worker rebuilds it and builds one candidate program per seed
+(few-shot optimizers) or per proposed instruction (COPRO, one round per depth). The
+coordinator fans a round out as one task per candidate and checkpoints after it, so a
+restarted coordinator resumes at the next round. Nothing here imports Celery.
 """
 
 from __future__ import annotations
