@@ -53,11 +53,12 @@ from dspyq.optimize.teleprompter import Teleprompter
 
 if TYPE_CHECKING:
     from dspyq.api_client import Client, Job
+    from dspyq.api_client.runs import Run
 
 __version__ = "0.1.0"
 
 # The client pulls in Celery; load it on first use so in-process programs never do.
-_LAZY = {"Client": "dspyq.api_client", "Job": "dspyq.api_client"}
+_LAZY = {"Client": "dspyq.api_client", "Job": "dspyq.api_client", "Run": "dspyq.api_client.runs"}
 
 
 def __getattr__(name: str) -> Any:
@@ -107,6 +108,7 @@ __all__ = [
     "RateLimitedError",
     "ReAct",
     "Refine",
+    "Run",
     "Signature",
     "SignatureError",
     "StateError",
