@@ -58,8 +58,10 @@ def main() -> None:
             meter.start()
             try:
                 batch = run_batch(cluster.client.app, send, args.jobs, timeout=args.timeout)
+                cluster.keep_logs |= batch.failures() > 0
             except TimeoutError as exc:
                 meter.stop()
+                cluster.keep_logs = True
                 report.add(run=run, result=f"gave up after {args.timeout:g} s: {exc}")
                 continue
             meter.stop()

@@ -13,7 +13,9 @@ each process, and the workers' memory.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import Any
 
 from harness import (
     CpuMeter,
@@ -27,8 +29,57 @@ from harness import (
     run_batch,
     steady_throughput,
 )
+from noop_app import SLEEP_TASK
+
+from dspyq.tasks.app import lm_queue
 
 TARGET = 250.0
+QUEUE = lm_queue("openai")
+
+
+def _celery_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """The same batch as a bare Celery task that sleeps like the LM: Celery's own ceiling."""
+    with deployment(args.db, latency=args.latency) as (cluster, _fake, _tmp):
+        for n in range(args.workers):
+            name = f"sleep{n}"
+            cluster.start_command(
+                name,
+                [
+                    sys.executable, "-m", "celery", "-A", "noop_app", "worker",
+                    "-Q", QUEUE,
+                    "-c", str(args.concurrency),
+                    "-P", args.exec_pool,
+                    "--hostname", f"{name}@%h",
+                    "--loglevel", "warning",
+                ],
+                PYTHONPATH="bench",
+            )  # fmt: skip
+        app = cluster.client.app
+
+        def send(count: int) -> list[str]:
+            with app.producer_or_acquire() as producer:
+                return [
+                    app.send_task(
+                        SLEEP_TASK, args=[args.latency], queue=QUEUE, producer=producer
+                    ).id
+                    for _ in range(count)
+                ]
+
+        progress("bare Celery: warm-up")
+        run_batch(app, send, min(args.workers * args.concurrency, 200), timeout=120)
+        progress(f"bare Celery: {args.jobs} jobs")
+        meter = CpuMeter(cluster)
+        meter.start()
+        batch = run_batch(app, send, args.jobs, timeout=args.timeout)
+        meter.stop()
+    return {
+        "jobs": args.jobs,
+        "failed": batch.failures(),
+        "wall_s": round(batch.wall, 2),
+        "jobs_per_s": round(batch.throughput, 1),
+        "steady_per_s": round(steady_throughput(batch), 1),
+        "cpu_ms_per_job": meter.per_job_ms(args.jobs),
+    }
 
 
 def main() -> None:
@@ -40,6 +91,11 @@ def main() -> None:
     parser.add_argument("--exec-pool", default="threads")
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--timeout", type=float, default=240.0, help="give up after (s)")
+    parser.add_argument(
+        "--celery-baseline",
+        action="store_true",
+        help="also run a bare Celery task that only sleeps --latency s, same workers and config",
+    )
     args = parser.parse_args()
 
     slots = args.workers * args.concurrency
@@ -62,6 +118,7 @@ def main() -> None:
         meter = CpuMeter(cluster)
         meter.start()
         batch = run_batch(cluster.client.app, send, args.jobs, timeout=args.timeout)
+        cluster.keep_logs |= batch.failures() > 0
         meter.stop()
         rss = cluster.worker_rss_mb()
         arrivals = [entry["time"] for entry in fake.requests[checked:]]
@@ -79,6 +136,8 @@ def main() -> None:
         done_after=latency_summary(batch.latencies),
         cpu_ms_per_job=meter.per_job_ms(args.jobs),
     )
+    if args.celery_baseline:
+        report.add(run="bare Celery sleep task", **_celery_baseline(args))
     report.print(
         {
             "target": f">= {TARGET:g} jobs/s",

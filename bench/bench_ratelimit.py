@@ -113,6 +113,7 @@ def main() -> None:
         meter.start()
         with GrantLog(client, key.requests_key) as grants:
             batch = run_batch(cluster.client.app, send, args.jobs, timeout=240)
+            cluster.keep_logs |= batch.failures() > 0
         meter.stop()
         arrivals = [entry["time"] for entry in fake.requests]
         client.close()

@@ -53,6 +53,7 @@ def main() -> None:
             meter = CpuMeter(cluster)
             meter.start()
             batch = run_batch(cluster.client.app, send, jobs, timeout=args.seconds * 20 + 60)
+            cluster.keep_logs |= batch.failures() > 0
             meter.stop()
         share = batch.throughput / ideal
         best = max(best, share)

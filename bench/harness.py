@@ -157,6 +157,7 @@ class BenchCluster(Cluster):
         # Cluster only reads the fake LM's addresses, which FakeLMProcess has too.
         super().__init__(tmp_path, cast(FakeLMServer, fake_lm), database_url, **env)
         self.fake_process = fake_lm
+        self.keep_logs = False  # set when a run went wrong without raising
 
     def start_worker(
         self,
@@ -287,13 +288,13 @@ def deployment(
             cluster = BenchCluster(tmp_path, fake, url, **env)
             try:
                 yield cluster, fake, tmp_path
-                failed = False
+                failed = cluster.keep_logs
             finally:
                 cluster.stop()
     finally:
         fake.stop()
         if failed:
-            print(f"logs of the failed run kept in {tmp_path}", file=sys.stderr)
+            print(f"logs of the run kept in {tmp_path}", file=sys.stderr)
         else:
             shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -608,6 +609,8 @@ class Report:
     name: str
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Other processes on the machine skew every figure: the load when the run began.
+    load_at_start: str = field(default_factory=lambda: Path("/proc/loadavg").read_text()[:14])
 
     def add(self, **row: Any) -> None:
         self.rows.append(row)
@@ -620,7 +623,10 @@ class Report:
     def print(self, summary: Mapping[str, Any] | None = None) -> None:
         print(f"\n== {self.name} ==")
         print(f"command: {command_line()}")
-        print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+        print(
+            f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+            f"load average at start {self.load_at_start}"
+        )
         for row in self.rows:
             print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
         for text in self.notes:

@@ -7,6 +7,7 @@ result backend, key prefix, acks, prefetch and events are the same.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import shared_task
@@ -16,6 +17,7 @@ from dspyq.tasks.app import make_app
 
 NOOP_TASK = "bench.noop"
 HTTP_TASK = "bench.http"
+SLEEP_TASK = "bench.sleep"
 
 app = make_app(get_settings())
 
@@ -43,3 +45,9 @@ def http_only(self: Any, request: dict[str, Any] | None = None) -> None:
     base = get_settings().provider("openai").api_base
     body = {"model": "bench", "messages": [{"role": "user", "content": "[[ ## answer ## ]]"}]}
     _http.post(f"{base}/chat/completions", json=body).raise_for_status()
+
+
+@shared_task(name=SLEEP_TASK, bind=True)
+def sleep(self: Any, seconds: float, request: dict[str, Any] | None = None) -> None:
+    """Wait like an LM call would, doing nothing else: Celery's ceiling at that latency."""
+    time.sleep(seconds)

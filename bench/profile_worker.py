@@ -28,8 +28,8 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("LM cache get/put (L1 LRU, L2 Redis, L3 SQL)", ("LayeredCache.get", "LayeredCache.put")),
     ("HTTP call to the provider (httpx)", ("HTTPProvider.complete",)),
     ("rate limiter + circuit breaker (Redis)", ("RedisProviderGate.run",)),
-    ("adapter: prompt formatting and parsing", ("Adapter.format", "Adapter.parse")),
     ("rest of LM.forward (history, usage, cost)", ("LM.forward",)),
+    ("adapter: prompt formatting and parsing", ("Adapter.__call__",)),
     ("execution records (AttemptRecorder, 2 transactions)", ("AttemptRecorder.",)),
     ("program from spec (cached deep copy)", ("build_program",)),
     ("rest of the task (request/result models, events)", ("execute_module",)),
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--exec-pool", default="threads")
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
     args = parser.parse_args()
     spy = shutil.which("py-spy")
     if spy is None:
@@ -74,6 +75,8 @@ def main() -> None:
         finally:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(timeout=60)
+        if args.raw is not None:
+            shutil.copyfile(out, args.raw)
         samples: Counter[str] = Counter()
         for line in out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
