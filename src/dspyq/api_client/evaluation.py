@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from celery import group, signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import GroupResult
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
 from dspyq.core.program import program_to_spec
 from dspyq.errors import DspyqError, InputError, JobTimeoutError, new_correlation_id
-from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, EvaluationResult
+from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, EvaluationResult, metric_progress
 from dspyq.store.evaluations import EvaluationStore
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import cancel_job
@@ -103,7 +100,7 @@ def evaluate_on_pool(
     total = 0.0
 
     try:
-        with _progress(display_progress, len(examples)) as advance:
+        with metric_progress(display_progress, len(examples)) as advance:
 
             def take(task_id: str, value: Any) -> None:
                 nonlocal errors, total
@@ -221,32 +218,3 @@ def _result(
     result["evaluation_id"] = evaluation_id
     result["correlation_id"] = correlation_id
     return result
-
-
-@contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[float], None]]:
-    """A rich progress bar on stderr with the running average; a no-op when disabled."""
-    if not enabled:
-        yield lambda _total: None
-        return
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-    task = progress.add_task("Average Metric: 0 / 0 (0.0%)", total=total)
-    done = 0
-
-    def advance(running_total: float) -> None:
-        nonlocal done
-        done += 1
-        shown = int(running_total) if running_total.is_integer() else round(running_total, 2)
-        percent = 100 * running_total / done
-        progress.update(
-            task, advance=1, description=f"Average Metric: {shown} / {done} ({percent:.1f}%)"
-        )
-
-    with progress:
-        yield advance

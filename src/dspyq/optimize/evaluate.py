@@ -156,7 +156,7 @@ class Evaluate:
             _as_number(value)  # a metric that returns no number is this example's error
             return prediction, value
 
-        with _progress(show_progress, len(examples)) as advance:
+        with metric_progress(show_progress, len(examples)) as advance:
             pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dspyq-evaluate")
             try:
                 # Bound here, in the caller's thread: each task runs in its own copy of
@@ -225,7 +225,7 @@ def _format_number(value: float) -> str:
 
 
 @contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[float], None]]:
+def metric_progress(enabled: bool, total: int) -> Iterator[Callable[[float], None]]:
     """A rich progress bar on stderr showing the running average; a no-op when disabled."""
     if not enabled:
         yield lambda _total: None
