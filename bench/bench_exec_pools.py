@@ -13,6 +13,7 @@ the workers' resident memory (prefork children included).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 
 from harness import (
@@ -46,6 +47,9 @@ def main() -> None:
         pool, _, shape = run.partition(":")
         workers, concurrency = (int(part) for part in shape.lower().split("x"))
         slots = workers * concurrency
+        if pool == "gevent" and importlib.util.find_spec("gevent") is None:
+            report.add(run=run, result="skipped: gevent is not installed (pip install gevent)")
+            continue
         with deployment(args.db, latency=args.latency) as (cluster, fake, _tmp):
             cluster.start_workers(workers, concurrency, pool)
             send = dspyq_sender(cluster)
