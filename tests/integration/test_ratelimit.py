@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing
 import threading
 import time
@@ -84,22 +85,48 @@ def test_waiting_callers_keep_throughput_near_the_limit(client: redis.Redis, pre
         thread.join()
 
     first = min(grants)
-    # After the first second's burst, sleeping waiters must still use >= 90% of the slots.
+    # Past the first second, sleeping waiters must still use >= 90% of the slots.
     steady = [t for t in grants if first + 1.0 <= t < first + 2.0]
     assert len(steady) >= 0.9 * 25
 
 
+def _acquire_spaced(limiter: RateLimiter, count: int) -> None:
+    """Take ``count`` grants, each as soon as the spacing allows."""
+    for _ in range(count):
+        limiter.acquire(timeout=5)
+
+
 def test_refused_attempts_consume_nothing(client: redis.Redis, prefix: str) -> None:
     limiter = RateLimiter(client, "refusals", rate="5/s", key_prefix=prefix)
-    assert [limiter.try_acquire() for _ in range(5)] == [0.0] * 5
+    _acquire_spaced(limiter, 5)
 
     waits = [limiter.try_acquire() for _ in range(50)]
     assert all(0.0 < w <= 1.0 for w in waits)
     assert limiter.usage().requests == 5
 
     time.sleep(1.05)
-    # Had the 50 refusals been recorded, the window would still be full.
-    assert [limiter.try_acquire() for _ in range(5)] == [0.0] * 5
+    # Had the 50 refusals been recorded, the window (and the spacing) would refuse.
+    assert limiter.try_acquire() == 0.0
+    assert limiter.usage().requests == 1
+
+
+def test_grants_are_spaced_by_period_over_limit(client: redis.Redis, prefix: str) -> None:
+    limiter = RateLimiter(client, "spaced", rate="20/s", key_prefix=prefix)
+    grants: list[float] = []
+    refused = 0
+    stop = time.monotonic() + 1.5
+    while time.monotonic() < stop:
+        decision = limiter.attempt()
+        if decision.granted:
+            grants.append(decision.at)
+        else:
+            refused += 1
+            assert 0.0 < decision.wait <= 0.05 + 1e-6
+    gaps = [b - a for a, b in itertools.pairwise(grants)]
+    # The old window log gave 20 grants back to back here; spacing allows one per 50 ms.
+    assert len(grants) >= 25 and refused > 0
+    assert min(gaps) >= 0.05 - 0.001
+    assert _max_in_any_window(grants, 1.0) <= 20
 
 
 def test_refused_token_requests_consume_no_tokens(client: redis.Redis, prefix: str) -> None:
@@ -109,6 +136,7 @@ def test_refused_token_requests_consume_no_tokens(client: redis.Redis, prefix: s
     assert limiter.try_acquire(tokens=60) == 0.0
     assert all(limiter.try_acquire(tokens=50) > 59.0 for _ in range(10))  # 60 + 50 > 100
     assert limiter.usage().tokens == 60
+    time.sleep(0.011)  # past the 10 ms spacing of 100/s
     assert limiter.try_acquire(tokens=40) == 0.0  # exactly the budget
     assert limiter.usage().requests == 2
 
@@ -123,6 +151,7 @@ def test_token_budget_refuses_and_adjust_tokens_corrects_it(
     assert 59.0 < wait <= 60.0  # the 800 leave the window only after a minute
 
     assert limiter.adjust_tokens(-500) == 300  # the call really used 300
+    time.sleep(0.011)  # past the 10 ms spacing of 100/s
     assert limiter.try_acquire(tokens=300) == 0.0
     assert limiter.usage().tokens == 600
 
@@ -139,8 +168,7 @@ def test_token_budget_refuses_and_adjust_tokens_corrects_it(
 def test_acquire_gives_up_at_once_when_the_timeout_cannot_be_met(
     client: redis.Redis, prefix: str
 ) -> None:
-    limiter = RateLimiter(client, "slow", rate="2/m", key_prefix=prefix)
-    limiter.acquire()
+    limiter = RateLimiter(client, "slow", rate="1/m", key_prefix=prefix)
     limiter.acquire()
     began = time.monotonic()
     with pytest.raises(RateLimitExceededError) as caught:
@@ -158,8 +186,9 @@ def test_acquire_async_waits_for_the_next_slot(client: redis.Redis, prefix: str)
         return [await limiter.acquire_async(timeout=3) for _ in range(3)]
 
     waited = asyncio.run(three())
-    assert waited[0] < 0.1 and waited[1] < 0.1
-    assert 0.9 < waited[2] < 1.5
+    assert waited[0] < 0.1
+    # Spaced by period / limit = 0.5 s, not two at once and then a second's wait.
+    assert 0.45 < waited[1] < 0.8 and 0.45 < waited[2] < 0.8
 
 
 def test_limiter_keys_expire_on_their_own(client: redis.Redis, prefix: str) -> None:

@@ -1,23 +1,33 @@
 """A rate limiter in Redis, shared by every worker process of a pool.
 
-Algorithm: a sliding-window log. Each granted request is a member of a sorted set
-scored by the Redis server time of the grant; a request is granted only if fewer
-than ``limit`` grants lie in the last ``period``. That makes the guarantee exact:
-no window of length ``period``, wherever it starts, ever holds more than ``limit``
-grants, whatever the number of processes (GCRA or a token bucket would allow a
-burst on top of a steady flow, i.e. up to twice the limit in some window). Under
-saturation a new slot opens the moment the oldest grant leaves the window, so
-throughput stays at the limit. The price is memory: one entry per request of the
-last period, which is small for LM rates (600/m is 600 entries).
+Algorithm: a sliding-window log plus a minimum spacing. Each granted request is a
+member of a sorted set scored by the Redis server time of the grant; a request is
+granted only if fewer than ``limit`` grants lie in the last ``period`` AND at least
+``period / limit`` has passed since the previous grant. The window check makes the
+guarantee exact: no window of length ``period``, wherever it starts, ever holds more
+than ``limit`` grants, whatever the number of processes (GCRA or a token bucket would
+allow a burst on top of a steady flow, i.e. up to twice the limit in some window).
+
+Why the spacing: providers count requests when they arrive, not when we grant them.
+A bare window log lets ``limit`` requests go at once each time the window frees up,
+and each request reaches the provider some milliseconds after its grant (network,
+scheduling, a loaded worker), so a window measured at the provider's door can catch
+a burst plus stragglers of the previous one and exceed the limit. Spaced grants leave
+no burst to straddle a window edge: jitter smaller than the spacing can no longer push
+a provider-side window over the limit. Under saturation a slot opens every
+``period / limit``, so throughput stays at the limit. The price is memory: one entry
+per request of the last period, which is small for LM rates (600/m is 600 entries),
+and one more field for the last grant time.
 
 The optional token budget (``tokens_per_minute``) is a second log of the same kind
-whose entries carry token amounts, with a running sum kept beside it.
+whose entries carry token amounts, with a running sum kept beside it. It is not
+spaced: one large request may take most of the budget at once, as providers allow.
 
 Every decision is one Lua script, so check-and-record is atomic across processes,
 and the script reads the clock with ``TIME``: the clocks of the workers' machines
 never matter. A refused attempt records nothing and returns how long until it
-would fit. Every key gets a TTL of a period (plus a second) on each write, so an
-idle limiter leaves nothing behind.
+would fit (the longest of the window, spacing and token waits). Every key gets a TTL
+of a period (plus a second) on each write, so an idle limiter leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -64,8 +74,8 @@ local function trim_tokens(tokens_key, meta_key, now)
 end
 """
 
-# KEYS: requests log, tokens log, meta hash.
-# ARGV: limit, period_us, token budget (0 = none), tokens, ttl_ms.
+# KEYS: requests log, tokens log, meta hash (its field "last" is the last grant time).
+# ARGV: limit, period_us, token budget (0 = none), tokens, ttl_ms, spacing_us.
 # Returns {wait_us, now_us}; wait_us == 0 means granted (and recorded).
 _ACQUIRE = (
     _TRIM_TOKENS
@@ -77,6 +87,7 @@ local period = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
 local tokens = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
+local spacing = tonumber(ARGV[6])
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
 local wait = 0
@@ -86,6 +97,13 @@ if count >= limit then
   local idx = count - limit
   local entry = redis.call('ZRANGE', KEYS[1], idx, idx, 'WITHSCORES')
   wait = tonumber(entry[2]) + period - now
+end
+
+-- Grants at least `spacing` apart: no burst at the window's edge.
+local last = redis.call('HGET', KEYS[3], 'last')
+if last then
+  local spacing_wait = tonumber(last) + spacing - now
+  if spacing_wait > wait then wait = spacing_wait end
 end
 
 if budget > 0 then
@@ -113,6 +131,7 @@ end
 
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
 redis.call('ZADD', KEYS[1], now, string.format('%d', now) .. ':' .. seq)
+redis.call('HSET', KEYS[3], 'last', string.format('%d', now))
 redis.call('PEXPIRE', KEYS[1], ttl)
 if budget > 0 and tokens > 0 then
   redis.call('ZADD', KEYS[2], now, string.format('%d', now) .. ':' .. seq .. ':' .. tokens)
@@ -259,6 +278,8 @@ class RateLimiter:
         window_s = max(self.period, 60.0 if tokens_per_minute else 0.0)
         self._ttl_ms = int(window_s * 1000) + 1000
         self._period_us = round(self.period * _US)
+        # Rounded up: spacing may make the limiter a hair stricter, never looser.
+        self._spacing_us = -(-self._period_us // self.limit)
         self._acquire_script = redis.register_script(_ACQUIRE)
         self._adjust_script = redis.register_script(_ADJUST)
         self._usage_script = redis.register_script(_USAGE)
@@ -299,6 +320,7 @@ class RateLimiter:
                     self.tokens_per_minute or 0,
                     tokens,
                     self._ttl_ms,
+                    self._spacing_us,
                 ],
             )
         wait = int(wait_us) / _US
