@@ -13,32 +13,19 @@ PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from dspyq.store.migrations.column_types import big_id_type as _big_id
+from dspyq.store.migrations.column_types import id_type as _id
+from dspyq.store.migrations.column_types import json_type as _json
+from dspyq.store.migrations.column_types import timestamp_type as _timestamp
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
-def _timestamp() -> sa.DateTime:
-    return sa.DateTime(timezone=True)
-
-
-def _big_id() -> sa.types.TypeEngine[int]:
-    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-def _id() -> sa.String:
-    return sa.String(length=255)
 
 
 def upgrade() -> None:

@@ -13,24 +13,17 @@ resumes from.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from dspyq.store.migrations.column_types import json_type as _json
+from dspyq.store.migrations.column_types import timestamp_type as _timestamp
 
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-def _json() -> sa.types.TypeEngine[Any]:
-    return sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-
-def _timestamp() -> sa.DateTime:
-    return sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
