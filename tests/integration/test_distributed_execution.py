@@ -91,6 +91,42 @@ def test_failed_job_raises_the_dspyq_error_it_failed_with(cluster: Cluster) -> N
     assert row.status == "failed" and row.error["type"] == "AdapterParseError"
 
 
+def test_lm_requests_are_recorded_once_with_the_job_for_success_and_failure(
+    cluster: Cluster,
+) -> None:
+    """The worker holds a job's LM records back and writes them with the job's own end."""
+    cluster.fake_lm.answer_fields({"answer": "fine"}, match="good question")
+    cluster.fake_lm.answer("no markers and not JSON either", match="bad question")
+    cluster.start_worker("w1")
+    good = cluster.client.submit(_qa(), lm="openai/m", question="good question")
+    assert good.result(timeout=30).answer == "fine"
+    bad = cluster.client.submit(_qa(), lm="openai/m", question="bad question")
+    with pytest.raises(AdapterParseError):
+        bad.result(timeout=30)
+
+    engine = make_engine(cluster.settings.database_url)
+    events, lm_requests = EventStore(engine), LMRequestStore(engine)
+    # Predict makes one call; a reply the chat adapter cannot parse is retried once as JSON.
+    for job, calls, last in ((good, 1, "module_execution_complete"), (bad, 2, None)):
+        trace = events.by_correlation(job.correlation_id)
+        lm_events = [e for e in trace if e.event_type == "lm_request"]
+        rows = lm_requests.by_correlation(job.correlation_id)
+        assert len(lm_events) == calls
+        assert len(rows) == calls
+        assert {row.task_id for row in rows} == {job.id}
+        assert sorted(row.request_id for row in rows) == sorted(
+            str(e.data["request_id"]) for e in lm_events
+        )
+        assert all(row.input_tokens > 0 for row in rows)
+        if last is not None:
+            assert trace[-1].event_type == last
+    [failed] = cluster.client.executions(bad.correlation_id)
+    assert failed.status == "failed"
+    assert events.count(correlation_id=bad.correlation_id, event_type="module_execution_error") == 1
+    assert lm_requests.usage(task_id=bad.id).requests == 2
+    assert len(cluster.fake_lm.requests) == 3
+
+
 def test_multihop_runs_as_a_canvas_of_recorded_hops(cluster: Cluster) -> None:
     fake = cluster.fake_lm
     # Rules are tried in order; the synthesize prompt also names sub_questions.

@@ -2,7 +2,8 @@
 
 A worker records every attempt twice: when it starts (the row goes to ``running``, the
 attempt is counted, a start event is stored) and when it succeeds (outputs and usage,
-the completion event). :class:`AttemptRecorder` writes each of these as a single
+the completion event, and the ``lm_request`` events and ``lm_requests`` rows the job
+held back while it ran). :class:`AttemptRecorder` writes each of these as a single
 transaction of two statements, where :class:`~dspyq.store.ExecutionStore` and
 :class:`~dspyq.store.EventStore` would take four transactions and two reads: on a
 busy worker those writes are most of what a job costs besides its LM calls.
@@ -27,6 +28,7 @@ from dspyq.store.columns import utcnow
 from dspyq.store.engine import dialect_insert, write_transaction
 from dspyq.store.events import EventStore
 from dspyq.store.executions import ExecutionStore
+from dspyq.store.lm_requests import insert_lm_requests
 from dspyq.store.models import EventRecord, ExecutionRecord
 
 __all__ = ["AttemptRecorder", "AttemptStart"]
@@ -55,6 +57,7 @@ class _Statements:
     start: Any
     succeed: Any
     events: Any
+    lm_requests: Any
 
 
 class AttemptRecorder:
@@ -122,6 +125,7 @@ class AttemptRecorder:
         outputs: dict[str, Any],
         events: Sequence[Event] = (),
         *,
+        lm_requests: Sequence[dict[str, Any]] = (),
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost_usd: float = 0.0,
@@ -134,7 +138,8 @@ class AttemptRecorder:
 
         As :meth:`ExecutionStore.mark_succeeded`: returns False and leaves the row as it
         is if the execution already succeeded; overrides a failure; creates the row if
-        the task was never recorded. ``events`` are stored either way (once by id).
+        the task was never recorded. ``events`` and ``lm_requests`` rows (as built by
+        :meth:`LMRequestStore.row`) are stored either way, once by id.
         """
         now = utcnow()
         with write_transaction(self.engine, f"mark execution {task_id} succeeded") as conn:
@@ -158,14 +163,34 @@ class AttemptRecorder:
                     "duration_ms": duration_ms,
                 },
             ).scalar()
-            self._append(conn, statements, events)
+            self._append(conn, statements, events, lm_requests)
             return row_id is not None
+
+    def record(
+        self, events: Sequence[Event] = (), lm_requests: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Store ``events`` and ``lm_requests`` rows in one transaction (each once by id).
+
+        What a job that does not succeed writes of the records it held back.
+        """
+        if not events and not lm_requests:
+            return
+        with write_transaction(self.engine, f"record {len(events)} events") as conn:
+            self._append(conn, self._for(conn), events, lm_requests)
 
     # --- internals ------------------------------------------------------------------------
 
-    def _append(self, conn: Connection, statements: _Statements, events: Sequence[Event]) -> None:
+    def _append(
+        self,
+        conn: Connection,
+        statements: _Statements,
+        events: Sequence[Event],
+        lm_requests: Sequence[dict[str, Any]] = (),
+    ) -> None:
         if events:
             conn.execute(statements.events, [self._events._row(event) for event in events])
+        if lm_requests:
+            conn.execute(statements.lm_requests, list(lm_requests))
 
     def _current(self, conn: Connection, task_id: str) -> ExecutionRecord:
         query = select(ExecutionRecord).where(col(ExecutionRecord.task_id) == task_id)
@@ -213,7 +238,9 @@ def _build(conn: Connection) -> _Statements:
         where=status != "succeeded",
     ).returning(col(ExecutionRecord.id))
     events = dialect_insert(conn, EventRecord).on_conflict_do_nothing(index_elements=["event_id"])
-    return _Statements(start=start, succeed=succeed, events=events)
+    return _Statements(
+        start=start, succeed=succeed, events=events, lm_requests=insert_lm_requests(conn)
+    )
 
 
 def _coalesce_node(insert: Any) -> Any:

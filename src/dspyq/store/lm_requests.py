@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
@@ -29,14 +29,21 @@ class LMUsage:
     cost_usd: float
 
 
+def insert_lm_requests(conn: Connection) -> Any:
+    """An INSERT of :meth:`LMRequestStore.row` rows that skips requests already stored."""
+    return dialect_insert(conn, LMRequestRecord).on_conflict_do_nothing(
+        index_elements=["request_id"]
+    )
+
+
 class LMRequestStore:
     """Records and sums LM requests through ``engine``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def record(
-        self,
+    @staticmethod
+    def row(
         request_id: str,
         *,
         model: str,
@@ -51,28 +58,33 @@ class LMRequestStore:
         status: LMRequestStatus = "succeeded",
         error: dict[str, Any] | None = None,
         created_at: datetime | None = None,
-    ) -> bool:
-        """Store one LM request; returns False if ``request_id`` was already stored."""
-        with write_transaction(self.engine, f"record LM request {request_id}") as conn:
+    ) -> dict[str, Any]:
+        """The ``lm_requests`` row of one LM request, to store now or with a job's records."""
+        return {
+            "request_id": request_id,
+            "correlation_id": correlation_id,
+            "task_id": task_id,
+            "provider": provider,
+            "model": model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": cost_usd,
+            "duration_ms": duration_ms,
+            "cache_hit": cache_hit,
+            "status": status,
+            "error": error,
+            "created_at": created_at or utcnow(),
+        }
+
+    def record(self, request_id: str, **fields: Any) -> bool:
+        """Store one LM request (fields as :meth:`row`); False if ``request_id`` was stored."""
+        return self.record_row(self.row(request_id, **fields))
+
+    def record_row(self, row: dict[str, Any]) -> bool:
+        """Store a row built by :meth:`row`; returns False if its request was already stored."""
+        with write_transaction(self.engine, f"record LM request {row['request_id']}") as conn:
             result = conn.execute(
-                dialect_insert(conn, LMRequestRecord)
-                .values(
-                    request_id=request_id,
-                    correlation_id=correlation_id,
-                    task_id=task_id,
-                    provider=provider,
-                    model=model,
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    cost_usd=cost_usd,
-                    duration_ms=duration_ms,
-                    cache_hit=cache_hit,
-                    status=status,
-                    error=error,
-                    created_at=created_at or utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(col(LMRequestRecord.id))
+                insert_lm_requests(conn).values(row).returning(col(LMRequestRecord.id))
             )
             return result.first() is not None
 

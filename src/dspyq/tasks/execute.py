@@ -26,6 +26,7 @@ from dspyq.errors import (
 )
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
+from dspyq.store.buffer import PendingRecords, pending_records
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.environment import TaskEnvironment, task_environment
@@ -118,6 +119,31 @@ def run_execution(
         return _stored_result(begun.record, request)
     started = time.perf_counter()
     lm = build_lm(env, request.lm, request.lm_kwargs)
+    # The sink holds the job's lm_request events and rows here instead of writing two
+    # transactions per LM call; every way out below writes them with its own records.
+    with pending_records() as pending:
+        try:
+            return _run(task, env, request, record_id, lm, pending, started, extra_outputs)
+        finally:
+            if pending:  # an exit that wrote nothing of its own (or whose write failed)
+                try:
+                    _write_pending(env, pending)
+                except Exception:
+                    logger.exception("could not record the held-back records of %s", record_id)
+
+
+def _run(
+    task: Task,
+    env: TaskEnvironment,
+    request: ExecutionRequest,
+    record_id: str,
+    lm: LM,
+    pending: PendingRecords,
+    started: float,
+    extra_outputs: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Run the program and record how it ended, with the records ``pending`` holds."""
+    module_type = str(request.program.get("kind", "")).rpartition(":")[2]
     try:
         program = build_program(env, request)
         with context(
@@ -129,11 +155,12 @@ def run_execution(
         # Jitter spreads the refused jobs, which would otherwise all wake at once.
         wait = float(exc.retry_after or 1.0)
         limit = env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE
+        _write_pending(env, pending)
         requeue(task, countdown=min(wait + random.uniform(0, max(wait, 0.1)), limit))
     except (CircuitOpenError, ProviderError) as exc:
         if request.fallbacks and _falls_back(exc):
-            _move_to_fallback(task, env, request, record_id, exc)
-        _fail(env, request, record_id, exc, started)
+            _move_to_fallback(task, env, request, record_id, exc, pending)
+        _fail(env, request, record_id, exc, started, pending)
         raise
     except SoftTimeLimitExceeded as exc:
         error = DspyqError(
@@ -141,10 +168,10 @@ def run_execution(
             correlation_id=request.correlation_id,
             context={"task_id": record_id},
         )
-        _fail(env, request, record_id, error, started)
+        _fail(env, request, record_id, error, started, pending)
         raise error from exc
     except DspyqError as exc:
-        _fail(env, request, record_id, exc, started)
+        _fail(env, request, record_id, exc, started, pending)
         raise
     except Exception as exc:
         # A user's module raised something of its own: record it, then let it fail the job.
@@ -153,16 +180,19 @@ def run_execution(
             correlation_id=request.correlation_id,
             context={"task_id": record_id, "exception": type(exc).__name__},
         )
-        _fail(env, request, record_id, error, started)
+        _fail(env, request, record_id, error, started, pending)
         raise error from exc
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     outputs = {**outputs_as_json(result), **(extra_outputs or {})}
     usage = _usage(lm)
-    # One transaction: outputs and usage on the row, and the completion event.
+    held_events, held_rows = pending.events, pending.lm_requests
+    # One transaction: outputs and usage on the row, the LM calls' events and rows held
+    # back while the job ran, and the completion event.
     env.recorder.succeed(
         record_id,
         outputs,
         [
+            *held_events,
             _event(
                 f"{record_id}:complete",
                 "module_execution_complete",
@@ -173,13 +203,15 @@ def run_execution(
                 output_data=outputs,
                 duration_ms=duration_ms,
                 **usage,
-            )
+            ),
         ],
+        lm_requests=held_rows,
         duration_ms=duration_ms,
         correlation_id=request.correlation_id,
         node=env.node,
         **usage,
     )
+    pending.discard(held_events, held_rows)
     return ExecutionResult(
         outputs=outputs,
         correlation_id=request.correlation_id,
@@ -187,6 +219,13 @@ def run_execution(
         duration_ms=duration_ms,
         **usage,
     ).model_dump()
+
+
+def _write_pending(env: TaskEnvironment, pending: PendingRecords, *also: Event) -> None:
+    """Store the records ``pending`` holds, and ``also``, in one transaction."""
+    held_events, held_rows = pending.events, pending.lm_requests
+    env.recorder.record([*held_events, *also], held_rows)
+    pending.discard(held_events, held_rows)
 
 
 def _stored_result(record: Any, request: ExecutionRequest) -> dict[str, Any]:
@@ -208,11 +247,18 @@ def _falls_back(exc: DspyqError) -> bool:
 
 
 def _move_to_fallback(
-    task: Task, env: TaskEnvironment, request: ExecutionRequest, record_id: str, exc: Exception
+    task: Task,
+    env: TaskEnvironment,
+    request: ExecutionRequest,
+    record_id: str,
+    exc: Exception,
+    pending: PendingRecords,
 ) -> None:
     nxt, rest = request.fallbacks[0], request.fallbacks[1:]
     moved = request.model_copy(update={"lm": nxt, "fallbacks": rest})
-    env.emit(
+    _write_pending(
+        env,
+        pending,
         _event(
             f"{record_id}:fallback:{nxt}",
             "lm_fallback",
@@ -222,7 +268,7 @@ def _move_to_fallback(
             to_lm=nxt,
             reason=type(exc).__name__,
             message=str(exc),
-        )
+        ),
     )
     requeue(
         task,
@@ -261,6 +307,7 @@ def _fail(
     record_id: str,
     exc: DspyqError,
     started: float,
+    pending: PendingRecords,
 ) -> None:
     exc.correlation_id = request.correlation_id
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -271,7 +318,10 @@ def _fail(
         correlation_id=request.correlation_id,
         node=env.node,
     )
-    env.emit(
+    # The held-back LM records go with the error event, in one transaction.
+    _write_pending(
+        env,
+        pending,
         _event(
             f"{record_id}:error",
             "module_execution_error",
@@ -279,7 +329,7 @@ def _fail(
             record_id,
             error=exc.to_dict(),
             duration_ms=duration_ms,
-        )
+        ),
     )
 
 

@@ -6,7 +6,8 @@
     -> rate limiter (Redis, per provider) -> circuit breaker (Redis, per provider) -> HTTP
 
 and writes every event (``lm_request`` included) to the SQL ``events`` table, and every
-``lm_request`` as an ``lm_requests`` row with its tokens and cost. Events and rows take
+``lm_request`` as an ``lm_requests`` row with its tokens and cost (inside a task's
+:func:`~dspyq.store.buffer.pending_records`, in the task's final transaction). Events and rows take
 their correlation id, parent id and task id from the runtime configuration
 (``dspyq.core.context`` keys ``correlation_id``, ``parent_id``, ``task_id``), which the
 task sets around the module it runs.
@@ -39,6 +40,7 @@ from dspyq.resilience.gate import DEFAULT_MAX_INLINE_WAIT, RedisProviderGate
 from dspyq.resilience.redis_client import redis_from_url
 from dspyq.settings import Settings, get_settings
 from dspyq.store import EventStore, LMRequestStore, SQLCache, init_db, make_engine
+from dspyq.store.buffer import active_records
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -87,21 +89,33 @@ class SQLResponseCache:
 
 
 class StoreEventSink:
-    """Writes each event to the ``events`` table, and each ``lm_request`` to ``lm_requests``."""
+    """Writes each event to the ``events`` table, and each ``lm_request`` to ``lm_requests``.
+
+    Inside a job's :func:`~dspyq.store.buffer.pending_records` block the event and row
+    are held in the job's buffer instead, and written in the job's final transaction.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.events = EventStore(engine)
         self.lm_requests = LMRequestStore(engine)
 
     def __call__(self, event: Event) -> None:
+        pending = active_records()
         if event.event_type == LM_REQUEST:
             try:
-                self._record_lm_request(event)
+                row = self._lm_request_row(event)
+                if pending is None:
+                    self.lm_requests.record_row(row)
+                else:
+                    pending.add_lm_request(row)
             except Exception:
                 logger.exception("could not record lm_request %s", event.data.get("request_id"))
-        self.events.append(event)
+        if pending is None:
+            self.events.append(event)
+        else:
+            pending.add_event(event)
 
-    def _record_lm_request(self, event: Event) -> None:
+    def _lm_request_row(self, event: Event) -> dict[str, Any]:
         data = event.data
         status = str(data.get("status", STATUS_OK))
         error: dict[str, Any] | None = None
@@ -113,7 +127,7 @@ class StoreEventSink:
                 "retry_after": data.get("retry_after"),
             }
         task_id = current().get("task_id")
-        self.lm_requests.record(
+        return LMRequestStore.row(
             str(data.get("request_id") or event.event_id),
             model=str(data.get("model", "")),
             provider=data.get("provider"),
