@@ -1,44 +1,29 @@
-"""The ``dspyq`` command: worker pools, the dev stack and the fake LM server.
+"""Long-running commands: worker pools, the dev stack and the fake LM server.
 
 Thin on purpose: each command validates its options, then hands over to
 :mod:`dspyq.workers.launch`, :mod:`dspyq.workers.dev` or
-:func:`dspyq.testing.fake_lm.serve`. dspyq errors are shown as one line, without a
-traceback: exit code 2 for a bad option, 1 for a failure at run time.
+:func:`dspyq.testing.fake_lm.serve`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
 
+from dspyq.cli._common import (
+    RUNTIME_ERROR,
+    USAGE_ERROR,
+    app,
+    fail,
+    pydantic_summary,
+    stdout,
+)
 from dspyq.errors import DspyqError
 from dspyq.settings import get_settings
-
-app = typer.Typer(
-    name="dspyq",
-    help="dspyq: DSPy programs run by Celery worker pools.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
-
-# soft_wrap: a long error message stays on one line, whatever the terminal width.
-_stderr = Console(stderr=True, soft_wrap=True)
-_stdout = Console(soft_wrap=True)
-
-USAGE_ERROR = 2
-RUNTIME_ERROR = 1
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    _stderr.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
 
 
 @app.command("fake-lm")
@@ -69,18 +54,18 @@ def fake_lm(
             loaded = load_script(script)
             state.apply(loaded)  # validates every key, rule and failure before serving
     except OSError as exc:
-        _fail(f"cannot read the script {script}: {exc.strerror or exc}", USAGE_ERROR)
+        fail(f"cannot read the script {script}: {exc.strerror or exc}", USAGE_ERROR)
     except ValidationError as exc:
         where = f"script {script}" if loaded is not None else "options"
-        _fail(f"invalid {where}: {_pydantic_summary(exc)}", USAGE_ERROR)
+        fail(f"invalid {where}: {pydantic_summary(exc)}", USAGE_ERROR)
     except json.JSONDecodeError as exc:
-        _fail(f"the script {script} is not valid JSON: {exc}", USAGE_ERROR)
+        fail(f"the script {script} is not valid JSON: {exc}", USAGE_ERROR)
     except ValueError as exc:
-        _fail(str(exc), USAGE_ERROR)
+        fail(str(exc), USAGE_ERROR)
     try:
         ensure_port_free(host, port, "the fake LM (--port)")
     except DspyqError as exc:
-        _fail(exc.message, RUNTIME_ERROR)
+        fail(exc.message, RUNTIME_ERROR)
     serve(
         host=host,
         port=port,
@@ -122,11 +107,11 @@ def worker(
             loglevel=loglevel,
         )
     except DspyqError as exc:
-        _fail(exc.message, USAGE_ERROR)
+        fail(exc.message, USAGE_ERROR)
     try:
         code = run_worker(settings, spec)
     except DspyqError as exc:
-        _fail(exc.message, RUNTIME_ERROR)
+        fail(exc.message, RUNTIME_ERROR)
     raise typer.Exit(code)
 
 
@@ -166,17 +151,9 @@ def dev(
             flower_auth=flower_auth,
         )
     except DspyqError as exc:
-        _fail(exc.message, USAGE_ERROR)
+        fail(exc.message, USAGE_ERROR)
     try:
-        code = run_foreground(stack, _stdout)
+        code = run_foreground(stack, stdout)
     except DspyqError as exc:
-        _fail(exc.message, RUNTIME_ERROR)
+        fail(exc.message, RUNTIME_ERROR)
     raise typer.Exit(code)
-
-
-def _pydantic_summary(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "value"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
