@@ -6,7 +6,7 @@ deletes such entries when housekeeping wants the space back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,14 +40,23 @@ class SQLCache:
 
     def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Cache ``value`` under ``key`` for ``ttl`` seconds (None: until deleted)."""
-        if value is None:
-            raise StoreError("cannot cache None: it is how a miss reads", context={"key": key})
+        self.put_many([(key, value)], ttl=ttl)
+
+    def put_many(self, entries: Sequence[tuple[str, Any]], ttl: float | None = None) -> None:
+        """Cache every ``(key, value)`` of ``entries`` for ``ttl`` seconds, in one transaction."""
+        if not entries:
+            return
+        for key, value in entries:
+            if value is None:
+                raise StoreError("cannot cache None: it is how a miss reads", context={"key": key})
         now = self.clock()
         expires_at = None if ttl is None else now + timedelta(seconds=ttl)
+        rows = [
+            {"key": key, "value": value, "created_at": now, "expires_at": expires_at}
+            for key, value in dict(entries).items()  # one row per key: the last value wins
+        ]
         with write_transaction(self.engine, "write the SQL cache") as conn:
-            insert = dialect_insert(conn, CacheEntry).values(
-                key=key, value=value, created_at=now, expires_at=expires_at
-            )
+            insert = dialect_insert(conn, CacheEntry)
             conn.execute(
                 insert.on_conflict_do_update(
                     index_elements=["key"],
@@ -56,7 +65,8 @@ class SQLCache:
                         "created_at": insert.excluded.created_at,
                         "expires_at": insert.excluded.expires_at,
                     },
-                )
+                ),
+                rows,
             )
 
     def delete(self, key: str) -> bool:

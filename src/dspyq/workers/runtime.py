@@ -36,6 +36,7 @@ from dspyq.lm.layered_cache import LayeredCache
 from dspyq.lm.observe import LM_REQUEST, STATUS_OK
 from dspyq.lm.redis_cache import RedisCache
 from dspyq.lm.request import LMResponse
+from dspyq.lm.write_behind import WriteBehindCache
 from dspyq.resilience.gate import DEFAULT_MAX_INLINE_WAIT, RedisProviderGate
 from dspyq.resilience.redis_client import redis_from_url
 from dspyq.settings import Settings, get_settings
@@ -78,7 +79,13 @@ class SQLResponseCache:
             return None
 
     def put(self, key: str, value: LMResponse) -> None:
-        self.store.put(SQL_CACHE_NAMESPACE + key, value.model_dump(mode="json"), ttl=self.ttl)
+        self.put_many([(key, value)])
+
+    def put_many(self, entries: list[tuple[str, LMResponse]]) -> None:
+        self.store.put_many(
+            [(SQL_CACHE_NAMESPACE + key, value.model_dump(mode="json")) for key, value in entries],
+            ttl=self.ttl,
+        )
 
     def delete(self, key: str) -> bool:
         """Forget ``key``; returns whether it was cached."""
@@ -154,7 +161,7 @@ class WorkerRuntime:
     cache: LayeredCache
     l1: LRUCache
     l2: RedisCache
-    l3: SQLResponseCache
+    l3: WriteBehindCache
     gate: RedisProviderGate
     sink: StoreEventSink
     _previous_cache: Cache
@@ -171,6 +178,7 @@ class WorkerRuntime:
                 return
             self._installed = False
             observe.remove_sink(self.sink)
+            self.l3.close()
             set_default_cache(self._previous_cache)
             set_provider_gate(self._previous_gate)
             if _current is self:
@@ -222,7 +230,8 @@ def install_worker_runtime(
     ttl = float(conf.ttl) or None
     l1 = LRUCache(max_entries=conf.max_entries, ttl=ttl)
     l2 = RedisCache(redis, ttl=ttl, key_prefix=key_prefix)
-    l3 = SQLResponseCache(SQLCache(engine), ttl=ttl)
+    # L3 writes are batched off the job's path: see dspyq.lm.write_behind.
+    l3 = WriteBehindCache(SQLResponseCache(SQLCache(engine), ttl=ttl))
     cache = LayeredCache([l1, l2, l3])
     gate = RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait)
     sink = StoreEventSink(engine)
