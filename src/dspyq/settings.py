@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     task_time_limit: int = 600
     default_lm: str | None = None
     allowed_imports: list[str] | None = None
+    # 0 keeps DSPy 3.4.1's behaviour exactly; see dspyq.adapters.repair.
+    max_parse_retries: int = Field(default=0, ge=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     cache: CacheSettings = CacheSettings()
     optimization: OptimizationSettings = OptimizationSettings()

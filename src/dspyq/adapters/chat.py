@@ -3,7 +3,8 @@
 Outputs are requested as marked sections ending with ``[[ ## completed ## ]]`` and
 parsed back section by section. When a completion cannot be parsed, the adapter makes
 one more LM call through a fresh :class:`~dspyq.adapters.json_adapter.JSONAdapter`
-(unless ``use_json_adapter_fallback=False``), as DSPy 3.4.1 does.
+(unless ``use_json_adapter_fallback=False``), as DSPy 3.4.1 does; if that fails too,
+up to ``max_parse_retries`` repair calls follow (:mod:`dspyq.adapters.repair`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 from pydantic.fields import FieldInfo
 
 from dspyq.adapters.base import Adapter
+from dspyq.adapters.repair import ParseRepair, max_parse_retries
 from dspyq.adapters.schema import field_placeholder
 from dspyq.adapters.values import format_field_value
 from dspyq.core.signature import Signature
 from dspyq.core.types import annotation_name
+from dspyq.errors import AdapterParseError
 
 FIELD_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 
@@ -106,6 +109,41 @@ class ChatAdapter(Adapter):
                 continue
             values[header] = self._parse_field(signature, header, text, completion)
         return self._complete_outputs(signature, values, completion)
+
+    def __call__(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """As :meth:`Adapter.__call__`; a final parse failure may then be repaired."""
+        try:
+            return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError as error:
+            # Only the adapter whose failure is final repairs, so it happens once per call.
+            if self._fallback_adapter() is not None or not max_parse_retries():
+                raise
+            repair = ParseRepair.start(self, lm, lm_kwargs, signature, demos, inputs)
+            return repair.run(lm, error)
+
+    async def acall(
+        self,
+        lm: Any,
+        lm_kwargs: Mapping[str, Any],
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Async twin of :meth:`__call__`."""
+        try:
+            return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+        except AdapterParseError as error:
+            if self._fallback_adapter() is not None or not max_parse_retries():
+                raise
+            repair = ParseRepair.start(self, lm, lm_kwargs, signature, demos, inputs)
+            return await repair.arun(lm, error)
 
     def _fallback_adapter(self) -> Adapter | None:
         """A fresh JSONAdapter, unless ``use_json_adapter_fallback`` is off."""
