@@ -11,8 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from dspyq.core import observe
 from dspyq.errors import ConfigurationError, InputError
 from dspyq.lm.cache import NON_SEMANTIC_KWARGS, cache_key
+from dspyq.lm.redact import PII_REDACTED, Redaction, redact_messages
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse, Usage
 from dspyq.lm.response_format import normalize_response_format
 from dspyq.resilience.retry import RetryPolicy
@@ -27,6 +29,29 @@ class PreparedCall:
     history_kwargs: dict[str, Any]
     key: str | None
     policy: RetryPolicy
+    redaction: Redaction | None = None
+    """What was removed from the messages before sending (None: redaction is off)."""
+    redaction_reported: bool = False
+
+    def redact(self) -> None:
+        """Replace the request's messages by their redacted copies (the cache key stays).
+
+        The key was computed from the caller's messages, so a cached answer still
+        belongs to the input it answered; the history and ``lm_request`` event then
+        describe what the provider received.
+        """
+        messages, self.redaction = redact_messages(self.request.messages)
+        self.request = self.request.model_copy(update={"messages": messages})
+
+    def report_redaction(self, provider: str, model: str) -> None:
+        """Emit ``pii_redacted`` once, when the request first leaves (counts, never values)."""
+        if self.redaction is None or self.redaction_reported or not self.redaction.total:
+            return
+        self.redaction_reported = True
+        observe.emit(
+            PII_REDACTED,
+            {"provider": provider, "model": model, "counts": self.redaction.as_dict()},
+        )
 
 
 def _messages(prompt: str | None, messages: Any) -> list[dict[str, Any]]:

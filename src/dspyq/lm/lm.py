@@ -196,8 +196,12 @@ class LM:
             messages=messages,
             kwargs=kwargs,
         )
-        if not get_settings().cache.enabled:  # the settings switch beats any per-call wish
+        settings = get_settings()
+        if not settings.cache.enabled:  # the settings switch beats any per-call wish
             call.key = None
+        provider = settings.providers.get(self.provider_name)
+        if provider is not None and provider.redact:
+            call.redact()
         return call
 
     @staticmethod
@@ -289,9 +293,11 @@ class LM:
     # --- one provider attempt, through the gate (rate limiter, circuit breaker) -------------
 
     def _gated(self, call: PreparedCall, send: Callable[[], T]) -> T:
+        call.report_redaction(self.provider_name, self.model)
         return provider_gate().run(self.provider_name, estimate_tokens(call.request), send)
 
     async def _agated(self, call: PreparedCall, send: Callable[[], Awaitable[T]]) -> T:
+        call.report_redaction(self.provider_name, self.model)
         return await provider_gate().arun(self.provider_name, estimate_tokens(call.request), send)
 
     def _open_stream(self, call: PreparedCall) -> Iterator[LMChunk]:
