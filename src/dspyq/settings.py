@@ -37,6 +37,9 @@ class ProviderSettings(BaseModel):
     timeout: float = 30.0
     num_retries: int = 3
     rate_limit: str = "50/m"
+    # Seconds a request may reach the provider after its grant (network, a busy worker)
+    # with the provider still counting at most rate_limit per period: see ratelimit.py.
+    rate_limit_jitter: float = Field(default=0.1, ge=0)
     tokens_per_minute: int | None = None
     breaker_fail_max: int = 5
     breaker_reset_timeout: float = 30.0
@@ -82,6 +85,16 @@ class OptimizationSettings(BaseModel):
     bootstrap: BootstrapSettings = BootstrapSettings()
 
 
+class TelemetrySettings(BaseModel):
+    """Metrics and tracing of workers and clients (see README, Telemetry)."""
+
+    # Port of a worker's Prometheus /metrics; `dspyq worker --metrics-port` overrides it.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); unset = no tracing.
+    otlp_endpoint: str | None = None
+    service_name: str = "dspyq"
+
+
 class Settings(BaseSettings):
     """All of dspyq's settings. Application keys beyond dspyq's own are kept, not dropped."""
 
@@ -100,11 +113,14 @@ class Settings(BaseSettings):
     task_time_limit: int = 600
     default_lm: str | None = None
     allowed_imports: list[str] | None = None
+    # Largest JSON size of one job's inputs; larger ones are refused before enqueue.
+    max_input_bytes: int = Field(default=1_048_576, gt=0)
     # 0 keeps DSPy 3.4.1's behaviour exactly; see dspyq.adapters.repair.
     max_parse_retries: int = Field(default=0, ge=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)
     cache: CacheSettings = CacheSettings()
     optimization: OptimizationSettings = OptimizationSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -129,6 +129,28 @@ def test_grants_are_spaced_by_period_over_limit(client: redis.Redis, prefix: str
     assert _max_in_any_window(grants, 1.0) <= 20
 
 
+def test_jitter_widens_the_spacing_so_late_arrivals_still_fit(
+    client: redis.Redis, prefix: str
+) -> None:
+    # 10/s with 0.5 s of allowed lateness: grants (1 + 0.5) / 10 = 150 ms apart.
+    limiter = RateLimiter(client, "jittered", rate="10/s", key_prefix=prefix, jitter=0.5)
+    first = limiter.attempt()
+    second = limiter.attempt()
+    assert first.granted and not second.granted
+    assert 0.14 < second.wait <= 0.15 + 1e-6
+    grants = [first.at]
+    while len(grants) < 6:
+        decision = limiter.attempt()
+        if decision.granted:
+            grants.append(decision.at)
+        else:
+            time.sleep(decision.wait)
+    # Each grant delayed by anything from 0 to 0.5 s still leaves <= 10 in any 1-s window.
+    assert min(b - a for a, b in itertools.pairwise(grants)) >= 0.15 - 0.001
+    with pytest.raises(ConfigurationError, match="jitter"):
+        RateLimiter(client, "bad", rate="10/s", key_prefix=prefix, jitter=-1)
+
+
 def test_refused_token_requests_consume_no_tokens(client: redis.Redis, prefix: str) -> None:
     limiter = RateLimiter(
         client, "token-refusals", rate="100/s", tokens_per_minute=100, key_prefix=prefix

@@ -96,6 +96,7 @@ class RedisProviderGate:
                     rate=conf.rate_limit,
                     tokens_per_minute=conf.tokens_per_minute,
                     key_prefix=self.key_prefix,
+                    jitter=conf.rate_limit_jitter,
                 )
                 breaker = CircuitBreaker(
                     self.redis,

@@ -13,9 +13,12 @@ A bare window log lets ``limit`` requests go at once each time the window frees 
 and each request reaches the provider some milliseconds after its grant (network,
 scheduling, a loaded worker), so a window measured at the provider's door can catch
 a burst plus stragglers of the previous one and exceed the limit. Spaced grants leave
-no burst to straddle a window edge: jitter smaller than the spacing can no longer push
-a provider-side window over the limit. Under saturation a slot opens every
-``period / limit``, so throughput stays at the limit. The price is memory: one entry
+no burst to straddle a window edge. A request that arrives late by up to ``jitter``
+seconds can still land in the same provider-side window as later ones, so the spacing
+is ``(period + jitter) / limit``: ``limit`` grants then span more than
+``period + jitter``, and no window at the provider's door sees more than ``limit``
+arrivals. Under saturation throughput is ``limit * period / (period + jitter)``: 0.2%
+below the limit for 600/m with the default 0.1 s of jitter, 9% below for 20/s. The price is memory: one entry
 per request of the last period, which is small for LM rates (600/m is 600 entries),
 and one more field for the last grant time.
 
@@ -260,7 +263,13 @@ class RateLimiter:
         rate: str = "600/m",
         tokens_per_minute: int | None = None,
         key_prefix: str = "dspyq",
+        jitter: float = 0.0,
     ) -> None:
+        if jitter < 0:
+            raise ConfigurationError(
+                f"rate-limit jitter must be >= 0 seconds, got {jitter}",
+                context={"rate_limiter": name},
+            )
         if tokens_per_minute is not None and tokens_per_minute <= 0:
             raise ConfigurationError(
                 f"tokens_per_minute must be positive or None, got {tokens_per_minute}",
@@ -278,8 +287,11 @@ class RateLimiter:
         window_s = max(self.period, 60.0 if tokens_per_minute else 0.0)
         self._ttl_ms = int(window_s * 1000) + 1000
         self._period_us = round(self.period * _US)
+        # Grants ``(period + jitter) / limit`` apart: requests that reach the provider up
+        # to ``jitter`` seconds late still fit ``limit`` per ``period`` at its door.
         # Rounded up: spacing may make the limiter a hair stricter, never looser.
-        self._spacing_us = -(-self._period_us // self.limit)
+        self.jitter = jitter
+        self._spacing_us = -(-(self._period_us + round(jitter * _US)) // self.limit)
         self._acquire_script = redis.register_script(_ACQUIRE)
         self._adjust_script = redis.register_script(_ADJUST)
         self._usage_script = redis.register_script(_USAGE)
@@ -294,6 +306,7 @@ class RateLimiter:
             rate=conf.rate_limit,
             tokens_per_minute=conf.tokens_per_minute,
             key_prefix=key_prefix,
+            jitter=conf.rate_limit_jitter,
         )
 
     def attempt(self, tokens: int = 0) -> Decision:
