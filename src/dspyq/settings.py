@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     allowed_imports: list[str] | None = None
     # Largest JSON size of one job's inputs; larger ones are refused before enqueue.
     max_input_bytes: int = Field(default=1_048_576, gt=0)
+    # Largest JSON size of one job's inputs; larger ones are refused before enqueue.
+    max_input_bytes: int = Field(default=1_048_576, gt=0)
     # 0 keeps DSPy 3.4.1's behaviour exactly; see dspyq.adapters.repair.
     max_parse_retries: int = Field(default=0, ge=0)
     providers: dict[str, ProviderSettings] = Field(default_factory=_default_providers)

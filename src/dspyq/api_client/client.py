@@ -7,7 +7,6 @@ sends it to the queue of the program's provider pool, and hands back a :class:`J
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +20,7 @@ from dspyq.api_client.evaluation import evaluate_on_pool
 from dspyq.api_client.job import Job
 from dspyq.api_client.programs import ProgramRegistry
 from dspyq.api_client.runs import DEFAULT_CANDIDATES_PER_ROUND, Run, start_run
-from dspyq.api_client.validation import validate_program_inputs
+from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.core.multihop import MultiHopQA
@@ -281,12 +280,7 @@ class Client:
         for name in [model, *fallbacks]:
             self.settings.provider(split_model(name)[0])  # an unknown provider fails here
         validate_program_inputs(program, inputs)
-        try:
-            json.dumps(inputs)
-        except (TypeError, ValueError) as exc:
-            raise InputError(
-                f"inputs must be JSON values (str, numbers, lists, dicts): {exc}"
-            ) from None
+        validate_input_json(inputs, self.settings.max_input_bytes)
         try:
             request = ExecutionRequest(
                 program=spec or program_to_spec(program).model_dump(mode="json"),

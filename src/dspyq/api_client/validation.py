@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 from dspyq.core.module import Module
@@ -34,3 +35,28 @@ def validate_program_inputs(program: Module, inputs: dict[str, Any]) -> None:
     signature = _signature_of(program)
     if signature is not None:
         signature.validate_inputs(inputs)
+
+
+def validate_input_json(inputs: dict[str, Any], max_bytes: int) -> None:
+    """Raise :class:`InputError` unless ``inputs`` are JSON of at most ``max_bytes``.
+
+    The limit (``DSPYQ_MAX_INPUT_BYTES``) keeps one job from filling Redis, the result
+    backend and the ``executions`` table with a single huge message; it is checked here,
+    on the client, so nothing of an oversize job is ever enqueued.
+    """
+    try:
+        # allow_nan=False: NaN/Infinity are not JSON and other readers would refuse them.
+        encoded = json.dumps(inputs, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"inputs must be JSON values (str, numbers, lists, dicts): {exc}"
+        ) from None
+    size = len(encoded.encode("utf-8", errors="surrogatepass"))
+    if size > max_bytes:
+        sizes = {k: len(json.dumps(v, ensure_ascii=False)) for k, v in inputs.items()}
+        largest = max(sizes, key=sizes.__getitem__, default="")
+        raise InputError(
+            f"inputs are {size} bytes as JSON, over the limit of {max_bytes} bytes "
+            f"(largest field: `{largest}`); raise DSPYQ_MAX_INPUT_BYTES or send less",
+            context={"size_bytes": size, "max_input_bytes": max_bytes, "largest_field": largest},
+        )

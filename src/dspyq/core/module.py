@@ -225,6 +225,11 @@ class Module:
 
     def load_state(self, state: dict[str, Any], allow_unsafe_lm_state: bool = False) -> Module:
         """Apply a state from :meth:`dump_state` (or a DSPy save) to this program."""
+        if not isinstance(state, dict):
+            raise StateError(
+                f"Saved state must be a JSON object of predictor states, "
+                f"not {type(state).__name__}."
+            )
         names = [name for name, _ in self.named_parameters()]
         missing = [name for name in names if name not in state]
         unexpected = [key for key in state if key not in names and key != "metadata"]

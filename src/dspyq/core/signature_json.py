@@ -193,5 +193,8 @@ def signature_from_json(data: Mapping[str, Any]) -> type[Signature]:
         return make_signature(
             fields, data.get("instructions"), signature_name=data.get("name") or "StringSignature"
         )
-    except (KeyError, TypeError) as exc:
+    except SignatureError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # Forged or hand-edited JSON of any shape (None, a list, a field that is a number).
         raise SignatureError(f"Malformed signature JSON: {exc!r}") from exc
