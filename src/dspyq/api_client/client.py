@@ -20,6 +20,7 @@ from dspyq.api_client.evaluation import evaluate_on_pool
 from dspyq.api_client.job import Job
 from dspyq.api_client.programs import ProgramRegistry
 from dspyq.api_client.runs import DEFAULT_CANDIDATES_PER_ROUND, Run, start_run
+from dspyq.api_client.stream import AsyncStream, Stream, start_stream
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.example import Example
 from dspyq.core.module import Module
@@ -95,6 +96,22 @@ class Client:
     ) -> list[Job]:
         """Async twin of :meth:`map`."""
         return await asyncio.to_thread(self.map, program, list(inputs), lm, **kw)
+
+    def stream(
+        self, program: Module, lm: str | None = None, *, timeout: float | None = None, **kwargs: Any
+    ) -> Stream:
+        """Submit like :meth:`submit` and follow the job's LM text as the worker receives it.
+
+        ``for item in client.stream(program, lm=..., **inputs)`` yields
+        :class:`~dspyq.api_client.stream.StreamChunk` items (``.text``), then the Prediction.
+        """
+        return Stream(self, start_stream(self, program, lm, **kwargs), timeout)
+
+    def astream(
+        self, program: Module, lm: str | None = None, *, timeout: float | None = None, **kwargs: Any
+    ) -> AsyncStream:
+        """Async twin of :meth:`stream`: ``async for item in client.astream(...)``."""
+        return AsyncStream(self, lambda: start_stream(self, program, lm, **kwargs), timeout)
 
     def job(self, task_id: str, correlation_id: str | None = None) -> Job:
         """A handle on an already submitted job (e.g. from another process)."""

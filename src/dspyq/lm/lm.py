@@ -16,13 +16,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import SecretStr
 
+from dspyq.core.context import current
 from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
 from dspyq.lm.cache import default_cache
@@ -339,9 +340,17 @@ class LM:
     def forward(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> LMResponse:
-        """Like ``__call__`` but returns the whole :class:`LMResponse` (outputs and usage)."""
+        """Like ``__call__`` but returns the whole :class:`LMResponse` (outputs and usage).
+
+        Inside ``context(send_stream=fn)`` (as DSPy's ``settings.send_stream``) a
+        single-choice call streams instead, handing each text chunk to
+        ``fn(text, call_id)``; the call returns and records the same as without it.
+        """
         started = time.perf_counter()
         call = self._prepare(prompt, messages, kwargs)
+        send = current().get("send_stream")
+        if send is not None and call.request.n == 1:
+            return self._forward_streamed(call, started, send)
         cached = self._cached(call)
         if cached is not None:
             self._record(call, cached, started, cache_hit=True)
@@ -392,12 +401,23 @@ class LM:
         call = self._prepare_stream(prompt, messages, kwargs)
         return self._stream(call, started)
 
-    def _stream(self, call: PreparedCall, started: float) -> Iterator[str]:
+    def _forward_streamed(
+        self, call: PreparedCall, started: float, send: Callable[[str, str], None]
+    ) -> LMResponse:
+        call_id = uuid.uuid4().hex
+        chunks = self._stream(call, started)
+        while True:
+            try:
+                send(next(chunks), call_id)
+            except StopIteration as done:
+                return done.value
+
+    def _stream(self, call: PreparedCall, started: float) -> Generator[str, None, LMResponse]:
         cached = self._cached(call)
         if cached is not None:
             self._record(call, cached, started, cache_hit=True, stream=True)
             yield cached.outputs[0]
-            return
+            return cached
         builder = StreamedResponse(self.model_name)
         try:
             for chunk in call.policy.iterate(lambda: self._open_stream(call)):
@@ -407,7 +427,9 @@ class LM:
         except Exception as error:
             self._record_failure(call, started, error, stream=True)
             raise
-        self._record(call, builder.response(), started, cache_hit=False, stream=True)
+        response = builder.response()
+        self._record(call, response, started, cache_hit=False, stream=True)
+        return response
 
     def astream(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any

@@ -31,6 +31,7 @@ from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.environment import TaskEnvironment, task_environment
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult, outputs_as_json
+from dspyq.tasks.streaming import publishing
 
 logger = logging.getLogger(__name__)
 
@@ -341,4 +342,7 @@ def execute_module(self: Task, request: dict[str, Any]) -> dict[str, Any]:
     record_id = str(self.request.id)
     if parsed.step:
         record_id = f"{record_id}:{parsed.step}"
+    if parsed.stream:
+        with publishing(task_environment().settings, str(self.request.id)):
+            return run_execution(self, parsed, record_id)
     return run_execution(self, parsed, record_id)

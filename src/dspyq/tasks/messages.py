@@ -27,6 +27,8 @@ class ExecutionRequest(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     method: str = "forward"
     step: str | None = None
+    # Publish the LM's text to a Redis stream as it arrives (dspyq.tasks.streaming).
+    stream: bool = False
 
     @field_validator("lm_kwargs")
     @classmethod
