@@ -89,6 +89,12 @@ def worker(
         str | None, typer.Option(help="Celery node name (default <pool>@<this host>).")
     ] = None,
     loglevel: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus /metrics on this port (DSPYQ_TELEMETRY__METRICS_PORT)."
+        ),
+    ] = None,
 ) -> None:
     """Start a Celery worker for one pool's queue.
 
@@ -105,6 +111,7 @@ def worker(
             exec_pool=exec_pool,
             hostname=hostname,
             loglevel=loglevel,
+            metrics_port=metrics_port,
         )
     except DspyqError as exc:
         fail(exc.message, USAGE_ERROR)

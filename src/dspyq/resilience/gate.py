@@ -36,7 +36,13 @@ from dspyq.settings import Settings, get_settings
 if TYPE_CHECKING:
     from redis import Redis
 
-__all__ = ["BREAKER_STATE_CHANGE", "DEFAULT_MAX_INLINE_WAIT", "ProviderGuards", "RedisProviderGate"]
+__all__ = [
+    "BREAKER_STATE_CHANGE",
+    "DEFAULT_MAX_INLINE_WAIT",
+    "RATE_LIMIT_REJECTED",
+    "ProviderGuards",
+    "RedisProviderGate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +53,10 @@ DEFAULT_MAX_INLINE_WAIT = 2.0
 
 BREAKER_STATE_CHANGE = "circuit_breaker_state_change"
 """Event emitted when this process moves a provider's breaker (data: provider, from, to)."""
+
+RATE_LIMIT_REJECTED = "rate_limit_rejected"
+"""Event emitted when the limiter refuses a call past the inline wait (data: provider,
+retry_after); the job then waits off the worker."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,7 @@ class RedisProviderGate:
             guards.limiter.acquire(tokens, timeout=self.max_inline_wait)
         except RateLimitExceededError as error:
             error.context.setdefault("provider", provider)
+            _emit_rejection(provider, error)
             raise
         result = guards.breaker.call(fn)
         self._settle(guards.limiter, tokens, result)
@@ -131,6 +142,7 @@ class RedisProviderGate:
             await guards.limiter.acquire_async(tokens, timeout=self.max_inline_wait)
         except RateLimitExceededError as error:
             error.context.setdefault("provider", provider)
+            _emit_rejection(provider, error)
             raise
         result = await guards.breaker.call_async(fn)
         if guards.limiter.tokens_per_minute is not None and _tokens_used(result):
@@ -170,3 +182,7 @@ def _tokens_used(result: object) -> int:
 
 def _emit_state_change(provider: str, old: str, new: str) -> None:
     observe.emit(BREAKER_STATE_CHANGE, {"provider": provider, "from": old, "to": new})
+
+
+def _emit_rejection(provider: str, error: RateLimitExceededError) -> None:
+    observe.emit(RATE_LIMIT_REJECTED, {"provider": provider, "retry_after": error.retry_after})

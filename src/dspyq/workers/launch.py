@@ -49,6 +49,8 @@ class WorkerSpec:
     exec_pool: str
     hostname: str
     loglevel: str = "info"
+    metrics_port: int | None = None
+    """Port of this worker's Prometheus ``/metrics`` (None: not served)."""
 
 
 def worker_pools(settings: Settings) -> list[str]:
@@ -69,6 +71,7 @@ def worker_spec(
     exec_pool: str = "threads",
     hostname: str | None = None,
     loglevel: str = "info",
+    metrics_port: int | None = None,
 ) -> WorkerSpec:
     """Validate the options of one worker and fill in the defaults.
 
@@ -100,6 +103,13 @@ def worker_spec(
         )
     if concurrency is None:
         concurrency = OPTIMIZE_POOL_CONCURRENCY if pool == OPTIMIZE_POOL else LM_POOL_CONCURRENCY
+    if metrics_port is None:
+        metrics_port = settings.telemetry.metrics_port
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise ConfigurationError(
+            f"metrics port must be between 0 and 65535, got {metrics_port}",
+            context={"metrics_port": metrics_port},
+        )
     if concurrency < 1:
         raise ConfigurationError(
             f"concurrency must be at least 1, got {concurrency}",
@@ -114,6 +124,7 @@ def worker_spec(
         exec_pool=exec_pool,
         hostname=name,
         loglevel=loglevel.lower(),
+        metrics_port=metrics_port,
     )
 
 
@@ -211,7 +222,11 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     Returns the worker's exit code. Configuration problems (schema, runtime) raise
     dspyq errors before any job is taken.
     """
+    from dspyq.telemetry.logs import install_log_correlation
+    from dspyq.telemetry.worker import install_worker_telemetry
+
     app = app or make_app(settings)
+    install_log_correlation(app)  # before the log setup, which reads its formats
     # Celery's logging first, so everything below logs in the worker's format.
     app.log.setup(spec.loglevel.upper(), hostname=spec.hostname, redirect_stdouts=False)
     if spec.loglevel.lower() != "debug":
@@ -220,6 +235,9 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     for name in import_task_modules():
         logger.warning("task module %s does not exist yet: its tasks are not served", name)
     create_schema(settings)
+    telemetry = install_worker_telemetry(
+        settings, pool=spec.pool, metrics_port=spec.metrics_port, exec_pool=spec.exec_pool
+    )
     installer = RuntimeInstaller(settings, spec.exec_pool)
     installer.connect()
     try:
@@ -236,3 +254,4 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
         return int(getattr(worker, "exitcode", 0) or 0)
     finally:
         installer.disconnect()
+        telemetry.uninstall()
