@@ -120,6 +120,12 @@ class RedisProviderGate:
                 self._guards[provider] = guards
         return guards
 
+    def reconfigure(self) -> None:
+        """Build each provider's limiter and breaker again, from the settings as they are
+        now, on its next use (after a live settings change)."""
+        with self._lock:
+            self._guards = {}
+
     def run(self, provider: str, estimated_tokens: int, fn: Callable[[], T]) -> T:
         """One attempt at ``provider``: limiter, then breaker, then ``fn``."""
         guards = self.guards(provider)

@@ -42,6 +42,7 @@ from dspyq.resilience.redis_client import redis_from_url
 from dspyq.settings import Settings, get_settings
 from dspyq.store import EventStore, LMRequestStore, SQLCache, init_db, make_engine
 from dspyq.store.buffer import active_records
+from dspyq.workers.live_config import LiveConfigListener
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -169,6 +170,18 @@ class WorkerRuntime:
     _owns_engine: bool = False
     _owns_redis: bool = False
     _installed: bool = field(default=True, repr=False)
+    live: LiveConfigListener | None = field(default=None, repr=False)
+    """Follows ``dspyq config set`` and applies changes to :attr:`settings`."""
+
+    def reconfigure(self) -> None:
+        """Rebuild what was built from settings that changed live: cache TTLs and sizes,
+        and the limiters and breakers (rebuilt on their next use)."""
+        conf = self.settings.cache
+        ttl = float(conf.ttl) or None
+        self.l1.ttl, self.l1.max_entries = ttl, conf.max_entries
+        self.l2.ttl = ttl
+        self.l3.layer.ttl = ttl
+        self.gate.reconfigure()
 
     def uninstall(self) -> None:
         """Put the previous cache and gate back and stop writing events (idempotent)."""
@@ -177,6 +190,8 @@ class WorkerRuntime:
             if not self._installed:
                 return
             self._installed = False
+            if self.live is not None:
+                self.live.stop()
             observe.remove_sink(self.sink)
             self.l3.close()
             set_default_cache(self._previous_cache)
@@ -205,6 +220,7 @@ def install_worker_runtime(
     *,
     key_prefix: str | None = None,
     max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT,
+    live_config: bool = True,
 ) -> WorkerRuntime:
     """Install the layered cache, the provider gate and the SQL event sink in this process.
 
@@ -212,7 +228,8 @@ def install_worker_runtime(
     ``settings`` (the database is brought to the current schema) and closed again by
     :meth:`WorkerRuntime.uninstall`. ``key_prefix`` (default: the ``key_prefix``
     setting) namespaces every Redis key: limiters, breakers, L2 cache. A runtime
-    installed earlier is uninstalled first.
+    installed earlier is uninstalled first. With ``live_config`` the overrides of
+    ``dspyq config set`` are applied to ``settings`` now and whenever they change.
     """
     global _current
     settings = settings or get_settings()
@@ -259,5 +276,8 @@ def install_worker_runtime(
             _owns_redis=owns_redis,
         )
         _current = runtime
+    if live_config:
+        listener = LiveConfigListener(redis, key_prefix, [settings], runtime.reconfigure)
+        runtime.live = listener.start()
     logger.info("worker runtime installed (key prefix %r)", key_prefix)
     return runtime
