@@ -32,6 +32,8 @@ CAPITALS = {
     "Egypt": "Cairo",
     "Canada": "Ottawa",
     "Brazil": "Brasilia",
+    "Peru": "Lima",
+    "Kenya": "Nairobi",
 }
 TRAIN = ["France", "Japan", "Italy", "Spain"]
 VAL = ["Chile", "Egypt"]
@@ -201,8 +203,9 @@ def _closure_metric() -> object:
                 metric=answer_exact_match,
                 prompt_model=dspyq.LM("openai/m", api_key="k"),
                 task_model=dspyq.LM("openai/m", api_key="k"),
+                num_candidates=3,
             ),
-            "cannot run on the queue yet",
+            "num_candidates and num_trials cannot be set",
         ),
         (dspyq.LabeledFewShot(k=2), "no metric"),
     ],
@@ -308,3 +311,136 @@ def test_copro_run_finds_the_instruction_that_makes_the_model_right(cluster: Clu
     assert predictor.signature.instructions.startswith(MAGIC)
     assert held_out_score(cluster, program) == 0.0
     assert held_out_score(cluster, compiled) == 100.0
+
+
+PROPOSALS = ["Answer with care.", "Be concise.", f"{MAGIC} of the country asked about."]
+
+
+def script_mipro(cluster: Cluster) -> None:
+    """Right only with the magic instruction AND a worked example in the prompt."""
+    fake = cluster.fake_lm
+    fake.add_rule(
+        r"\[\[ ## proposed_instruction ## \]\]",
+        answers=[
+            f"[[ ## proposed_instruction ## ]]\n{text}\n\n[[ ## completed ## ]]"
+            for text in PROPOSALS
+        ],
+    )
+    for country, capital in CAPITALS.items():
+        fake.answer_fields(
+            {"reasoning": f"It is {capital}.", "answer": capital},
+            match=rf"{MAGIC}.*{DEMO_ANSWER}.*capital of {country}\?\n\nRespond with",
+        )
+    fake.answer_fields(
+        {"reasoning": "I do not know.", "answer": "unknown"}, match=r"capital of \w+\?"
+    )
+
+
+def mipro() -> dspyq.MIPROv2:
+    lm = dspyq.LM("openai/m", api_key="k")  # the run uses the client's lm=, not these
+    return dspyq.MIPROv2(
+        metric=answer_exact_match,
+        prompt_model=lm,
+        task_model=lm,
+        auto=None,
+        num_candidates=3,
+        max_bootstrapped_demos=1,
+        max_labeled_demos=1,
+    )
+
+
+def start_mipro(cluster: Cluster, **options: object) -> Run:
+    return cluster.client.optimize(
+        mipro(),
+        dspyq.ChainOfThought("question -> answer"),
+        trainset=examples(TRAIN),
+        valset=examples(["Chile", "Egypt", "Peru", "Kenya"]),
+        lm="openai/m",
+        compile_options={"num_trials": 10, "minibatch_size": 2, "minibatch_full_eval_steps": 3},
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_mipro_run_searches_instructions_and_demo_sets_on_the_queue(cluster: Cluster) -> None:
+    script_mipro(cluster)
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+    program = dspyq.ChainOfThought("question -> answer")
+
+    run = start_mipro(cluster, run_name="mipro")
+    assert run.wait(timeout=90) == "succeeded", run.record().stop_reason
+
+    record = run.record()
+    # The default program, 10 minibatch trials, and ceil(10 / 3) full evaluations.
+    assert (record.optimizer, record.iterations, record.best_score) == ("MIPROv2", 15, 100.0)
+    assert run.progress()["total"] == 15
+    assert record.stop_reason == "every trial evaluated"
+    trials = [
+        e.data for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert sorted(d["iteration"] for d in trials) == list(range(1, 16))
+    assert sum(1 for d in trials if d["full_eval"]) == 5
+    assert all(set(d["params"]) == {"0_predictor_instruction", "0_predictor_demos"} for d in trials)
+    winners = [d for d in trials if d["full_eval"] and d["evaluation_score"] == 100.0]
+    assert winners and all(d["params"]["0_predictor_instruction"] == 2 for d in winners)
+    assert all(d["params"]["0_predictor_demos"] != 0 for d in winners)  # set 0 has no demos
+    compiled = run.result()
+    (predictor,) = compiled.predictors()
+    assert predictor.signature.instructions.startswith(MAGIC) and predictor.demos
+    assert held_out_score(cluster, program) == 0.0
+    assert held_out_score(cluster, compiled) == 100.0
+
+
+def test_killed_coordinator_resumes_a_mipro_search(cluster: Cluster) -> None:
+    script_mipro(cluster)
+    cluster.fake_lm.configure(latency=0.15)
+    cluster.start_worker("lm", concurrency=4)
+    victim = cluster.start_worker("victim", pool="optimize", concurrency=1)
+
+    run = start_mipro(cluster)
+    deadline = time.monotonic() + 60
+    while run.progress()["rounds_done"] < 2:
+        assert time.monotonic() < deadline, "the search never got going"
+        time.sleep(0.05)
+    cluster.kill("victim")
+    cluster.start_worker("replacement", pool="optimize", concurrency=1)
+
+    assert run.wait(timeout=90) == "succeeded", run.record().stop_reason
+    record = run.record()
+    assert (record.iterations, record.best_score) == (15, 100.0)
+    trials = [
+        e for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert sorted(e.data["iteration"] for e in trials) == list(range(1, 16))
+    assert max(trials, key=lambda e: e.data["iteration"]).pid != victim.pid
+
+
+def test_budget_stops_a_mipro_search_and_keeps_its_best_so_far(cluster: Cluster) -> None:
+    script_mipro(cluster)
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+
+    run = start_mipro(cluster, max_lm_calls=24)  # the whole search takes 37
+    assert run.wait(timeout=60) == "budget_exhausted"
+
+    record = run.record()
+    assert record.stop_reason is not None and "max_lm_calls" in record.stop_reason
+    assert 0 < record.iterations < 15
+    # Candidates check the spend before they start and between chunks of examples, so
+    # the run overshoots by less than one round's examples.
+    assert 24 <= run.progress()["lm_calls"] < 24 + 4 * 4
+    trials = [
+        e.data for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert all("max_lm_calls" in d["error"] for d in trials if d["error"])
+    assert record.best_score == 0.0  # the unchanged program, fully scored, is the best so far
+    (predictor,) = run.result().predictors()
+    assert predictor.signature.instructions == program_instructions()
+
+
+def program_instructions() -> str:
+    (predictor,) = dspyq.ChainOfThought("question -> answer").predictors()
+    return str(predictor.signature.instructions)

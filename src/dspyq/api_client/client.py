@@ -179,6 +179,7 @@ class Client:
         run_name: str | None = None,
         candidates_per_round: int = DEFAULT_CANDIDATES_PER_ROUND,
         lm_kwargs: Mapping[str, Any] | None = None,
+        compile_options: Mapping[str, Any] | None = None,
     ) -> Run:
         """Run ``optimizer`` on ``program`` on the queue; returns a :class:`Run` at once.
 
@@ -186,7 +187,9 @@ class Client:
         provider pool and checkpoints after it; the best program is saved in the registry
         as ``run_name`` (default ``run-<id>``). The optimizer's metric (or ``metric``)
         must be importable by workers. ``budget_usd`` / ``max_lm_calls`` stop the run,
-        keeping its best program, once its LM calls spent that much.
+        keeping its best program, once its LM calls spent that much. ``compile_options``
+        are MIPROv2's ``compile`` arguments (``num_trials``, ``minibatch_size``, ...);
+        ``candidates_per_round`` is how many candidates (MIPROv2: trials) a round scores.
         """
         return start_run(
             self,
@@ -202,6 +205,7 @@ class Client:
             run_name=run_name,
             candidates_per_round=candidates_per_round,
             lm_kwargs=dict(lm_kwargs or {}),
+            compile_options=dict(compile_options or {}),
         )
 
     def run(self, run_id: str) -> Run:

@@ -33,6 +33,7 @@ from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
 from dspyq.tasks.app import OPTIMIZE_QUEUE
 from dspyq.tasks.metrics import Metric, metric_path
+from dspyq.tasks.mipro_run import MIPRO, check_mipro_run
 from dspyq.tasks.optimization import (
     DEFAULT_CANDIDATES_PER_ROUND,
     INSTRUCTION_SEARCH,
@@ -80,13 +81,16 @@ def start_run(
     run_name: str | None,
     candidates_per_round: int,
     lm_kwargs: dict[str, Any],
+    compile_options: dict[str, Any] | None = None,
 ) -> Run:
     """Validate, record the run and send its coordinator (see :meth:`Client.optimize`)."""
     if not isinstance(program, Module):
         raise InputError(f"optimize() takes a dspyq Module, not {type(program).__name__}")
-    settings = optimizer_config(optimizer)
+    settings = optimizer_config(optimizer, compile_options)
     if type(optimizer).__name__ == INSTRUCTION_SEARCH:
         only_predictor_name(program)
+    if type(optimizer).__name__ == MIPRO:
+        check_mipro_run(settings, program)
     chosen = metric if metric is not None else getattr(optimizer, "metric", None)
     if chosen is None:
         raise InputError(
@@ -117,6 +121,7 @@ def start_run(
         budget_usd=budget_usd,
         max_lm_calls=max_lm_calls,
         candidates_per_round=candidates_per_round,
+        valset_given=valset is not None,
     )
     RunStore(client.engine).create(
         run_id,
@@ -166,7 +171,7 @@ class Run:
         return {
             "status": record.status,
             "iterations": record.iterations,
-            "total": plan.total(),
+            "total": plan.total(checkpoint),
             "best_score": record.best_score,
             "rounds_done": checkpoint.round,
             "lm_calls": checkpoint.lm_calls,

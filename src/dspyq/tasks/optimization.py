@@ -27,25 +27,37 @@ from dspyq.optimize.copro import (
     instruction_of,
 )
 from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import (
     ZERO_SHOT_SEED,
     BootstrapFewShotWithRandomSearch,
 )
 from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.tasks.mipro_run import MIPRO, SearchState, mipro_config
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
 INSTRUCTION_SEARCH = "COPRO"
 SINGLE_ROUND = ("LabeledFewShot", "BootstrapFewShot")
-SUPPORTED_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH)
+SUPPORTED_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH, MIPRO)
 DEFAULT_CANDIDATES_PER_ROUND = 4
 
 
-def optimizer_config(optimizer: Teleprompter) -> dict[str, Any]:
-    """The constructor settings that rebuild ``optimizer`` on a worker (metric aside).
+def optimizer_config(
+    optimizer: Teleprompter, compile_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The constructor settings that rebuild ``optimizer`` on a worker (metric aside);
+    MIPROv2's also hold its ``compile`` options (``num_trials``, ``minibatch_size``, ...).
 
     Raises InputError for an optimizer runs cannot carry yet.
     """
     name = type(optimizer).__name__
+    if isinstance(optimizer, MIPROv2):
+        return mipro_config(optimizer, compile_options or {})
+    if compile_options:
+        raise InputError(
+            f"compile options are for MIPROv2 runs; {name} takes its settings in its constructor",
+            context={"optimizer": name, "compile_options": sorted(compile_options)},
+        )
     if isinstance(optimizer, COPRO):
         return {
             "breadth": optimizer.breadth,
@@ -111,6 +123,8 @@ class RunPlan(BaseModel):
     max_lm_calls: int | None = None
     candidates_per_round: int = DEFAULT_CANDIDATES_PER_ROUND
     num_threads: int = 4
+    # False when the client gave no valset (MIPROv2 then splits the trainset, as DSPy does).
+    valset_given: bool = True
 
     def seeds(self) -> list[int]:
         """Every seed of a few-shot run, in order (one candidate for single-round ones)."""
@@ -132,8 +146,12 @@ class RunPlan(BaseModel):
             return int(self.settings["depth"])
         return len(self.rounds())
 
-    def total(self) -> int:
-        """How many candidates the run evaluates if it is not stopped."""
+    def total(self, checkpoint: RunCheckpoint | None = None) -> int:
+        """How many candidates the run evaluates if it is not stopped (MIPROv2: known once
+        its search is prepared, 0 before)."""
+        if self.optimizer == MIPRO:
+            search = None if checkpoint is None else checkpoint.search
+            return 0 if search is None else SearchState.model_validate(search).total()
         if self.optimizer == INSTRUCTION_SEARCH:
             return int(self.settings["depth"]) * int(self.settings["breadth"])
         return len(self.seeds())
@@ -158,6 +176,9 @@ class CandidateOutcome(BaseModel):
     instruction: str | None = None
     prefix: str | None = None
     error: dict[str, Any] | None = None
+    # MIPROv2 trials: the combination scored and whether on the whole valset.
+    params: dict[str, int] | None = None
+    full_eval: bool = True
 
 
 class CandidateSummary(BaseModel):
@@ -182,6 +203,8 @@ class RunCheckpoint(BaseModel):
     # COPRO: every scored instruction (instruction, prefix, score, depth), best kept.
     attempts: list[dict[str, Any]] = Field(default_factory=list)
     fanned_out: int = -1
+    # MIPROv2: the prepared search (demo sets, instructions, trials so far).
+    search: dict[str, Any] | None = None
 
 
 def build_candidate(

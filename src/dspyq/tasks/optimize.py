@@ -27,7 +27,8 @@ from dspyq.errors import DspyqError
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
 from dspyq.optimize.copro import InstructionCandidate
-from dspyq.optimize.random_search import evaluate_candidate
+from dspyq.optimize.mipro import MIPROv2
+from dspyq.optimize.random_search import CandidateScore, evaluate_candidate
 from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.programs import ProgramStore
@@ -35,6 +36,14 @@ from dspyq.store.runs import RunStore
 from dspyq.tasks.app import OPTIMIZE_QUEUE, lm_queue
 from dspyq.tasks.environment import TaskEnvironment, task_environment
 from dspyq.tasks.metrics import resolve_metric
+from dspyq.tasks.mipro_run import (
+    MIPRO,
+    SearchState,
+    TrialDone,
+    TrialJob,
+    next_trials,
+    prepare_search,
+)
 from dspyq.tasks.optimization import (
     INSTRUCTION_SEARCH,
     CandidateOutcome,
@@ -55,6 +64,10 @@ STEP_TASK = "dspyq.optimize.step"
 CANDIDATE_TASK = "dspyq.optimize.candidate"
 PROPOSE_TASK = "dspyq.optimize.propose"
 FANOUT_TASK = "dspyq.optimize.fanout"
+PREPARE_TASK = "dspyq.optimize.prepare"
+BUDGET_CHUNK_MIN = 8
+"""With a budget, a candidate scores its examples in chunks of at least this many (or
+twice its threads) and checks the run's spend between chunks."""
 
 
 def _event(run: OptimizationRunRecord, suffix: str, event_type: str, **data: Any) -> Event:
@@ -75,8 +88,18 @@ def _merge(
     outcomes: list[CandidateOutcome],
 ) -> None:
     """Fold one round's outcomes into ``checkpoint`` and record their events."""
+    search = None if checkpoint.search is None else SearchState.model_validate(checkpoint.search)
     for outcome in sorted(outcomes, key=lambda o: o.iteration):
         error = None if outcome.error is None else str(outcome.error.get("message", ""))
+        if search is not None and outcome.params is not None:
+            search.trials.append(
+                TrialDone(
+                    number=outcome.iteration,
+                    params=outcome.params,
+                    score=outcome.score,
+                    full_eval=outcome.full_eval,
+                )
+            )
         checkpoint.candidates.append(
             CandidateSummary(
                 iteration=outcome.iteration, seed=outcome.seed, score=outcome.score, error=error
@@ -90,7 +113,11 @@ def _merge(
                 outcome.score,
                 outcome.round,
             )
-        if outcome.score is not None and (
+        if (
+            outcome.score is not None
+            and outcome.full_eval  # MIPROv2: only full evaluations compete
+            and outcome.program is not None
+        ) and (
             checkpoint.best is None
             or checkpoint.best.score is None
             or outcome.score > checkpoint.best.score
@@ -109,20 +136,67 @@ def _merge(
                 best_score=None if checkpoint.best is None else checkpoint.best.score,
                 metric=plan.metric,
                 error=error,
+                **(
+                    {}
+                    if outcome.params is None
+                    else {"params": outcome.params, "full_eval": outcome.full_eval}
+                ),
             )
         )
-    usage = LMRequestStore(env.engine).usage(correlation_id=run.correlation_id)
-    checkpoint.lm_calls = usage.requests - usage.cache_hits
-    checkpoint.cost_usd = usage.cost_usd
+    if search is not None:
+        checkpoint.search = search.model_dump(mode="json")
+    checkpoint.lm_calls, checkpoint.cost_usd = _spent(env, run)
     checkpoint.round += 1
 
 
-def _over_budget(plan: RunPlan, checkpoint: RunCheckpoint) -> str | None:
-    if plan.max_lm_calls is not None and checkpoint.lm_calls >= plan.max_lm_calls:
-        return f"max_lm_calls reached: {checkpoint.lm_calls} LM calls (limit {plan.max_lm_calls})"
-    if plan.budget_usd is not None and checkpoint.cost_usd >= plan.budget_usd:
-        return f"budget_usd spent: ${checkpoint.cost_usd:.6f} (limit ${plan.budget_usd})"
+def _spent(env: TaskEnvironment, run: OptimizationRunRecord) -> tuple[int, float]:
+    """The run's LM calls that reached a provider (cache hits are free) and their cost."""
+    usage = LMRequestStore(env.engine).usage(correlation_id=run.correlation_id)
+    return usage.requests - usage.cache_hits, usage.cost_usd
+
+
+def _budget_reason(plan: RunPlan, lm_calls: int, cost_usd: float) -> str | None:
+    """Why the run must stop now for its budget, or None."""
+    if plan.max_lm_calls is not None and lm_calls >= plan.max_lm_calls:
+        return f"max_lm_calls reached: {lm_calls} LM calls (limit {plan.max_lm_calls})"
+    if plan.budget_usd is not None and cost_usd >= plan.budget_usd:
+        return f"budget_usd spent: ${cost_usd:.6f} (limit ${plan.budget_usd})"
     return None
+
+
+def _over_budget(plan: RunPlan, checkpoint: RunCheckpoint) -> str | None:
+    return _budget_reason(plan, checkpoint.lm_calls, checkpoint.cost_usd)
+
+
+class BudgetSpent(DspyqError):
+    """The run's budget ran out while a candidate was being scored (its score is partial)."""
+
+
+def _score_within_budget(
+    env: TaskEnvironment,
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    program: Any,
+    devset: list[Any],
+    metric: Any,
+) -> CandidateScore:
+    """Score ``program`` on ``devset``; with a budget, chunk by chunk, checking the run's
+    spend before each chunk (raises :class:`BudgetSpent`: a partial score is no score)."""
+    if plan.max_lm_calls is None and plan.budget_usd is None:
+        return evaluate_candidate(program, devset, metric=metric, num_threads=plan.num_threads)
+    size = max(BUDGET_CHUNK_MIN, 2 * plan.num_threads)
+    subscores: list[Any] = []
+    for start in range(0, len(devset), size):
+        reason = _budget_reason(plan, *_spent(env, run))
+        if reason is not None:
+            raise BudgetSpent(f"stopped after {start} of {len(devset)} examples: {reason}")
+        chunk = devset[start : start + size]
+        subscores += evaluate_candidate(
+            program, chunk, metric=metric, num_threads=plan.num_threads
+        ).subscores
+    total = sum(float(getattr(s, "score", s)) for s in subscores)
+    score = round(100 * total / len(devset), 2) if devset else 0.0
+    return CandidateScore(score=score, subscores=subscores)
 
 
 def _save_best(
@@ -185,17 +259,21 @@ def _score_round(
     plan: RunPlan,
     round_index: int,
     candidates: list[dict[str, Any]] | None = None,
+    trials: list[TrialJob] | None = None,
 ) -> None:
     """Send a round's candidates to the LM's pool as a chord whose body is the next step.
 
-    Few-shot rounds are their seeds; a COPRO round is the ``candidates`` proposed for it.
+    Few-shot rounds are their seeds; a COPRO round is the ``candidates`` proposed for it;
+    a MIPROv2 round is its ``trials``.
     """
     queue = lm_queue(split_model(plan.lm)[0])
-    jobs: list[dict[str, Any]] = (
-        [{"seed": seed} for seed in plan.rounds()[round_index]]
-        if candidates is None
-        else [{"seed": i, "candidate": c} for i, c in enumerate(candidates)]
-    )
+    jobs: list[dict[str, Any]]
+    if trials is not None:
+        jobs = [{"seed": t.number, "trial": t.model_dump(mode="json")} for t in trials]
+    elif candidates is not None:
+        jobs = [{"seed": i, "candidate": c} for i, c in enumerate(candidates)]
+    else:
+        jobs = [{"seed": seed} for seed in plan.rounds()[round_index]]
     header = [
         signature(
             CANDIDATE_TASK,
@@ -211,13 +289,15 @@ def _score_round(
 
 
 def _dispatch(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
-    """Send round ``round_index``: COPRO first asks the LM's pool for its proposals."""
-    if plan.optimizer != INSTRUCTION_SEARCH:
+    """Send round ``round_index``: COPRO first asks the LM's pool for its proposals,
+    MIPROv2 for its demo sets and instructions (round 0 only)."""
+    if plan.optimizer not in (INSTRUCTION_SEARCH, MIPRO):
         _score_round(run, plan, round_index)
         return
+    first = PREPARE_TASK if plan.optimizer == MIPRO else PROPOSE_TASK
     chain(
         signature(
-            PROPOSE_TASK,
+            first,
             kwargs={"run_id": run.id, "round_index": round_index},
             queue=lm_queue(split_model(plan.teacher_lm or plan.lm)[0]),
         ),
@@ -263,12 +343,33 @@ def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]
         _finish(env, run, plan, checkpoint, "budget_exhausted", over)
     elif stop_at is not None and best_score is not None and best_score >= stop_at:
         _finish(env, run, plan, checkpoint, "succeeded", f"stop_at_score {stop_at} reached")
-    elif checkpoint.round >= plan.round_count():
+    elif plan.optimizer == MIPRO and checkpoint.search is not None:
+        _next_search_round(env, run, plan, checkpoint)
+    elif plan.optimizer != MIPRO and checkpoint.round >= plan.round_count():
         _finish(env, run, plan, checkpoint, "succeeded", "every candidate evaluated")
     elif checkpoint.dispatched < checkpoint.round:
         _dispatch(run, plan, checkpoint.round)
         checkpoint.dispatched = checkpoint.round
         runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
+def _next_search_round(
+    env: TaskEnvironment, run: OptimizationRunRecord, plan: RunPlan, checkpoint: RunCheckpoint
+) -> None:
+    """Send MIPROv2's next batch of trials, or finish when its search is over."""
+    if checkpoint.dispatched >= checkpoint.round:
+        return  # a redelivered step: this round is out already
+    search = SearchState.model_validate(checkpoint.search)
+    trials = next_trials(
+        search, int(plan.settings["seed"]), checkpoint.round, plan.candidates_per_round
+    )
+    if not trials:
+        _finish(env, run, plan, checkpoint, "succeeded", "every trial evaluated")
+        return
+    _score_round(run, plan, checkpoint.round, trials=trials)
+    checkpoint.search = search.model_dump(mode="json")
+    checkpoint.dispatched = checkpoint.round
+    RunStore(env.engine).update(run.id, checkpoint=checkpoint.model_dump(mode="json"))
 
 
 @shared_task(name=RUN_TASK, bind=True, max_retries=None)
@@ -315,9 +416,55 @@ def optimize_propose(self: Task, run_id: str, round_index: int) -> dict[str, Any
     return {"candidates": [p.model_dump(mode="json") for p in proposals]}
 
 
+def _valsets(plan: RunPlan) -> tuple[list[Any], list[Any] | None]:
+    trainset = [e.example() for e in plan.trainset]
+    valset = [e.example() for e in plan.valset] if plan.valset_given else None
+    return trainset, valset
+
+
+@shared_task(name=PREPARE_TASK, bind=True, max_retries=None)
+def optimize_prepare(self: Task, run_id: str, round_index: int) -> dict[str, Any]:
+    """MIPROv2's demo sets and instruction proposals (its steps 1 and 2).
+
+    Returns ``{"search": ...}`` (a :class:`SearchState`) or ``{"error": ...}``; never
+    raises, so the chain always reaches the coordinator.
+    """
+    env = task_environment()
+    run = RunStore(env.engine).get(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES:
+        return {"error": {"type": "JobCancelledError", "message": "the run has ended"}}
+    plan = RunPlan.model_validate(run.config)
+    try:
+        metric = resolve_metric(plan.metric, env.settings.allowed_imports)
+        student = env.programs.build(plan.program)
+        task_lm = LM(plan.lm, http_client=env.http, **plan.lm_kwargs)
+        teacher = None if plan.teacher_lm is None else LM(plan.teacher_lm, http_client=env.http)
+        trainset, valset = _valsets(plan)
+        task_id = str(self.request.id)
+        with context(correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
+            search = prepare_search(
+                plan.settings,
+                student,
+                metric,
+                trainset,
+                valset,
+                task_lm=task_lm,
+                prompt_lm=teacher or task_lm,
+                teacher_lm=teacher,
+            )
+    except (Ignore, Retry, Reject):
+        raise
+    except DspyqError as exc:
+        return {"error": exc.to_dict()}
+    except Exception as exc:
+        return {"error": {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}}
+    return {"search": search.model_dump(mode="json")}
+
+
 @shared_task(name=FANOUT_TASK, bind=True, max_retries=None)
 def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_index: int) -> None:
-    """Score a COPRO round's proposals (once, however often this is delivered)."""
+    """Score a COPRO round's proposals, or MIPROv2's first trials once its search is
+    prepared (once, however often this is delivered)."""
     env = task_environment()
     runs = RunStore(env.engine)
     run = runs.get(run_id)
@@ -326,6 +473,9 @@ def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_ind
     plan = RunPlan.model_validate(run.config)
     checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
     if checkpoint.fanned_out >= round_index:
+        return
+    if plan.optimizer == MIPRO:
+        _fan_out_search(env, run, plan, checkpoint, proposed, round_index)
         return
     candidates = list(proposed.get("candidates") or [])
     if not candidates:
@@ -340,6 +490,29 @@ def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_ind
     runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
 
 
+def _fan_out_search(
+    env: TaskEnvironment,
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    checkpoint: RunCheckpoint,
+    prepared: dict[str, Any],
+    round_index: int,
+) -> None:
+    if prepared.get("search") is None:
+        error = prepared.get("error") or {"message": "the search could not be prepared"}
+        _finish(env, run, plan, checkpoint, "failed", f"MIPROv2 preparation failed: "
+                f"{error.get('message')}")  # fmt: skip
+        return
+    search = SearchState.model_validate(prepared["search"])
+    trials = next_trials(search, int(plan.settings["seed"]), round_index, plan.candidates_per_round)
+    checkpoint.search = search.model_dump(mode="json")
+    # The trials read the search from the checkpoint: store it before they can start.
+    RunStore(env.engine).update(run.id, checkpoint=checkpoint.model_dump(mode="json"))
+    _score_round(run, plan, round_index, trials=trials)
+    checkpoint.fanned_out = round_index
+    RunStore(env.engine).update(run.id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
 @shared_task(name=CANDIDATE_TASK, bind=True, max_retries=None)
 def optimize_candidate(
     self: Task,
@@ -347,6 +520,7 @@ def optimize_candidate(
     seed: int,
     round_index: int,
     candidate: dict[str, Any] | None = None,
+    trial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build one candidate and score it on the valset; never raises (the chord must fire).
 
@@ -362,7 +536,7 @@ def optimize_candidate(
         ).model_dump(mode="json")  # fmt: skip
     plan = RunPlan.model_validate(run.config)
     outcome = CandidateOutcome(
-        iteration=plan.iteration_of(seed, round_index),
+        iteration=seed if trial is not None else plan.iteration_of(seed, round_index),
         seed=seed,
         round=round_index,
         task_id=task_id,
@@ -371,24 +545,29 @@ def optimize_candidate(
         outcome.error = {"type": "JobCancelledError", "message": f"run {run.status}"}
         return outcome.model_dump(mode="json")
     try:
+        reason = _budget_reason(plan, *_spent(env, run))
+        if reason is not None:
+            raise BudgetSpent(f"not started: {reason}")
         metric = resolve_metric(plan.metric, env.settings.allowed_imports)
         student = env.programs.build(plan.program)
         lm = LM(plan.lm, http_client=env.http, **plan.lm_kwargs)
         teacher = None if plan.teacher_lm is None else LM(plan.teacher_lm, http_client=env.http)
-        trainset = [e.example() for e in plan.trainset]
-        valset = [e.example() for e in plan.valset]
+        trainset, valset = _valsets(plan)
         with context(lm=lm, correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
-            if candidate is not None:
+            if trial is not None:
+                program, devset = _trial_program(run, plan, student, TrialJob(**trial), outcome)
+            elif candidate is not None:
                 proposal = InstructionCandidate.model_validate(candidate)
                 program = apply_candidate_instruction(student, proposal)
                 outcome.prefix = proposal.prefix
+                devset = valset or trainset
             else:
                 program = build_candidate(plan, seed, student, metric, trainset, teacher)
-            scored = evaluate_candidate(
-                program, valset, metric=metric, num_threads=plan.num_threads
-            )
+                devset = valset or trainset
+            scored = _score_within_budget(env, run, plan, program, devset, metric)
         outcome.score = scored.score
-        outcome.program = program_to_spec(program).model_dump(mode="json")
+        if outcome.full_eval:  # a minibatch score never becomes the best program
+            outcome.program = program_to_spec(program).model_dump(mode="json")
         outcome.instruction = first_instruction(program)
     except (Ignore, Retry, Reject):
         raise
@@ -401,3 +580,24 @@ def optimize_candidate(
             "candidate %d of run %s failed: %s", outcome.iteration, run_id, outcome.error
         )
     return outcome.model_dump(mode="json")
+
+
+def _trial_program(
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    student: Any,
+    trial: TrialJob,
+    outcome: CandidateOutcome,
+) -> tuple[Any, list[Any]]:
+    """A MIPROv2 trial's program (its combination applied) and the examples it is scored on."""
+    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    if checkpoint.search is None:
+        raise DspyqError(f"optimization run {run.id} has no prepared search")
+    search = SearchState.model_validate(checkpoint.search)
+    trainset, valset = _valsets(plan)
+    _, val = MIPROv2._split(trainset, valset)
+    chosen = [val[i] for i in search.val_indices]
+    outcome.params = dict(trial.params)
+    outcome.full_eval = trial.indices is None
+    devset = chosen if trial.indices is None else [chosen[i] for i in trial.indices]
+    return search.program(student, trial.params), devset
