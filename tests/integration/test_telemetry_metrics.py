@@ -78,6 +78,11 @@ def test_metrics_endpoint_counts_jobs_lm_calls_and_cache(make) -> None:  # type:
 
     jobs = [cluster.client.submit(qa, lm="openai/gpt-4o-mini", question=f"Q{i}") for i in range(3)]
     assert [job.result(timeout=30).answer for job in jobs] == ["yes"] * 3
+    # map() may carry several jobs in one message: each still counts as one execution.
+    mapped = cluster.client.map(
+        qa, [{"question": f"M{i}"} for i in range(4)], lm="openai/gpt-4o-mini"
+    )
+    assert [job.result(timeout=30).answer for job in mapped] == ["yes"] * 4
     again = cluster.client.submit(qa, lm="openai/gpt-4o-mini", question="Q0")  # served by the cache
     assert again.result(timeout=30).answer == "yes"
     broken = cluster.client.submit(qa, lm="openai/gpt-4o-mini", question="BROKEN")
@@ -86,11 +91,11 @@ def test_metrics_endpoint_counts_jobs_lm_calls_and_cache(make) -> None:  # type:
 
     samples = scrape(port)
     predict = {"module": "Predict", "provider": "openai"}
-    assert value(samples, "dspyq_module_execution_success_total", **predict) == 4
+    assert value(samples, "dspyq_module_execution_success_total", **predict) == 8
     assert value(samples, "dspyq_module_execution_error_total", **predict) == 1
-    assert value(samples, "dspyq_module_execution_duration_seconds_count", **predict) == 5
+    assert value(samples, "dspyq_module_execution_duration_seconds_count", **predict) == 9
     calls = value(samples, "dspyq_lm_request_duration_seconds_count", provider="openai")
-    assert calls >= 5  # the broken job tried its JSON fallback too
+    assert calls >= 9  # the broken job tried its JSON fallback too
     assert value(samples, "dspyq_lm_request_duration_seconds_count", cache_hit="true") == 1
     assert value(samples, "dspyq_lm_request_tokens_total", direction="input") > 0
     assert value(samples, "dspyq_lm_request_tokens_total", direction="output") > 0

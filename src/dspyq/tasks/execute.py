@@ -30,6 +30,7 @@ from dspyq.store.buffer import PendingRecords, pending_records
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.environment import TaskEnvironment, task_environment
+from dspyq.tasks.hooks import observed_execution
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult, outputs_as_json
 from dspyq.tasks.streaming import publishing
 
@@ -122,7 +123,7 @@ def run_execution(
     lm = build_lm(env, request.lm, request.lm_kwargs)
     # The sink holds the job's lm_request events and rows here instead of writing two
     # transactions per LM call; every way out below writes them with its own records.
-    with pending_records() as pending:
+    with observed_execution(request, record_id), pending_records() as pending:
         try:
             return _run(task, env, request, record_id, lm, pending, started, extra_outputs)
         finally:

@@ -172,7 +172,7 @@ def _submit_span(tracer: Tracer, correlation_id: str, task_name: str) -> Iterato
 
 @dataclass
 class JobSpans:
-    """The spans of one task delivery in a worker, ended by :meth:`JobTracer.end`."""
+    """The spans of one execution in a worker, ended by :meth:`JobTracer.end`."""
 
     task: Span
     module: Span
@@ -180,13 +180,15 @@ class JobSpans:
 
 
 class JobTracer:
-    """Worker side: task and module spans per delivery, an LM span per ``lm_request`` event."""
+    """Worker side: task and module spans per execution, an LM span per ``lm_request`` event."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
 
-    def start(self, task_name: str, task_id: str, request: dict[str, Any]) -> JobSpans | None:
-        """Open the spans of a delivery of a job ``request``; None if it has no correlation id."""
+    def start(
+        self, correlation_id: str, record_id: str, module_type: str, method: str, lm: str
+    ) -> JobSpans:
+        """Open the spans of one execution (``record_id``) of the job ``correlation_id``."""
         from opentelemetry.trace import (
             NonRecordingSpan,
             SpanContext,
@@ -195,10 +197,6 @@ class JobTracer:
             set_span_in_context,
         )
 
-        correlation_id = request.get("correlation_id")
-        if not correlation_id:
-            return None
-        correlation_id = str(correlation_id)
         submit = NonRecordingSpan(
             SpanContext(
                 trace_id=trace_id_for(correlation_id),
@@ -207,18 +205,14 @@ class JobTracer:
                 trace_flags=TraceFlags(TraceFlags.SAMPLED),
             )
         )
-        program = request.get("program") or {}
-        module_type = str(program.get("kind", "")).rpartition(":")[2] or "Module"
-        method = str(request.get("method") or "forward")
         task = self.tracer.start_span(
-            f"task {task_name}",
+            f"task {module_type}.{method}",
             context=set_span_in_context(submit),
             kind=SpanKind.CONSUMER,
             attributes={
                 "dspyq.correlation_id": correlation_id,
-                "dspyq.task_id": task_id,
-                "celery.task_name": task_name,
-                "dspyq.lm": str(request.get("lm") or ""),
+                "dspyq.task_id": record_id,
+                "dspyq.lm": lm,
             },
         )
         module = self.tracer.start_span(
@@ -228,15 +222,15 @@ class JobTracer:
         )
         return JobSpans(task, module, _module_span.set(module))
 
-    def end(self, spans: JobSpans, state: str, error: BaseException | None) -> None:
-        """Close a delivery's spans; ``state`` is Celery's (SUCCESS, FAILURE, IGNORED ...)."""
+    def end(self, spans: JobSpans, outcome: str, error: BaseException | None) -> None:
+        """Close an execution's spans; ``outcome`` is success, error or requeued."""
         from opentelemetry.trace import Status, StatusCode
 
-        if error is not None:
+        if error is not None and outcome == "error":
             spans.module.record_exception(error)
             spans.module.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
             spans.task.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        spans.task.set_attribute("celery.state", str(state))
+        spans.task.set_attribute("dspyq.outcome", outcome)
         end = time.time_ns()
         spans.module.end(end)
         spans.task.end(end)

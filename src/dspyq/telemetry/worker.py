@@ -1,11 +1,11 @@
-"""Telemetry of a worker process: task hooks, event sinks and the Prometheus endpoint.
+"""Telemetry of a worker process: hooks, event sinks and the Prometheus endpoint.
 
-:func:`install_worker_telemetry` connects Celery's ``task_prerun``/``task_postrun``
-signals (they run in the thread that runs the task, around it) to mark the job a
-thread is running for the logs, count module executions, and open/close the job's
-spans; and adds event sinks for the LM, breaker, limiter and optimizer metrics and
-the LM spans. A job costs a few dictionary lookups and counter increments; no metric
-adds a network round trip.
+:func:`install_worker_telemetry` adds an execution hook (:mod:`dspyq.tasks.hooks`) that
+counts module executions and opens/closes their spans, whether a job came alone or in
+a batch; event sinks for the LM, breaker, limiter and optimizer metrics and the LM
+spans; and Celery task signals that mark the job a thread runs, for Celery's own log
+lines. A job costs a few dictionary lookups and counter increments; no metric adds a
+network round trip.
 """
 
 from __future__ import annotations
@@ -18,36 +18,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import signals
-from celery.states import FAILURE, SUCCESS
 
 from dspyq.core import observe
-from dspyq.errors import ConfigurationError
+from dspyq.errors import ConfigurationError, DspyqError
 from dspyq.settings import Settings
+from dspyq.tasks.hooks import add_execution_hook
+from dspyq.tasks.messages import ExecutionRequest
 from dspyq.telemetry.logs import job_correlation
 from dspyq.telemetry.metrics import WorkerMetrics
 from dspyq.telemetry.tracing import JobSpans, JobTracer, tracer_for
 
-__all__ = ["TaskHooks", "WorkerTelemetry", "install_worker_telemetry"]
+__all__ = ["ExecutionTelemetry", "TaskHooks", "WorkerTelemetry", "install_worker_telemetry"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Delivery:
-    started: float
-    token: contextvars.Token[str | None]
-    module: str | None
-    provider: str
-    spans: JobSpans | None
-
-
 class TaskHooks:
-    """Receivers of Celery's task signals, keyed by task id while the task runs."""
+    """Celery's task signals mark the job a thread runs, for the log lines Celery writes.
 
-    def __init__(self, metrics: WorkerMetrics | None, tracer: JobTracer | None) -> None:
-        self.metrics = metrics
-        self.tracer = tracer
-        self._running: dict[str, _Delivery] = {}
+    ``task_prerun``/``task_postrun`` run in the thread that runs the task, around it.
+    """
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, contextvars.Token[str | None]] = {}
 
     def connect(self) -> None:
         signals.task_prerun.connect(self.before_task, weak=False)
@@ -57,55 +50,71 @@ class TaskHooks:
         signals.task_prerun.disconnect(self.before_task)
         signals.task_postrun.disconnect(self.after_task)
 
-    def before_task(self, task_id: str, task: Any, kwargs: Any = None, **_: Any) -> None:
+    def before_task(self, task_id: str, kwargs: Any = None, **_: Any) -> None:
         request = kwargs.get("request") if isinstance(kwargs, dict) else None
-        if not isinstance(request, dict):
-            request = {}
-        correlation_id = request.get("correlation_id")
-        program = request.get("program")
-        module = None
-        if isinstance(program, dict):  # a module execution (not an optimizer's coordinator)
-            module = str(program.get("kind", "")).rpartition(":")[2] or "Module"
-        spans = None
-        if self.tracer is not None and module is not None:
-            try:
-                spans = self.tracer.start(str(task.name), str(task_id), request)
-            except Exception:
-                logger.exception("could not open the spans of task %s", task_id)
-        self._running[task_id] = _Delivery(
-            started=time.perf_counter(),
-            token=job_correlation.set(None if correlation_id is None else str(correlation_id)),
-            module=module,
-            provider=str(request.get("lm") or "").partition("/")[0],
-            spans=spans,
-        )
+        correlation_id = request.get("correlation_id") if isinstance(request, dict) else None
+        value = None if correlation_id is None else str(correlation_id)
+        self._tokens[task_id] = job_correlation.set(value)
 
-    def after_task(
-        self, task_id: str, task: Any, retval: Any = None, state: str | None = None, **_: Any
-    ) -> None:
-        delivery = self._running.pop(task_id, None)
-        if delivery is None:
+    def after_task(self, task_id: str, **_: Any) -> None:
+        token = self._tokens.pop(task_id, None)
+        if token is None:
             return
-        error = retval if isinstance(retval, BaseException) else None
         try:
-            # Only the ends of a job count: a re-queued delivery (IGNORED) continues elsewhere.
-            if self.metrics is not None and delivery.module is not None and state in _FINAL:
-                self.metrics.record_module_execution(
-                    delivery.module,
-                    delivery.provider,
-                    time.perf_counter() - delivery.started,
-                    None if state == SUCCESS else type(error).__name__ if error else "Error",
-                )
-            if self.tracer is not None and delivery.spans is not None:
-                self.tracer.end(delivery.spans, str(state), error)
-        finally:
+            job_correlation.reset(token)
+        except ValueError:  # postrun in another context than prerun: just clear it
+            job_correlation.set(None)
+
+
+class ExecutionTelemetry:
+    """An execution hook (:mod:`dspyq.tasks.hooks`): module metrics and spans per execution."""
+
+    def __init__(self, metrics: WorkerMetrics | None, tracer: JobTracer | None) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+
+    def start(
+        self, request: ExecutionRequest, record_id: str
+    ) -> Callable[[BaseException | None], None]:
+        started = time.perf_counter()
+        module = str(request.program.get("kind", "")).rpartition(":")[2] or "Module"
+        provider = request.lm.partition("/")[0]
+        token = job_correlation.set(request.correlation_id)
+        spans: JobSpans | None = None
+        if self.tracer is not None:
             try:
-                job_correlation.reset(delivery.token)
-            except ValueError:  # postrun in another context than prerun: just clear it
-                job_correlation.set(None)
+                spans = self.tracer.start(
+                    request.correlation_id, record_id, module, request.method, request.lm
+                )
+            except Exception:
+                logger.exception("could not open the spans of execution %s", record_id)
 
+        def end(error: BaseException | None) -> None:
+            # A job's own failures are DspyqErrors; anything else (Celery's Ignore after a
+            # re-queue, a batch job sent on) means the job goes on elsewhere.
+            if error is None:
+                outcome = "success"
+            elif isinstance(error, DspyqError):
+                outcome = "error"
+            else:
+                outcome = "requeued"
+            try:
+                if self.metrics is not None and outcome != "requeued":
+                    self.metrics.record_module_execution(
+                        module,
+                        provider,
+                        time.perf_counter() - started,
+                        None if error is None else type(error).__name__,
+                    )
+                if spans is not None and self.tracer is not None:
+                    self.tracer.end(spans, outcome, error)
+            finally:
+                try:
+                    job_correlation.reset(token)
+                except ValueError:
+                    job_correlation.set(None)
 
-_FINAL = frozenset({SUCCESS, FAILURE})
+        return end
 
 
 @dataclass
@@ -144,10 +153,12 @@ def install_worker_telemetry(
         )
     tracer = tracer_for(settings)
     job_tracer = JobTracer(tracer) if tracer is not None else None
-    hooks = TaskHooks(metrics, job_tracer)
+    hooks = TaskHooks()
     telemetry = WorkerTelemetry(hooks, metrics, metrics_port)
     hooks.connect()
     telemetry._undo.append(hooks.disconnect)
+    if metrics is not None or job_tracer is not None:
+        telemetry._undo.append(add_execution_hook(ExecutionTelemetry(metrics, job_tracer)))
     if metrics is not None:
         telemetry._undo.append(observe.add_sink(metrics.observe_event))
     if job_tracer is not None:
