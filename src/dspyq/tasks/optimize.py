@@ -6,7 +6,14 @@ on the provider pool of the run's LM, and whose body is ``dspyq.optimize.step`` 
 ``dspyq.optimize``. Each step merges its round's outcomes into the checkpoint (one
 ``optimization_iteration`` event per candidate), sums the run's LM usage against its
 budget, and sends the next round or finishes: the best program is saved in the
-program registry. No worker blocks while candidates run.
+program registry. No worker blocks while candidates run. COPRO rounds first ask the
+pool for proposals (``dspyq.optimize.propose``); a MIPROv2 run first prepares its
+search there (``dspyq.optimize.prepare``, see :mod:`dspyq.tasks.mipro_run`).
+
+A budget (``max_lm_calls``, ``budget_usd``) is checked by the coordinator after each
+round, by each candidate before it starts, and, within a candidate, between chunks of
+examples: a candidate stopped part-way has no score, the run ends
+``budget_exhausted`` with the best program so far and the reason.
 
 Everything lives in the run row's checkpoint, and every step is idempotent (events by
 derived ids, a round merged once, a program saved once per run), so a coordinator
