@@ -85,6 +85,15 @@ class OptimizationSettings(BaseModel):
     bootstrap: BootstrapSettings = BootstrapSettings()
 
 
+class DegradationSettings(BaseModel):
+    """The last resort when every provider of a job is unavailable (see README)."""
+
+    # Answer from an expired cached answer (marked stale) instead of failing the job.
+    stale_cache: bool = False
+    # Seconds past its expiry a cached answer may still be served; None: any age.
+    stale_grace: float | None = Field(default=86_400.0, ge=0)
+
+
 class TelemetrySettings(BaseModel):
     """Metrics and tracing of workers and clients (see README, Telemetry)."""
 
@@ -123,6 +132,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     optimization: OptimizationSettings = OptimizationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    degradation: DegradationSettings = DegradationSettings()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -45,6 +45,14 @@ class Job:
         """``pending``, ``running``, ``succeeded``, ``failed`` or ``cancelled``."""
         return _STATUS.get(self._async.state, "pending")
 
+    @property
+    def stale(self) -> bool:
+        """Whether the answer came from an expired cache entry because every provider was
+        unavailable (``DSPYQ_DEGRADATION__STALE_CACHE``); False until the job succeeded."""
+        if self._async.state != "SUCCESS":
+            return False
+        return ExecutionResult.model_validate(self._async.result).stale
+
     def result(self, timeout: float | None = None) -> Prediction:
         """Wait for the execution; a failed job raises the dspyq error it failed with."""
         try:

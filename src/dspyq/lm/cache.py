@@ -54,7 +54,8 @@ class LRUCache:
         with self._lock:
             item = self._entries.get(key)
             if item is not None and self.ttl is not None and time.monotonic() - item[0] > self.ttl:
-                del self._entries[key]
+                # Expired entries stay until evicted: a stale answer beats none when the
+                # provider is down (see dspyq.lm.degrade).
                 item = None
             if item is None:
                 self.misses += 1
@@ -62,6 +63,19 @@ class LRUCache:
             self._entries.move_to_end(key)
             self.hits += 1
             return item[1]
+
+    def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
+        """The entry under ``key`` even if expired, unless it expired over ``max_age`` s ago."""
+        with self._lock:
+            item = self._entries.get(key)
+        if item is None:
+            return None
+        too_old = (
+            max_age is not None
+            and self.ttl is not None
+            and time.monotonic() - item[0] > self.ttl + max_age
+        )
+        return None if too_old else item[1]
 
     def put(self, key: str, value: LMResponse) -> None:
         with self._lock:

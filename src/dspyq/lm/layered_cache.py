@@ -57,6 +57,27 @@ class LayeredCache:
             self.misses += 1
         return None
 
+    def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
+        """An answer for ``key`` even past its TTL (``max_age``: at most that long past).
+
+        Asks each layer that can tell (a ``get_stale`` method); the answer is not copied
+        upwards, where it would pass for fresh.
+        """
+        for depth, layer in enumerate(self.layers):
+            reader = getattr(layer, "get_stale", None)
+            if reader is None:
+                continue
+            try:
+                value: LMResponse | None = reader(key, max_age)
+            except Exception:
+                logger.warning(
+                    "cache layer %d (%r) failed a stale read; skipped", depth, layer, exc_info=True
+                )
+                continue
+            if value is not None:
+                return value
+        return None
+
     def put(self, key: str, value: LMResponse) -> None:
         for layer in self.layers:
             self._put(layer, key, value)

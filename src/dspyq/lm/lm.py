@@ -28,6 +28,7 @@ from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
 from dspyq.lm.cache import default_cache
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
+from dspyq.lm.degrade import stale_answer
 from dspyq.lm.gate import estimate_tokens, provider_gate
 from dspyq.lm.observe import report_lm_request
 from dspyq.lm.pricing import Price, PriceTable, price_table
@@ -230,6 +231,7 @@ class LM:
         *,
         cache_hit: bool,
         stream: bool = False,
+        stale: bool = False,
     ) -> None:
         if cache_hit:
             usage, cost, priced = Usage(), 0.0, True
@@ -249,6 +251,7 @@ class LM:
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "cache_hit": cache_hit,
             "stream": stream,
+            "stale": stale,
             "model": self.model,
             "response_model": response.model,
             "provider": self.provider_name,
@@ -273,6 +276,12 @@ class LM:
             duration_ms=entry["duration_ms"],
             cache_hit=cache_hit,
             stream=stream,
+        )
+
+    def _stale(self, call: PreparedCall, error: Exception) -> LMResponse | None:
+        """The last resort when the provider is unavailable (see :mod:`dspyq.lm.degrade`)."""
+        return stale_answer(
+            default_cache(), call.key, error, provider=self.provider_name, model=self.model
         )
 
     def _record_failure(
@@ -360,8 +369,12 @@ class LM:
                 lambda: self._gated(call, lambda: self.provider.complete(call.request))
             )
         except Exception as error:
-            self._record_failure(call, started, error)
-            raise
+            stale = self._stale(call, error)
+            if stale is None:
+                self._record_failure(call, started, error)
+                raise
+            self._record(call, stale, started, cache_hit=True, stale=True)
+            return stale
         self._record(call, response, started, cache_hit=False)
         return response
 
@@ -380,8 +393,12 @@ class LM:
                 lambda: self._agated(call, lambda: self.provider.acomplete(call.request))
             )
         except Exception as error:
-            self._record_failure(call, started, error)
-            raise
+            stale = self._stale(call, error)
+            if stale is None:
+                self._record_failure(call, started, error)
+                raise
+            self._record(call, stale, started, cache_hit=True, stale=True)
+            return stale
         self._record(call, response, started, cache_hit=False)
         return response
 
@@ -425,8 +442,13 @@ class LM:
                 if chunk.text:
                     yield chunk.text
         except Exception as error:
-            self._record_failure(call, started, error, stream=True)
-            raise
+            stale = None if builder.parts else self._stale(call, error)
+            if stale is None:
+                self._record_failure(call, started, error, stream=True)
+                raise
+            self._record(call, stale, started, cache_hit=True, stream=True, stale=True)
+            yield stale.outputs[0]
+            return stale
         response = builder.response()
         self._record(call, response, started, cache_hit=False, stream=True)
         return response

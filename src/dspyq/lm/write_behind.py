@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 class BatchWritableCache(Protocol):
     """A cache layer that can store many entries at once."""
 
+    ttl: float | None
+
     def get(self, key: str) -> LMResponse | None: ...
 
     def put_many(self, entries: list[tuple[str, LMResponse]]) -> None: ...
@@ -53,6 +55,11 @@ class WriteBehindCache:
         with self._lock:
             queued = self._queued.get(key)
         return queued if queued is not None else self.layer.get(key)
+
+    def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
+        """The wrapped layer's answer past its TTL (queued entries are fresh: ``get`` has them)."""
+        reader = getattr(self.layer, "get_stale", None)
+        return None if reader is None else reader(key, max_age)
 
     def put(self, key: str, value: LMResponse) -> None:
         with self._lock:

@@ -149,7 +149,12 @@ def _run(
     try:
         program = build_program(env, request)
         with context(
-            lm=lm, correlation_id=request.correlation_id, parent_id=record_id, task_id=record_id
+            lm=lm,
+            correlation_id=request.correlation_id,
+            parent_id=record_id,
+            task_id=record_id,
+            # A stale cached answer is the last resort: not while fallback LMs remain.
+            allow_stale=not request.fallbacks,
         ):
             result = getattr(program, request.method)(**request.inputs)
     except RateLimitExceededError as exc:
@@ -187,6 +192,7 @@ def _run(
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     outputs = {**outputs_as_json(result), **(extra_outputs or {})}
     usage = _usage(lm)
+    stale = any(entry.get("stale") for entry in lm.history)
     held_events, held_rows = pending.events, pending.lm_requests
     # One transaction: outputs and usage on the row, the LM calls' events and rows held
     # back while the job ran, and the completion event.
@@ -204,6 +210,7 @@ def _run(
                 method=request.method,
                 output_data=outputs,
                 duration_ms=duration_ms,
+                stale=stale,
                 **usage,
             ),
         ],
@@ -219,6 +226,7 @@ def _run(
         correlation_id=request.correlation_id,
         lm=request.lm,
         duration_ms=duration_ms,
+        stale=stale,
         **usage,
     ).model_dump()
 

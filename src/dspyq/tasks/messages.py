@@ -64,6 +64,8 @@ class ExecutionResult(BaseModel):
     cost_usd: float = 0.0
     lm_calls: int = 0
     duration_ms: float = 0.0
+    stale: bool = False
+    """Some LM answer came from an expired cache entry: every provider was unavailable."""
 
     def prediction(self) -> Prediction:
         return Prediction(**self.outputs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 SQL_CACHE_NAMESPACE = "lm:"
 """Prefix of LM responses' keys in the shared ``cache_entries`` table."""
 
+_FOREVER = 100 * 365 * 86_400.0
+
 
 class SQLResponseCache:
     """The L3 layer: LM responses as JSON in the store's :class:`~dspyq.store.SQLCache`."""
@@ -69,7 +72,17 @@ class SQLResponseCache:
         self.ttl = ttl if ttl else None
 
     def get(self, key: str) -> LMResponse | None:
-        value = self.store.get(SQL_CACHE_NAMESPACE + key)
+        return self._read(self.store, key)
+
+    def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
+        """The answer under ``key`` even past its expiry, unless it expired over ``max_age`` s
+        ago (expired rows stay until purged)."""
+        past = self.store.clock() - timedelta(seconds=_FOREVER if max_age is None else max_age)
+        # The store's clock seam: read the table as if it were ``max_age`` seconds ago.
+        return self._read(SQLCache(self.store.engine, clock=lambda: past), key)
+
+    def _read(self, store: SQLCache, key: str) -> LMResponse | None:
+        value = store.get(SQL_CACHE_NAMESPACE + key)
         if value is None:
             return None
         try:
