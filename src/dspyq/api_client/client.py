@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from dspyq.api_client.evaluation import evaluate_on_pool
 from dspyq.api_client.job import Job
+from dspyq.api_client.pools import PoolStatus, pool_statuses
 from dspyq.api_client.programs import ProgramRegistry
 from dspyq.api_client.runs import DEFAULT_CANDIDATES_PER_ROUND, Run, start_run
 from dspyq.api_client.stream import AsyncStream, Stream, start_stream
@@ -259,6 +260,13 @@ class Client:
         except Exception:  # the store is optional for results: fall back to Celery's error
             return None
         return record.error if record is not None and record.error else None
+
+    def pools(self, window_minutes: float = 15.0, timeout: float = 1.0) -> list[PoolStatus]:
+        """Every pool's live workers, queue depth, breaker, rate-limit use and recent
+        error rate (``dspyq pools``); workers get ``timeout`` seconds to answer."""
+        return pool_statuses(
+            self.settings, self.app, self.engine, window_minutes=window_minutes, timeout=timeout
+        )
 
     @property
     def engine(self) -> Engine:
