@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 
@@ -10,9 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dspyq.core.context import context
 from dspyq.events import Event
+from dspyq.settings import Settings, TelemetrySettings
 from dspyq.telemetry.logs import install_log_correlation, job_correlation
 from dspyq.telemetry.metrics import WorkerMetrics
-from dspyq.telemetry.tracing import submit_span_id_for, trace_id_for
+from dspyq.telemetry.tracing import submit_span, submit_span_id_for, trace_id_for, tracer_for
 
 
 def _samples(metrics: WorkerMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -106,3 +108,9 @@ def test_trace_ids_come_from_correlation_ids() -> None:
     assert trace_id_for("not-hex-id") == trace_id_for("not-hex-id")
     assert 0 < submit_span_id_for(cid) < 2**64
     assert submit_span_id_for(cid) != submit_span_id_for(uuid.uuid4().hex)
+
+
+def test_tracing_is_off_and_free_without_an_endpoint() -> None:
+    settings = Settings(telemetry=TelemetrySettings(otlp_endpoint=None))
+    assert tracer_for(settings) is None
+    assert isinstance(submit_span(settings, "cid", "task"), contextlib.nullcontext)

@@ -41,6 +41,7 @@ from dspyq.tasks.execute import EXECUTE_TASK
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.metrics import Metric
 from dspyq.tasks.multihop import MULTIHOP_TASK
+from dspyq.telemetry.tracing import submit_span
 
 
 class Client:
@@ -337,13 +338,15 @@ class Client:
 
     def _send(self, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
         task_id = uuid.uuid4().hex
-        self.app.send_task(
-            task_name,
-            kwargs={"request": request.model_dump(mode="json")},
-            queue=lm_queue(request.provider),
-            task_id=task_id,
-            producer=producer,
-            # Flower shows this instead of the raw JSON request.
-            shadow=f"{task_name}[{request.program.get('kind', '?').rpartition(':')[2]}]",
-        )
+        # The root span of the job's trace (a no-op unless DSPYQ_TELEMETRY__OTLP_ENDPOINT).
+        with submit_span(self.settings, request.correlation_id, task_name):
+            self.app.send_task(
+                task_name,
+                kwargs={"request": request.model_dump(mode="json")},
+                queue=lm_queue(request.provider),
+                task_id=task_id,
+                producer=producer,
+                # Flower shows this instead of the raw JSON request.
+                shadow=f"{task_name}[{request.program.get('kind', '?').rpartition(':')[2]}]",
+            )
         return Job(self, task_id, request.correlation_id)

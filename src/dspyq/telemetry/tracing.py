@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import os
 import random
 import threading
 import time
@@ -123,7 +124,8 @@ def _build_tracer(endpoint: str, service_name: str) -> Tracer:
     if not url.endswith(TRACES_PATH):
         url += TRACES_PATH
     provider = TracerProvider(
-        resource=Resource.create({"service.name": service_name}), id_generator=CorrelationIds()
+        resource=Resource.create({"service.name": service_name, "process.pid": os.getpid()}),
+        id_generator=CorrelationIds(),
     )
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
     _providers.append(provider)
@@ -252,8 +254,9 @@ class JobTracer:
         provider, model = str(data.get("provider") or ""), str(data.get("model") or "")
         end = int(event.timestamp.timestamp() * 1e9)
         start = end - int(float(data.get("duration_ms") or 0.0) * 1e6)
+        full_name = model if model.startswith(f"{provider}/") else f"{provider}/{model}"
         span = self.tracer.start_span(
-            f"lm {provider}/{model}",
+            f"lm {full_name}",
             context=set_span_in_context(parent),
             kind=SpanKind.CLIENT,
             start_time=start,
