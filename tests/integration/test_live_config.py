@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 import dspyq
 from dspyq.cli import app
 from dspyq.events import Event
-from dspyq.settings import reload_settings
+from dspyq.settings import Settings, reload_settings
 from dspyq.store import EventStore, make_engine
 from dspyq.testing.cluster import REDIS_URL, Cluster, make_cluster
+from dspyq.workers.live_config import LiveConfigListener, LiveConfigStore
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +135,41 @@ def test_secrets_and_invalid_values_are_refused_and_nothing_is_stored(
     assert "sk-planted-secret" not in shown.stdout
     assert cli("unset", "cache.ttl").exit_code == 0
     assert r.hlen(f"{cluster.prefix}:config:overrides") == 0
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_listener_follows_set_and_unset_and_keeps_its_own_environment_underneath(
+    client: redis.Redis, prefix: str
+) -> None:
+    settings = Settings(providers={"openai": {"rate_limit": "7/s"}})
+    changes: list[str] = []
+    listener = LiveConfigListener(
+        client, prefix, [settings], lambda: changes.append(settings.cache.ttl)
+    ).start()
+    store = LiveConfigStore(client, prefix)
+    try:
+        store.set(Settings(), "cache.ttl", "42")
+        store.set(Settings(), "providers.openai.breaker_fail_max", "2")
+        assert _wait_for(lambda: settings.providers["openai"].breaker_fail_max == 2)
+        assert settings.cache.ttl == 42
+        assert settings.providers["openai"].rate_limit == "7/s"  # its own value stays
+
+        store.unset(Settings(), "cache.ttl")
+        assert _wait_for(lambda: settings.cache.ttl == 3600)
+        assert settings.providers["openai"].breaker_fail_max == 2
+        assert changes[-1] == 3600
+
+        # A later process gets the overrides when it starts, before any job.
+        late = Settings()
+        LiveConfigListener(client, prefix, [late]).refresh()
+        assert late.providers["openai"].breaker_fail_max == 2
+    finally:
+        listener.stop()
