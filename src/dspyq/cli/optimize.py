@@ -1,0 +1,445 @@
+"""Commands for optimization runs: start one, list them, show one run's iterations.
+
+``dspyq optimize COPRO myapp.programs:qa --trainset train.jsonl --metric myapp.m:exact``
+starts a run on the queue (``--wait`` follows it with a progress bar); ``dspyq runs``
+lists recent runs and ``dspyq runs show RUN_ID`` shows one with every iteration. Each
+takes ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, fail, stdout
+from dspyq.errors import ConfigurationError, DspyqError, InputError, SignatureError
+
+if TYPE_CHECKING:
+    from dspyq.api_client import Client
+    from dspyq.core.example import Example
+    from dspyq.core.module import Module
+    from dspyq.optimize.teleprompter import Teleprompter
+    from dspyq.store.models import OptimizationRunRecord
+
+OPTIMIZERS = {
+    "labeledfewshot": "LabeledFewShot",
+    "bootstrapfewshot": "BootstrapFewShot",
+    "bootstrapfewshotwithrandomsearch": "BootstrapFewShotWithRandomSearch",
+    "randomsearch": "BootstrapFewShotWithRandomSearch",
+    "copro": "COPRO",
+    "miprov2": "MIPROv2",
+    "mipro": "MIPROv2",
+}
+DEFAULT_METRIC = "dspyq.metrics:answer_exact_match"
+ENDED_WELL = ("succeeded", "budget_exhausted")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _print_json(value: Any) -> None:
+    # Plain write: rich would wrap and highlight, and scripts want exact JSON.
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """dspyq errors as one line: a bad request exits 2, anything at run time 1."""
+    try:
+        yield
+    except (InputError, ConfigurationError, SignatureError) as exc:
+        fail(exc.message, USAGE_ERROR)
+    except DspyqError as exc:
+        fail(f"{type(exc).__name__}: {exc.message}", RUNTIME_ERROR)
+
+
+def _client() -> Client:
+    """A client whose broker answered a ping, so a dead Redis is one line, not a hang."""
+    from dspyq.api_client import Client
+    from dspyq.errors import RedisUnavailableError
+    from dspyq.resilience.redis_client import redacted_url, redis_from_url
+    from dspyq.settings import get_settings
+
+    settings = get_settings()
+    try:
+        redis_from_url(settings.broker_url).close()
+    except RedisUnavailableError:
+        fail(
+            f"the broker at {redacted_url(settings.broker_url)} is unreachable: start Redis "
+            "(dspyq dev runs one) or set DSPYQ_BROKER_URL",
+            RUNTIME_ERROR,
+        )
+    return Client(settings)
+
+
+# --- reading the inputs of a run ---------------------------------------------------------
+
+
+def _option_value(text: str) -> Any:
+    """``4`` -> 4, ``true`` -> True, ``null`` -> None, anything else stays a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            fail(f"--option {pair!r} is not name=value (e.g. --option breadth=10)", USAGE_ERROR)
+        found[name.strip().replace("-", "_")] = _option_value(value)
+    return found
+
+
+def read_examples(path: Path, inputs: list[str] | None, what: str) -> list[Example]:
+    """Examples from a JSON list or JSONL file of objects; ``inputs`` names their inputs."""
+    from dspyq.core.example import Example
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read the {what} {path}: {exc.strerror or exc}", USAGE_ERROR)
+    rows: list[Any]
+    try:
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        fail(f"the {what} {path} is not JSON or JSONL: {exc.msg} (line {exc.lineno})", USAGE_ERROR)
+    if not rows:
+        fail(f"the {what} {path} holds no examples", USAGE_ERROR)
+    examples = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            fail(f"{what} {path}: example {number} is not a JSON object", USAGE_ERROR)
+        keys = inputs or []
+        missing = [k for k in keys if k not in row]
+        if missing:
+            fail(
+                f"{what} {path}: example {number} lacks input(s) {', '.join(missing)}", USAGE_ERROR
+            )
+        examples.append(Example(**row).with_inputs(*keys))
+    return examples
+
+
+def _input_names(program: Module) -> list[str]:
+    """The input fields of the program's first predictor (what examples feed it)."""
+    for predictor in program.predictors():
+        signature = getattr(predictor, "signature", None)
+        if signature is not None:
+            return list(signature.input_fields)
+    return []
+
+
+def load_program(client: Client, spec: str) -> Module:
+    """``pkg.mod:obj`` (a Module, a Module class, or a function returning one), or the
+    name of a saved program (``name`` or ``name@version``)."""
+    from dspyq.core.imports import resolve_import
+    from dspyq.core.module import Module
+
+    if ":" in spec:
+        found = resolve_import(spec, client.settings.allowed_imports)
+        if isinstance(found, type) or (callable(found) and not isinstance(found, Module)):
+            found = found()
+        if not isinstance(found, Module):
+            raise InputError(f"{spec} is a {type(found).__name__}, not a dspyq Module")
+        return found
+    name, _, version = spec.partition("@")
+    if version and not version.isdigit():
+        raise InputError(f"program {spec!r}: the version after @ must be a number")
+    if not client.list_programs(name):
+        raise InputError(
+            f"no saved program named {name!r}; give an import path (pkg.module:obj) "
+            "or the name of a saved program"
+        )
+    return client.load_program(name, int(version) if version else None)
+
+
+def build_optimizer(
+    name: str, metric: str, options: dict[str, Any], lm: str, allowed: list[str] | None
+) -> tuple[Teleprompter, dict[str, Any]]:
+    """The optimizer ``name`` with ``options`` (MIPROv2's compile options split off)."""
+    import dspyq
+    from dspyq.lm.lm import LM
+    from dspyq.tasks.metrics import resolve_metric
+    from dspyq.tasks.mipro_run import COMPILE_OPTIONS
+
+    chosen = OPTIMIZERS.get(name.lower().replace("-", "").replace("_", ""))
+    if chosen is None:
+        known = sorted(set(OPTIMIZERS.values()))
+        fail(f"unknown optimizer {name!r}; choose one of: {', '.join(known)}", USAGE_ERROR)
+    cls = getattr(dspyq, chosen)
+    kwargs = dict(options)
+    compile_options: dict[str, Any] = {}
+    if chosen == "MIPROv2":
+        compile_options = {k: kwargs.pop(k) for k in list(kwargs) if k in COMPILE_OPTIONS}
+        # The run's --lm/--teacher-lm are what workers use; these only satisfy the constructor.
+        kwargs.setdefault("prompt_model", LM(lm))
+        kwargs.setdefault("task_model", LM(lm))
+    accepted = {
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+    unknown = sorted(set(kwargs) - accepted - {"metric"})
+    if unknown:
+        raise InputError(
+            f"{chosen} does not take option(s) {', '.join(unknown)}; it takes: "
+            f"{', '.join(sorted(accepted - {'metric', 'prompt_model', 'task_model'}))}"
+            + (f" (compile: {', '.join(COMPILE_OPTIONS)})" if chosen == "MIPROv2" else "")
+        )
+    if chosen != "LabeledFewShot":
+        kwargs["metric"] = resolve_metric(metric, allowed)
+    try:
+        return cls(**kwargs), compile_options
+    except TypeError as exc:
+        raise InputError(f"{chosen} does not take these options: {exc}") from None
+
+
+# --- dspyq optimize --------------------------------------------------------------------
+
+
+def _summary(record: OptimizationRunRecord, total: int) -> dict[str, Any]:
+    saved = (record.checkpoint or {}).get("saved")
+    return {
+        "run_id": record.id,
+        "optimizer": record.optimizer,
+        "status": record.status,
+        "best_score": record.best_score,
+        "iterations": record.iterations,
+        "total": total,
+        "stop_reason": record.stop_reason,
+        "program": saved,
+        "correlation_id": record.correlation_id,
+    }
+
+
+@app.command("optimize")
+def optimize(
+    optimizer: Annotated[
+        str,
+        typer.Argument(
+            help="LabeledFewShot, BootstrapFewShot, BootstrapFewShotWithRandomSearch, "
+            "COPRO or MIPROv2."
+        ),
+    ],
+    program: Annotated[
+        str,
+        typer.Argument(
+            help="Import path pkg.module:obj, or a saved program's name (name@VERSION for one version)."
+        ),
+    ],
+    trainset: Annotated[
+        Path, typer.Option("--trainset", help="Training examples: a JSON list or JSONL file.")
+    ],
+    valset: Annotated[
+        Path | None, typer.Option("--valset", help="Validation examples (JSON or JSONL).")
+    ] = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs", help="Comma-separated input keys (default: the program's input fields)."
+        ),
+    ] = None,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Metric as an import path pkg.module:function.")
+    ] = DEFAULT_METRIC,
+    lm: Annotated[
+        str | None,
+        typer.Option("--lm", help="Task model as provider/name (default: DSPYQ_DEFAULT_LM)."),
+    ] = None,
+    teacher_lm: Annotated[
+        str | None,
+        typer.Option("--teacher-lm", help="Model that bootstraps demos and writes instructions."),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Optimizer setting name=value, repeatable (e.g. -o breadth=10; MIPROv2 also "
+            "takes compile options such as num_trials).",
+        ),
+    ] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option("--budget-usd", help="Stop once the run's LM calls cost this.")
+    ] = None,
+    max_lm_calls: Annotated[
+        int | None, typer.Option("--max-lm-calls", help="Stop after this many LM calls.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Save the best program under this name.")
+    ] = None,
+    candidates_per_round: Annotated[
+        int, typer.Option(help="Candidates (MIPROv2: trials) scored per round.")
+    ] = 4,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it ends.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(help="With --wait: give up after this many seconds.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start an optimization run on the queue (see `dspyq runs` to follow it)."""
+    if budget_usd is not None and budget_usd <= 0:
+        fail("--budget-usd must be positive", USAGE_ERROR)
+    if max_lm_calls is not None and max_lm_calls < 1:
+        fail("--max-lm-calls must be at least 1", USAGE_ERROR)
+    with _errors():
+        client = _client()
+        model = lm or client.settings.default_lm
+        if not model:
+            fail("no model: pass --lm provider/name or set DSPYQ_DEFAULT_LM", USAGE_ERROR)
+        student = load_program(client, program)
+        keys = [k.strip() for k in inputs.split(",") if k.strip()] if inputs else None
+        keys = keys or _input_names(student)
+        if not keys:
+            fail("cannot tell the examples' inputs: pass --inputs question,...", USAGE_ERROR)
+        train = read_examples(trainset, keys, "trainset")
+        val = None if valset is None else read_examples(valset, keys, "valset")
+        built, compile_options = build_optimizer(
+            optimizer, metric, _options(option or []), model, client.settings.allowed_imports
+        )
+        run = client.optimize(
+            built,
+            student,
+            trainset=train,
+            valset=val,
+            lm=model,
+            teacher_lm=teacher_lm,
+            metric=metric,
+            budget_usd=budget_usd,
+            max_lm_calls=max_lm_calls,
+            run_name=name,
+            candidates_per_round=candidates_per_round,
+            compile_options=compile_options,
+        )
+        if not wait:
+            if as_json:
+                _print_json(_summary(run.record(), run.progress()["total"]))
+            else:
+                stdout.print(f"Started run {run.id} ({built.__class__.__name__}).")
+                stdout.print(f"Follow it with: dspyq runs show {run.id}")
+            return
+        status = run.wait(timeout=timeout, progress=not as_json)
+        record = run.record()
+        summary = _summary(record, run.progress()["total"])
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_run(record, summary)
+    if status not in ENDED_WELL:
+        raise typer.Exit(RUNTIME_ERROR)
+
+
+# --- dspyq runs ------------------------------------------------------------------------
+
+runs_app = typer.Typer(
+    help="List optimization runs, or show one with its iterations.", no_args_is_help=False
+)
+app.add_typer(runs_app, name="runs")
+
+
+def _when(record: OptimizationRunRecord) -> str:
+    return record.created_at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List optimization runs, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from dspyq.store.runs import RunStore
+
+    with _errors():
+        client = _client()
+        records = RunStore(client.engine).list(limit=limit)
+    if as_json:
+        _print_json([_summary(r, r.iterations) | {"created_at": r.created_at} for r in records])
+        return
+    if not records:
+        stdout.print("No optimization runs yet. Start one with: dspyq optimize ...")
+        return
+    table = Table(title="Optimization runs")
+    for column in ("run", "optimizer", "status", "best", "iterations", "started", "why it ended"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(
+            r.id, r.optimizer, r.status, _score(r.best_score), str(r.iterations), _when(r),
+            escape(r.stop_reason or ""),
+        )  # fmt: skip
+    stdout.print(table)
+
+
+def _iterations(client: Client, record: OptimizationRunRecord) -> list[dict[str, Any]]:
+    found = [
+        e.data for e in client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    return sorted(found, key=lambda d: int(d.get("iteration", 0)))
+
+
+def _print_run(record: OptimizationRunRecord, summary: dict[str, Any]) -> None:
+    saved = summary.get("program")
+    stdout.print(f"[bold]Run {record.id}[/] ({record.optimizer}) - {record.status}")
+    stdout.print(
+        f"best score {_score(record.best_score)} after {record.iterations} of "
+        f"{summary['total']} iterations; {escape(record.stop_reason or 'still running')}"
+    )
+    if saved:
+        stdout.print(f"best program saved as {saved['name']} version {saved['version']}")
+
+
+@runs_app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run's id (from dspyq runs).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one run: its settings, outcome and every iteration."""
+    from dspyq.store.runs import RunStore
+
+    with _errors():
+        client = _client()
+        record = RunStore(client.engine).get(run_id)
+        if record is None:
+            fail(f"no optimization run {run_id!r} (see dspyq runs)", USAGE_ERROR)
+        total = client.run(run_id).progress()["total"]
+        iterations = _iterations(client, record)
+    summary = _summary(record, total)
+    if as_json:
+        settings = (record.config or {}).get("settings", {})
+        _print_json(summary | {"settings": settings, "iterations": iterations})
+        return
+    _print_run(record, summary)
+    table = Table(title="Iterations")
+    for column in ("#", "round", "score", "best", "candidate", "error"):
+        table.add_column(column, overflow="fold")
+    for d in iterations:
+        candidate = str(d.get("candidate_instruction") or "")
+        if d.get("params"):
+            kind = "full" if d.get("full_eval") else "minibatch"
+            candidate = f"{json.dumps(d['params'])} ({kind}) {candidate}"
+        table.add_row(
+            str(d.get("iteration")), str(d.get("round", "")), _score(d.get("evaluation_score")),
+            _score(d.get("best_score")), escape(candidate[:160]), escape(str(d.get("error") or "")),
+        )  # fmt: skip
+    stdout.print(table)
