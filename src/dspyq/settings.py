@@ -121,9 +121,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = 3600
     task_time_limit: int = 600
     default_lm: str | None = None
+    # Client.map sends up to this many jobs per message (1: one message per job).
+    map_batch_size: int = Field(default=20, ge=1, le=1000)
     allowed_imports: list[str] | None = None
-    # Largest JSON size of one job's inputs; larger ones are refused before enqueue.
-    max_input_bytes: int = Field(default=1_048_576, gt=0)
     # Largest JSON size of one job's inputs; larger ones are refused before enqueue.
     max_input_bytes: int = Field(default=1_048_576, gt=0)
     # 0 keeps DSPy 3.4.1's behaviour exactly; see dspyq.adapters.repair.

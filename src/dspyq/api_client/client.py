@@ -37,6 +37,7 @@ from dspyq.store import EventStore, ExecutionRecord, ExecutionStore, init_db, ma
 from dspyq.store.evaluations import EvaluationStore
 from dspyq.store.models import EvaluationRecord, EvaluationRowRecord, ProgramRecord
 from dspyq.tasks.app import lm_queue, make_app
+from dspyq.tasks.batch import BATCH_TASK, BatchItem, batch_size
 from dspyq.tasks.execute import EXECUTE_TASK
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.metrics import Metric
@@ -80,14 +81,26 @@ class Client:
         fallbacks: Sequence[str] = (),
         lm_kwargs: Mapping[str, Any] | None = None,
     ) -> list[Job]:
-        """Enqueue one execution per inputs dict; all are validated before any is sent."""
+        """Enqueue one execution per inputs dict; all are validated before any is sent.
+
+        Jobs travel in batches of up to ``DSPYQ_MAP_BATCH_SIZE`` per message (see
+        :mod:`dspyq.tasks.batch`); each still has its own :class:`Job`.
+        """
         spec = program_to_spec(program).model_dump(mode="json")
         prepared = [
             self._request(program, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
             for item in inputs
         ]
         with self.app.producer_or_acquire() as producer:
-            return [self._send(name, request, producer=producer) for request, name in prepared]
+            if any(name != EXECUTE_TASK for _, name in prepared):
+                return [self._send(name, request, producer=producer) for request, name in prepared]
+            requests = [request for request, _ in prepared]
+            size = batch_size(len(requests), self.settings.map_batch_size)
+            return [
+                job
+                for start in range(0, len(requests), size)
+                for job in self._send_batch(requests[start : start + size], producer)
+            ]
 
     async def asubmit(self, program: Module, lm: str | None = None, **kwargs: Any) -> Job:
         """Async twin of :meth:`submit` (publishing runs in a thread)."""
@@ -335,6 +348,23 @@ class Client:
             "no LM for this job: pass lm='openai/gpt-4o-mini' to submit(), set an LM on the "
             "program, or set DSPYQ_DEFAULT_LM"
         )
+
+    def _send_batch(self, requests: list[ExecutionRequest], producer: Any) -> list[Job]:
+        if len(requests) == 1:
+            return [self._send(EXECUTE_TASK, requests[0], producer=producer)]
+        items = [BatchItem(uuid.uuid4().hex, r.model_dump(mode="json")) for r in requests]
+        kind = requests[0].program.get("kind", "?").rpartition(":")[2]
+        self.app.send_task(
+            BATCH_TASK,
+            kwargs={"jobs": [item.to_json() for item in items]},
+            queue=lm_queue(requests[0].provider),
+            producer=producer,
+            shadow=f"{BATCH_TASK}[{kind} x{len(items)}]",
+        )
+        return [
+            Job(self, item.task_id, r.correlation_id)
+            for item, r in zip(items, requests, strict=True)
+        ]
 
     def _send(self, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
         task_id = uuid.uuid4().hex

@@ -23,8 +23,13 @@ def cancel_job(app: Celery, task_id: str) -> None:
     AsyncResult(task_id, app=app).revoke()
 
 
+def is_cancelled(app: Celery, task_id: str) -> bool:
+    """Whether the client cancelled job ``task_id``."""
+    return app.backend.get(_mark(task_id)) is not None
+
+
 def skip_if_cancelled(task: Task) -> None:
     """End this delivery as REVOKED, running and recording nothing, if it was cancelled."""
-    if task.backend.get(_mark(str(task.request.id))) is not None:
+    if is_cancelled(task.app, str(task.request.id)):
         task.backend.mark_as_revoked(task.request.id, reason="cancelled by the client")
         raise Ignore()

@@ -32,6 +32,7 @@ LM_POOL_CONCURRENCY = 8
 OPTIMIZE_POOL_CONCURRENCY = 2
 TASK_MODULES = (
     "dspyq.tasks.execute",
+    "dspyq.tasks.batch",
     "dspyq.tasks.multihop",
     "dspyq.tasks.evaluate",
     "dspyq.tasks.optimize",

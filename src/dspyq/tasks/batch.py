@@ -1,0 +1,138 @@
+"""Many executions in one message: what ``Client.map`` sends for a batch.
+
+A Celery message costs a worker a few milliseconds of CPU however small the job (the
+consumer, acks, the result backend): as much as dspyq's own work for a short LM call.
+So ``map`` groups its jobs, and one ``dspyq.execute_batch`` message carries several,
+each still with its own task id. The worker runs a batch's jobs at once, one thread
+each, through exactly the path of a single job (:func:`~dspyq.tasks.execute.run_execution`:
+same records, events and idempotence), and stores each job's state and result under its
+own task id, so the client's :class:`~dspyq.api_client.job.Job` cannot tell the
+difference.
+
+A job that must leave the batch (it waits for rate-limit budget, or moves to a
+fallback provider) is sent on as a single ``dspyq.execute_module`` message under its
+own task id; the rest of the batch carries on. The batch message is acknowledged when
+all its jobs are done; if its worker dies first, the whole message is redelivered and
+the jobs that had already succeeded return their recorded result without an LM call.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from celery import Task, shared_task, states
+from celery.canvas import Signature
+
+from dspyq.errors import DspyqError
+from dspyq.tasks.app import lm_queue
+from dspyq.tasks.cancel import is_cancelled
+from dspyq.tasks.execute import EXECUTE_TASK, run_execution
+from dspyq.tasks.messages import ExecutionRequest
+
+__all__ = ["BATCH_TASK", "BatchItem", "batch_size", "execute_batch"]
+
+logger = logging.getLogger(__name__)
+
+BATCH_TASK = "dspyq.execute_batch"
+
+MIN_BATCHES = 8
+"""A map is split into at least this many messages (when it has that many jobs), so a
+small map still spreads over the pool's workers instead of landing on one."""
+
+
+def batch_size(jobs: int, largest: int) -> int:
+    """Jobs per message for a map of ``jobs``: at most ``largest``, at least one."""
+    return max(1, min(largest, -(-jobs // MIN_BATCHES)))
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One job of a batch message: its task id and its execution request."""
+
+    task_id: str
+    request: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "request": self.request}
+
+
+class _SentOn(Exception):
+    """The job left the batch as a message of its own (see :meth:`_JobTask.replace`)."""
+
+
+@dataclass
+class _JobRequest:
+    """The parts of a Celery task request that the execution path reads."""
+
+    id: str
+    kwargs: dict[str, Any]
+    delivery_info: dict[str, Any]
+    args: tuple[Any, ...] = ()
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+class _JobTask:
+    """One job of a batch, seen by :func:`run_execution` as if it were its own task.
+
+    The execution path touches its task only to send the job on (a rate-limit wait or a
+    fallback): here that publishes a single-job message under the job's own task id.
+    """
+
+    name = EXECUTE_TASK
+
+    def __init__(self, batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> None:
+        self.app = batch.app
+        self.request = _JobRequest(
+            id=item.task_id, kwargs={"request": item.request}, delivery_info=delivery_info
+        )
+
+    def replace(self, sig: Signature) -> NoReturn:
+        options = {k: v for k, v in sig.options.items() if k in {"queue", "countdown"}}
+        self.app.send_task(
+            EXECUTE_TASK, args=sig.args, kwargs=sig.kwargs, task_id=self.request.id, **options
+        )
+        raise _SentOn()
+
+
+def _run_item(batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> None:
+    """Run one job of the batch and store its state under its own task id.
+
+    Runs in a thread of its own, where ``batch.request`` (thread-local in Celery) is
+    empty: what it needs of the batch's delivery comes as ``delivery_info``.
+    """
+    backend = batch.backend
+    if is_cancelled(batch.app, item.task_id):
+        backend.mark_as_revoked(item.task_id, reason="cancelled by the client")
+        return
+    try:
+        request = ExecutionRequest.model_validate(item.request)
+        backend.store_result(item.task_id, None, states.STARTED)
+        job = _JobTask(batch, item, {"routing_key": lm_queue(request.provider), **delivery_info})
+        result = run_execution(job, request, item.task_id)
+    except _SentOn:
+        return  # its own message now carries it; its Job follows the same task id
+    except DspyqError as exc:
+        backend.mark_as_failure(item.task_id, exc)
+        return
+    except Exception as exc:
+        # Not the job's own failure (those are DspyqErrors): keep the worker's view.
+        logger.exception("job %s of a batch failed outside its execution", item.task_id)
+        backend.mark_as_failure(item.task_id, exc)
+        return
+    backend.mark_as_done(item.task_id, result)
+
+
+@shared_task(name=BATCH_TASK, bind=True, ignore_result=True)
+def execute_batch(self: Task, jobs: list[dict[str, Any]]) -> None:
+    """Run every job of the batch at once; each job's outcome is stored under its own id."""
+    items = [BatchItem(task_id=str(job["task_id"]), request=job["request"]) for job in jobs]
+    delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
+    if len(items) == 1:
+        _run_item(self, items[0], delivery)
+        return
+    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="dspyq-batch") as pool:
+        for future in [pool.submit(_run_item, self, item, delivery) for item in items]:
+            future.result()
