@@ -2,6 +2,7 @@
 
 from dspyq.cli import (
     config,  # noqa: F401  (registers its commands)
+    jobs,  # noqa: F401  (registers its commands)
     optimize,  # noqa: F401  (registers its commands)
     pools,  # noqa: F401  (registers its commands)
     serve,  # noqa: F401  (registers its commands)

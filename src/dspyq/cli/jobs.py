@@ -1,0 +1,423 @@
+"""Commands for jobs: run or submit a signature, and read back what happened.
+
+``dspyq run "question -> answer" --question "..."`` submits through the queue and waits;
+``dspyq submit`` only enqueues; ``dspyq events <correlation-id>`` draws a job's trace as
+a tree; ``dspyq executions`` lists recent executions. Each takes ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlmodel import col, select
+
+from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, fail, stdout
+from dspyq.errors import (
+    AdapterParseError,
+    ConfigurationError,
+    DspyqError,
+    InputError,
+    RedisUnavailableError,
+    SignatureError,
+)
+from dspyq.events import Event
+from dspyq.settings import Settings, get_settings
+
+MODULES = {"predict": "Predict", "cot": "ChainOfThought"}
+STATUSES = ("pending", "running", "succeeded", "failed")
+_ERROR_CHARS = 300
+_EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+SignatureArg = Annotated[str, typer.Argument(help='The signature, e.g. "question -> answer".')]
+LMOption = Annotated[
+    str | None,
+    typer.Option("--lm", help="Model as provider/name (default: DSPYQ_DEFAULT_LM)."),
+]
+ModuleOption = Annotated[str, typer.Option("--module", help="predict or cot (ChainOfThought).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+# --- shared pieces ---------------------------------------------------------------------
+
+
+def _print_json(value: Any) -> None:
+    # Plain print: rich would wrap and highlight, and scripts want exact JSON.
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _field_pairs(args: Sequence[str]) -> dict[str, str]:
+    """``["--question", "What?", "--context=..."]`` -> ``{"question": "What?", ...}``."""
+    values: dict[str, str] = {}
+    items = list(args)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--") or len(item) == 2:
+            fail(f"unexpected argument {item!r}: give inputs as --field value", USAGE_ERROR)
+        name, has_value, value = item[2:].partition("=")
+        if not has_value:
+            if not items or items[0].startswith("--"):
+                fail(f"--{name} needs a value", USAGE_ERROR)
+            value = items.pop(0)
+        values[name.replace("-", "_")] = value
+    return values
+
+
+def _program(signature: str, module: str, fields: dict[str, str]) -> Any:
+    """The program for ``signature``, with ``fields`` checked against its inputs."""
+    import dspyq
+
+    if module not in MODULES:
+        fail(f"unknown --module {module!r}; choose one of: {', '.join(MODULES)}", USAGE_ERROR)
+    try:
+        program = getattr(dspyq, MODULES[module])(signature)
+    except SignatureError as exc:
+        fail(exc.message, USAGE_ERROR)
+    expected = list(program.predictors()[0].signature.input_fields)
+    unknown = [name for name in fields if name not in expected]
+    missing = [name for name in expected if name not in fields]
+    if unknown or missing:
+        wanted = " ".join(f"--{name} ..." for name in expected)
+        problem = (
+            f"unknown input {', '.join('--' + n for n in unknown)}"
+            if unknown
+            else f"missing input {', '.join('--' + n for n in missing)}"
+        )
+        fail(f"{problem}; {signature!r} takes: {wanted}", USAGE_ERROR)
+    return program
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """dspyq errors as one line: a bad request exits 2, anything at run time 1."""
+    try:
+        yield
+    except (InputError, ConfigurationError, SignatureError) as exc:
+        fail(exc.message, USAGE_ERROR)
+    except DspyqError as exc:
+        # Job errors can span lines (DSPy's parse errors do): one line, pointing at the trace.
+        message = " ".join(exc.message.split())
+        if len(message) > _ERROR_CHARS:
+            message = message[: _ERROR_CHARS - 1] + "…"
+        hint = f" (trace: dspyq events {exc.correlation_id})" if _has_trace(exc) else ""
+        fail(f"{type(exc).__name__}: {message}{hint}", RUNTIME_ERROR)
+
+
+def _has_trace(exc: DspyqError) -> bool:
+    """Whether the error came back from a job (so its correlation id has recorded events)."""
+    return "task_id" in exc.context or isinstance(exc, AdapterParseError)
+
+
+def _client(settings: Settings) -> Any:
+    """A client whose broker answered a ping, so a dead Redis is one line, not a hang."""
+    from dspyq.api_client import Client
+    from dspyq.resilience.redis_client import redacted_url, redis_from_url
+
+    try:
+        redis_from_url(settings.broker_url).close()
+    except RedisUnavailableError:
+        fail(
+            f"the broker at {redacted_url(settings.broker_url)} is unreachable: start Redis "
+            "(dspyq dev runs one) or set DSPYQ_BROKER_URL",
+            RUNTIME_ERROR,
+        )
+    return Client(settings)
+
+
+def _check_database(settings: Settings) -> None:
+    """Reading commands never create a database: a missing SQLite file is an error."""
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        fail(f"DSPYQ_DATABASE_URL {settings.database_url!r} is not a database URL", USAGE_ERROR)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():
+        fail(
+            f"no database at {url.database}: run a job first, or point "
+            "DSPYQ_DATABASE_URL at the workers' database",
+            RUNTIME_ERROR,
+        )
+
+
+def _submit(
+    ctx: typer.Context, signature: str, lm: str | None, module: str
+) -> tuple[Any, Any, Settings]:
+    fields = _field_pairs(ctx.args)
+    program = _program(signature, module, fields)
+    settings = get_settings()
+    client = _client(settings)
+    return client, client.submit(program, lm=lm, **fields), settings
+
+
+# --- run and submit --------------------------------------------------------------------
+
+
+@app.command(context_settings=_EXTRA_ARGS)
+def run(
+    ctx: typer.Context,
+    signature: SignatureArg,
+    lm: LMOption = None,
+    module: ModuleOption = "predict",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 120.0,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print the LM's text as it arrives.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run a signature on the workers and print its outputs; inputs are --field value pairs.
+
+    Example: dspyq run "question -> answer" --question "What is 2+2?" --lm openai/gpt-4o-mini
+    """
+    with _errors():
+        if stream:
+            prediction, job, client = _run_streamed(ctx, signature, lm, module, timeout, as_json)
+        else:
+            client, job, _ = _submit(ctx, signature, lm, module)
+            prediction = job.result(timeout=timeout)
+        outputs = dict(prediction.items())
+        rows = client.executions(job.correlation_id)
+    usage = _usage(rows)
+    if as_json:
+        _print_json(
+            {"job_id": job.id, "correlation_id": job.correlation_id, "outputs": outputs, **usage}
+        )
+        return
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold cyan")
+    table.add_column(overflow="fold")
+    for name, value in outputs.items():
+        table.add_row(name, escape(value if isinstance(value, str) else json.dumps(value)))
+    stdout.print(table)
+    stdout.print(
+        f"[dim]correlation {job.correlation_id} · {usage['lm_calls']} LM call(s) · "
+        f"{usage['input_tokens']}→{usage['output_tokens']} tokens · "
+        f"${usage['cost_usd']:.6f} · {usage['duration_ms']:.0f} ms[/]",
+        highlight=False,
+    )
+
+
+def _run_streamed(
+    ctx: typer.Context, signature: str, lm: str | None, module: str, timeout: float, quiet: bool
+) -> tuple[Any, Any, Any]:
+    from dspyq.api_client.stream import StreamChunk
+
+    fields = _field_pairs(ctx.args)
+    program = _program(signature, module, fields)
+    client = _client(get_settings())
+    stream = client.stream(program, lm=lm, timeout=timeout, **fields)
+    prediction = None
+    for item in stream:
+        if isinstance(item, StreamChunk):
+            if not quiet:
+                sys.stdout.write(item.text)
+                sys.stdout.flush()
+        else:
+            prediction = item
+    if not quiet:
+        sys.stdout.write("\n\n")
+    return prediction, stream.job, client
+
+
+def _usage(rows: Sequence[Any]) -> dict[str, Any]:
+    return {
+        "lm_calls": sum(r.lm_calls for r in rows),
+        "input_tokens": sum(r.input_tokens for r in rows),
+        "output_tokens": sum(r.output_tokens for r in rows),
+        "cost_usd": round(sum(r.cost_usd for r in rows), 8),
+        "duration_ms": sum(r.duration_ms or 0.0 for r in rows),
+    }
+
+
+@app.command(context_settings=_EXTRA_ARGS)
+def submit(
+    ctx: typer.Context,
+    signature: SignatureArg,
+    lm: LMOption = None,
+    module: ModuleOption = "predict",
+    as_json: JsonOption = False,
+) -> None:
+    """Enqueue a signature run without waiting; prints the job id and correlation id."""
+    with _errors():
+        _, job, _ = _submit(ctx, signature, lm, module)
+    if as_json:
+        _print_json({"job_id": job.id, "correlation_id": job.correlation_id})
+        return
+    stdout.print(f"[bold]job[/]          {job.id}", highlight=False)
+    stdout.print(f"[bold]correlation[/]  {job.correlation_id}", highlight=False)
+    stdout.print(f"[dim]follow it with: dspyq events {job.correlation_id}[/]", highlight=False)
+
+
+# --- reading back ----------------------------------------------------------------------
+
+
+@app.command()
+def events(
+    correlation_id: Annotated[str, typer.Argument(help="The job's correlation id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show a job's trace: its executions (hops) and their LM calls, timings, tokens, cost."""
+    from dspyq.store import EventStore, ExecutionStore, make_engine
+
+    settings = get_settings()
+    _check_database(settings)
+    with _errors():
+        engine = make_engine(settings.database_url)
+        try:
+            found = EventStore(engine).by_correlation(correlation_id)
+            rows = ExecutionStore(engine).list(correlation_id=correlation_id, limit=1000)
+        finally:
+            engine.dispose()
+    if not found:
+        fail(f"no events recorded for correlation id {correlation_id!r}", RUNTIME_ERROR)
+    if as_json:
+        _print_json(
+            {
+                "correlation_id": correlation_id,
+                "executions": [row.model_dump(mode="json") for row in rows],
+                "events": [event.model_dump(mode="json") for event in found],
+            }
+        )
+        return
+    stdout.print(trace_tree(correlation_id, found, rows))
+
+
+def trace_tree(correlation_id: str, found: Sequence[Event], rows: Sequence[Any]) -> Tree:
+    """The events of one correlation id as a tree: execution -> its LM calls and steps."""
+    start = found[0].timestamp
+    by_task = {row.task_id: row for row in rows}
+    tree = Tree(f"[bold]correlation[/] {escape(correlation_id)}")
+    branches: dict[str, Tree] = {}
+    for event in found:
+        task_id = event.data.get("task_id")
+        owner = str(task_id) if event.event_type.startswith("module_execution") else None
+        owner = owner or event.parent_id
+        offset = f"[dim]+{(event.timestamp - start).total_seconds():.3f}s[/]"
+        if event.event_type == "module_execution_start" and owner not in branches:
+            branches[str(owner)] = tree.add(_execution_label(str(owner), by_task.get(owner)))
+            continue
+        parent = branches.get(str(owner), tree)
+        parent.add(f"{offset} {_event_label(event)}")
+    return tree
+
+
+def _execution_label(task_id: str, row: Any) -> str:
+    if row is None:
+        return f"[bold]execution[/] {escape(task_id)}"
+    colour = {"succeeded": "green", "failed": "red"}.get(row.status, "yellow")
+    parts = [
+        f"[bold]{escape(row.module_type or 'execution')}[/] [dim]task {escape(task_id[:12])}[/]",
+        f"[{colour}]{row.status}[/]",
+        escape(row.lm or ""),
+    ]
+    if row.duration_ms is not None:
+        parts.append(f"{row.duration_ms:.0f} ms")
+    parts.append(f"{row.input_tokens}→{row.output_tokens} tokens")
+    parts.append(f"${row.cost_usd:.6f}")
+    return " · ".join(part for part in parts if part)
+
+
+def _event_label(event: Event) -> str:
+    data = event.data
+    kind = event.event_type
+    if kind == "lm_request":
+        parts = [
+            f"[bold]LM call[/] {escape(str(data.get('model', '')))}",
+            f"{float(data.get('duration_ms') or 0):.0f} ms",
+            f"{data.get('input_tokens', 0)}→{data.get('output_tokens', 0)} tokens",
+            f"${float(data.get('cost_usd') or 0):.6f}",
+        ]
+        if data.get("cache_hit"):
+            parts.append("[cyan]cache hit[/]")
+        if data.get("stream"):
+            parts.append("streamed")
+        status = str(data.get("status", "ok"))
+        if status != "ok":
+            parts.append(f"[red]{escape(status)}[/]")
+        return " · ".join(parts)
+    if kind == "module_execution_complete":
+        return f"[green]complete[/] {float(data.get('duration_ms') or 0):.0f} ms"
+    if kind == "module_execution_error":
+        error = data.get("error") or {}
+        return f"[red]error[/] {escape(str(error.get('type', '')))}: {escape(str(error.get('message', '')))[:200]}"
+    if kind == "parse_retry":
+        return f"[yellow]parse retry[/] {data.get('attempt')}/{data.get('max_parse_retries')} ({escape(str(data.get('outcome')))})"
+    if kind == "lm_fallback":
+        return f"[yellow]fallback[/] {escape(str(data.get('from_lm')))} → {escape(str(data.get('to_lm')))}"
+    return escape(kind)
+
+
+@app.command()
+def executions(
+    status: Annotated[
+        str | None, typer.Option(help="Only this status: pending, running, succeeded, failed.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """List recent executions, newest first."""
+    if status is not None and status not in STATUSES:
+        fail(f"unknown --status {status!r}; choose one of: {', '.join(STATUSES)}", USAGE_ERROR)
+    settings = get_settings()
+    _check_database(settings)
+    with _errors():
+        rows = _recent_executions(settings, status, limit)
+    if as_json:
+        _print_json([row.model_dump(mode="json") for row in rows])
+        return
+    if not rows:
+        stdout.print("[dim]no executions recorded[/]")
+        return
+    table = Table(title=f"{len(rows)} most recent executions")
+    for name, justify in [
+        ("created", "left"), ("module", "left"), ("lm", "left"), ("status", "left"),
+        ("ms", "right"), ("tokens", "right"), ("cost $", "right"), ("correlation", "left"),
+    ]:  # fmt: skip
+        # Only the correlation id may fold: it is what `dspyq events` takes, never cut short.
+        folds = name == "correlation"
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=not folds,
+            overflow="fold" if folds else "ellipsis",
+        )
+    colours = {"succeeded": "green", "failed": "red"}
+    for row in rows:
+        table.add_row(
+            row.created_at.strftime("%m-%d %H:%M:%S"),
+            escape(row.module_type or ""),
+            escape(row.lm or ""),
+            f"[{colours.get(row.status, 'yellow')}]{row.status}[/]",
+            "" if row.duration_ms is None else f"{row.duration_ms:.0f}",
+            f"{row.input_tokens}→{row.output_tokens}",
+            f"{row.cost_usd:.6f}",
+            escape(row.correlation_id or ""),
+        )
+    stdout.print(table)
+
+
+def _recent_executions(settings: Settings, status: str | None, limit: int) -> list[Any]:
+    from dspyq.store import ExecutionRecord, make_engine
+    from dspyq.store.engine import read_connection
+
+    engine = make_engine(settings.database_url)
+    try:
+        query = select(ExecutionRecord).order_by(
+            col(ExecutionRecord.created_at).desc(), col(ExecutionRecord.id).desc()
+        )
+        if status is not None:
+            query = query.where(col(ExecutionRecord.status) == status)
+        with read_connection(engine, "list recent executions") as conn:
+            rows = conn.execute(query.limit(limit)).mappings().all()
+        return [ExecutionRecord.model_validate(dict(row)) for row in rows]
+    finally:
+        engine.dispose()
