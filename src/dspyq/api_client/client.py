@@ -23,6 +23,7 @@ from dspyq.api_client.programs import ProgramRegistry
 from dspyq.api_client.runs import DEFAULT_CANDIDATES_PER_ROUND, Run, start_run
 from dspyq.api_client.stream import AsyncStream, Stream, start_stream
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
+from dspyq.core.context import current
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.core.multihop import MultiHopQA
@@ -332,6 +333,7 @@ class Client:
                 lm_kwargs=dict(lm_kwargs or {}),
                 correlation_id=correlation_id or new_correlation_id(),
                 fallbacks=list(fallbacks),
+                max_parse_retries=current().get("max_parse_retries"),
             )
         except ValueError as exc:
             raise InputError(f"invalid job: {exc}") from None

@@ -153,6 +153,7 @@ def _run(
             correlation_id=request.correlation_id,
             parent_id=record_id,
             task_id=record_id,
+            max_parse_retries=request.max_parse_retries,
             # A stale cached answer is the last resort: not while fallback LMs remain.
             allow_stale=not request.fallbacks,
         ):

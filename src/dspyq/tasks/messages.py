@@ -29,6 +29,8 @@ class ExecutionRequest(BaseModel):
     step: str | None = None
     # Publish the LM's text to a Redis stream as it arrives (dspyq.tasks.streaming).
     stream: bool = False
+    # The submitter's dspyq.configure(max_parse_retries=N); None: the worker's setting.
+    max_parse_retries: int | None = Field(default=None, ge=0)
 
     @field_validator("lm_kwargs")
     @classmethod
