@@ -19,6 +19,8 @@ the jobs that had already succeeded return their recorded result without an LM c
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -28,7 +30,7 @@ from celery.canvas import Signature
 
 from dspyq.errors import DspyqError
 from dspyq.tasks.app import lm_queue
-from dspyq.tasks.cancel import is_cancelled
+from dspyq.tasks.cancel import cancelled_ids
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 
@@ -104,9 +106,6 @@ def _run_item(batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> No
     empty: what it needs of the batch's delivery comes as ``delivery_info``.
     """
     backend = batch.backend
-    if is_cancelled(batch.app, item.task_id):
-        backend.mark_as_revoked(item.task_id, reason="cancelled by the client")
-        return
     try:
         request = ExecutionRequest.model_validate(item.request)
         backend.store_result(item.task_id, None, states.STARTED)
@@ -130,9 +129,37 @@ def execute_batch(self: Task, jobs: list[dict[str, Any]]) -> None:
     """Run every job of the batch at once; each job's outcome is stored under its own id."""
     items = [BatchItem(task_id=str(job["task_id"]), request=job["request"]) for job in jobs]
     delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
-    if len(items) == 1:
-        _run_item(self, items[0], delivery)
+    cancelled = cancelled_ids(self.app, [item.task_id for item in items])
+    for item in items:
+        if item.task_id in cancelled:
+            self.backend.mark_as_revoked(item.task_id, reason="cancelled by the client")
+    todo = [item for item in items if item.task_id not in cancelled]
+    if len(todo) == 1:
+        _run_item(self, todo[0], delivery)
         return
-    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="dspyq-batch") as pool:
-        for future in [pool.submit(_run_item, self, item, delivery) for item in items]:
-            future.result()
+    pool = _job_threads()
+    for future in [pool.submit(_run_item, self, item, delivery) for item in todo]:
+        future.result()
+
+
+BATCH_THREADS = 1000
+"""Jobs of batches one worker process runs at once, at most (threads start as needed)."""
+
+_threads: ThreadPoolExecutor | None = None
+_threads_pid = 0
+_threads_lock = threading.Lock()
+
+
+def _job_threads() -> ThreadPoolExecutor:
+    """The process's threads for batch jobs, kept between batches.
+
+    Kept because Celery gives each thread its own result-backend client: new threads
+    for every batch spent about a tenth of the worker's CPU building them again.
+    Rebuilt after a fork (threads do not survive one).
+    """
+    global _threads, _threads_pid
+    with _threads_lock:
+        if _threads is None or _threads_pid != os.getpid():
+            _threads = ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="dspyq-batch")
+            _threads_pid = os.getpid()
+        return _threads

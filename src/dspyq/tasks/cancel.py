@@ -28,6 +28,14 @@ def is_cancelled(app: Celery, task_id: str) -> bool:
     return app.backend.get(_mark(task_id)) is not None
 
 
+def cancelled_ids(app: Celery, task_ids: list[str]) -> set[str]:
+    """Which of ``task_ids`` the client cancelled (one round trip for all of them)."""
+    if not task_ids:
+        return set()
+    marks = app.backend.mget([_mark(task_id) for task_id in task_ids])
+    return {task_id for task_id, mark in zip(task_ids, marks, strict=True) if mark is not None}
+
+
 def skip_if_cancelled(task: Task) -> None:
     """End this delivery as REVOKED, running and recording nothing, if it was cancelled."""
     if is_cancelled(task.app, str(task.request.id)):
