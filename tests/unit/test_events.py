@@ -125,3 +125,29 @@ def test_cap_data_fits_or_returns_data_unchanged(data: dict[str, Any], max_bytes
     assert truncated == (_size(data) > max_bytes)
     if not truncated:
         assert capped is data
+
+
+def test_notify_recorded_reaches_watchers_but_not_recorders() -> None:
+    from dspyq.core import observe
+    from dspyq.events import Event
+
+    watched: list[Event] = []
+    recorded: list[Event] = []
+
+    class Recorder:
+        records_events = True
+
+        def __call__(self, event: Event) -> None:
+            recorded.append(event)
+
+    recorder = Recorder()
+    remove_watcher = observe.add_sink(watched.append)
+    remove_recorder = observe.add_sink(recorder)
+    try:
+        event = Event(event_type="optimization_iteration", correlation_id="c", data={"score": 1})
+        observe.notify_recorded(event)
+    finally:
+        remove_watcher()
+        remove_recorder()
+    assert watched == [event]
+    assert recorded == []  # its caller stored it already

@@ -23,7 +23,15 @@ from typing import Any
 from dspyq.core.context import current
 from dspyq.events import Event
 
-__all__ = ["EventSink", "add_sink", "capture", "emit", "has_sinks", "remove_sink"]
+__all__ = [
+    "EventSink",
+    "add_sink",
+    "capture",
+    "emit",
+    "has_sinks",
+    "notify_recorded",
+    "remove_sink",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +91,31 @@ def emit(event_type: str, data: dict[str, Any] | None = None) -> Event | None:
         parent_id=_as_id(config.get("parent_id")),
         data=dict(data or {}),
     )
+    _deliver(sinks, event)
+    return event
+
+
+def notify_recorded(event: Event) -> None:
+    """Hand an event its caller already stored to the sinks that only watch events.
+
+    For code that writes an event to SQL itself (to see the write fail): metrics and
+    tracing sinks still see it, and sinks that record events (``records_events = True``)
+    are skipped so it is not written twice.
+    """
+    sinks = tuple(
+        sink
+        for sink in (*_sinks, *_context_sinks.get())
+        if not getattr(sink, "records_events", False)
+    )
+    _deliver(sinks, event)
+
+
+def _deliver(sinks: tuple[EventSink, ...], event: Event) -> None:
     for sink in sinks:
         try:
             sink(event)
         except Exception:
-            logger.exception("event sink %r failed on a %s event", sink, event_type)
-    return event
+            logger.exception("event sink %r failed on a %s event", sink, event.event_type)
 
 
 def _as_id(value: Any) -> str | None:

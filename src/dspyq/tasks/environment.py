@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy.engine import Engine
 
+from dspyq.core import observe
 from dspyq.core.module import Module
 from dspyq.core.program import program_from_spec
 from dspyq.events import Event
@@ -77,8 +78,9 @@ class TaskEnvironment:
     node: str = field(default_factory=socket.gethostname)
 
     def emit(self, event: Event) -> None:
-        """Record an event now (idempotent by event id)."""
+        """Record an event now (idempotent by event id); metrics and tracing see it too."""
         self.events.append(event)
+        observe.notify_recorded(event)
 
 
 _lock = threading.Lock()

@@ -116,6 +116,9 @@ class StoreEventSink:
     are held in the job's buffer instead, and written in the job's final transaction.
     """
 
+    records_events = True
+    """Skipped by :func:`dspyq.core.observe.notify_recorded`: those events are stored."""
+
     def __init__(self, engine: Engine) -> None:
         self.events = EventStore(engine)
         self.lm_requests = LMRequestStore(engine)
