@@ -281,3 +281,44 @@ def test_storage_fits_plain_pybreaker_across_instances(client: redis.Redis, pref
         first.call(lambda: "not run")
     # Our breaker reads what pybreaker wrote.
     assert CircuitBreaker(client, "plain", key_prefix=prefix).state == "open"
+
+
+def test_a_success_resets_failures_it_saw_and_writes_nothing_otherwise(
+    client: redis.Redis, prefix: str
+) -> None:
+    breaker = CircuitBreaker(client, "openai", fail_max=3, key_prefix=prefix)
+    storage = breaker.storage
+    assert isinstance(storage, RedisBreakerStorage)
+    _fail(breaker, 2)
+    assert storage.snapshot().fail_counter == 2
+    assert breaker.call(Provider().answer) == "ok"
+    assert storage.snapshot().fail_counter == 0  # consecutive failures start again
+    _fail(breaker, 2)
+    breaker.call(Provider().answer)
+    _fail(breaker, 2)
+    assert storage.snapshot().state == "closed"  # never 3 failures without a success
+
+    # A clean success (closed, nothing counted) leaves the breaker's hash alone.
+    before = client.hgetall(storage.key)
+    client.delete(storage.key)
+    breaker.call(Provider().answer)
+    assert not client.exists(storage.key)
+    assert before  # it existed while failures were counted
+
+
+def test_a_failure_counted_during_a_clean_call_waits_for_the_next_success(
+    client: redis.Redis, prefix: str
+) -> None:
+    breaker = CircuitBreaker(client, "openai", fail_max=3, key_prefix=prefix)
+    other = CircuitBreaker(client, "openai", fail_max=3, key_prefix=prefix)
+    storage = breaker.storage
+    assert isinstance(storage, RedisBreakerStorage)
+
+    def answer_while_another_process_fails() -> str:
+        _fail(other, 1)
+        return "ok"
+
+    assert breaker.call(answer_while_another_process_fails) == "ok"
+    assert storage.snapshot().fail_counter == 1  # admitted clean: nothing to reset then
+    breaker.call(Provider().answer)
+    assert storage.snapshot().fail_counter == 0  # the next success saw it and reset it

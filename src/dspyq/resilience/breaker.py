@@ -80,28 +80,31 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 """
 
 # ARGV: reset_timeout_us, probe lease_us, ttl_ms.
-# Returns {verdict, wait_us, old state if this call made a transition else ''};
-# verdict 0 = refuse, 1 = pass (closed), 2 = pass as the one half-open probe.
+# Returns {verdict, wait_us, old state if this call made a transition else '', failures};
+# verdict 0 = refuse, 1 = pass (closed), 2 = pass as the one half-open probe; failures
+# is the closed breaker's count of failures since the last success (else 0).
 _ADMIT = (
     _LUA_PRELUDE
     + """
-if state == 'closed' then return {1, 0, ''} end
+if state == 'closed' then
+  return {1, 0, '', tonumber(redis.call('HGET', KEYS[1], 'fail_counter') or '0')}
+end
 local reset = tonumber(ARGV[1])
 if state == 'open' then
   local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at') or '0')
   local wait = opened + reset - now
-  if wait > 0 then return {0, wait, ''} end
+  if wait > 0 then return {0, wait, '', 0} end
   redis.call('HSET', KEYS[1], 'state', 'half-open', 'success_counter', 0,
              'probe_until', us(now + tonumber(ARGV[2])))
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return {2, 0, 'open'}
+  return {2, 0, 'open', 0}
 end
 local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
-if probe_until > now then return {0, math.min(probe_until - now, reset), ''} end
+if probe_until > now then return {0, math.min(probe_until - now, reset), '', 0} end
 -- No probe in flight (the last one was lost): this caller becomes the probe.
 redis.call('HSET', KEYS[1], 'probe_until', us(now + tonumber(ARGV[2])))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {2, 0, ''}
+return {2, 0, '', 0}
 """
 )
 
@@ -214,14 +217,15 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     # --- atomic operations used by dspyq's CircuitBreaker ----------------------------
 
-    def admit(self, reset_timeout: float, probe_lease: float) -> tuple[int, float, str]:
-        """(verdict, seconds to wait, old state if this call moved open -> half-open)."""
+    def admit(self, reset_timeout: float, probe_lease: float) -> tuple[int, float, str, int]:
+        """(verdict, seconds to wait, old state if this call moved open -> half-open,
+        failures counted by the closed breaker since its last success)."""
         with redis_errors("circuit breaker admit", breaker=self.key):
-            verdict, wait_us, old = self._admit(
+            verdict, wait_us, old, failures = self._admit(
                 keys=[self.key],
                 args=[int(reset_timeout * _US), int(probe_lease * _US), self.ttl_ms],
             )
-        return int(verdict), int(wait_us) / _US, _text(old)
+        return int(verdict), int(wait_us) / _US, _text(old), int(failures)
 
     def record_failure(self, fail_max: int, probe: bool) -> str:
         """Count a failure; the old state if it opened the breaker, else ''."""
@@ -414,7 +418,7 @@ class CircuitBreaker:
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` unless the breaker is open; record the outcome for every process."""
-        probe = self._admit()
+        probe, clean = self._admit()
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -425,14 +429,15 @@ class CircuitBreaker:
             if probe:
                 self._release_probe()
             raise
-        self._record_success(probe)
+        if not clean:
+            self._record_success(probe)
         return result
 
     async def call_async(
         self, coro_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """:meth:`call` for coroutine functions; Redis calls run off the event loop."""
-        probe = await asyncio.to_thread(self._admit)
+        probe, clean = await asyncio.to_thread(self._admit)
         try:
             result = await coro_fn(*args, **kwargs)
         except Exception as exc:
@@ -443,13 +448,22 @@ class CircuitBreaker:
             if probe:
                 self._release_probe()
             raise
-        await asyncio.to_thread(self._record_success, probe)
+        if not clean:
+            await asyncio.to_thread(self._record_success, probe)
         return result
 
     # --- internals -------------------------------------------------------------------
 
-    def _admit(self) -> bool:
-        verdict, wait, old = self.storage.admit(self.reset_timeout, self.probe_timeout)
+    def _admit(self) -> tuple[bool, bool]:
+        """(whether this call is the half-open probe, whether a success has nothing to
+        record: the breaker was closed with no failures counted).
+
+        Skipping the record of such a success saves a Redis round trip on nearly every
+        call. A failure counted by another process meanwhile is reset by the next
+        success whose admission sees it, so the count is still of failures without a
+        success seen in between.
+        """
+        verdict, wait, old, failures = self.storage.admit(self.reset_timeout, self.probe_timeout)
         if old:
             self._notify(old, pybreaker.STATE_HALF_OPEN)
         if verdict == 0:
@@ -459,7 +473,7 @@ class CircuitBreaker:
                 context={"provider": self.provider, "fail_max": self.fail_max},
                 retry_after=wait,
             )
-        return verdict == 2
+        return verdict == 2, verdict == 1 and failures == 0
 
     def _record_error(self, exc: Exception, probe: bool) -> None:
         if not self._policy.is_system_error(exc):
