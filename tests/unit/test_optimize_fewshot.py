@@ -219,6 +219,42 @@ def test_bootstrap_builds_augmented_demos_with_reasoning_then_fills_with_labels(
     assert score_on(compiled, HELD_OUT) == 100.0
 
 
+def test_bootstrapping_in_threads_gives_the_same_demos_in_trainset_order(
+    fake_lm: FakeLMServer, lm: LM
+) -> None:
+    # Only Italy, Kenya and Peru are answered right: one by one, the teacher walks
+    # France, Japan, Italy, Spain, Kenya; in windows of 4 it also runs Peru (one more).
+    for country in ["Italy", "Kenya", "Peru"]:
+        fake_lm.answer_fields(
+            {"reasoning": reasoning(country), "answer": CAPITALS[country]}, match=asked(country)
+        )
+    fake_lm.answer_fields({"reasoning": "I do not know.", "answer": "unknown"})
+
+    def compile_with(threads: int | None) -> tuple[list[Any], int]:
+        fake_lm.clear_requests()
+        optimizer = BootstrapFewShot(
+            metric=answer_exact_match,
+            max_bootstrapped_demos=2,
+            max_labeled_demos=3,
+            num_threads=threads,
+        )
+        with context(lm=lm):
+            compiled = optimizer.compile(
+                ChainOfThought("question -> answer"), trainset=examples(TRAIN)
+            )
+        return [dict(d.items()) for d in predictor_of(compiled).demos], len(fake_lm.requests)
+
+    one_by_one, calls = compile_with(None)
+    threaded, threaded_calls = compile_with(4)
+
+    assert threaded == one_by_one
+    assert [d["question"] for d in one_by_one if d.get("augmented")] == [
+        question("Italy"),
+        question("Kenya"),
+    ]
+    assert (calls, threaded_calls) == (5, 6)
+
+
 def test_the_metric_sees_the_trace_and_rejects_wrong_runs(fake_lm: FakeLMServer, lm: LM) -> None:
     # The teacher gets Italy wrong even with demos.
     fake_lm.answer_fields({"reasoning": "It is Milan.", "answer": "Milan"}, match=asked("Italy"))

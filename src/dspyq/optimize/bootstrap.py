@@ -19,11 +19,12 @@ import json
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from dspyq.core.context import context, current
+from dspyq.core.context import bind_context, context, current
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
 from dspyq.errors import DspyqError, InputError
@@ -168,6 +169,11 @@ class BootstrapFewShot(Teleprompter):
     ``max_errors`` (default: the ``max_errors`` runtime setting, else 10); the error
     that reaches it is raised. Demo counts and rounds default to
     ``settings.optimization.bootstrap``.
+
+    ``num_threads`` (dspyq's addition; default one by one, as DSPy) bootstraps that many
+    examples at once, each on its own copy of the teacher, and takes their outcomes in
+    trainset order: the same demos as one by one, at the price of at most
+    ``num_threads - 1`` extra teacher runs past the last demo needed.
     """
 
     def __init__(
@@ -179,8 +185,10 @@ class BootstrapFewShot(Teleprompter):
         max_labeled_demos: int | None = None,
         max_rounds: int | None = None,
         max_errors: int | None = None,
+        num_threads: int | None = None,
     ) -> None:
         defaults = get_settings().optimization.bootstrap
+        self.num_threads = num_threads
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
@@ -279,13 +287,10 @@ class BootstrapFewShot(Teleprompter):
         bootstrapped: set[int] = set()
         attempts = 0
         tried = 0
-        for index, example in enumerate(self.trainset):
-            if len(bootstrapped) >= self.max_bootstrapped_demos:
-                break
+        for index, outcomes in self._outcomes_in_order(lambda: len(bootstrapped)):
             tried += 1
-            for round_idx in range(self.max_rounds):
+            for outcome in outcomes:
                 attempts += 1
-                outcome = self.bootstrap_one(example, round_idx)
                 self._count_error(outcome)
                 if outcome.success:
                     for name, demos in outcome.demos.items():
@@ -303,6 +308,45 @@ class BootstrapFewShot(Teleprompter):
         # The examples that gave no trace are the pool of labelled demos.
         self.validation = [x for i, x in enumerate(self.trainset) if i not in bootstrapped]
         random.Random(0).shuffle(self.validation)
+
+    def _rounds_of(self, teacher: Module, example: Example) -> list[BootstrapOutcome]:
+        """One example's rounds, until one succeeds (each outcome, in order)."""
+        outcomes = []
+        for round_idx in range(self.max_rounds):
+            outcome = bootstrap_example(
+                teacher,
+                example,
+                metric=self.metric,
+                metric_threshold=self.metric_threshold,
+                teacher_settings=self.teacher_settings,
+                round_idx=round_idx,
+            )
+            outcomes.append(outcome)
+            if outcome.success:
+                break
+        return outcomes
+
+    def _outcomes_in_order(self, found: Any) -> Any:
+        """``(index, outcomes)`` per trainset example, in order, until ``found()`` reaches
+        ``max_bootstrapped_demos``; windows of ``num_threads`` examples run at once."""
+        threads = max(1, self.num_threads or 1)
+        if threads == 1:
+            for index, example in enumerate(self.trainset):
+                if found() >= self.max_bootstrapped_demos:
+                    return
+                yield index, self._rounds_of(self.teacher, example)
+            return
+        run = bind_context(self._rounds_of)
+        with ThreadPoolExecutor(threads, thread_name_prefix="dspyq-bootstrap") as pool:
+            for start in range(0, len(self.trainset), threads):
+                if found() >= self.max_bootstrapped_demos:
+                    return
+                window = self.trainset[start : start + threads]
+                futures = [pool.submit(run, self.teacher.deepcopy(), ex) for ex in window]
+                for offset, future in enumerate(futures):
+                    if found() >= self.max_bootstrapped_demos:
+                        return
+                    yield start + offset, future.result()
 
     def _count_error(self, outcome: BootstrapOutcome) -> None:
         if outcome.error is None:

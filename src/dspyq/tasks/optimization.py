@@ -81,6 +81,7 @@ def optimizer_config(
             "max_rounds": optimizer.max_rounds,
             "max_errors": optimizer.max_errors,
             "metric_threshold": optimizer.metric_threshold,
+            "num_threads": optimizer.num_threads,
         }
     if isinstance(optimizer, LabeledFewShot):
         return {"k": optimizer.k}
@@ -224,6 +225,9 @@ def build_candidate(
         )
         return search.build_candidate(seed, student, trainset=trainset)
     if plan.optimizer == "BootstrapFewShot":
+        # A run bootstraps its examples in windows of its threads (same demos, sooner).
+        if settings.get("num_threads") is None:
+            settings["num_threads"] = plan.num_threads
         bootstrap = BootstrapFewShot(metric=metric, teacher_settings=teacher_settings, **settings)
         return bootstrap.compile(student, trainset=trainset)
     if plan.optimizer == "LabeledFewShot":
