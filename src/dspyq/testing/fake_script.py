@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections import deque
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,7 +69,14 @@ class AnswerRule(BaseModel):
         return value
 
     def matches(self, text: str) -> bool:
-        return self.match is None or re.search(self.match, text, re.DOTALL) is not None
+        return self.match is None or _pattern(self.match).search(text) is not None
+
+
+@lru_cache(maxsize=65_536)
+def _pattern(match: str) -> re.Pattern[str]:
+    """Compiled once: ``re``'s own cache holds 512, and a script with one rule per job
+    (a thousand) would recompile every rule on every request, under the state's lock."""
+    return re.compile(match, re.DOTALL)
 
 
 class Failure(BaseModel):
