@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +94,18 @@ def test_a_cancelled_job_of_a_batch_never_runs(cluster: Cluster) -> None:
     asked = [m["content"] for r in cluster.fake_lm.requests for m in r["body"]["messages"]]
     assert not any("question 3\n" in text or text.endswith("question 3") for text in asked)
     assert len(cluster.fake_lm.requests) == 15
+
+
+def test_jobs_of_a_batch_report_running_while_they_run(cluster: Cluster) -> None:
+    cluster.fake_lm.answer_fields({"answer": "slow"})
+    cluster.fake_lm.configure(latency=1.5)
+    jobs = cluster.client.map(_qa(), [{"question": f"q{i}"} for i in range(16)], lm="openai/m")
+    assert {job.status for job in jobs} == {"pending"}
+    cluster.start_worker("w1", concurrency=8)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(job.status == "running" for job in jobs):
+        time.sleep(0.05)
+    assert any(job.status == "running" for job in jobs)
+    assert [job.result(timeout=60).answer for job in jobs] == ["slow"] * 16
+    assert {job.status for job in jobs} == {"succeeded"}
