@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dspyq.core.multihop import MultiHopQA
 from dspyq.testing.cluster import Cluster, make_cluster
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     server.answer_fields({"answer": "Paris"}, match="Capital of France")
     server.answer_fields({"reasoning": "2 and 2 make 4", "answer": "4"}, match="two plus two")
     server.answer("not parseable in any format", match="hopeless")
+    # MultiHopQA: the synthesize prompt also names sub_questions, so it comes first.
+    server.answer_fields({"reasoning": "r", "answer": "Final"}, match="sub_answers")
+    server.answer_fields(
+        {"reasoning": "two parts", "sub_questions": ["Who wrote X?", "When was Y born?"]},
+        match="sub_questions",
+    )
+    server.answer_fields({"reasoning": "r", "answer": "Ann"}, match="Who wrote X")
+    server.answer_fields({"reasoning": "r", "answer": "1900"}, match="When was Y born")
     server.answer_fields({"answer": "default"})
     try:
         cluster.start_worker("w1", concurrency=2)
@@ -112,6 +121,22 @@ def test_submit_then_events_shows_the_trace_as_a_tree(cluster: Cluster) -> None:
 
     plain = dspyq(cluster, "submit", "question -> answer", "--question", "x", "--lm", "openai/m")
     assert plain.returncode == 0 and "dspyq events" in plain.stdout
+
+
+def test_events_of_a_multi_hop_job_nest_its_hops_under_it(cluster: Cluster) -> None:
+    job = cluster.client.submit(MultiHopQA(), lm="openai/m", question="Complex?")
+    assert job.result(timeout=60).answer == "Final"
+
+    tree = dspyq(cluster, "events", job.correlation_id)
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    root = [line for line in lines[1:] if line.startswith(("├", "└"))]
+    assert len(root) == 1 and "MultiHopQA" in root[0]  # one job at the top ...
+    nested = [line for line in lines if "task " in line and line[:4].strip("│ ") == ""]
+    assert len(nested) == 3  # ... with decompose and the two hops under it
+    assert "MultiHopQA.decompose" in nested[0]
+    assert all("MultiHopQA.answer_hop" in line for line in nested[1:])
+    assert sum("LM call" in line for line in lines) == 4
 
 
 def test_executions_lists_recent_ones_with_filters(cluster: Cluster) -> None:

@@ -292,30 +292,56 @@ def events(
 
 
 def trace_tree(correlation_id: str, found: Sequence[Event], rows: Sequence[Any]) -> Tree:
-    """The events of one correlation id as a tree: execution -> its LM calls and steps."""
+    """The events of one correlation id as a tree.
+
+    Each execution is a branch under the execution that spawned it (a multi-hop job's
+    decompose step and hops sit under the job), holding its LM calls and other events.
+    """
     start = found[0].timestamp
     by_task = {row.task_id: row for row in rows}
     tree = Tree(f"[bold]correlation[/] {escape(correlation_id)}")
     branches: dict[str, Tree] = {}
+
+    methods = {
+        str(e.data.get("task_id")): str(e.data.get("method", ""))
+        for e in found
+        if e.event_type == "module_execution_start"
+    }
+
+    def branch(task_id: str) -> Tree:
+        if task_id not in branches:
+            row = by_task.get(task_id)
+            parent_id = str(getattr(row, "parent_id", None) or "")
+            parent = branch(parent_id) if parent_id in by_task and parent_id != task_id else tree
+            label = _execution_label(task_id, row, methods.get(task_id, ""))
+            branches[task_id] = parent.add(label)
+        return branches[task_id]
+
     for event in found:
         task_id = event.data.get("task_id")
         owner = str(task_id) if event.event_type.startswith("module_execution") else None
         owner = owner or event.parent_id
-        offset = f"[dim]+{(event.timestamp - start).total_seconds():.3f}s[/]"
-        if event.event_type == "module_execution_start" and owner not in branches:
-            branches[str(owner)] = tree.add(_execution_label(str(owner), by_task.get(owner)))
+        known = owner is not None and (owner in by_task or owner in branches)
+        if event.event_type == "module_execution_start" and owner is not None:
+            branch(owner)
             continue
-        parent = branches.get(str(owner), tree)
+        parent = branch(owner) if known and owner is not None else tree
+        offset = f"[dim]+{(event.timestamp - start).total_seconds():.3f}s[/]"
         parent.add(f"{offset} {_event_label(event)}")
     return tree
 
 
-def _execution_label(task_id: str, row: Any) -> str:
+def _execution_label(task_id: str, row: Any, method: str = "") -> str:
+    job, _, step = task_id.partition(":")
+    short = job[:12] + (f":{step}" if step else "")
     if row is None:
-        return f"[bold]execution[/] {escape(task_id)}"
+        return f"[bold]execution[/] [dim]task {escape(short)}[/]"
     colour = {"succeeded": "green", "failed": "red"}.get(row.status, "yellow")
+    name = row.module_type or "execution"
+    if method and method != "forward":
+        name += f".{method}"
     parts = [
-        f"[bold]{escape(row.module_type or 'execution')}[/] [dim]task {escape(task_id[:12])}[/]",
+        f"[bold]{escape(name)}[/] [dim]task {escape(short)}[/]",
         f"[{colour}]{row.status}[/]",
         escape(row.lm or ""),
     ]
