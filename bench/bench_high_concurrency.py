@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from harness import (
@@ -136,6 +137,9 @@ def main() -> None:
         done_after=latency_summary(batch.latencies),
         cpu_ms_per_job=meter.per_job_ms(args.jobs),
     )
+    if batch.errors:
+        common = Counter(batch.errors.values()).most_common(3)
+        report.add(errors="; ".join(f"{n} x {text[:200]}" for text, n in common))
     if args.celery_baseline:
         report.add(run="bare Celery sleep task", **_celery_baseline(args))
     report.print(

@@ -309,6 +309,7 @@ class Batch:
     sent: dict[str, float]
     done: dict[str, float] = field(default_factory=dict)
     states: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
     started: float = 0.0
     finished: float = 0.0
 
@@ -357,6 +358,9 @@ def wait_for_results(app: Celery, batch: Batch, timeout: float, interval: float 
                     continue
                 batch.states[task_id] = meta["status"]
                 batch.done[task_id] = _epoch(meta["date_done"])
+                if meta["status"] == "FAILURE" and isinstance(meta.get("result"), dict):
+                    error = meta["result"]
+                    batch.errors[task_id] = f"{error.get('exc_type')}: {error.get('exc_message')}"
         pending = still
         if pending:
             time.sleep(interval)
