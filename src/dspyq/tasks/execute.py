@@ -23,6 +23,8 @@ from dspyq.errors import (
     DspyqError,
     ProviderError,
     RateLimitExceededError,
+    RedisUnavailableError,
+    StoreUnavailableError,
 )
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
@@ -75,6 +77,10 @@ def _event(
     )
 
 
+# What a job retried because SQL or Redis was unreachable waits before it runs again.
+_INFRA_RETRY_SECONDS = (1.0, 4.0)
+
+
 def run_execution(
     task: Task,
     request: ExecutionRequest,
@@ -84,8 +90,26 @@ def run_execution(
     """Run one execution under the row ``record_id``; returns an ExecutionResult dict.
 
     ``extra_outputs`` are recorded beside the method's own outputs (multi-hop adds the
-    sub-questions and their answers to the final answer).
+    sub-questions and their answers to the final answer). A job that could not reach
+    the SQL store or Redis is not failed: it is sent again to run once they are back
+    (its records are written then; a success already stored is never run twice).
     """
+    try:
+        return _execute(task, request, record_id, extra_outputs)
+    except (StoreUnavailableError, RedisUnavailableError) as exc:
+        env = task_environment()
+        limit = env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE
+        wait = min(random.uniform(*_INFRA_RETRY_SECONDS), limit)
+        logger.warning("job %s runs again in %.1f s: %s", record_id, wait, exc.message)
+        requeue(task, countdown=wait)
+
+
+def _execute(
+    task: Task,
+    request: ExecutionRequest,
+    record_id: str,
+    extra_outputs: dict[str, Any] | None,
+) -> dict[str, Any]:
     env = task_environment()
     kind = str(request.program.get("kind", ""))
     module_type = kind.rpartition(":")[2]
@@ -170,6 +194,8 @@ def _run(
             _move_to_fallback(task, env, request, record_id, exc, pending)
         _fail(env, request, record_id, exc, started, pending)
         raise
+    except (StoreUnavailableError, RedisUnavailableError):
+        raise  # not the job's failure: run_execution sends it again for later
     except SoftTimeLimitExceeded as exc:
         error = DspyqError(
             "the job ran past its time limit (DSPYQ_TASK_TIME_LIMIT)",
