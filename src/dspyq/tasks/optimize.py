@@ -36,6 +36,7 @@ from dspyq.lm.lm import LM, split_model
 from dspyq.optimize.copro import InstructionCandidate
 from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import CandidateScore, evaluate_candidate
+from dspyq.store.buffer import PendingRecords, active_records, pending_records
 from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.programs import ProgramStore
@@ -171,6 +172,13 @@ def _budget_reason(plan: RunPlan, lm_calls: int, cost_usd: float) -> str | None:
     return None
 
 
+def _write_held(env: TaskEnvironment, held: PendingRecords) -> None:
+    """Store a candidate's held-back LM records (events and rows) in one transaction."""
+    events, rows = held.events, held.lm_requests
+    env.recorder.record(events, rows)
+    held.discard(events, rows)
+
+
 def _over_budget(plan: RunPlan, checkpoint: RunCheckpoint) -> str | None:
     return _budget_reason(plan, checkpoint.lm_calls, checkpoint.cost_usd)
 
@@ -194,6 +202,9 @@ def _score_within_budget(
     size = max(BUDGET_CHUNK_MIN, 2 * plan.num_threads)
     subscores: list[Any] = []
     for start in range(0, len(devset), size):
+        held = active_records()
+        if held:  # the spend so far must be in SQL to be summed
+            _write_held(env, held)
         reason = _budget_reason(plan, *_spent(env, run))
         if reason is not None:
             raise BudgetSpent(f"stopped after {start} of {len(devset)} examples: {reason}")
@@ -551,6 +562,35 @@ def optimize_candidate(
     if run.status in TERMINAL_RUN_STATUSES:
         outcome.error = {"type": "JobCancelledError", "message": f"run {run.status}"}
         return outcome.model_dump(mode="json")
+    # A candidate makes hundreds of LM calls: their events and rows are held back and
+    # written a chunk (or the whole candidate) at a time, not two transactions per call.
+    with pending_records() as held:
+        try:
+            _run_candidate(env, run, plan, seed, task_id, outcome, candidate, trial)
+        finally:
+            if held:
+                try:
+                    _write_held(env, held)
+                except Exception:
+                    logger.exception("could not record the LM calls of candidate %s", task_id)
+    if outcome.error is not None:
+        logger.warning(
+            "candidate %d of run %s failed: %s", outcome.iteration, run_id, outcome.error
+        )
+    return outcome.model_dump(mode="json")
+
+
+def _run_candidate(
+    env: TaskEnvironment,
+    run: OptimizationRunRecord,
+    plan: RunPlan,
+    seed: int,
+    task_id: str,
+    outcome: CandidateOutcome,
+    candidate: dict[str, Any] | None,
+    trial: dict[str, Any] | None,
+) -> None:
+    """Build and score one candidate into ``outcome`` (its error too; never raises)."""
     try:
         reason = _budget_reason(plan, *_spent(env, run))
         if reason is not None:
@@ -582,11 +622,6 @@ def optimize_candidate(
         outcome.error = exc.to_dict()
     except Exception as exc:  # a user's metric or module raised: this candidate's error
         outcome.error = {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}
-    if outcome.error is not None:
-        logger.warning(
-            "candidate %d of run %s failed: %s", outcome.iteration, run_id, outcome.error
-        )
-    return outcome.model_dump(mode="json")
 
 
 def _trial_program(
