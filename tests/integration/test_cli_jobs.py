@@ -178,6 +178,8 @@ def test_mistakes_get_one_line_errors(cluster: Cluster) -> None:
         1,
         "the broker at redis://127.0.0.1:1/0 is unreachable",
     )
+    one_line_error(dspyq(cluster, "run", "q -> a", "--q", "x", "--lm", "anthropic/m",
+                         "--timeout", "1"), 1, "no worker has taken it")  # fmt: skip
     missing_db = f"sqlite:///{Path(cluster.tmp_path) / 'nothing-here.db'}"
     one_line_error(dspyq(cluster, "executions", DSPYQ_DATABASE_URL=missing_db), 1,
                    "no database at")  # fmt: skip

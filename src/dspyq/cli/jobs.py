@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,10 +25,10 @@ from sqlmodel import col, select
 
 from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, fail, stdout
 from dspyq.errors import (
-    AdapterParseError,
     ConfigurationError,
     DspyqError,
     InputError,
+    JobTimeoutError,
     RedisUnavailableError,
     SignatureError,
 )
@@ -105,17 +106,53 @@ def _errors() -> Iterator[None]:
     except (InputError, ConfigurationError, SignatureError) as exc:
         fail(exc.message, USAGE_ERROR)
     except DspyqError as exc:
-        # Job errors can span lines (DSPy's parse errors do): one line, pointing at the trace.
-        message = " ".join(exc.message.split())
-        if len(message) > _ERROR_CHARS:
-            message = message[: _ERROR_CHARS - 1] + "…"
-        hint = f" (trace: dspyq events {exc.correlation_id})" if _has_trace(exc) else ""
-        fail(f"{type(exc).__name__}: {message}{hint}", RUNTIME_ERROR)
+        fail(f"{type(exc).__name__}: {_one_line(exc.message)}", RUNTIME_ERROR)
 
 
-def _has_trace(exc: DspyqError) -> bool:
-    """Whether the error came back from a job (so its correlation id has recorded events)."""
-    return "task_id" in exc.context or isinstance(exc, AdapterParseError)
+@contextmanager
+def _job_errors(job: Any) -> Iterator[None]:
+    """A job that failed or timed out, as one line that says where to look next."""
+    try:
+        yield
+    except JobTimeoutError as exc:
+        hint = (
+            "no worker has taken it: is one running for its provider (dspyq worker --pool ...)?"
+            if job.status == "pending"
+            else f"follow it with: dspyq events {job.correlation_id}"
+        )
+        fail(f"{_one_line(exc.message)}; {hint}", RUNTIME_ERROR)
+    except DspyqError as exc:
+        fail(
+            f"{type(exc).__name__}: {_one_line(exc.message)} "
+            f"(trace: dspyq events {job.correlation_id})",
+            RUNTIME_ERROR,
+        )
+
+
+def _wait(job: Any, timeout: float) -> Any:
+    """``job.result(timeout)``, by polling its state.
+
+    A ``result()`` that times out leaves Celery subscribed to the job, and the
+    subscription's clean-up at interpreter exit prints a traceback; polling never
+    subscribes, and the final ``result()`` of a finished job returns at once.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while job.status in ("pending", "running"):
+        if time.monotonic() > deadline:
+            raise JobTimeoutError(
+                f"job {job.id} did not finish within {timeout:g} s (status: {job.status})",
+                correlation_id=job.correlation_id,
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+    return job.result(timeout=timeout)
+
+
+def _one_line(message: str) -> str:
+    """Job errors can span lines (DSPy's parse errors do): squeezed and capped."""
+    text = " ".join(message.split())
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
 
 
 def _client(settings: Settings) -> Any:
@@ -149,14 +186,11 @@ def _check_database(settings: Settings) -> None:
         )
 
 
-def _submit(
-    ctx: typer.Context, signature: str, lm: str | None, module: str
-) -> tuple[Any, Any, Settings]:
+def _prepare(ctx: typer.Context, signature: str, module: str) -> tuple[Any, Any, dict[str, str]]:
+    """The client, program and inputs of ``run``/``submit``, all checked before sending."""
     fields = _field_pairs(ctx.args)
     program = _program(signature, module, fields)
-    settings = get_settings()
-    client = _client(settings)
-    return client, client.submit(program, lm=lm, **fields), settings
+    return _client(get_settings()), program, fields
 
 
 # --- run and submit --------------------------------------------------------------------
@@ -179,12 +213,16 @@ def run(
     Example: dspyq run "question -> answer" --question "What is 2+2?" --lm openai/gpt-4o-mini
     """
     with _errors():
-        if stream:
-            prediction, job, client = _run_streamed(ctx, signature, lm, module, timeout, as_json)
+        client, program, fields = _prepare(ctx, signature, module)
+        streamed = client.stream(program, lm=lm, timeout=timeout, **fields) if stream else None
+        job = streamed.job if streamed is not None else client.submit(program, lm=lm, **fields)
+    with _job_errors(job):
+        if streamed is not None:
+            prediction = _print_stream(streamed, quiet=as_json)
         else:
-            client, job, _ = _submit(ctx, signature, lm, module)
-            prediction = job.result(timeout=timeout)
-        outputs = dict(prediction.items())
+            prediction = _wait(job, timeout)
+    outputs = dict(prediction.items())
+    with _errors():
         rows = client.executions(job.correlation_id)
     usage = _usage(rows)
     if as_json:
@@ -206,26 +244,20 @@ def run(
     )
 
 
-def _run_streamed(
-    ctx: typer.Context, signature: str, lm: str | None, module: str, timeout: float, quiet: bool
-) -> tuple[Any, Any, Any]:
+def _print_stream(stream: Any, *, quiet: bool) -> Any:
+    """Write the stream's text as it comes (unless ``quiet``); return its Prediction."""
     from dspyq.api_client.stream import StreamChunk
 
-    fields = _field_pairs(ctx.args)
-    program = _program(signature, module, fields)
-    client = _client(get_settings())
-    stream = client.stream(program, lm=lm, timeout=timeout, **fields)
     prediction = None
     for item in stream:
-        if isinstance(item, StreamChunk):
-            if not quiet:
-                sys.stdout.write(item.text)
-                sys.stdout.flush()
-        else:
+        if not isinstance(item, StreamChunk):
             prediction = item
+        elif not quiet:
+            sys.stdout.write(item.text)
+            sys.stdout.flush()
     if not quiet:
         sys.stdout.write("\n\n")
-    return prediction, stream.job, client
+    return prediction
 
 
 def _usage(rows: Sequence[Any]) -> dict[str, Any]:
@@ -248,7 +280,8 @@ def submit(
 ) -> None:
     """Enqueue a signature run without waiting; prints the job id and correlation id."""
     with _errors():
-        _, job, _ = _submit(ctx, signature, lm, module)
+        client, program, fields = _prepare(ctx, signature, module)
+        job = client.submit(program, lm=lm, **fields)
     if as_json:
         _print_json({"job_id": job.id, "correlation_id": job.correlation_id})
         return
