@@ -54,11 +54,17 @@ from dspyq.optimize.teleprompter import Teleprompter
 if TYPE_CHECKING:
     from dspyq.api_client import Client, Job
     from dspyq.api_client.runs import Run
+    from dspyq.api_client.stream import StreamChunk
 
 __version__ = "0.1.0"
 
 # The client pulls in Celery; load it on first use so in-process programs never do.
-_LAZY = {"Client": "dspyq.api_client", "Job": "dspyq.api_client", "Run": "dspyq.api_client.runs"}
+_LAZY = {
+    "Client": "dspyq.api_client",
+    "Job": "dspyq.api_client",
+    "Run": "dspyq.api_client.runs",
+    "StreamChunk": "dspyq.api_client.stream",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -112,6 +118,7 @@ __all__ = [
     "Signature",
     "SignatureError",
     "StateError",
+    "StreamChunk",
     "Teleprompter",
     "Tool",
     "__version__",
