@@ -11,6 +11,7 @@ reach the history, ``dump_state`` or error messages.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -204,6 +205,17 @@ class LM:
         provider = settings.providers.get(self.provider_name)
         if provider is not None and provider.redact:
             call.redact()
+        # An attempt that failed and is retried is recorded as an lm_request of its own,
+        # with its cause, so a 5xx burst or a 429 storm shows in the trace even when the
+        # call succeeds in the end.
+        given = call.policy.on_retry
+
+        def record_retried(error: Exception, attempt: int, wait: float) -> None:
+            self._record_failure(call, time.perf_counter(), error)
+            if given is not None:
+                given(error, attempt, wait)  # type: ignore[arg-type]
+
+        call.policy = dataclasses.replace(call.policy, on_retry=record_retried)
         return call
 
     @staticmethod
