@@ -28,7 +28,14 @@ def test_random_sigkills_lose_nothing_and_record_once(tmp_path: Path, sqlite_url
     cluster.settings.broker_visibility_timeout = VISIBILITY_TIMEOUT
     try:
         report = run_worker_chaos(
-            cluster, 150, workers=3, concurrency=2, kill_every=(1.0, 2.5), timeout=120, seed=6
+            cluster,
+            150,
+            workers=3,
+            concurrency=2,
+            kill_every=(1.0, 2.5),
+            timeout=120,
+            seed=6,
+            submit_over=12.0,  # jobs keep arriving while workers die
         )
         assert report.kills >= 2, report.kill_log
         assert report.wrong_answers == []

@@ -149,8 +149,12 @@ def run_worker_chaos(
     kill_every: tuple[float, float] = (1.5, 4.0),
     timeout: float = 600.0,
     seed: int = 0,
+    submit_over: float = 0.0,
 ) -> ChaosReport:
     """Run ``jobs`` Predict jobs on ``workers`` workers, killing one every ``kill_every`` s.
+
+    The jobs are sent with ``Client.map`` at once, or in groups of ten spread evenly
+    over ``submit_over`` seconds (jobs keep arriving while workers die).
 
     The cluster's fake LM is given one answer per question; the report says whether the
     client got each job's own answer and what :func:`audit_batch` found in the store.
@@ -167,15 +171,22 @@ def run_worker_chaos(
     stop = threading.Event()
     kill_log: list[str] = []
     started = time.monotonic()
-    submitted = cluster.client.map(
-        Predict("question -> answer"), [{"question": f"Q{i}"} for i in range(jobs)], lm="openai/m"
-    )
     killer = threading.Thread(
         target=_killer,
         args=(cluster, names, stop, kill_every, concurrency, rng, kill_log),
         daemon=True,
     )
     killer.start()
+    program = Predict("question -> answer")
+    groups = (
+        [range(i, min(i + 10, jobs)) for i in range(0, jobs, 10)] if submit_over else [range(jobs)]
+    )
+    submitted: list[Job] = []
+    for n, group in enumerate(groups):
+        time.sleep(max(0.0, started + n * submit_over / len(groups) - time.monotonic()))
+        submitted += cluster.client.map(
+            program, [{"question": f"Q{i}"} for i in group], lm="openai/m"
+        )
     wrong: list[str] = []
     try:
         deadline = started + timeout
