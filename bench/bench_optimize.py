@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -67,6 +68,31 @@ def requests_served(fake: FakeLMProcess) -> int:
     return len(fake.requests)
 
 
+QUESTION = re.compile(r"What is (\d+) squared\?\n\nRespond with")
+
+
+def bootstrap_phases(
+    fake: FakeLMProcess, since: int, started: float, ended: float, train_size: int
+) -> dict[str, float]:
+    """Where a BootstrapFewShot run's wall time went, from the fake LM's request log:
+    bootstrapping (LM calls on trainset questions) and scoring (valset questions), as
+    seconds from the run's start to each phase's first and last LM call."""
+    spans: dict[str, list[float]] = {"bootstrap": [], "score": []}
+    for entry in fake.requests[since:]:
+        text = json.dumps(entry.get("body") or {}).replace("\\n", "\n")
+        asked = QUESTION.findall(text)
+        if asked:  # the last question in the prompt is the one asked (demos come first)
+            phase = "bootstrap" if int(asked[-1]) <= train_size else "score"
+            spans[phase].append(float(entry["time"]))
+    phases: dict[str, float] = {}
+    for phase, times in spans.items():
+        if times:
+            phases[f"{phase}_from_s"] = round(min(times) - started, 2)
+            phases[f"{phase}_to_s"] = round(max(times) - started, 2)
+    phases["end_s"] = round(ended - started, 2)
+    return phases
+
+
 def run_dspy(which: str, data_path: Path, threads: int, latency: float) -> dict[str, Any]:
     """DSPy's wall time for ``which`` against a fresh fake LM."""
     with tempfile.TemporaryDirectory(prefix="dspyq-bench-dspy-") as tmp:
@@ -100,6 +126,7 @@ def run_dspyq(
     meter = CpuMeter(cluster)
     meter.start()
     started = time.perf_counter()
+    started_epoch = time.time()
     if which == "bootstrap":
         optimizer: Any = dspyq.BootstrapFewShot(metric=answer_exact_match, **BOOTSTRAP)
         run = cluster.client.optimize(optimizer, program, trainset=train, valset=val, lm=MODEL)
@@ -108,6 +135,7 @@ def run_dspyq(
         run = cluster.client.optimize(optimizer, program, trainset=train, lm=MODEL)
     status = run.wait(timeout=1800)
     wall = time.perf_counter() - started
+    ended_epoch = time.time()
     meter.stop()
     record = run.record()
     if status != "succeeded":
@@ -120,6 +148,11 @@ def run_dspyq(
         "iterations": record.iterations,
         # Where the 2 cores went during the run (seconds), which wall time alone hides.
         "cpu_s": meter.used,
+        **(
+            bootstrap_phases(fake, before, started_epoch, ended_epoch, len(data["train"]))
+            if which == "bootstrap"
+            else {}
+        ),
     }
 
 

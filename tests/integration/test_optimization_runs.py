@@ -17,6 +17,7 @@ import dspyq
 from dspyq.api_client.runs import Run
 from dspyq.metrics import answer_exact_match
 from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.runs import RunStore
 from dspyq.testing.cluster import Cluster, make_cluster
 
@@ -239,6 +240,37 @@ def test_bootstrap_few_shot_runs_as_a_single_round(cluster: Cluster) -> None:
 
     assert run.progress()["iterations"] == run.progress()["total"] == 1
     assert run.record().best_score == 100.0
+    assert held_out_score(cluster, run.result()) == 100.0
+
+
+def test_one_candidate_is_bootstrapped_and_scored_by_several_tasks_on_both_workers(
+    cluster: Cluster,
+) -> None:
+    # A BootstrapFewShot run is one candidate; its valset of 8 (2 parts of the run's 4
+    # threads) is scored by two tasks, which two workers of one slot each take.
+    script_capitals(cluster)
+    cluster.fake_lm.configure(latency=0.2)
+    workers = [cluster.start_worker(f"lm{i}", concurrency=1) for i in (1, 2)]
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+
+    run = cluster.client.optimize(
+        dspyq.BootstrapFewShot(metric=answer_exact_match, max_bootstrapped_demos=2),
+        dspyq.ChainOfThought("question -> answer"),
+        trainset=examples(TRAIN),
+        valset=examples([c for c in CAPITALS if c not in HELD_OUT]),
+        lm="openai/m",
+    )
+    assert run.wait(timeout=60) == "succeeded"
+
+    record = run.record()
+    assert (record.iterations, record.best_score) == (1, 100.0)
+    calls = LMRequestStore(cluster.client.engine).by_correlation(record.correlation_id)
+    assert len(calls) == len(TRAIN) + 8  # each example once: no part ran twice
+    assert len({c.task_id for c in calls}) == 3  # one bootstrap window, two valset parts
+    lm_events = [
+        e for e in cluster.client.events(record.correlation_id) if e.event_type == "lm_request"
+    ]
+    assert {e.pid for e in lm_events} == {w.pid for w in workers}
     assert held_out_score(cluster, run.result()) == 100.0
 
 

@@ -9,7 +9,9 @@ then labelled examples up to ``max_labeled_demos``. Semantics follow DSPy 3.4.1.
 
 Running the teacher on one example is :func:`bootstrap_example`: a program and an
 example in, a JSON-able :class:`BootstrapOutcome` out, so a coordinator can run the
-examples as separate tasks.
+examples as separate tasks. :meth:`BootstrapFewShot.bootstrap_span` runs a slice of
+the trainset and :meth:`BootstrapFewShot.compile_from_outcomes` takes such outcomes in
+trainset order, so the slices can run in different tasks and give DSPy's demos.
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ def bootstrap_example(
     return BootstrapOutcome(success=True, demos=_demos_from_trace(trace, names))
 
 
+class _OutcomeMissing(Exception):
+    """The ordered walk reached an example whose outcome was not given."""
+
+
 def _run_without_example(teacher: Module, example: Example) -> Any:
     """``teacher(**example.inputs())`` with ``example`` removed from every predictor's demos."""
     predictors = teacher.named_predictors()
@@ -176,6 +182,8 @@ class BootstrapFewShot(Teleprompter):
     ``num_threads - 1`` extra teacher runs past the last demo needed.
     """
 
+    _known: Mapping[int, list[BootstrapOutcome]] | None = None
+
     def __init__(
         self,
         metric: Metric | None = None,
@@ -224,6 +232,56 @@ class BootstrapFewShot(Teleprompter):
         self._prepare_student_and_teacher(student, teacher)
         self._map_predictor_names()
         self._bootstrap()
+        self.student = self._train()
+        self.student._compiled = True
+        return self.student
+
+    def bootstrap_span(
+        self,
+        student: Module,
+        *,
+        trainset: Sequence[Example],
+        start: int,
+        stop: int,
+        teacher: Module | None = None,
+    ) -> dict[int, list[BootstrapOutcome]]:
+        """Each example of ``trainset[start:stop]``'s rounds (until one succeeds), by index,
+        ``num_threads`` at a time; the teacher is prepared as :meth:`compile` does."""
+        self.trainset = list(trainset)
+        self._prepare_student_and_teacher(student, teacher)
+        self._map_predictor_names()
+        indices = range(start, min(stop, len(self.trainset)))
+        threads = max(1, min(self.num_threads or 1, len(indices)))
+        run = bind_context(self._rounds_of)
+        with ThreadPoolExecutor(threads, thread_name_prefix="dspyq-bootstrap") as pool:
+            futures = {
+                i: pool.submit(run, self.teacher.deepcopy(), self.trainset[i]) for i in indices
+            }
+            return {i: future.result() for i, future in futures.items()}
+
+    def compile_from_outcomes(
+        self,
+        student: Module,
+        *,
+        trainset: Sequence[Example],
+        outcomes: Mapping[int, list[BootstrapOutcome]],
+        teacher: Module | None = None,
+    ) -> Module | None:
+        """:meth:`compile` with the teacher's runs already made (``outcomes`` by trainset
+        index, e.g. from :meth:`bootstrap_span` in several tasks): the same walk in
+        trainset order, hence the same demos. None when the walk needs an example that
+        ``outcomes`` lacks (bootstrap further and call again)."""
+        self.trainset = list(trainset)
+        self.error_count = 0
+        self._prepare_student_and_teacher(student, teacher)
+        self._map_predictor_names()
+        self._known = outcomes
+        try:
+            self._bootstrap()
+        except _OutcomeMissing:
+            return None
+        finally:
+            self._known = None
         self.student = self._train()
         self.student._compiled = True
         return self.student
@@ -328,7 +386,16 @@ class BootstrapFewShot(Teleprompter):
 
     def _outcomes_in_order(self, found: Any) -> Any:
         """``(index, outcomes)`` per trainset example, in order, until ``found()`` reaches
-        ``max_bootstrapped_demos``; windows of ``num_threads`` examples run at once."""
+        ``max_bootstrapped_demos``; windows of ``num_threads`` examples run at once, or
+        the outcomes given to :meth:`compile_from_outcomes` are replayed."""
+        if self._known is not None:
+            for index in range(len(self.trainset)):
+                if found() >= self.max_bootstrapped_demos:
+                    return
+                if index not in self._known:
+                    raise _OutcomeMissing(index)
+                yield index, self._known[index]
+            return
         threads = max(1, self.num_threads or 1)
         if threads == 1:
             for index, example in enumerate(self.trainset):

@@ -3,12 +3,15 @@
 An optimizer crosses the queue as its class name and constructor settings (its metric
 as an import path); the worker rebuilds it and builds one candidate program per seed
 (few-shot optimizers) or per proposed instruction (COPRO, one round per depth). The
-coordinator fans a round out as one task per candidate and checkpoints after it, so a
-restarted coordinator resumes at the next round. Nothing here imports Celery.
+coordinator fans a round out as tasks and checkpoints after it, so a restarted
+coordinator resumes at the next round. A candidate is scored in parts (slices of its
+devset, one task each) when the round has too few candidates to keep the pool busy;
+:func:`combine_parts` joins them into one outcome. Nothing here imports Celery.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,9 +40,13 @@ from dspyq.tasks.mipro_run import MIPRO, SearchState, mipro_config
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
 INSTRUCTION_SEARCH = "COPRO"
-SINGLE_ROUND = ("LabeledFewShot", "BootstrapFewShot")
+SINGLE_BOOTSTRAP = "BootstrapFewShot"
+SINGLE_ROUND = ("LabeledFewShot", SINGLE_BOOTSTRAP)
 SUPPORTED_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH, MIPRO)
 DEFAULT_CANDIDATES_PER_ROUND = 4
+DEFAULT_ROUND_TASKS = 12
+"""How many scoring tasks a round aims at: a round of fewer candidates scores each in
+parts, so one candidate (BootstrapFewShot) spreads over the pool's workers too."""
 
 
 def optimizer_config(
@@ -126,6 +133,24 @@ class RunPlan(BaseModel):
     num_threads: int = 4
     # False when the client gave no valset (MIPROv2 then splits the trainset, as DSPy does).
     valset_given: bool = True
+    round_tasks: int = DEFAULT_ROUND_TASKS
+
+    def parts_per_candidate(self, candidates: int) -> int:
+        """In how many tasks each of a round's ``candidates`` is scored: enough for about
+        ``round_tasks`` tasks in the round, none with fewer examples than the run has
+        threads (a smaller part would leave threads idle for its task's overhead)."""
+        devset = self.valset if self.valset_given and self.valset else self.trainset
+        by_round = math.ceil(self.round_tasks / max(1, candidates))
+        by_size = len(devset) // max(1, self.num_threads)
+        return max(1, min(by_round, by_size))
+
+    def bootstrap_windows(self, start: int) -> list[tuple[int, int]]:
+        """A BootstrapFewShot run's next wave of bootstrapping from trainset index
+        ``start``: ``round_tasks`` windows of ``num_threads`` examples, a task each (the
+        examples past the walk's last demo are run for nothing, the price of the wave)."""
+        size = max(1, self.num_threads)
+        stops = range(start, min(len(self.trainset), start + self.round_tasks * size), size)
+        return [(a, min(a + size, len(self.trainset))) for a in stops]
 
     def seeds(self) -> list[int]:
         """Every seed of a few-shot run, in order (one candidate for single-round ones)."""
@@ -180,6 +205,50 @@ class CandidateOutcome(BaseModel):
     # MIPROv2 trials: the combination scored and whether on the whole valset.
     params: dict[str, int] | None = None
     full_eval: bool = True
+    # A candidate scored in parts: this part's place, and its metric total and size.
+    part: int = 0
+    parts: int = 1
+    score_sum: float | None = None
+    examples: int = 0
+
+
+def part_of(devset: Sequence[Any], part: int, parts: int) -> list[Any]:
+    """The examples of ``part`` (0-based) when ``devset`` is cut in ``parts`` contiguous,
+    near-equal slices (empty when there are more parts than examples)."""
+    size, extra = divmod(len(devset), parts)
+    start = part * size + min(part, extra)
+    return list(devset[start : start + size + (1 if part < extra else 0)])
+
+
+def combine_parts(outcomes: Sequence[CandidateOutcome]) -> list[CandidateOutcome]:
+    """One outcome per candidate from its parts: the score over all its examples (as
+    ``Evaluate`` computes it over the whole devset), or the first part's error (a
+    candidate missing part of its examples has no score)."""
+    by_iteration: dict[int, list[CandidateOutcome]] = {}
+    for outcome in outcomes:
+        by_iteration.setdefault(outcome.iteration, []).append(outcome)
+    combined: list[CandidateOutcome] = []
+    for iteration in sorted(by_iteration):
+        parts = sorted(by_iteration[iteration], key=lambda o: o.part)
+        first = parts[0]
+        if len(parts) == 1 and first.parts == 1:
+            combined.append(first)
+            continue
+        whole = first.model_copy(update={"part": 0, "parts": 1})
+        failed = [o for o in parts if o.error is not None]
+        if failed:
+            whole.error, whole.score, whole.program = failed[0].error, None, None
+        elif {o.part for o in parts} != set(range(first.parts)):
+            missing = sorted(set(range(first.parts)) - {o.part for o in parts})
+            whole.error = {"type": "StateError", "message": f"parts {missing} never scored"}
+            whole.score, whole.program = None, None
+        else:
+            total = sum(o.score_sum or 0.0 for o in parts)
+            size = sum(o.examples for o in parts)
+            whole.score = round(100 * total / size, 2) if size else 0.0
+            whole.score_sum, whole.examples = total, size
+        combined.append(whole)
+    return combined
 
 
 class CandidateSummary(BaseModel):
@@ -206,6 +275,8 @@ class RunCheckpoint(BaseModel):
     fanned_out: int = -1
     # MIPROv2: the prepared search (demo sets, instructions, trials so far).
     search: dict[str, Any] | None = None
+    # BootstrapFewShot: the teacher's outcomes by trainset index, and the next wave's start.
+    bootstrap: dict[str, Any] | None = None
 
 
 def build_candidate(

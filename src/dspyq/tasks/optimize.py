@@ -1,9 +1,11 @@
 """Optimization runs on the queue: a coordinator that never waits on its children.
 
 ``dspyq.optimize.run`` (queue ``dspyq.optimize``) starts a run: it sends the first
-round as a chord whose header is one ``dspyq.optimize.candidate`` task per candidate,
-on the provider pool of the run's LM, and whose body is ``dspyq.optimize.step`` back on
-``dspyq.optimize``. Each step merges its round's outcomes into the checkpoint (one
+round as a chord whose header is ``dspyq.optimize.candidate`` tasks on the provider pool
+of the run's LM, and whose body is ``dspyq.optimize.step`` back on ``dspyq.optimize``.
+A round of few candidates scores each in parts (slices of the devset, a task each), so
+even one candidate spreads over the pool's workers; few-shot candidates are first built
+(bootstrapped) by ``dspyq.optimize.build`` tasks, whose chord sends the scoring chord. Each step merges its round's outcomes into the checkpoint (one
 ``optimization_iteration`` event per candidate), sums the run's LM usage against its
 budget, and sends the next round or finishes: the best program is saved in the
 program registry. No worker blocks while candidates run. COPRO rounds first ask the
@@ -27,12 +29,14 @@ from typing import Any
 
 from celery import Task, chain, chord, shared_task, signature
 from celery.exceptions import Ignore, Reject, Retry
+from pydantic import BaseModel
 
 from dspyq.core.context import context
 from dspyq.core.program import program_to_spec
 from dspyq.errors import DspyqError
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
+from dspyq.optimize.bootstrap import BootstrapFewShot, BootstrapOutcome
 from dspyq.optimize.copro import InstructionCandidate
 from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import CandidateScore, evaluate_candidate
@@ -54,14 +58,17 @@ from dspyq.tasks.mipro_run import (
 )
 from dspyq.tasks.optimization import (
     INSTRUCTION_SEARCH,
+    SINGLE_BOOTSTRAP,
     CandidateOutcome,
     CandidateSummary,
     RunCheckpoint,
     RunPlan,
     apply_candidate_instruction,
     build_candidate,
+    combine_parts,
     first_instruction,
     keep_best_attempt,
+    part_of,
     propose_instructions,
 )
 
@@ -73,6 +80,9 @@ CANDIDATE_TASK = "dspyq.optimize.candidate"
 PROPOSE_TASK = "dspyq.optimize.propose"
 FANOUT_TASK = "dspyq.optimize.fanout"
 PREPARE_TASK = "dspyq.optimize.prepare"
+BUILD_TASK = "dspyq.optimize.build"
+BOOTSTRAP_TASK = "dspyq.optimize.bootstrap"
+BOOTSTRAPPED_TASK = "dspyq.optimize.bootstrapped"
 BUDGET_CHUNK_MIN = 8
 """With a budget, a candidate scores its examples in chunks of at least this many (or
 twice its threads) and checks the run's spend between chunks."""
@@ -95,9 +105,9 @@ def _merge(
     checkpoint: RunCheckpoint,
     outcomes: list[CandidateOutcome],
 ) -> None:
-    """Fold one round's outcomes into ``checkpoint`` and record their events."""
+    """Fold one round's outcomes (parts joined) into ``checkpoint`` and record their events."""
     search = None if checkpoint.search is None else SearchState.model_validate(checkpoint.search)
-    for outcome in sorted(outcomes, key=lambda o: o.iteration):
+    for outcome in combine_parts(outcomes):
         error = None if outcome.error is None else str(outcome.error.get("message", ""))
         if search is not None and outcome.params is not None:
             search.trials.append(
@@ -172,6 +182,11 @@ def _budget_reason(plan: RunPlan, lm_calls: int, cost_usd: float) -> str | None:
     return None
 
 
+def _as_number(subscore: Any) -> float:
+    """A metric's value for one example as ``Evaluate`` sums it (a number or ``.score``)."""
+    return float(getattr(subscore, "score", subscore))
+
+
 def _write_held(env: TaskEnvironment, held: PendingRecords) -> None:
     """Store a candidate's held-back LM records (events and rows) in one transaction."""
     events, rows = held.events, held.lm_requests
@@ -197,6 +212,8 @@ def _score_within_budget(
 ) -> CandidateScore:
     """Score ``program`` on ``devset``; with a budget, chunk by chunk, checking the run's
     spend before each chunk (raises :class:`BudgetSpent`: a partial score is no score)."""
+    if not devset:  # a part past the last example
+        return CandidateScore(score=0.0, subscores=[])
     if plan.max_lm_calls is None and plan.budget_usd is None:
         return evaluate_candidate(program, devset, metric=metric, num_threads=plan.num_threads)
     size = max(BUDGET_CHUNK_MIN, 2 * plan.num_threads)
@@ -212,7 +229,7 @@ def _score_within_budget(
         subscores += evaluate_candidate(
             program, chunk, metric=metric, num_threads=plan.num_threads
         ).subscores
-    total = sum(float(getattr(s, "score", s)) for s in subscores)
+    total = sum(_as_number(s) for s in subscores)
     score = round(100 * total / len(devset), 2) if devset else 0.0
     return CandidateScore(score=score, subscores=subscores)
 
@@ -278,11 +295,15 @@ def _score_round(
     round_index: int,
     candidates: list[dict[str, Any]] | None = None,
     trials: list[TrialJob] | None = None,
+    built: list[CandidateOutcome] | None = None,
+    failed: list[CandidateOutcome] | None = None,
 ) -> None:
-    """Send a round's candidates to the LM's pool as a chord whose body is the next step.
+    """Send a round's candidates to the LM's pool as a chord whose body is the next step;
+    each candidate in :meth:`RunPlan.parts_per_candidate` tasks, one per devset slice.
 
-    Few-shot rounds are their seeds; a COPRO round is the ``candidates`` proposed for it;
-    a MIPROv2 round is its ``trials``.
+    Few-shot rounds are their ``built`` programs (``failed``: those whose build failed,
+    handed to the step as they are); a COPRO round is the ``candidates`` proposed for
+    it; a MIPROv2 round is its ``trials``.
     """
     queue = lm_queue(split_model(plan.lm)[0])
     jobs: list[dict[str, Any]]
@@ -290,18 +311,73 @@ def _score_round(
         jobs = [{"seed": t.number, "trial": t.model_dump(mode="json")} for t in trials]
     elif candidates is not None:
         jobs = [{"seed": i, "candidate": c} for i, c in enumerate(candidates)]
+    elif built is not None:
+        jobs = [{"seed": b.seed, "program": b.program} for b in built]
     else:
         jobs = [{"seed": seed} for seed in plan.rounds()[round_index]]
+    parts = plan.parts_per_candidate(len(jobs))
+    jobs = [{**job, "parts": parts} for job in jobs]
     header = [
         signature(
             CANDIDATE_TASK,
-            kwargs={"run_id": run.id, "round_index": round_index, **job},
+            kwargs={"run_id": run.id, "round_index": round_index, **job, "part": part},
             queue=queue,
         )
         for job in jobs
+        for part in range(parts)
     ]
     body = signature(
-        STEP_TASK, kwargs={"run_id": run.id, "round_index": round_index}, queue=OPTIMIZE_QUEUE
+        STEP_TASK,
+        kwargs={
+            "run_id": run.id, "round_index": round_index,
+            "failed": [f.model_dump(mode="json") for f in failed or []],
+        },
+        queue=OPTIMIZE_QUEUE,
+    )  # fmt: skip
+    if not header:  # every build failed: nothing to score, the step records why
+        body.apply_async(args=([],))
+        return
+    chord(header, body).apply_async()
+
+
+def _build_round(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
+    """Build (bootstrap) a few-shot round's candidates on the LM's pool, one task per
+    seed; their chord's body (``dspyq.optimize.fanout``) sends them to be scored.
+    BootstrapFewShot's one candidate is bootstrapped in waves of windows instead."""
+    if plan.optimizer == SINGLE_BOOTSTRAP:
+        _bootstrap_wave(run, plan, round_index, 0)
+        return
+    header = [
+        signature(
+            BUILD_TASK,
+            kwargs={"run_id": run.id, "seed": seed, "round_index": round_index},
+            queue=lm_queue(split_model(plan.lm)[0]),
+        )
+        for seed in plan.rounds()[round_index]
+    ]
+    body = signature(
+        FANOUT_TASK, kwargs={"run_id": run.id, "round_index": round_index}, queue=OPTIMIZE_QUEUE
+    )
+    chord(header, body).apply_async()
+
+
+def _bootstrap_wave(
+    run: OptimizationRunRecord, plan: RunPlan, round_index: int, start: int
+) -> None:
+    """Bootstrap the trainset from ``start`` in windows, a task each, on the LM's pool;
+    their chord's body (``dspyq.optimize.bootstrapped``) walks the outcomes in order."""
+    header = [
+        signature(
+            BOOTSTRAP_TASK,
+            kwargs={"run_id": run.id, "start": a, "stop": b},
+            queue=lm_queue(split_model(plan.lm)[0]),
+        )
+        for a, b in plan.bootstrap_windows(start)
+    ]
+    body = signature(
+        BOOTSTRAPPED_TASK,
+        kwargs={"run_id": run.id, "round_index": round_index, "start": start},
+        queue=OPTIMIZE_QUEUE,
     )
     chord(header, body).apply_async()
 
@@ -310,7 +386,7 @@ def _dispatch(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> No
     """Send round ``round_index``: COPRO first asks the LM's pool for its proposals,
     MIPROv2 for its demo sets and instructions (round 0 only)."""
     if plan.optimizer not in (INSTRUCTION_SEARCH, MIPRO):
-        _score_round(run, plan, round_index)
+        _build_round(run, plan, round_index)
         return
     first = PREPARE_TASK if plan.optimizer == MIPRO else PROPOSE_TASK
     chain(
@@ -398,10 +474,15 @@ def optimize_run(self: Task, run_id: str) -> None:
 
 @shared_task(name=STEP_TASK, bind=True, max_retries=None)
 def optimize_step(
-    self: Task, outcomes: list[dict[str, Any]], run_id: str, round_index: int
+    self: Task,
+    outcomes: list[dict[str, Any]],
+    run_id: str,
+    round_index: int,
+    failed: list[dict[str, Any]] | None = None,
 ) -> None:
-    """A round's candidates are done: checkpoint them and go on."""
-    advance(run_id, round_index, outcomes)
+    """A round's candidates are done (``failed``: those that could not be built):
+    checkpoint them and go on."""
+    advance(run_id, round_index, [*outcomes, *(failed or [])])
 
 
 @shared_task(name=PROPOSE_TASK, bind=True, max_retries=None)
@@ -480,9 +561,12 @@ def optimize_prepare(self: Task, run_id: str, round_index: int) -> dict[str, Any
 
 
 @shared_task(name=FANOUT_TASK, bind=True, max_retries=None)
-def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_index: int) -> None:
-    """Score a COPRO round's proposals, or MIPROv2's first trials once its search is
-    prepared (once, however often this is delivered)."""
+def optimize_fanout(
+    self: Task, proposed: dict[str, Any] | list[dict[str, Any]], run_id: str, round_index: int
+) -> None:
+    """Score a COPRO round's proposals, a few-shot round's built candidates (a list), or
+    MIPROv2's first trials once its search is prepared (once, however often this is
+    delivered)."""
     env = task_environment()
     runs = RunStore(env.engine)
     run = runs.get(run_id)
@@ -491,6 +575,14 @@ def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_ind
     plan = RunPlan.model_validate(run.config)
     checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
     if checkpoint.fanned_out >= round_index:
+        return
+    if isinstance(proposed, list):
+        built = [CandidateOutcome.model_validate(b) for b in proposed]
+        ok = [b for b in built if b.error is None and b.program is not None]
+        failed = [b for b in built if b.error is not None or b.program is None]
+        _score_round(run, plan, round_index, built=ok, failed=failed)
+        checkpoint.fanned_out = round_index
+        runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
         return
     if plan.optimizer == MIPRO:
         _fan_out_search(env, run, plan, checkpoint, proposed, round_index)
@@ -504,6 +596,123 @@ def optimize_fanout(self: Task, proposed: dict[str, Any], run_id: str, round_ind
         )  # fmt: skip
         return
     _score_round(run, plan, round_index, candidates)
+    checkpoint.fanned_out = round_index
+    runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
+def _bootstrapper(env: TaskEnvironment, plan: RunPlan) -> BootstrapFewShot:
+    """The run's BootstrapFewShot, with its threads and teacher LM, as ``build_candidate``
+    makes it."""
+    settings = dict(plan.settings)
+    if settings.get("num_threads") is None:
+        settings["num_threads"] = plan.num_threads
+    teacher = {} if plan.teacher_lm is None else {"lm": LM(plan.teacher_lm, http_client=env.http)}
+    metric = resolve_metric(plan.metric, env.settings.allowed_imports)
+    return BootstrapFewShot(metric=metric, teacher_settings=teacher, **settings)
+
+
+@shared_task(name=BOOTSTRAP_TASK, bind=True, max_retries=None)
+def optimize_bootstrap(self: Task, run_id: str, start: int, stop: int) -> dict[str, Any]:
+    """Run BootstrapFewShot's teacher on ``trainset[start:stop]``.
+
+    Returns ``{"outcomes": {index: [BootstrapOutcome, ...]}}`` or ``{"error": ...}``;
+    never raises (the chord must fire).
+    """
+    env = task_environment()
+    task_id = str(self.request.id)
+    run = RunStore(env.engine).get(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES:
+        return {"error": {"type": "JobCancelledError", "message": "the run has ended"}}
+    plan = RunPlan.model_validate(run.config)
+    with pending_records() as held:
+        try:
+            reason = _budget_reason(plan, *_spent(env, run))
+            if reason is not None:
+                raise BudgetSpent(f"not started: {reason}")
+            student = env.programs.build(plan.program)
+            lm = LM(plan.lm, http_client=env.http, **plan.lm_kwargs)
+            trainset, _ = _valsets(plan)
+            with context(
+                lm=lm, correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id
+            ):
+                found = _bootstrapper(env, plan).bootstrap_span(
+                    student, trainset=trainset, start=start, stop=stop
+                )
+            return {
+                "outcomes": {
+                    str(i): [o.model_dump(mode="json") for o in rounds]
+                    for i, rounds in found.items()
+                }
+            }
+        except (Ignore, Retry, Reject):
+            raise
+        except DspyqError as exc:
+            return {"error": exc.to_dict()}
+        except Exception as exc:
+            return {
+                "error": {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}
+            }
+        finally:
+            if held:
+                try:
+                    _write_held(env, held)
+                except Exception:
+                    logger.exception("could not record the LM calls of bootstrap task %s", task_id)
+
+
+@shared_task(name=BOOTSTRAPPED_TASK, bind=True, max_retries=None)
+def optimize_bootstrapped(
+    self: Task, results: list[dict[str, Any]], run_id: str, round_index: int, start: int
+) -> None:
+    """A wave of bootstrapping is done: walk every outcome so far in trainset order
+    (DSPy's walk, hence its demos) and score the compiled candidate, or bootstrap the
+    next wave when the walk needs examples not run yet (once per wave, however often
+    this is delivered)."""
+    env = task_environment()
+    runs = RunStore(env.engine)
+    run = runs.get(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES:
+        return
+    plan = RunPlan.model_validate(run.config)
+    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    state = checkpoint.bootstrap or {"outcomes": {}, "next": 0}
+    if checkpoint.fanned_out >= round_index or int(state["next"]) > start:
+        return
+    outcome = CandidateOutcome(
+        iteration=plan.iteration_of(0, round_index), seed=0, round=round_index
+    )
+    for result in results:
+        state["outcomes"].update(result.get("outcomes") or {})
+    known = {
+        int(i): [BootstrapOutcome.model_validate(o) for o in rounds]
+        for i, rounds in state["outcomes"].items()
+    }
+    compiled = None
+    try:
+        compiled = _bootstrapper(env, plan).compile_from_outcomes(
+            env.programs.build(plan.program), trainset=_valsets(plan)[0], outcomes=known
+        )
+    except DspyqError as exc:
+        outcome.error = exc.to_dict()
+    except Exception as exc:
+        outcome.error = {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}
+    # A window that failed (e.g. the budget ran out) matters only if the walk needs it.
+    errors = [r["error"] for r in results if r.get("error") is not None]
+    if compiled is None and outcome.error is None and errors:
+        outcome.error = errors[0]
+    if compiled is None and outcome.error is None:
+        following = min(set(range(len(plan.trainset))) - set(known))
+        _bootstrap_wave(run, plan, round_index, following)
+        checkpoint.bootstrap = {**state, "next": following}
+        runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+        return
+    if compiled is not None:
+        outcome.program = program_to_spec(compiled).model_dump(mode="json")
+        outcome.instruction = first_instruction(compiled)
+        _score_round(run, plan, round_index, built=[outcome])
+    else:
+        _score_round(run, plan, round_index, built=[], failed=[outcome])
+    checkpoint.bootstrap = None  # its outcomes are in the candidate now
     checkpoint.fanned_out = round_index
     runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
 
@@ -539,13 +748,42 @@ def optimize_candidate(
     round_index: int,
     candidate: dict[str, Any] | None = None,
     trial: dict[str, Any] | None = None,
+    program: dict[str, Any] | None = None,
+    part: int = 0,
+    parts: int = 1,
 ) -> dict[str, Any]:
-    """Build one candidate and score it on the valset; never raises (the chord must fire).
+    """Score one candidate (``program``, already built, or built here) on part ``part``
+    of ``parts`` of its devset; never raises (the chord must fire).
 
     Returns a :class:`CandidateOutcome` dict, with the error when the candidate failed.
     """
+    job = CandidateJob(candidate=candidate, trial=trial, program=program, part=part, parts=parts)
+    return _candidate_task(str(self.request.id), run_id, seed, round_index, job)
+
+
+@shared_task(name=BUILD_TASK, bind=True, max_retries=None)
+def optimize_build(self: Task, run_id: str, seed: int, round_index: int) -> dict[str, Any]:
+    """Build (bootstrap) a few-shot candidate without scoring it; never raises (the chord
+    must fire). Returns a :class:`CandidateOutcome` dict with its program or its error."""
+    job = CandidateJob(build_only=True)
+    return _candidate_task(str(self.request.id), run_id, seed, round_index, job)
+
+
+class CandidateJob(BaseModel):
+    """What one candidate task does: which candidate, and which part of its work."""
+
+    candidate: dict[str, Any] | None = None
+    trial: dict[str, Any] | None = None
+    program: dict[str, Any] | None = None
+    part: int = 0
+    parts: int = 1
+    build_only: bool = False
+
+
+def _candidate_task(
+    task_id: str, run_id: str, seed: int, round_index: int, job: CandidateJob
+) -> dict[str, Any]:
     env = task_environment()
-    task_id = str(self.request.id)
     run = RunStore(env.engine).get(run_id)
     if run is None:
         return CandidateOutcome(
@@ -554,10 +792,12 @@ def optimize_candidate(
         ).model_dump(mode="json")  # fmt: skip
     plan = RunPlan.model_validate(run.config)
     outcome = CandidateOutcome(
-        iteration=seed if trial is not None else plan.iteration_of(seed, round_index),
+        iteration=seed if job.trial is not None else plan.iteration_of(seed, round_index),
         seed=seed,
         round=round_index,
         task_id=task_id,
+        part=job.part,
+        parts=job.parts,
     )
     if run.status in TERMINAL_RUN_STATUSES:
         outcome.error = {"type": "JobCancelledError", "message": f"run {run.status}"}
@@ -566,7 +806,7 @@ def optimize_candidate(
     # written a chunk (or the whole candidate) at a time, not two transactions per call.
     with pending_records() as held:
         try:
-            _run_candidate(env, run, plan, seed, task_id, outcome, candidate, trial)
+            _run_candidate(env, run, plan, seed, task_id, outcome, job)
         finally:
             if held:
                 try:
@@ -587,10 +827,10 @@ def _run_candidate(
     seed: int,
     task_id: str,
     outcome: CandidateOutcome,
-    candidate: dict[str, Any] | None,
-    trial: dict[str, Any] | None,
+    job: CandidateJob,
 ) -> None:
-    """Build and score one candidate into ``outcome`` (its error too; never raises)."""
+    """Build and score (part of) one candidate into ``outcome`` (its error too; never
+    raises)."""
     try:
         reason = _budget_reason(plan, *_spent(env, run))
         if reason is not None:
@@ -601,19 +841,28 @@ def _run_candidate(
         teacher = None if plan.teacher_lm is None else LM(plan.teacher_lm, http_client=env.http)
         trainset, valset = _valsets(plan)
         with context(lm=lm, correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
-            if trial is not None:
-                program, devset = _trial_program(run, plan, student, TrialJob(**trial), outcome)
-            elif candidate is not None:
-                proposal = InstructionCandidate.model_validate(candidate)
+            if job.trial is not None:
+                program, devset = _trial_program(run, plan, student, TrialJob(**job.trial), outcome)
+            elif job.candidate is not None:
+                proposal = InstructionCandidate.model_validate(job.candidate)
                 program = apply_candidate_instruction(student, proposal)
                 outcome.prefix = proposal.prefix
+                devset = valset or trainset
+            elif job.program is not None:
+                program = env.programs.build(job.program)
                 devset = valset or trainset
             else:
                 program = build_candidate(plan, seed, student, metric, trainset, teacher)
                 devset = valset or trainset
-            scored = _score_within_budget(env, run, plan, program, devset, metric)
-        outcome.score = scored.score
-        if outcome.full_eval:  # a minibatch score never becomes the best program
+            if not job.build_only:
+                devset = part_of(devset, job.part, job.parts)
+                scored = _score_within_budget(env, run, plan, program, devset, metric)
+                outcome.score = scored.score
+                outcome.score_sum = sum(_as_number(s) for s in scored.subscores)
+                outcome.examples = len(devset)
+        # A minibatch score never becomes the best program; parts past the first need
+        # not carry the program the first one does.
+        if outcome.full_eval and job.part == 0:
             outcome.program = program_to_spec(program).model_dump(mode="json")
         outcome.instruction = first_instruction(program)
     except (Ignore, Retry, Reject):
