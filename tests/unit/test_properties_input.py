@@ -291,3 +291,17 @@ def test_non_json_inputs_are_refused_with_a_clear_error() -> None:
     for bad in ({"q": float("nan")}, {"q": object()}, {"q": b"bytes"}):
         with pytest.raises(InputError, match="must be JSON values"):
             validate_input_json(bad, 1000)
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.dictionaries(st.text(max_size=6) | st.integers(), json_values | st.binary(max_size=4)),
+    st.sampled_from(["openai/m", "nope/m", "m", "", "openai/"]),
+)
+def test_the_client_builds_a_job_or_raises_a_dspyq_error(inputs: dict[Any, Any], lm: str) -> None:
+    """Everything the client checks before enqueueing, on any inputs and LM name."""
+    client = _unreachable_client(max_input_bytes=200)
+    for program in (dspyq.Predict(Typed), dspyq.ChainOfThought("question -> answer")):
+        only_dspyq_errors(
+            lambda p=program: client._request(p, lm, (), None, None, inputs, spec=None)  # type: ignore[misc]
+        )
