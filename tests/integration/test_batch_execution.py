@@ -14,19 +14,15 @@ from dspyq.errors import AdapterParseError, JobCancelledError
 from dspyq.store import EventStore, ExecutionStore, make_engine
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.batch import batch_size
-from dspyq.testing.cluster import REDIS_URL, Cluster, make_cluster
+from dspyq.testing.cluster import REDIS_URL, Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.02)
-    try:
+    with running_cluster(tmp_path, sqlite_url, latency=0.02) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
 
 
 def _qa() -> dspyq.Predict:

@@ -11,19 +11,15 @@ import redis
 import dspyq
 from dspyq.errors import AdapterParseError, InputError, JobCancelledError
 from dspyq.store import EventStore, ExecutionStore, LMRequestStore, make_engine
-from dspyq.testing.cluster import REDIS_URL, SECRET_KEY, Cluster, make_cluster
+from dspyq.testing.cluster import REDIS_URL, SECRET_KEY, Cluster, make_cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url)
-    try:
+    with running_cluster(tmp_path, sqlite_url) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
 
 
 def _qa() -> dspyq.Predict:

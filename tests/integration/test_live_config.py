@@ -17,7 +17,7 @@ from dspyq.cli import app
 from dspyq.events import Event
 from dspyq.settings import Settings, reload_settings
 from dspyq.store import EventStore, make_engine
-from dspyq.testing.cluster import REDIS_URL, Cluster, make_cluster
+from dspyq.testing.cluster import REDIS_URL, Cluster, running_cluster
 from dspyq.workers.live_config import LiveConfigListener, LiveConfigStore
 
 pytestmark = pytest.mark.integration
@@ -25,12 +25,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.0)
-    try:
+    with running_cluster(tmp_path, sqlite_url, latency=0.0) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
 
 
 @pytest.fixture

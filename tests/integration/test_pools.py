@@ -15,19 +15,15 @@ import dspyq
 from dspyq.errors import DspyqError, ProviderUnavailableError
 from dspyq.resilience.breaker import CircuitBreaker
 from dspyq.tasks.execute import EXECUTE_TASK
-from dspyq.testing.cluster import REDIS_URL, Cluster, make_cluster
+from dspyq.testing.cluster import REDIS_URL, Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.01)
-    try:
+    with running_cluster(tmp_path, sqlite_url, latency=0.01) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
 
 
 def _open_breaker(cluster: Cluster, provider: str) -> None:

@@ -14,7 +14,7 @@ import redis
 import dspyq
 from dspyq.api_client.stream import Stream, StreamChunk
 from dspyq.errors import AdapterParseError, InputError
-from dspyq.testing.cluster import REDIS_URL, Cluster, make_cluster
+from dspyq.testing.cluster import REDIS_URL, Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,10 @@ CHUNK_DELAY = 0.05
 
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.0)
-    server.configure(chunk_delay=CHUNK_DELAY)
-    try:
+    with running_cluster(tmp_path, sqlite_url, latency=0.0) as cluster:
+        cluster.fake_lm.configure(chunk_delay=CHUNK_DELAY)
         cluster.start_worker("w1", concurrency=2)
         yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
 
 
 def _qa() -> dspyq.Predict:

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,20 @@ def make_cluster(
 ) -> tuple[Cluster, FakeLMServer]:
     server = FakeLMServer(latency=latency).start()
     return Cluster(tmp_path, server, database_url, redis_url, **env), server
+
+
+@contextmanager
+def running_cluster(
+    tmp_path: Path,
+    database_url: str,
+    latency: float = 0.05,
+    redis_url: str | None = None,
+    **env: str,
+) -> Iterator[Cluster]:
+    """A :func:`make_cluster` deployment for the block; its workers and fake LM stop after."""
+    cluster, server = make_cluster(tmp_path, database_url, latency, redis_url, **env)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        server.stop()
