@@ -77,8 +77,20 @@ def _event(
     )
 
 
-# What a job retried because SQL or Redis was unreachable waits before it runs again.
-_INFRA_RETRY_SECONDS = (1.0, 4.0)
+# A job retried because SQL or Redis was unreachable waits longer the longer this process
+# has met the outage (from 2 s up to this), so a long outage is not hammered by retries.
+_INFRA_RETRY_MAX_SECONDS = 30.0
+_outage_started: float | None = None
+
+
+def _infra_retry_wait(limit: float) -> float:
+    """Seconds before a job that met an SQL or Redis outage runs again (jittered)."""
+    global _outage_started
+    now = time.monotonic()
+    if _outage_started is None:
+        _outage_started = now
+    ceiling = min(limit, max(2.0, min(_INFRA_RETRY_MAX_SECONDS, now - _outage_started)))
+    return random.uniform(ceiling / 2, ceiling)
 
 
 def run_execution(
@@ -94,14 +106,16 @@ def run_execution(
     the SQL store or Redis is not failed: it is sent again to run once they are back
     (its records are written then; a success already stored is never run twice).
     """
+    global _outage_started
     try:
-        return _execute(task, request, record_id, extra_outputs)
+        result = _execute(task, request, record_id, extra_outputs)
     except (StoreUnavailableError, RedisUnavailableError) as exc:
         env = task_environment()
-        limit = env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE
-        wait = min(random.uniform(*_INFRA_RETRY_SECONDS), limit)
+        wait = _infra_retry_wait(env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE)
         logger.warning("job %s runs again in %.1f s: %s", record_id, wait, exc.message)
         requeue(task, countdown=wait)
+    _outage_started = None  # SQL and Redis answer again
+    return result
 
 
 def _execute(
