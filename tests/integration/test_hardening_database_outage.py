@@ -50,8 +50,8 @@ def test_jobs_complete_and_are_recorded_across_a_database_outage(
         logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
         retries = logs.count("runs again")
         assert retries > 0  # jobs did meet the outage, and were sent again
-        # ...with a wait that grows with the outage, not in a storm (85 in a 6 s outage
-        # when measured; a fixed 1-4 s wait would send each of the 40 jobs again 2-6 times).
+        # ...with a wait that grows with the outage, not in a storm (85 retries of the
+        # 40 jobs in a 6 s outage when measured).
         assert retries <= 3 * JOBS, retries
     finally:
         cluster.stop()
