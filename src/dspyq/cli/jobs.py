@@ -23,13 +23,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import col, select
 
-from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, fail, stdout
+from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, connected_client, fail, stdout
 from dspyq.errors import (
     ConfigurationError,
     DspyqError,
     InputError,
     JobTimeoutError,
-    RedisUnavailableError,
     SignatureError,
 )
 from dspyq.events import Event
@@ -155,22 +154,6 @@ def _one_line(message: str) -> str:
     return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
 
 
-def _client(settings: Settings) -> Any:
-    """A client whose broker answered a ping, so a dead Redis is one line, not a hang."""
-    from dspyq.api_client import Client
-    from dspyq.resilience.redis_client import redacted_url, redis_from_url
-
-    try:
-        redis_from_url(settings.broker_url).close()
-    except RedisUnavailableError:
-        fail(
-            f"the broker at {redacted_url(settings.broker_url)} is unreachable: start Redis "
-            "(dspyq dev runs one) or set DSPYQ_BROKER_URL",
-            RUNTIME_ERROR,
-        )
-    return Client(settings)
-
-
 def _check_database(settings: Settings) -> None:
     """Reading commands never create a database: a missing SQLite file is an error."""
     try:
@@ -190,7 +173,7 @@ def _prepare(ctx: typer.Context, signature: str, module: str) -> tuple[Any, Any,
     """The client, program and inputs of ``run``/``submit``, all checked before sending."""
     fields = _field_pairs(ctx.args)
     program = _program(signature, module, fields)
-    return _client(get_settings()), program, fields
+    return connected_client(get_settings()), program, fields
 
 
 # --- run and submit --------------------------------------------------------------------

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, fail, stdout
+from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, connected_client, fail, stdout
 from dspyq.errors import ConfigurationError, DspyqError, InputError, SignatureError
 
 if TYPE_CHECKING:
@@ -59,25 +59,6 @@ def _errors() -> Iterator[None]:
         fail(exc.message, USAGE_ERROR)
     except DspyqError as exc:
         fail(f"{type(exc).__name__}: {exc.message}", RUNTIME_ERROR)
-
-
-def _client() -> Client:
-    """A client whose broker answered a ping, so a dead Redis is one line, not a hang."""
-    from dspyq.api_client import Client
-    from dspyq.errors import RedisUnavailableError
-    from dspyq.resilience.redis_client import redacted_url, redis_from_url
-    from dspyq.settings import get_settings
-
-    settings = get_settings()
-    try:
-        redis_from_url(settings.broker_url).close()
-    except RedisUnavailableError:
-        fail(
-            f"the broker at {redacted_url(settings.broker_url)} is unreachable: start Redis "
-            "(dspyq dev runs one) or set DSPYQ_BROKER_URL",
-            RUNTIME_ERROR,
-        )
-    return Client(settings)
 
 
 # --- reading the inputs of a run ---------------------------------------------------------
@@ -297,7 +278,7 @@ def optimize(
     if max_lm_calls is not None and max_lm_calls < 1:
         fail("--max-lm-calls must be at least 1", USAGE_ERROR)
     with _errors():
-        client = _client()
+        client = connected_client()
         model = lm or client.settings.default_lm
         if not model:
             fail("no model: pass --lm provider/name or set DSPYQ_DEFAULT_LM", USAGE_ERROR)
@@ -371,7 +352,7 @@ def runs(
     from dspyq.store.runs import RunStore
 
     with _errors():
-        client = _client()
+        client = connected_client()
         records = RunStore(client.engine).list(limit=limit)
     if as_json:
         _print_json([_summary(r, r.iterations) | {"created_at": r.created_at} for r in records])
@@ -418,7 +399,7 @@ def show(
     from dspyq.store.runs import RunStore
 
     with _errors():
-        client = _client()
+        client = connected_client()
         record = RunStore(client.engine).get(run_id)
         if record is None:
             fail(f"no optimization run {run_id!r} (see dspyq runs)", USAGE_ERROR)
