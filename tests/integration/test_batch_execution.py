@@ -105,3 +105,17 @@ def test_jobs_of_a_batch_report_running_while_they_run(cluster: Cluster) -> None
     assert any(job.status == "running" for job in jobs)
     assert [job.result(timeout=60).answer for job in jobs] == ["slow"] * 16
     assert {job.status for job in jobs} == {"succeeded"}
+
+
+def test_concurrency_bounds_the_jobs_of_batches_at_once(cluster: Cluster) -> None:
+    cluster.fake_lm.answer_fields({"answer": "ok"})
+    cluster.fake_lm.configure(latency=0.3)
+    jobs = cluster.client.map(_qa(), [{"question": f"q{i}"} for i in range(16)], lm="openai/m")
+    cluster.start_worker("w1", concurrency=2)
+    assert [job.result(timeout=60).answer for job in jobs] == ["ok"] * 16
+
+    arrivals = sorted(r["time"] for r in cluster.fake_lm.requests)
+    # Each call takes 0.3 s: with 2 slots, no 0.25-s window sees a third one arrive.
+    busiest = max(sum(1 for t in arrivals if start <= t < start + 0.25) for start in arrivals)
+    assert busiest <= 2
+    assert arrivals[-1] - arrivals[0] >= 0.3 * (16 / 2 - 1) * 0.9

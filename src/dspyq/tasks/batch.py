@@ -7,7 +7,8 @@ each still with its own task id. The worker runs a batch's jobs at once, one thr
 each, through exactly the path of a single job (:func:`~dspyq.tasks.execute.run_execution`:
 same records, events and idempotence), and stores each job's state and result under its
 own task id, so the client's :class:`~dspyq.api_client.job.Job` cannot tell the
-difference.
+difference. A process runs at most its worker's concurrency of batch jobs at once
+(:func:`set_job_slots`): a batch is a way to carry jobs, not to run more of them.
 
 A job that must leave the batch (it waits for rate-limit budget, or moves to a
 fallback provider) is sent on as a single ``dspyq.execute_module`` message under its
@@ -34,7 +35,7 @@ from dspyq.tasks.cancel import cancelled_ids
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 
-__all__ = ["BATCH_TASK", "BatchItem", "batch_size", "execute_batch"]
+__all__ = ["BATCH_TASK", "BatchItem", "batch_size", "execute_batch", "set_job_slots"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,12 +169,27 @@ def _mark_started(backend: Any, task_ids: list[str]) -> None:
         logger.warning("could not mark %d batch jobs started", len(task_ids), exc_info=True)
 
 
-BATCH_THREADS = 1000
-"""Jobs of batches one worker process runs at once, at most (threads start as needed)."""
+DEFAULT_JOB_SLOTS = 8
+"""Jobs of batches a process runs at once when no worker said otherwise."""
 
+_slots = DEFAULT_JOB_SLOTS
 _threads: ThreadPoolExecutor | None = None
 _threads_pid = 0
 _threads_lock = threading.Lock()
+
+
+def set_job_slots(slots: int) -> None:
+    """Run at most ``slots`` jobs of batches at once in this process (and its forks).
+
+    A worker sets its ``--concurrency`` here, so it means jobs at once, LM calls in
+    flight, whether the jobs came one per message or in batches.
+    """
+    global _slots, _threads
+    if slots < 1:
+        raise ValueError(f"job slots must be at least 1, got {slots}")
+    with _threads_lock:
+        _slots = slots
+        _threads = None  # the next batch builds a pool of the new size
 
 
 def _job_threads() -> ThreadPoolExecutor:
@@ -186,6 +202,6 @@ def _job_threads() -> ThreadPoolExecutor:
     global _threads, _threads_pid
     with _threads_lock:
         if _threads is None or _threads_pid != os.getpid():
-            _threads = ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="dspyq-batch")
+            _threads = ThreadPoolExecutor(_slots, thread_name_prefix="dspyq-batch")
             _threads_pid = os.getpid()
         return _threads

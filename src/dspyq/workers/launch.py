@@ -223,6 +223,7 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     Returns the worker's exit code. Configuration problems (schema, runtime) raise
     dspyq errors before any job is taken.
     """
+    from dspyq.tasks.batch import set_job_slots
     from dspyq.telemetry.logs import install_log_correlation
     from dspyq.telemetry.worker import install_worker_telemetry
 
@@ -239,6 +240,8 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     telemetry = install_worker_telemetry(
         settings, pool=spec.pool, metrics_port=spec.metrics_port, exec_pool=spec.exec_pool
     )
+    # --concurrency bounds jobs at once, batched or not; a prefork child is one slot.
+    set_job_slots(1 if spec.exec_pool == "prefork" else spec.concurrency)
     installer = RuntimeInstaller(settings, spec.exec_pool)
     installer.connect()
     try:
