@@ -274,6 +274,43 @@ def test_one_candidate_is_bootstrapped_and_scored_by_several_tasks_on_both_worke
     assert held_out_score(cluster, run.result()) == 100.0
 
 
+def test_bootstrapping_that_needs_a_second_wave_finds_the_demos_of_the_ordered_walk(
+    cluster: Cluster,
+) -> None:
+    # A wave bootstraps 12 windows of 4 examples (48); only questions 50 and 51 are
+    # answered right, so the walk needs a second wave and takes those two as demos.
+    squares = [
+        dspyq.Example(question=f"What is {i} squared?", answer=str(i * i)).with_inputs("question")
+        for i in range(1, 57)
+    ]
+    for i in (50, 51):
+        cluster.fake_lm.answer_fields({"answer": str(i * i)}, match=rf"What is {i} squared\?\n\n")
+    cluster.fake_lm.answer_fields({"answer": "unknown"})
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+
+    run = cluster.client.optimize(
+        dspyq.BootstrapFewShot(
+            metric=answer_exact_match, max_bootstrapped_demos=2, max_labeled_demos=2
+        ),
+        dspyq.Predict("question -> answer"),
+        trainset=squares[:52],
+        valset=squares[52:],
+        lm="openai/m",
+    )
+    assert run.wait(timeout=60) == "succeeded"
+
+    record = run.record()
+    calls = LMRequestStore(cluster.client.engine).by_correlation(record.correlation_id)
+    assert len(calls) == 52 + 4  # both waves, then the valset
+    (predictor,) = run.result().predictors()
+    assert [d["question"] for d in predictor.demos if d.get("augmented")] == [
+        "What is 50 squared?",
+        "What is 51 squared?",
+    ]
+    assert record.checkpoint is not None and record.checkpoint.get("bootstrap") is None
+
+
 def test_a_cancelled_run_never_starts_and_has_no_result(cluster: Cluster) -> None:
     run = start(cluster)  # no coordinator is up yet: the run waits in its queue
     assert run.status == "pending"

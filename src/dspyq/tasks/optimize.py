@@ -4,9 +4,12 @@
 round as a chord whose header is ``dspyq.optimize.candidate`` tasks on the provider pool
 of the run's LM, and whose body is ``dspyq.optimize.step`` back on ``dspyq.optimize``.
 A round of few candidates scores each in parts (slices of the devset, a task each), so
-even one candidate spreads over the pool's workers; few-shot candidates are first built
-(bootstrapped) by ``dspyq.optimize.build`` tasks, whose chord sends the scoring chord. Each step merges its round's outcomes into the checkpoint (one
-``optimization_iteration`` event per candidate), sums the run's LM usage against its
+even one candidate spreads over the pool's workers. Few-shot candidates are built first:
+one ``dspyq.optimize.build`` task per seed, or, for BootstrapFewShot's one candidate,
+waves of ``dspyq.optimize.bootstrap`` tasks over trainset windows whose outcomes the
+coordinator walks in trainset order (``dspyq.optimize.bootstrapped``); either chord's
+body sends the scoring chord. Each step merges its round's outcomes into the checkpoint
+(one ``optimization_iteration`` event per candidate), sums the run's LM usage against its
 budget, and sends the next round or finishes: the best program is saved in the
 program registry. No worker blocks while candidates run. COPRO rounds first ask the
 pool for proposals (``dspyq.optimize.propose``); a MIPROv2 run first prepares its
