@@ -443,3 +443,21 @@ def test_cache_disabled_in_settings_wins(
     finally:
         monkeypatch.undo()
         reload_settings()
+
+
+def test_global_history_size_can_shrink_and_keeps_the_newest() -> None:
+    from dspyq.lm import history
+
+    history.clear_history()
+    try:
+        for i in range(5):
+            history.record({"i": i})
+        history.set_history_size(2)
+        assert [e["i"] for e in history.global_history()] == [3, 4]
+        history.record({"i": 5})
+        assert [e["i"] for e in history.global_history()] == [4, 5]
+        with pytest.raises(ValueError):
+            history.set_history_size(-1)
+    finally:
+        history.set_history_size(history.MAX_HISTORY)
+        history.clear_history()

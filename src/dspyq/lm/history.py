@@ -27,6 +27,19 @@ def record(entry: dict[str, Any]) -> None:
         _GLOBAL.append(entry)
 
 
+def set_history_size(size: int) -> None:
+    """Keep at most ``size`` entries in the global history (the newest ones).
+
+    A worker keeps few: nobody reads its history, each entry holds a call's messages
+    (kilobytes), and 10,000 of them were most of a worker's memory growth in a soak run.
+    """
+    global _GLOBAL
+    if size < 0:
+        raise ValueError(f"history size must be >= 0, got {size}")
+    with _LOCK:
+        _GLOBAL = deque(_GLOBAL, maxlen=size)
+
+
 def global_history() -> list[dict[str, Any]]:
     """A copy of the global history, oldest first."""
     with _LOCK:

@@ -33,6 +33,7 @@ from dspyq.core.context import current
 from dspyq.events import Event
 from dspyq.lm.cache import Cache, LRUCache, default_cache, set_default_cache
 from dspyq.lm.gate import ProviderGate, set_provider_gate
+from dspyq.lm.history import MAX_HISTORY, set_history_size
 from dspyq.lm.layered_cache import LayeredCache
 from dspyq.lm.observe import LM_REQUEST, STATUS_OK
 from dspyq.lm.redis_cache import RedisCache
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+WORKER_HISTORY_SIZE = 100
+"""LM calls a worker process keeps in its global history (a notebook keeps 10,000)."""
 
 SQL_CACHE_NAMESPACE = "lm:"
 """Prefix of LM responses' keys in the shared ``cache_entries`` table."""
@@ -209,6 +213,7 @@ class WorkerRuntime:
             if self.live is not None:
                 self.live.stop()
             observe.remove_sink(self.sink)
+            set_history_size(MAX_HISTORY)
             self.l3.close()
             set_default_cache(self._previous_cache)
             set_provider_gate(self._previous_gate)
@@ -269,6 +274,9 @@ def install_worker_runtime(
     gate = RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait)
     sink = StoreEventSink(engine)
 
+    # The process-wide history of LM calls is for inspect_history() in a notebook;
+    # a worker keeps just the last few calls (see dspyq.lm.history).
+    set_history_size(WORKER_HISTORY_SIZE)
     with _install_lock:
         if _current is not None:
             _current.uninstall()
