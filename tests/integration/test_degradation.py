@@ -6,13 +6,20 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, func, select
 
 import dspyq
 from dspyq.errors import ProviderError
 from dspyq.store import EventStore, make_engine
+from dspyq.store.models import CacheEntry
 from dspyq.testing.cluster import make_cluster
 
 pytestmark = pytest.mark.integration
+
+
+def _cached_answers(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(CacheEntry)).scalar_one())
 
 
 def test_a_job_is_answered_stale_when_its_provider_is_down(tmp_path: Path, sqlite_url: str) -> None:
@@ -31,6 +38,14 @@ def test_a_job_is_answered_stale_when_its_provider_is_down(tmp_path: Path, sqlit
         fresh = cluster.client.submit(qa, lm="openai/m", question="Capital of France?")
         assert fresh.result(timeout=30).answer == "Paris"
         assert fresh.stale is False
+
+        # The SQL layer's writes are batched a few milliseconds behind the job (see
+        # dspyq.lm.write_behind): wait for the answer to be there before the kill.
+        engine = make_engine(sqlite_url)
+        deadline = time.monotonic() + 10
+        while _cached_answers(engine) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _cached_answers(engine) == 1
 
         # A new worker process: its in-process cache is empty, Redis has dropped the
         # expired answer, and only the SQL layer still holds it, expired.

@@ -50,9 +50,10 @@ def test_jobs_complete_and_are_recorded_across_a_database_outage(
         logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
         retries = logs.count("runs again")
         assert retries > 0  # jobs did meet the outage, and were sent again
-        # ...with a wait that grows with the outage, not in a storm (85 retries of the
-        # 40 jobs in a 6 s outage when measured).
-        assert retries <= 3 * JOBS, retries
+        # ...with a wait that grows with the outage, not in a storm (85 to 131 retries of
+        # the 40 jobs in a 6 s outage when measured, depending on the machine's load; a
+        # storm would be a retry every few milliseconds, thousands of them).
+        assert retries <= 5 * JOBS, retries
     finally:
         cluster.stop()
         server.stop()
