@@ -6,6 +6,8 @@ dspyq errors are shown as one line, without a traceback: exit code 2 for a bad o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
@@ -37,6 +39,29 @@ def fail(message: str, code: int) -> NoReturn:
     """Print ``message`` as a one-line error and exit with ``code``."""
     stderr.print(f"[bold red]Error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+ERROR_CHARS = 300
+"""Longest error message a command prints (DSPy's parse errors can run to pages)."""
+
+
+def one_line(message: str) -> str:
+    """An error message squeezed onto one line and capped at :data:`ERROR_CHARS`."""
+    text = " ".join(message.split())
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
+
+
+@contextmanager
+def errors_as_one_line() -> Iterator[None]:
+    """dspyq errors as one line: a bad request exits 2, anything at run time 1."""
+    from dspyq.errors import ConfigurationError, DspyqError, InputError, SignatureError
+
+    try:
+        yield
+    except (InputError, ConfigurationError, SignatureError) as exc:
+        fail(one_line(exc.message), USAGE_ERROR)
+    except DspyqError as exc:
+        fail(f"{type(exc).__name__}: {one_line(exc.message)}", RUNTIME_ERROR)
 
 
 def connected_client(settings: Settings | None = None) -> Client:

@@ -23,11 +23,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import col, select
 
-from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, connected_client, fail, stdout
+from dspyq.cli._common import (
+    RUNTIME_ERROR,
+    USAGE_ERROR,
+    app,
+    connected_client,
+    errors_as_one_line,
+    fail,
+    one_line,
+    stdout,
+)
 from dspyq.errors import (
-    ConfigurationError,
     DspyqError,
-    InputError,
     JobTimeoutError,
     SignatureError,
 )
@@ -36,7 +43,6 @@ from dspyq.settings import Settings, get_settings
 
 MODULES = {"predict": "Predict", "cot": "ChainOfThought"}
 STATUSES = ("pending", "running", "succeeded", "failed")
-_ERROR_CHARS = 300
 _EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 SignatureArg = Annotated[str, typer.Argument(help='The signature, e.g. "question -> answer".')]
@@ -98,17 +104,6 @@ def _program(signature: str, module: str, fields: dict[str, str]) -> Any:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """dspyq errors as one line: a bad request exits 2, anything at run time 1."""
-    try:
-        yield
-    except (InputError, ConfigurationError, SignatureError) as exc:
-        fail(exc.message, USAGE_ERROR)
-    except DspyqError as exc:
-        fail(f"{type(exc).__name__}: {_one_line(exc.message)}", RUNTIME_ERROR)
-
-
-@contextmanager
 def _job_errors(job: Any) -> Iterator[None]:
     """A job that failed or timed out, as one line that says where to look next."""
     try:
@@ -119,10 +114,10 @@ def _job_errors(job: Any) -> Iterator[None]:
             if job.status == "pending"
             else f"follow it with: dspyq events {job.correlation_id}"
         )
-        fail(f"{_one_line(exc.message)}; {hint}", RUNTIME_ERROR)
+        fail(f"{one_line(exc.message)}; {hint}", RUNTIME_ERROR)
     except DspyqError as exc:
         fail(
-            f"{type(exc).__name__}: {_one_line(exc.message)} "
+            f"{type(exc).__name__}: {one_line(exc.message)} "
             f"(trace: dspyq events {job.correlation_id})",
             RUNTIME_ERROR,
         )
@@ -146,12 +141,6 @@ def _wait(job: Any, timeout: float) -> Any:
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
     return job.result(timeout=timeout)
-
-
-def _one_line(message: str) -> str:
-    """Job errors can span lines (DSPy's parse errors do): squeezed and capped."""
-    text = " ".join(message.split())
-    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
 
 
 def _check_database(settings: Settings) -> None:
@@ -195,7 +184,7 @@ def run(
 
     Example: dspyq run "question -> answer" --question "What is 2+2?" --lm openai/gpt-4o-mini
     """
-    with _errors():
+    with errors_as_one_line():
         client, program, fields = _prepare(ctx, signature, module)
         streamed = client.stream(program, lm=lm, timeout=timeout, **fields) if stream else None
         job = streamed.job if streamed is not None else client.submit(program, lm=lm, **fields)
@@ -205,7 +194,7 @@ def run(
         else:
             prediction = _wait(job, timeout)
     outputs = dict(prediction.items())
-    with _errors():
+    with errors_as_one_line():
         rows = client.executions(job.correlation_id)
     usage = _usage(rows)
     if as_json:
@@ -262,7 +251,7 @@ def submit(
     as_json: JsonOption = False,
 ) -> None:
     """Enqueue a signature run without waiting; prints the job id and correlation id."""
-    with _errors():
+    with errors_as_one_line():
         client, program, fields = _prepare(ctx, signature, module)
         job = client.submit(program, lm=lm, **fields)
     if as_json:
@@ -286,7 +275,7 @@ def events(
 
     settings = get_settings()
     _check_database(settings)
-    with _errors():
+    with errors_as_one_line():
         engine = make_engine(settings.database_url)
         try:
             found = EventStore(engine).by_correlation(correlation_id)
@@ -411,7 +400,7 @@ def executions(
         fail(f"unknown --status {status!r}; choose one of: {', '.join(STATUSES)}", USAGE_ERROR)
     settings = get_settings()
     _check_database(settings)
-    with _errors():
+    with errors_as_one_line():
         rows = _recent_executions(settings, status, limit)
     if as_json:
         _print_json([row.model_dump(mode="json") for row in rows])

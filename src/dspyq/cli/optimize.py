@@ -11,8 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,8 +18,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dspyq.cli._common import RUNTIME_ERROR, USAGE_ERROR, app, connected_client, fail, stdout
-from dspyq.errors import ConfigurationError, DspyqError, InputError, SignatureError
+from dspyq.cli._common import (
+    RUNTIME_ERROR,
+    USAGE_ERROR,
+    app,
+    connected_client,
+    errors_as_one_line,
+    fail,
+    stdout,
+)
+from dspyq.errors import InputError
 
 if TYPE_CHECKING:
     from dspyq.api_client import Client
@@ -48,17 +54,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 def _print_json(value: Any) -> None:
     # Plain write: rich would wrap and highlight, and scripts want exact JSON.
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """dspyq errors as one line: a bad request exits 2, anything at run time 1."""
-    try:
-        yield
-    except (InputError, ConfigurationError, SignatureError) as exc:
-        fail(exc.message, USAGE_ERROR)
-    except DspyqError as exc:
-        fail(f"{type(exc).__name__}: {exc.message}", RUNTIME_ERROR)
 
 
 # --- reading the inputs of a run ---------------------------------------------------------
@@ -277,7 +272,7 @@ def optimize(
         fail("--budget-usd must be positive", USAGE_ERROR)
     if max_lm_calls is not None and max_lm_calls < 1:
         fail("--max-lm-calls must be at least 1", USAGE_ERROR)
-    with _errors():
+    with errors_as_one_line():
         client = connected_client()
         model = lm or client.settings.default_lm
         if not model:
@@ -351,7 +346,7 @@ def runs(
         return
     from dspyq.store.runs import RunStore
 
-    with _errors():
+    with errors_as_one_line():
         client = connected_client()
         records = RunStore(client.engine).list(limit=limit)
     if as_json:
@@ -398,7 +393,7 @@ def show(
     """Show one run: its settings, outcome and every iteration."""
     from dspyq.store.runs import RunStore
 
-    with _errors():
+    with errors_as_one_line():
         client = connected_client()
         record = RunStore(client.engine).get(run_id)
         if record is None:
