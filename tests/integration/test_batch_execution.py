@@ -119,3 +119,26 @@ def test_concurrency_bounds_the_jobs_of_batches_at_once(cluster: Cluster) -> Non
     busiest = max(sum(1 for t in arrivals if start <= t < start + 0.25) for start in arrivals)
     assert busiest <= 2
     assert arrivals[-1] - arrivals[0] >= 0.3 * (16 / 2 - 1) * 0.9
+
+
+def test_a_worker_reserves_batches_by_their_jobs_not_by_messages(cluster: Cluster) -> None:
+    """Concurrency 4 means about 4 jobs held, not 4 batch messages of 10 jobs each:
+    the rest stays in the queue for the pool's other workers."""
+    cluster.fake_lm.configure(latency=0.4)
+    cluster.fake_lm.answer_fields({"answer": "ok"})
+    jobs = cluster.client.map(_qa(), [{"question": f"q{i}"} for i in range(80)], lm="openai/m")
+    assert _queued_messages(cluster) == 8  # 10 jobs per message
+    cluster.start_worker("w1", concurrency=4)
+    deadline = time.monotonic() + 30
+    while not any(job.status == "running" for job in jobs):
+        assert time.monotonic() < deadline, "no job started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # time enough to fetch more messages, were the prefetch by message
+    # One batch runs (its 10 jobs fill 4 slots) and at most one more was fetched before
+    # the lowered prefetch took effect; by message count it would hold 4.
+    assert _queued_messages(cluster) >= 6
+
+    cluster.start_worker("w2", concurrency=4)
+    assert [job.result(timeout=90).answer for job in jobs] == ["ok"] * 80
+    # The second worker found work left in the queue.
+    assert "dspyq.execute_batch" in (cluster.tmp_path / "worker-w2.log").read_text()

@@ -22,24 +22,31 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NoReturn
 
-from celery import Task, shared_task, states
+from celery import Celery, Task, shared_task, states
 from celery.canvas import Signature
 
 from dspyq.errors import DspyqError
+from dspyq.store.group_commit import GroupCommit
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import cancelled_ids
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 
-__all__ = ["BATCH_TASK", "BatchItem", "batch_size", "execute_batch", "set_job_slots"]
+__all__ = ["BATCH_TASK", "JOBS_HEADER", "BatchItem", "batch_size", "execute_batch", "set_job_slots"]
 
 logger = logging.getLogger(__name__)
 
 BATCH_TASK = "dspyq.execute_batch"
+
+JOBS_HEADER = "dspyq_jobs"
+"""Header of a batch message: how many jobs it carries (the worker's prefetch counts
+them, see :mod:`dspyq.workers.prefetch`)."""
 
 MIN_BATCHES = 8
 """A map is split into at least this many messages (when it has that many jobs), so a
@@ -121,7 +128,7 @@ def _run_item(batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> No
         logger.exception("job %s of a batch failed outside its execution", item.task_id)
         backend.mark_as_failure(item.task_id, exc)
         return
-    backend.mark_as_done(item.task_id, result)
+    _results_of(batch.app)((item.task_id, result))
 
 
 @shared_task(name=BATCH_TASK, bind=True, ignore_result=True)
@@ -154,19 +161,62 @@ def _mark_started(backend: Any, task_ids: list[str]) -> None:
     keys = [backend.get_key_for_task(task_id) for task_id in task_ids]
     try:
         current = backend.client.mget(keys)
-        with backend.client.pipeline() as pipe:
-            for task_id, key, raw in zip(task_ids, keys, current, strict=True):
+        with backend.client.pipeline(transaction=False) as pipe:
+            for task_id, raw in zip(task_ids, current, strict=True):
                 if raw is not None and backend.decode_result(raw)["status"] == states.SUCCESS:
                     continue
-                meta = backend._get_result_meta(None, states.STARTED, None, None)
-                meta["task_id"] = task_id
-                value = backend.encode(meta)
-                pipe.setex(key, backend.expires, value)
-                pipe.publish(key, value)
+                _set_state(pipe, backend, task_id, states.STARTED, None)
             pipe.execute()
     except Exception:
         # Only the "running" state is lost: each job's outcome is still stored.
         logger.warning("could not mark %d batch jobs started", len(task_ids), exc_info=True)
+
+
+def _set_state(pipe: Any, backend: Any, task_id: str, state: str, result: Any) -> None:
+    """Queue on ``pipe`` what the Redis result backend stores and announces for a state."""
+    meta = backend._get_result_meta(backend.encode_result(result, state), state, None, None)
+    meta["task_id"] = task_id
+    key, value = backend.get_key_for_task(task_id), backend.encode(meta)
+    if backend.expires:
+        pipe.setex(key, backend.expires, value)
+    else:
+        pipe.set(key, value)
+    pipe.publish(key, value)
+
+
+_Done = tuple[str, dict[str, Any]]
+
+
+def _store_results(app: Celery, done: Sequence[_Done]) -> list[None]:
+    """Store the results of jobs that succeeded together, in one round trip.
+
+    Unlike ``mark_as_done`` this does not read each job's state first (Celery does, so
+    as not to overwrite a SUCCESS): a job's result comes from its SQL record, which a
+    second delivery returns unchanged, so writing it again changes nothing.
+    """
+    backend = app.backend  # this thread's own client, as Celery gives each thread
+    with backend.client.pipeline(transaction=False) as pipe:
+        for task_id, result in done:
+            _set_state(pipe, backend, task_id, states.SUCCESS, result)
+        pipe.execute()
+    return [None] * len(done)
+
+
+_result_writers: dict[int, GroupCommit[_Done, None]] = {}
+_result_writers_lock = threading.Lock()
+
+
+def _results_of(app: Celery) -> GroupCommit[_Done, None]:
+    """The app's group writer of batch jobs' results (one per process and app)."""
+    with _result_writers_lock:
+        writer = _result_writers.get(id(app))
+        if writer is None:
+            writer = _result_writers[id(app)] = GroupCommit(
+                partial(_store_results, app),
+                lambda done: app.backend.mark_as_done(*done) and None,
+                name="results",
+            )
+        return writer
 
 
 DEFAULT_JOB_SLOTS = 8

@@ -226,6 +226,7 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     from dspyq.tasks.batch import set_job_slots
     from dspyq.telemetry.logs import install_log_correlation
     from dspyq.telemetry.worker import install_worker_telemetry
+    from dspyq.workers.prefetch import BatchPrefetch
 
     app = app or make_app(settings)
     install_log_correlation(app)  # before the log setup, which reads its formats
@@ -244,6 +245,9 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     set_job_slots(1 if spec.exec_pool == "prefork" else spec.concurrency)
     installer = RuntimeInstaller(settings, spec.exec_pool)
     installer.connect()
+    prefetch = BatchPrefetch() if spec.exec_pool != "prefork" else None
+    if prefetch is not None:
+        prefetch.connect()
     try:
         worker = app.Worker(
             hostname=spec.hostname,
@@ -258,4 +262,6 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
         return int(getattr(worker, "exitcode", 0) or 0)
     finally:
         installer.disconnect()
+        if prefetch is not None:
+            prefetch.disconnect()
         telemetry.uninstall()
