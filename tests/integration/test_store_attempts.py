@@ -130,8 +130,9 @@ def test_success_of_a_task_never_started_creates_its_row(store_engine: Engine) -
     assert (row.status, row.attempts, row.correlation_id) == ("succeeded", 1, "c7")
 
 
-def test_racing_workers_record_one_row_and_one_success(store_engine: Engine) -> None:
-    recorder = AttemptRecorder(store_engine)
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "grouped"])
+def test_racing_workers_record_one_row_and_one_success(store_engine: Engine, grouped: bool) -> None:
+    recorder = AttemptRecorder(store_engine, grouped=grouped)
 
     def attempt(n: int) -> bool:
         _start(recorder, node=f"n{n}")
@@ -143,3 +144,33 @@ def test_racing_workers_record_one_row_and_one_success(store_engine: Engine) -> 
     row = ExecutionStore(store_engine).get("t1")
     assert row is not None and row.outputs == {"by": wins.index(True)}
     assert _event_ids(store_engine).count("t1:complete") == 1
+
+
+def test_grouped_starts_and_successes_of_many_threads_are_each_recorded_once(
+    store_engine: Engine,
+) -> None:
+    recorder = AttemptRecorder(store_engine, grouped=True)
+    executions = ExecutionStore(store_engine)
+    for n in range(0, 40, 10):  # these already succeeded: a start must leave them alone
+        _start(recorder, task_id=f"t{n}")
+        recorder.succeed(f"t{n}", {"n": -1}, duration_ms=1.0)
+
+    def job(n: int) -> tuple[bool, bool]:
+        begun = _start(recorder, task_id=f"t{n}", node=f"n{n}")
+        if begun.already_succeeded:
+            return True, False
+        first = recorder.succeed(
+            f"t{n}", {"n": n}, [_complete(f"t{n}")], duration_ms=1.0, node=f"n{n}"
+        )
+        return False, first
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(job, range(40)))
+    assert [n for n, (done, _) in enumerate(outcomes) if done] == [0, 10, 20, 30]
+    assert all(first for done, first in outcomes if not done)
+    rows = {row.task_id: row for row in executions.list(status="succeeded", limit=100)}
+    assert len(rows) == 40
+    assert all(rows[f"t{n}"].outputs == {"n": -1 if n % 10 == 0 else n} for n in range(40))
+    ids = _event_ids(store_engine)
+    assert len(ids) == len(set(ids))  # every event once
+    assert sum(1 for i in ids if i.endswith(":complete")) == 36

@@ -28,6 +28,7 @@ from dspyq.store.columns import utcnow
 from dspyq.store.engine import dialect_insert, write_transaction
 from dspyq.store.events import EventStore
 from dspyq.store.executions import ExecutionStore
+from dspyq.store.group_commit import GroupCommit
 from dspyq.store.lm_requests import insert_lm_requests
 from dspyq.store.models import EventRecord, ExecutionRecord
 
@@ -60,14 +61,47 @@ class _Statements:
     lm_requests: Any
 
 
-class AttemptRecorder:
-    """Records attempts of executions and their events through ``engine``."""
+@dataclass(frozen=True)
+class _Start:
+    task_id: str
+    node: str | None
+    start_event: Callable[[int], Event]
+    row: dict[str, Any]
 
-    def __init__(self, engine: Engine, *, max_data_bytes: int = DEFAULT_MAX_DATA_BYTES) -> None:
+
+@dataclass(frozen=True)
+class _Success:
+    task_id: str
+    row: dict[str, Any]
+    events: Sequence[Event]
+    lm_requests: Sequence[dict[str, Any]]
+
+
+class AttemptRecorder:
+    """Records attempts of executions and their events through ``engine``.
+
+    With ``grouped=True`` (what workers use) starts and successes that arrive together
+    from several threads are written in one transaction
+    (:class:`~dspyq.store.group_commit.GroupCommit`); each call still returns only once
+    its own records are committed.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_data_bytes: int = DEFAULT_MAX_DATA_BYTES,
+        grouped: bool = False,
+    ) -> None:
         self.engine = engine
         self.executions = ExecutionStore(engine)
         self._events = EventStore(engine, max_data_bytes=max_data_bytes)
         self._statements: dict[str, _Statements] = {}
+        self._start: Callable[[_Start], AttemptStart] = self._start_one
+        self._succeed: Callable[[_Success], bool] = self._succeed_one
+        if grouped:
+            self._start = GroupCommit(self._start_many, self._start_one, name="starts")
+            self._succeed = GroupCommit(self._succeed_many, self._succeed_one, name="successes")
 
     def start(
         self,
@@ -92,32 +126,21 @@ class AttemptRecorder:
         and comes back as ``record``.
         """
         now = utcnow()
-        with write_transaction(self.engine, f"start execution {task_id}") as conn:
-            statements = self._for(conn)
-            attempt = conn.execute(
-                statements.start,
-                {
-                    "task_id": task_id,
-                    "correlation_id": correlation_id,
-                    "parent_id": parent_id,
-                    "program": program,
-                    "module_type": module_type,
-                    "lm": lm,
-                    "inputs": inputs,
-                    "status": "running",
-                    "attempts": 1,
-                    "node": node,
-                    "started_at": now,
-                    "created_at": now,
-                },
-            ).scalar()
-            if attempt is None:  # already succeeded or failed: the upsert changed nothing
-                current = self._current(conn, task_id)
-                if current.status == "succeeded":
-                    return AttemptStart(attempt=current.attempts, record=current)
-                attempt = current.attempts
-            self._append(conn, statements, [start_event(int(attempt))])
-            return AttemptStart(attempt=int(attempt))
+        row = {
+            "task_id": task_id,
+            "correlation_id": correlation_id,
+            "parent_id": parent_id,
+            "program": program,
+            "module_type": module_type,
+            "lm": lm,
+            "inputs": inputs,
+            "status": "running",
+            "attempts": 1,
+            "node": node,
+            "started_at": now,
+            "created_at": now,
+        }
+        return self._start(_Start(task_id, node, start_event, row))
 
     def succeed(
         self,
@@ -142,29 +165,23 @@ class AttemptRecorder:
         :meth:`LMRequestStore.row`) are stored either way, once by id.
         """
         now = utcnow()
-        with write_transaction(self.engine, f"mark execution {task_id} succeeded") as conn:
-            statements = self._for(conn)
-            row_id = conn.execute(
-                statements.succeed,
-                {
-                    "task_id": task_id,
-                    "correlation_id": correlation_id,
-                    "status": "succeeded",
-                    "outputs": outputs,
-                    "error": None,
-                    "input_tokens": input_tokens,
-                    "output_tokens": output_tokens,
-                    "cost_usd": cost_usd,
-                    "lm_calls": lm_calls,
-                    "attempts": 1,
-                    "node": node,
-                    "created_at": now,
-                    "finished_at": now,
-                    "duration_ms": duration_ms,
-                },
-            ).scalar()
-            self._append(conn, statements, events, lm_requests)
-            return row_id is not None
+        row = {
+            "task_id": task_id,
+            "correlation_id": correlation_id,
+            "status": "succeeded",
+            "outputs": outputs,
+            "error": None,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": cost_usd,
+            "lm_calls": lm_calls,
+            "attempts": 1,
+            "node": node,
+            "created_at": now,
+            "finished_at": now,
+            "duration_ms": duration_ms,
+        }
+        return self._succeed(_Success(task_id, row, events, lm_requests))
 
     def record(
         self, events: Sequence[Event] = (), lm_requests: Sequence[dict[str, Any]] = ()
@@ -177,6 +194,56 @@ class AttemptRecorder:
             return
         with write_transaction(self.engine, f"record {len(events)} events") as conn:
             self._append(conn, self._for(conn), events, lm_requests)
+
+    # --- one transaction for one write, or for a group of them ------------------------------
+
+    def _start_one(self, start: _Start) -> AttemptStart:
+        return self._start_many([start])[0]
+
+    def _start_many(self, starts: Sequence[_Start]) -> list[AttemptStart]:
+        action = f"start execution {starts[0].task_id}"
+        if len(starts) > 1:
+            action = f"start {len(starts)} executions"
+        with write_transaction(self.engine, action) as conn:
+            statements = self._for(conn)
+            begun = [self._start_in(conn, statements, start) for start in starts]
+            events = [
+                start.start_event(attempt.attempt)
+                for start, attempt in zip(starts, begun, strict=True)
+                if attempt.record is None
+            ]
+            self._append(conn, statements, events)
+            return begun
+
+    def _start_in(self, conn: Connection, statements: _Statements, start: _Start) -> AttemptStart:
+        attempt = conn.execute(statements.start, start.row).scalar()
+        if attempt is None:  # already succeeded or failed: the upsert changed nothing
+            current = self._current(conn, start.task_id)
+            if current.status == "succeeded":
+                return AttemptStart(attempt=current.attempts, record=current)
+            attempt = current.attempts
+        return AttemptStart(attempt=int(attempt))
+
+    def _succeed_one(self, success: _Success) -> bool:
+        return self._succeed_many([success])[0]
+
+    def _succeed_many(self, successes: Sequence[_Success]) -> list[bool]:
+        action = f"mark execution {successes[0].task_id} succeeded"
+        if len(successes) > 1:
+            action = f"mark {len(successes)} executions succeeded"
+        with write_transaction(self.engine, action) as conn:
+            statements = self._for(conn)
+            firsts = [
+                conn.execute(statements.succeed, success.row).scalar() is not None
+                for success in successes
+            ]
+            self._append(
+                conn,
+                statements,
+                [event for success in successes for event in success.events],
+                [row for success in successes for row in success.lm_requests],
+            )
+            return firsts
 
     # --- internals ------------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ def task_environment() -> TaskEnvironment:
                 executions=ExecutionStore(engine),
                 events=EventStore(engine),
                 lm_requests=LMRequestStore(engine),
-                recorder=AttemptRecorder(engine),
+                recorder=AttemptRecorder(engine, grouped=True),
                 programs=ProgramCache(settings.allowed_imports),
                 http=httpx.Client(limits=limits, timeout=httpx.Timeout(60.0, connect=10.0)),
             )
