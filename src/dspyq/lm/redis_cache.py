@@ -59,13 +59,20 @@ class RedisCache:
             return None
 
     def put(self, key: str, value: LMResponse) -> None:
-        name = self.redis_key(key)
-        payload = value.model_dump_json()
-        with redis_errors("LM cache write", cache_key=name):
-            if self.ttl is None:
-                self.redis.set(name, payload)
-            else:
-                self.redis.set(name, payload, px=max(1, round(self.ttl * 1000)))
+        self.put_many([(key, value)])
+
+    def put_many(self, entries: list[tuple[str, LMResponse]]) -> None:
+        """Cache every ``(key, value)`` of ``entries`` in one round trip."""
+        if not entries:
+            return
+        px = None if self.ttl is None else max(1, round(self.ttl * 1000))
+        with (
+            redis_errors("LM cache write", cache_keys=len(entries)),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for key, value in entries:
+                pipe.set(self.redis_key(key), value.model_dump_json(), px=px)
+            pipe.execute()
 
     def delete(self, key: str) -> bool:
         """Forget ``key``; returns whether it was cached."""

@@ -211,10 +211,9 @@ def _results_of(app: Celery) -> GroupCommit[_Done, None]:
     with _result_writers_lock:
         writer = _result_writers.get(id(app))
         if writer is None:
+            store = partial(_store_results, app)
             writer = _result_writers[id(app)] = GroupCommit(
-                partial(_store_results, app),
-                lambda done: app.backend.mark_as_done(*done) and None,
-                name="results",
+                store, lambda done: store([done])[0], name="results"
             )
         return writer
 

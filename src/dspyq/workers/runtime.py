@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 WORKER_HISTORY_SIZE = 100
 """LM calls a worker process keeps in its global history (a notebook keeps 10,000)."""
 
+L2_FLUSH_INTERVAL = 0.01
+"""Seconds a worker gathers its Redis cache writes before storing them in one round trip."""
+
 SQL_CACHE_NAMESPACE = "lm:"
 """Prefix of LM responses' keys in the shared ``cache_entries`` table."""
 
@@ -181,7 +184,7 @@ class WorkerRuntime:
     redis: Redis
     cache: LayeredCache
     l1: LRUCache
-    l2: RedisCache
+    l2: WriteBehindCache
     l3: WriteBehindCache
     gate: RedisProviderGate
     sink: StoreEventSink
@@ -199,7 +202,7 @@ class WorkerRuntime:
         conf = self.settings.cache
         ttl = float(conf.ttl) or None
         self.l1.ttl, self.l1.max_entries = ttl, conf.max_entries
-        self.l2.ttl = ttl
+        self.l2.layer.ttl = ttl
         self.l3.layer.ttl = ttl
         self.gate.reconfigure()
 
@@ -214,6 +217,7 @@ class WorkerRuntime:
                 self.live.stop()
             observe.remove_sink(self.sink)
             set_history_size(MAX_HISTORY)
+            self.l2.close()
             self.l3.close()
             set_default_cache(self._previous_cache)
             set_provider_gate(self._previous_gate)
@@ -267,8 +271,11 @@ def install_worker_runtime(
     conf = settings.cache
     ttl = float(conf.ttl) or None
     l1 = LRUCache(max_entries=conf.max_entries, ttl=ttl)
-    l2 = RedisCache(redis, ttl=ttl, key_prefix=key_prefix)
-    # L3 writes are batched off the job's path: see dspyq.lm.write_behind.
+    # L2 and L3 writes are batched off the job's path (see dspyq.lm.write_behind); L2's
+    # often, so other workers of the pool see a new answer within a few milliseconds.
+    l2 = WriteBehindCache(
+        RedisCache(redis, ttl=ttl, key_prefix=key_prefix), flush_interval=L2_FLUSH_INTERVAL
+    )
     l3 = WriteBehindCache(SQLResponseCache(SQLCache(engine), ttl=ttl))
     cache = LayeredCache([l1, l2, l3])
     gate = RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait)
