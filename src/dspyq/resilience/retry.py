@@ -24,6 +24,10 @@ T = TypeVar("T")
 
 logger = logging.getLogger("dspyq.resilience.retry")
 
+# One generator for every policy that is given none: seeding a new one from the OS
+# cost each LM (built per job) more than the rest of its construction.
+_SHARED_RNG = random.Random()
+
 RetryCallback = Callable[[DspyqError, int, float], None]
 
 
@@ -71,7 +75,7 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 20.0
     max_retry_after: float = 60.0
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    rng: random.Random = field(default_factory=lambda: _SHARED_RNG, repr=False)
     on_retry: RetryCallback | None = field(default=None, repr=False)
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
