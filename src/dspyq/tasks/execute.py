@@ -51,8 +51,8 @@ def build_program(env: TaskEnvironment, request: ExecutionRequest) -> Module:
 
 
 def build_lm(env: TaskEnvironment, model: str, lm_kwargs: dict[str, Any]) -> LM:
-    """A fresh LM for one job (its history is the job's calls) over the shared HTTP pool."""
-    return LM(model, http_client=env.http, **lm_kwargs)
+    """A fresh LM for one job (its history is the job's calls) over its thread's HTTP pool."""
+    return LM(model, http_client=env.job_http.get(), **lm_kwargs)
 
 
 def _usage(lm: LM) -> dict[str, Any]:
