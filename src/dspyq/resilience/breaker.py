@@ -43,6 +43,7 @@ from dspyq.settings import get_settings
 
 __all__ = [
     "DEFAULT_EXCLUDED",
+    "Admission",
     "BreakerStatus",
     "CircuitBreaker",
     "RedisBreakerStorage",
@@ -184,6 +185,20 @@ def _text(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """A call let through by the breaker.
+
+    ``probe``: it is the half-open breaker's one probe. ``clean``: the breaker was closed
+    with no failures counted, so its success has nothing to record (skipping that
+    record saves a Redis round trip on nearly every call; a failure counted by another
+    process meanwhile is reset by the next success whose admission sees it).
+    """
+
+    probe: bool
+    clean: bool
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     state: str
     fail_counter: int
@@ -221,11 +236,27 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         """(verdict, seconds to wait, old state if this call moved open -> half-open,
         failures counted by the closed breaker since its last success)."""
         with redis_errors("circuit breaker admit", breaker=self.key):
-            verdict, wait_us, old, failures = self._admit(
-                keys=[self.key],
-                args=[int(reset_timeout * _US), int(probe_lease * _US), self.ttl_ms],
-            )
+            reply = self._admit(keys=[self.key], args=self._admit_args(reset_timeout, probe_lease))
+        return self.admission(reply)
+
+    def queue_admit(self, pipe: Any, reset_timeout: float, probe_lease: float) -> None:
+        """Add :meth:`admit` to the Redis pipeline ``pipe``; read its reply with
+        :meth:`admission`. The caller executes the pipeline (see :meth:`load_scripts`)."""
+        pipe.evalsha(self._admit.sha, 1, self.key, *self._admit_args(reset_timeout, probe_lease))
+
+    def load_scripts(self) -> None:
+        """Make sure Redis knows the admit script (after a restart or a flush)."""
+        with redis_errors("circuit breaker script load", breaker=self.key):
+            self.redis.script_load(self._admit.script)
+
+    @staticmethod
+    def admission(reply: Any) -> tuple[int, float, str, int]:
+        """What a reply of the admit script says, as :meth:`admit` returns it."""
+        verdict, wait_us, old, failures = reply
         return int(verdict), int(wait_us) / _US, _text(old), int(failures)
+
+    def _admit_args(self, reset_timeout: float, probe_lease: float) -> list[int]:
+        return [int(reset_timeout * _US), int(probe_lease * _US), self.ttl_ms]
 
     def record_failure(self, fail_max: int, probe: bool) -> str:
         """Count a failure; the old state if it opened the breaker, else ''."""
@@ -418,7 +449,33 @@ class CircuitBreaker:
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` unless the breaker is open; record the outcome for every process."""
-        probe, clean = self._admit()
+        return self.call_admitted(self._admit(), fn, *args, **kwargs)
+
+    def admitted(self, admission: tuple[int, float, str, int]) -> Admission:
+        """Judge a reply of :meth:`RedisBreakerStorage.admit` (fetched by the caller, e.g.
+        in a pipeline with the rate limiter): raises CircuitOpenError while open."""
+        verdict, wait, old, failures = admission
+        if old:
+            self._notify(old, pybreaker.STATE_HALF_OPEN)
+        if verdict == 0:
+            raise CircuitOpenError(
+                f"circuit breaker of provider {self.provider!r} is open after repeated "
+                f"failures; calls fail fast for {wait:.2f}s more",
+                context={"provider": self.provider, "fail_max": self.fail_max},
+                retry_after=wait,
+            )
+        return Admission(probe=verdict == 2, clean=verdict == 1 and failures == 0)
+
+    def give_back(self, admission: Admission) -> None:
+        """An admitted call that will not run: a probe gives its turn to the next caller."""
+        if admission.probe:
+            self._release_probe()
+
+    def call_admitted(
+        self, admission: Admission, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn``, already admitted (see :meth:`admitted`); record its outcome."""
+        probe, clean = admission.probe, admission.clean
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -437,7 +494,8 @@ class CircuitBreaker:
         self, coro_fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """:meth:`call` for coroutine functions; Redis calls run off the event loop."""
-        probe, clean = await asyncio.to_thread(self._admit)
+        admission = await asyncio.to_thread(self._admit)
+        probe, clean = admission.probe, admission.clean
         try:
             result = await coro_fn(*args, **kwargs)
         except Exception as exc:
@@ -454,26 +512,9 @@ class CircuitBreaker:
 
     # --- internals -------------------------------------------------------------------
 
-    def _admit(self) -> tuple[bool, bool]:
-        """(whether this call is the half-open probe, whether a success has nothing to
-        record: the breaker was closed with no failures counted).
-
-        Skipping the record of such a success saves a Redis round trip on nearly every
-        call. A failure counted by another process meanwhile is reset by the next
-        success whose admission sees it, so the count is still of failures without a
-        success seen in between.
-        """
-        verdict, wait, old, failures = self.storage.admit(self.reset_timeout, self.probe_timeout)
-        if old:
-            self._notify(old, pybreaker.STATE_HALF_OPEN)
-        if verdict == 0:
-            raise CircuitOpenError(
-                f"circuit breaker of provider {self.provider!r} is open after repeated "
-                f"failures; calls fail fast for {wait:.2f}s more",
-                context={"provider": self.provider, "fail_max": self.fail_max},
-                retry_after=wait,
-            )
-        return verdict == 2, verdict == 1 and failures == 0
+    def _admit(self) -> Admission:
+        """Ask Redis whether a call may run now (see :class:`Admission`)."""
+        return self.admitted(self.storage.admit(self.reset_timeout, self.probe_timeout))
 
     def _record_error(self, exc: Exception, probe: bool) -> None:
         if not self._policy.is_system_error(exc):

@@ -14,23 +14,28 @@ settings and shared through Redis by every process of the pool. An attempt:
 3. corrects the token budget with the real usage, once the provider has reported it.
 
 The limiter comes first: a refusal by the limiter must not count as a provider failure
-or success in the breaker.
+or success in the breaker. Steps 1 and 2 usually share one Redis round trip: both are
+asked at once, and the breaker's answer is used only if the limiter granted the request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from redis.exceptions import NoScriptError
+
 from dspyq.core import observe
-from dspyq.errors import RateLimitExceededError
+from dspyq.errors import CircuitOpenError, RateLimitExceededError
 from dspyq.lm.request import LMResponse
-from dspyq.resilience.breaker import CircuitBreaker
+from dspyq.resilience.breaker import Admission, CircuitBreaker, RedisBreakerStorage
 from dspyq.resilience.ratelimit import RateLimiter
+from dspyq.resilience.redis_client import redis_errors
 from dspyq.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -130,15 +135,51 @@ class RedisProviderGate:
         """One attempt at ``provider``: limiter, then breaker, then ``fn``."""
         guards = self.guards(provider)
         tokens = self._budgeted(guards.limiter, estimated_tokens)
-        try:
-            guards.limiter.acquire(tokens, timeout=self.max_inline_wait)
-        except RateLimitExceededError as error:
-            error.context.setdefault("provider", provider)
-            _emit_rejection(provider, error)
-            raise
-        result = guards.breaker.call(fn)
+        admission = self._admitted_at_once(guards, tokens)
+        if admission is None:  # the limiter asks for a wait: the long way round
+            try:
+                guards.limiter.acquire(tokens, timeout=self.max_inline_wait)
+            except RateLimitExceededError as error:
+                error.context.setdefault("provider", provider)
+                _emit_rejection(provider, error)
+                raise
+            result = guards.breaker.call(fn)
+        else:
+            result = guards.breaker.call_admitted(admission, fn)
         self._settle(guards.limiter, tokens, result)
         return result
+
+    def _admitted_at_once(self, guards: ProviderGuards, tokens: int) -> Admission | None:
+        """Ask the limiter and the breaker in one Redis round trip (the common case: a
+        request granted at once to a closed breaker). None if the limiter refused; then
+        the breaker's answer is not used (a probe's turn is given back) and :meth:`run`
+        waits for the limiter first, as ever. Raises CircuitOpenError when the limiter
+        granted the request and the breaker is open, as the long way does."""
+        limiter, breaker = guards.limiter, guards.breaker
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            limiter.queue_attempt(pipe, tokens)
+            breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
+            try:
+                with redis_errors("provider gate", provider=limiter.name):
+                    try:
+                        limit_reply, admit_reply = pipe.execute()
+                        break
+                    except NoScriptError:
+                        if attempt == 2:
+                            raise
+                        limiter.load_scripts()  # Redis restarted or was flushed
+                        breaker.storage.load_scripts()
+            finally:
+                pipe.reset()
+        admission = RedisBreakerStorage.admission(admit_reply)
+        if limiter.decision(limit_reply).granted:
+            return breaker.admitted(admission)
+        # The long way says whether the breaker is open, once the limiter grants a request;
+        # a probe's turn given here goes back.
+        with contextlib.suppress(CircuitOpenError):
+            breaker.give_back(breaker.admitted(admission))
+        return None
 
     async def arun(self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]) -> T:
         """Async twin of :meth:`run`; Redis calls run off the event loop."""

@@ -40,6 +40,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
@@ -315,6 +316,32 @@ class RateLimiter:
         Nothing is recorded when refused. Raises ConfigurationError when ``tokens``
         alone exceed the per-minute budget, since waiting would never help.
         """
+        keys, args = self._acquire_call(tokens)
+        with redis_errors("rate limiter acquire", rate_limiter=self.name):
+            reply = self._acquire_script(keys=keys, args=args)
+        return self.decision(reply)
+
+    def queue_attempt(self, pipe: Any, tokens: int = 0) -> None:
+        """Add :meth:`attempt` to the Redis pipeline ``pipe``, to share its round trip;
+        read its reply with :meth:`decision`. The pipeline must be executed by the
+        caller, who handles a script Redis does not know yet (``NoScriptError``) with
+        :meth:`load_scripts`."""
+        keys, args = self._acquire_call(tokens)
+        pipe.evalsha(self._acquire_script.sha, len(keys), *keys, *args)
+
+    def load_scripts(self) -> None:
+        """Make sure Redis knows this limiter's scripts (after a restart or a flush)."""
+        with redis_errors("rate limiter script load", rate_limiter=self.name):
+            self.redis.script_load(self._acquire_script.script)
+
+    @staticmethod
+    def decision(reply: Any) -> Decision:
+        """The :class:`Decision` a reply of the acquire script stands for."""
+        wait_us, now_us = reply
+        wait = int(wait_us) / _US
+        return Decision(granted=wait == 0, wait=wait, at=int(now_us) / _US)
+
+    def _acquire_call(self, tokens: int) -> tuple[list[str], list[int]]:
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
         if self.tokens_per_minute is not None and tokens > self.tokens_per_minute:
@@ -324,20 +351,16 @@ class RateLimiter:
                 f"DSPYQ_PROVIDERS__{self.name.upper()}__TOKENS_PER_MINUTE",
                 context={"rate_limiter": self.name, "tokens": tokens},
             )
-        with redis_errors("rate limiter acquire", rate_limiter=self.name):
-            wait_us, now_us = self._acquire_script(
-                keys=[self.requests_key, self.tokens_key, self.meta_key],
-                args=[
-                    self.limit,
-                    self._period_us,
-                    self.tokens_per_minute or 0,
-                    tokens,
-                    self._ttl_ms,
-                    self._spacing_us,
-                ],
-            )
-        wait = int(wait_us) / _US
-        return Decision(granted=wait == 0, wait=wait, at=int(now_us) / _US)
+        keys = [self.requests_key, self.tokens_key, self.meta_key]
+        args = [
+            self.limit,
+            self._period_us,
+            self.tokens_per_minute or 0,
+            tokens,
+            self._ttl_ms,
+            self._spacing_us,
+        ]
+        return keys, args
 
     def try_acquire(self, tokens: int = 0) -> float:
         """0.0 if a request was granted, else the seconds until it would fit (nothing spent)."""
