@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,7 +38,15 @@ from dspyq.tasks.cancel import cancelled_ids
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 
-__all__ = ["BATCH_TASK", "JOBS_HEADER", "BatchItem", "batch_size", "execute_batch", "set_job_slots"]
+__all__ = [
+    "BATCH_TASK",
+    "JOBS_HEADER",
+    "BatchItem",
+    "batch_size",
+    "execute_batch",
+    "on_batch_job_end",
+    "set_job_slots",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +115,39 @@ class _JobTask:
         raise _SentOn()
 
 
-def _run_item(batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> None:
+BatchJobListener = Callable[[str], None]
+"""Called with a batch message's task id each time one of its jobs ends (any way)."""
+
+_job_listeners: list[BatchJobListener] = []
+
+
+def on_batch_job_end(listener: BatchJobListener) -> Callable[[], None]:
+    """Call ``listener`` whenever a job of a batch ends; returns what removes it."""
+    _job_listeners.append(listener)
+    return lambda: _job_listeners.remove(listener)
+
+
+def _job_ended(batch_id: str) -> None:
+    for listener in list(_job_listeners):
+        try:
+            listener(batch_id)
+        except Exception:
+            logger.exception("batch job listener %r failed", listener)
+
+
+def _run_item(batch: Task, item: BatchItem, delivery_info: dict[str, Any], batch_id: str) -> None:
     """Run one job of the batch and store its state under its own task id.
 
     Runs in a thread of its own, where ``batch.request`` (thread-local in Celery) is
     empty: what it needs of the batch's delivery comes as ``delivery_info``.
     """
+    try:
+        _run_job(batch, item, delivery_info)
+    finally:
+        _job_ended(batch_id)
+
+
+def _run_job(batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> None:
     backend = batch.backend
     try:
         request = ExecutionRequest.model_validate(item.request)
@@ -137,16 +172,18 @@ def execute_batch(self: Task, jobs: list[dict[str, Any]]) -> None:
     items = [BatchItem(task_id=str(job["task_id"]), request=job["request"]) for job in jobs]
     delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
     cancelled = cancelled_ids(self.app, [item.task_id for item in items])
+    batch_id = str(self.request.id)
     for item in items:
         if item.task_id in cancelled:
             self.backend.mark_as_revoked(item.task_id, reason="cancelled by the client")
+            _job_ended(batch_id)
     todo = [item for item in items if item.task_id not in cancelled]
     _mark_started(self.backend, [item.task_id for item in todo])
     if len(todo) == 1:
-        _run_item(self, todo[0], delivery)
+        _run_item(self, todo[0], delivery, batch_id)
         return
     pool = _job_threads()
-    for future in [pool.submit(_run_item, self, item, delivery) for item in todo]:
+    for future in [pool.submit(_run_item, self, item, delivery, batch_id) for item in todo]:
         future.result()
 
 
