@@ -38,7 +38,7 @@ from dspyq.store import EventStore, ExecutionRecord, ExecutionStore, init_db, ma
 from dspyq.store.evaluations import EvaluationStore
 from dspyq.store.models import EvaluationRecord, EvaluationRowRecord, ProgramRecord
 from dspyq.tasks.app import lm_queue, make_app
-from dspyq.tasks.batch import BATCH_TASK, JOBS_HEADER, BatchItem, batch_size
+from dspyq.tasks.batch import BATCH_TASK, JOBS_HEADER, BatchItem, batch_message, batch_size
 from dspyq.tasks.execute import EXECUTE_TASK
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.metrics import Metric
@@ -358,7 +358,7 @@ class Client:
         kind = requests[0].program.get("kind", "?").rpartition(":")[2]
         self.app.send_task(
             BATCH_TASK,
-            kwargs={"jobs": [item.to_json() for item in items]},
+            kwargs=batch_message(items),
             queue=lm_queue(requests[0].provider),
             producer=producer,
             shadow=f"{BATCH_TASK}[{kind} x{len(items)}]",

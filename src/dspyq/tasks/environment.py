@@ -94,10 +94,11 @@ class ProgramCache:
         self.size = size
         self._built: OrderedDict[str, Module] = OrderedDict()
         self._lock = threading.Lock()
+        self._last: tuple[Mapping[str, Any], str] | None = None
 
     def build(self, spec: Mapping[str, Any]) -> Module:
         """A new program as ``spec`` describes it (errors as :func:`program_from_spec`)."""
-        key = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        key = self._key_of(spec)
         with self._lock:
             template = self._built.get(key)
             if template is not None:
@@ -110,6 +111,16 @@ class ProgramCache:
                 while len(self._built) > self.size:
                     self._built.popitem(last=False)
         return template.deepcopy()
+
+    def _key_of(self, spec: Mapping[str, Any]) -> str:
+        # The jobs of a batch share one spec object: serialise it once, not per job (an
+        # optimized program's spec, demos and all, can take a millisecond).
+        last = self._last
+        if last is not None and last[0] is spec:
+            return last[1]
+        key = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        self._last = (spec, key)  # holds the spec, so its id is not reused meanwhile
+        return key
 
 
 @dataclass
