@@ -32,7 +32,7 @@ from dspyq.store.group_commit import GroupCommit
 from dspyq.store.lm_requests import insert_lm_requests
 from dspyq.store.models import EventRecord, ExecutionRecord
 
-__all__ = ["AttemptRecorder", "AttemptStart"]
+__all__ = ["AttemptRecorder", "AttemptStart", "PendingStart", "pending_start"]
 
 _TERMINAL = ("succeeded", "failed")
 
@@ -62,11 +62,44 @@ class _Statements:
 
 
 @dataclass(frozen=True)
-class _Start:
+class PendingStart:
+    """An attempt about to start, as :func:`pending_start` describes it."""
+
     task_id: str
     node: str | None
     start_event: Callable[[int], Event]
     row: dict[str, Any]
+
+
+def pending_start(
+    task_id: str,
+    node: str | None,
+    start_event: Callable[[int], Event],
+    *,
+    correlation_id: str | None = None,
+    parent_id: str | None = None,
+    program: str | None = None,
+    module_type: str | None = None,
+    lm: str | None = None,
+    inputs: dict[str, Any] | None = None,
+) -> PendingStart:
+    """What :meth:`AttemptRecorder.start` records, to record later or with others."""
+    now = utcnow()
+    row = {
+        "task_id": task_id,
+        "correlation_id": correlation_id,
+        "parent_id": parent_id,
+        "program": program,
+        "module_type": module_type,
+        "lm": lm,
+        "inputs": inputs,
+        "status": "running",
+        "attempts": 1,
+        "node": node,
+        "started_at": now,
+        "created_at": now,
+    }
+    return PendingStart(task_id, node, start_event, row)
 
 
 @dataclass(frozen=True)
@@ -97,7 +130,7 @@ class AttemptRecorder:
         self.executions = ExecutionStore(engine)
         self._events = EventStore(engine, max_data_bytes=max_data_bytes)
         self._statements: dict[str, _Statements] = {}
-        self._start: Callable[[_Start], AttemptStart] = self._start_one
+        self._start: Callable[[PendingStart], AttemptStart] = self._start_one
         self._succeed: Callable[[_Success], bool] = self._succeed_one
         if grouped:
             self._start = GroupCommit(self._start_many, self._start_one, name="starts")
@@ -125,22 +158,27 @@ class AttemptRecorder:
         event is not stored twice). An execution that already succeeded is left alone
         and comes back as ``record``.
         """
-        now = utcnow()
-        row = {
-            "task_id": task_id,
-            "correlation_id": correlation_id,
-            "parent_id": parent_id,
-            "program": program,
-            "module_type": module_type,
-            "lm": lm,
-            "inputs": inputs,
-            "status": "running",
-            "attempts": 1,
-            "node": node,
-            "started_at": now,
-            "created_at": now,
-        }
-        return self._start(_Start(task_id, node, start_event, row))
+        return self.begin(
+            pending_start(
+                task_id,
+                node,
+                start_event,
+                correlation_id=correlation_id,
+                parent_id=parent_id,
+                program=program,
+                module_type=module_type,
+                lm=lm,
+                inputs=inputs,
+            )
+        )
+
+    def begin(self, start: PendingStart) -> AttemptStart:
+        """:meth:`start` for an attempt described beforehand (see :func:`pending_start`)."""
+        return self._start(start)
+
+    def begin_many(self, starts: Sequence[PendingStart]) -> list[AttemptStart]:
+        """Start several attempts in one transaction (a batch's jobs, all at once)."""
+        return self._start_many(starts) if starts else []
 
     def succeed(
         self,
@@ -197,10 +235,10 @@ class AttemptRecorder:
 
     # --- one transaction for one write, or for a group of them ------------------------------
 
-    def _start_one(self, start: _Start) -> AttemptStart:
+    def _start_one(self, start: PendingStart) -> AttemptStart:
         return self._start_many([start])[0]
 
-    def _start_many(self, starts: Sequence[_Start]) -> list[AttemptStart]:
+    def _start_many(self, starts: Sequence[PendingStart]) -> list[AttemptStart]:
         action = f"start execution {starts[0].task_id}"
         if len(starts) > 1:
             action = f"start {len(starts)} executions"
@@ -215,7 +253,9 @@ class AttemptRecorder:
             self._append(conn, statements, events)
             return begun
 
-    def _start_in(self, conn: Connection, statements: _Statements, start: _Start) -> AttemptStart:
+    def _start_in(
+        self, conn: Connection, statements: _Statements, start: PendingStart
+    ) -> AttemptStart:
         attempt = conn.execute(statements.start, start.row).scalar()
         if attempt is None:  # already succeeded or failed: the upsert changed nothing
             current = self._current(conn, start.task_id)

@@ -32,10 +32,12 @@ from celery import Celery, Task, shared_task, states
 from celery.canvas import Signature
 
 from dspyq.errors import DspyqError
+from dspyq.store.attempts import AttemptStart
 from dspyq.store.group_commit import GroupCommit
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import cancelled_ids
-from dspyq.tasks.execute import EXECUTE_TASK, run_execution
+from dspyq.tasks.environment import task_environment
+from dspyq.tasks.execute import EXECUTE_TASK, pending_start_of, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 
 __all__ = [
@@ -164,38 +166,67 @@ def _job_ended(batch_id: str) -> None:
             logger.exception("batch job listener %r failed", listener)
 
 
-def _run_item(batch: Task, item: BatchItem, delivery_info: dict[str, Any], batch_id: str) -> None:
+def _run_item(
+    batch: Task,
+    item: BatchItem,
+    request: ExecutionRequest,
+    begun: AttemptStart | None,
+    delivery_info: dict[str, Any],
+    batch_id: str,
+) -> None:
     """Run one job of the batch and store its state under its own task id.
 
     Runs in a thread of its own, where ``batch.request`` (thread-local in Celery) is
     empty: what it needs of the batch's delivery comes as ``delivery_info``.
     """
     try:
-        _run_job(batch, item, delivery_info)
-    finally:
-        _job_ended(batch_id)
-
-
-def _run_job(batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> None:
-    backend = batch.backend
-    try:
-        request = ExecutionRequest.model_validate(item.request)
-        # The batch's one spec object, not the copy validation made: the worker's
-        # program cache then recognises it without serialising it again for each job.
-        request.program = item.request["program"]
         job = _JobTask(batch, item, {"routing_key": lm_queue(request.provider), **delivery_info})
-        result = run_execution(job, request, item.task_id)
+        result = run_execution(job, request, item.task_id, begun=begun)
     except _SentOn:
         return  # its own message now carries it; its Job follows the same task id
-    except DspyqError as exc:
-        backend.mark_as_failure(item.task_id, exc)
-        return
     except Exception as exc:
+        _job_failed(batch, item, exc)
+        return
+    finally:
+        _job_ended(batch_id)
+    _results_of(batch.app)((item.task_id, result))
+
+
+def _job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
+    if not isinstance(exc, DspyqError):
         # Not the job's own failure (those are DspyqErrors): keep the worker's view.
         logger.exception("job %s of a batch failed outside its execution", item.task_id)
-        backend.mark_as_failure(item.task_id, exc)
-        return
-    _results_of(batch.app)((item.task_id, result))
+    batch.backend.mark_as_failure(item.task_id, exc)
+
+
+def _parsed(batch: Task, item: BatchItem) -> ExecutionRequest | None:
+    """The job's request, or None (and the job failed) if it does not read as one."""
+    try:
+        request = ExecutionRequest.model_validate(item.request)
+    except Exception as exc:
+        _job_failed(batch, item, exc)
+        return None
+    # The batch's one spec object, not the copy validation made: the worker's program
+    # cache then recognises it without serialising it again for each job.
+    request.program = item.request["program"]
+    return request
+
+
+def _begin_all(jobs: list[tuple[BatchItem, ExecutionRequest]]) -> list[AttemptStart | None]:
+    """Record the start of every job in one transaction, rather than one per job.
+
+    If that fails (the store is down), each job records its own start when it runs,
+    and meets the outage on its own path.
+    """
+    env = task_environment()
+    starts = [pending_start_of(env, request, item.task_id) for item, request in jobs]
+    try:
+        return list(env.recorder.begin_many(starts))
+    except Exception:
+        logger.warning(
+            "could not record the start of %d batch jobs at once", len(jobs), exc_info=True
+        )
+        return [None] * len(jobs)
 
 
 @shared_task(name=BATCH_TASK, bind=True, ignore_result=True)
@@ -217,11 +248,23 @@ def execute_batch(
             _job_ended(batch_id)
     todo = [item for item in items if item.task_id not in cancelled]
     _mark_started(self.backend, [item.task_id for item in todo])
-    if len(todo) == 1:
-        _run_item(self, todo[0], delivery, batch_id)
+    readable: list[tuple[BatchItem, ExecutionRequest]] = []
+    for item in todo:
+        request = _parsed(self, item)
+        if request is None:
+            _job_ended(batch_id)
+        else:
+            readable.append((item, request))
+    begun = _begin_all(readable)
+    runs = [
+        (self, item, request, start, delivery, batch_id)
+        for (item, request), start in zip(readable, begun, strict=True)
+    ]
+    if len(runs) == 1:
+        _run_item(*runs[0])
         return
     pool = _job_threads()
-    for future in [pool.submit(_run_item, self, item, delivery, batch_id) for item in todo]:
+    for future in [pool.submit(_run_item, *run) for run in runs]:
         future.result()
 
 

@@ -28,6 +28,7 @@ from dspyq.errors import (
 )
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
+from dspyq.store.attempts import AttemptStart, PendingStart, pending_start
 from dspyq.store.buffer import PendingRecords, pending_records
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import skip_if_cancelled
@@ -98,17 +99,20 @@ def run_execution(
     request: ExecutionRequest,
     record_id: str,
     extra_outputs: dict[str, Any] | None = None,
+    begun: AttemptStart | None = None,
 ) -> dict[str, Any]:
     """Run one execution under the row ``record_id``; returns an ExecutionResult dict.
 
     ``extra_outputs`` are recorded beside the method's own outputs (multi-hop adds the
-    sub-questions and their answers to the final answer). A job that could not reach
-    the SQL store or Redis is not failed: it is sent again to run once they are back
-    (its records are written then; a success already stored is never run twice).
+    sub-questions and their answers to the final answer). ``begun``: the attempt's start,
+    when the caller recorded it already (a batch records its jobs' starts together). A
+    job that could not reach the SQL store or Redis is not failed: it is sent again to
+    run once they are back (its records are written then; a success already stored is
+    never run twice).
     """
     global _outage_started
     try:
-        result = _execute(task, request, record_id, extra_outputs)
+        result = _execute(task, request, record_id, extra_outputs, begun)
     except (StoreUnavailableError, RedisUnavailableError) as exc:
         env = task_environment()
         wait = _infra_retry_wait(env.settings.broker_visibility_timeout * _MAX_COUNTDOWN_SHARE)
@@ -118,13 +122,10 @@ def run_execution(
     return result
 
 
-def _execute(
-    task: Task,
-    request: ExecutionRequest,
-    record_id: str,
-    extra_outputs: dict[str, Any] | None,
-) -> dict[str, Any]:
-    env = task_environment()
+def pending_start_of(
+    env: TaskEnvironment, request: ExecutionRequest, record_id: str
+) -> PendingStart:
+    """What recording the start of ``request``'s execution under ``record_id`` writes."""
     kind = str(request.program.get("kind", ""))
     module_type = kind.rpartition(":")[2]
 
@@ -141,9 +142,7 @@ def _execute(
             attempt=attempt,
         )
 
-    # One transaction: the row (created if new) goes to running and the start event is
-    # stored, or the row is found already succeeded and nothing else happens.
-    begun = env.recorder.start(
+    return pending_start(
         record_id,
         env.node,
         start_event,
@@ -154,6 +153,20 @@ def _execute(
         lm=request.lm,
         inputs=request.inputs,
     )
+
+
+def _execute(
+    task: Task,
+    request: ExecutionRequest,
+    record_id: str,
+    extra_outputs: dict[str, Any] | None,
+    begun: AttemptStart | None,
+) -> dict[str, Any]:
+    env = task_environment()
+    if begun is None:
+        # One transaction: the row (created if new) goes to running and the start event
+        # is stored, or the row is found already succeeded and nothing else happens.
+        begun = env.recorder.begin(pending_start_of(env, request, record_id))
     if begun.record is not None:
         logger.info("execution %s already succeeded; returning its recorded result", record_id)
         return _stored_result(begun.record, request)
