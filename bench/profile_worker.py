@@ -30,10 +30,12 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("rate limiter + circuit breaker (Redis)", ("RedisProviderGate.run",)),
     ("rest of LM.forward (history, usage, cost)", ("LM.forward",)),
     ("adapter: prompt formatting and parsing", ("Adapter.__call__",)),
-    ("execution records (AttemptRecorder, 2 transactions)", ("AttemptRecorder.",)),
+    ("execution records (AttemptRecorder)", ("AttemptRecorder.",)),
+    ("batch jobs' results to Redis", ("_store_results",)),
     ("program from spec (cached deep copy)", ("build_program",)),
-    ("rest of the task (request/result models, events)", ("execute_module",)),
-    ("Celery: consumer, result backend, acks", ("",)),
+    ("rest of the job (request/result models, events)", ("execute_module", "_run_item")),
+    ("rest of the batch (message, cancel check, started marks)", ("execute_batch",)),
+    ("Celery (consumer, acks) and background writers", ("",)),
 ]
 
 
