@@ -141,36 +141,18 @@ class AttemptRecorder:
         task_id: str,
         node: str | None,
         start_event: Callable[[int], Event],
-        *,
-        correlation_id: str | None = None,
-        parent_id: str | None = None,
-        program: str | None = None,
-        module_type: str | None = None,
-        lm: str | None = None,
-        inputs: dict[str, Any] | None = None,
+        **description: Any,
     ) -> AttemptStart:
         """Mark ``task_id`` running, count the attempt and store ``start_event(attempt)``.
 
         As :meth:`ExecutionStore.create_pending` then :meth:`ExecutionStore.mark_running`:
-        a new task gets its row (attempt 1) described by the keyword arguments, a
-        pending or running one keeps its description and gets its next attempt; a
-        failed one stays failed and keeps its count (the attempt runs again, its start
-        event is not stored twice). An execution that already succeeded is left alone
-        and comes back as ``record``.
+        a new task gets its row (attempt 1) described by the keyword arguments (those of
+        :func:`pending_start`), a pending or running one keeps its description and gets
+        its next attempt; a failed one stays failed and keeps its count (the attempt runs
+        again, its start event is not stored twice). An execution that already succeeded
+        is left alone and comes back as ``record``.
         """
-        return self.begin(
-            pending_start(
-                task_id,
-                node,
-                start_event,
-                correlation_id=correlation_id,
-                parent_id=parent_id,
-                program=program,
-                module_type=module_type,
-                lm=lm,
-                inputs=inputs,
-            )
-        )
+        return self.begin(pending_start(task_id, node, start_event, **description))
 
     def begin(self, start: PendingStart) -> AttemptStart:
         """:meth:`start` for an attempt described beforehand (see :func:`pending_start`)."""
