@@ -295,10 +295,7 @@ def _set_state(pipe: Any, backend: Any, task_id: str, state: str, result: Any) -
     meta = backend._get_result_meta(backend.encode_result(result, state), state, None, None)
     meta["task_id"] = task_id
     key, value = backend.get_key_for_task(task_id), backend.encode(meta)
-    if backend.expires:
-        pipe.setex(key, backend.expires, value)
-    else:
-        pipe.set(key, value)
+    pipe.set(key, value, ex=backend.expires or None)
     pipe.publish(key, value)
 
 
