@@ -26,7 +26,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import NoScriptError
 
@@ -156,22 +156,13 @@ class RedisProviderGate:
         waits for the limiter first, as ever. Raises CircuitOpenError when the limiter
         granted the request and the breaker is open, as the long way does."""
         limiter, breaker = guards.limiter, guards.breaker
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            limiter.queue_attempt(pipe, tokens)
-            breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
+        with redis_errors("provider gate", provider=limiter.name):
             try:
-                with redis_errors("provider gate", provider=limiter.name):
-                    try:
-                        limit_reply, admit_reply = pipe.execute()
-                        break
-                    except NoScriptError:
-                        if attempt == 2:
-                            raise
-                        limiter.load_scripts()  # Redis restarted or was flushed
-                        breaker.storage.load_scripts()
-            finally:
-                pipe.reset()
+                limit_reply, admit_reply = self._ask_both(guards, tokens)
+            except NoScriptError:  # Redis restarted or was flushed: load the scripts again
+                limiter.load_scripts()
+                breaker.storage.load_scripts()
+                limit_reply, admit_reply = self._ask_both(guards, tokens)
         admission = RedisBreakerStorage.admission(admit_reply)
         if limiter.decision(limit_reply).granted:
             return breaker.admitted(admission)
@@ -180,6 +171,14 @@ class RedisProviderGate:
         with contextlib.suppress(CircuitOpenError):
             breaker.give_back(breaker.admitted(admission))
         return None
+
+    def _ask_both(self, guards: ProviderGuards, tokens: int) -> list[Any]:
+        """The limiter's and the breaker's replies, from one pipeline."""
+        breaker = guards.breaker
+        with self.redis.pipeline(transaction=False) as pipe:
+            guards.limiter.queue_attempt(pipe, tokens)
+            breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
+            return list(pipe.execute())
 
     async def arun(self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]) -> T:
         """Async twin of :meth:`run`; Redis calls run off the event loop."""

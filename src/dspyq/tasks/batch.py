@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NoReturn
 
 from celery import Celery, Task, shared_task, states
@@ -180,6 +179,19 @@ def _run_item(
     empty: what it needs of the batch's delivery comes as ``delivery_info``.
     """
     try:
+        _run_job(batch, item, request, begun, delivery_info)
+    finally:
+        _job_ended(batch_id)
+
+
+def _run_job(
+    batch: Task,
+    item: BatchItem,
+    request: ExecutionRequest,
+    begun: AttemptStart | None,
+    delivery_info: dict[str, Any],
+) -> None:
+    try:
         job = _JobTask(batch, item, {"routing_key": lm_queue(request.provider), **delivery_info})
         result = run_execution(job, request, item.task_id, begun=begun)
     except _SentOn:
@@ -187,9 +199,7 @@ def _run_item(
     except Exception as exc:
         _job_failed(batch, item, exc)
         return
-    finally:
-        _job_ended(batch_id)
-    _results_of(batch.app)((item.task_id, result))
+    _results((batch.app, item.task_id, result))
 
 
 def _job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
@@ -299,38 +309,32 @@ def _set_state(pipe: Any, backend: Any, task_id: str, state: str, result: Any) -
     pipe.publish(key, value)
 
 
-_Done = tuple[str, dict[str, Any]]
+_Done = tuple[Celery, str, dict[str, Any]]
 
 
-def _store_results(app: Celery, done: Sequence[_Done]) -> list[None]:
-    """Store the results of jobs that succeeded together, in one round trip.
+def _store_results(done: Sequence[_Done]) -> list[None]:
+    """Store the results of jobs that succeeded together, one round trip per app.
 
     Unlike ``mark_as_done`` this does not read each job's state first (Celery does, so
     as not to overwrite a SUCCESS): a job's result comes from its SQL record, which a
     second delivery returns unchanged, so writing it again changes nothing.
     """
-    backend = app.backend  # this thread's own client, as Celery gives each thread
-    with backend.client.pipeline(transaction=False) as pipe:
-        for task_id, result in done:
-            _set_state(pipe, backend, task_id, states.SUCCESS, result)
-        pipe.execute()
+    by_app: dict[int, list[_Done]] = {}
+    for entry in done:
+        by_app.setdefault(id(entry[0]), []).append(entry)
+    for entries in by_app.values():
+        backend = entries[0][0].backend  # this thread's own client, as Celery gives each
+        with backend.client.pipeline(transaction=False) as pipe:
+            for _, task_id, result in entries:
+                _set_state(pipe, backend, task_id, states.SUCCESS, result)
+            pipe.execute()
     return [None] * len(done)
 
 
-_result_writers: dict[int, GroupCommit[_Done, None]] = {}
-_result_writers_lock = threading.Lock()
-
-
-def _results_of(app: Celery) -> GroupCommit[_Done, None]:
-    """The app's group writer of batch jobs' results (one per process and app)."""
-    with _result_writers_lock:
-        writer = _result_writers.get(id(app))
-        if writer is None:
-            store = partial(_store_results, app)
-            writer = _result_writers[id(app)] = GroupCommit(
-                store, lambda done: store([done])[0], name="results"
-            )
-        return writer
+_results: GroupCommit[_Done, None] = GroupCommit(
+    _store_results, lambda done: _store_results([done])[0], name="results"
+)
+"""Batch jobs' results that arrive together are stored together."""
 
 
 DEFAULT_JOB_SLOTS = 8
