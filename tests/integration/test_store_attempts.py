@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from dspyq.events import Event
 from dspyq.store import EventStore, ExecutionStore
-from dspyq.store.attempts import AttemptRecorder
+from dspyq.store.attempts import AttemptRecorder, PendingStart, pending_start
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +174,50 @@ def test_grouped_starts_and_successes_of_many_threads_are_each_recorded_once(
     ids = _event_ids(store_engine)
     assert len(ids) == len(set(ids))  # every event once
     assert sum(1 for i in ids if i.endswith(":complete")) == 36
+
+
+def _pending(task_id: str, node: str = "nb") -> PendingStart:
+    def event(attempt: int) -> Event:
+        return Event(
+            event_id=f"{task_id}:start:{attempt}",
+            event_type="module_execution_start",
+            correlation_id="c1",
+        )
+
+    return pending_start(task_id, node, event, correlation_id="c1")
+
+
+def test_a_batch_of_starts_is_one_upsert_with_each_rule_kept(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+    executions = ExecutionStore(store_engine)
+    _start(recorder, task_id="again")
+    _start(recorder, task_id="done")
+    recorder.succeed("done", {"answer": "A"}, duration_ms=1.0)
+    _start(recorder, task_id="broken")
+    executions.mark_failed("broken", {"type": "ProviderError"})
+    names = ["new", "again", "done", "broken"]
+    begun = recorder.begin_many([_pending(name) for name in names])
+    assert [(b.attempt, b.already_succeeded) for b in begun] == [
+        (1, False),
+        (2, False),
+        (1, True),
+        (1, False),
+    ]
+    assert begun[2].record is not None and begun[2].record.outputs == {"answer": "A"}
+    statuses = {name: executions.get(name) for name in names}
+    assert {name: (row.status, row.attempts) for name, row in statuses.items() if row} == {
+        "new": ("running", 1),
+        "again": ("running", 2),
+        "done": ("succeeded", 1),
+        "broken": ("failed", 1),
+    }
+    ids = [e.event_id for e in EventStore(store_engine).by_correlation("c1")]
+    assert sorted(ids) == sorted(
+        ["again:start:1", "done:start:1", "broken:start:1", "new:start:1", "again:start:2"]
+    )
+
+
+def test_a_task_id_twice_in_one_batch_of_starts_counts_two_attempts(store_engine: Engine) -> None:
+    recorder = AttemptRecorder(store_engine)
+    begun = recorder.begin_many([_pending("twice"), _pending("other"), _pending("twice")])
+    assert [b.attempt for b in begun] == [1, 1, 2]

@@ -226,7 +226,7 @@ class AttemptRecorder:
             action = f"start {len(starts)} executions"
         with write_transaction(self.engine, action) as conn:
             statements = self._for(conn)
-            begun = [self._start_in(conn, statements, start) for start in starts]
+            begun = self._start_all(conn, statements, starts)
             events = [
                 start.start_event(attempt.attempt)
                 for start, attempt in zip(starts, begun, strict=True)
@@ -235,16 +235,23 @@ class AttemptRecorder:
             self._append(conn, statements, events)
             return begun
 
-    def _start_in(
-        self, conn: Connection, statements: _Statements, start: PendingStart
-    ) -> AttemptStart:
-        attempt = conn.execute(statements.start, start.row).scalar()
+    def _start_all(
+        self, conn: Connection, statements: _Statements, starts: Sequence[PendingStart]
+    ) -> list[AttemptStart]:
+        """One upsert for all of ``starts`` (distinct task ids), their attempts in order."""
+        if len({start.task_id for start in starts}) < len(starts):
+            return [self._start_all(conn, statements, [start])[0] for start in starts]
+        returned = conn.execute(statements.start, [start.row for start in starts])
+        attempts: dict[str, int] = {task_id: int(count) for task_id, count in returned}
+        return [self._started(conn, start, attempts.get(start.task_id)) for start in starts]
+
+    def _started(self, conn: Connection, start: PendingStart, attempt: int | None) -> AttemptStart:
         if attempt is None:  # already succeeded or failed: the upsert changed nothing
             current = self._current(conn, start.task_id)
             if current.status == "succeeded":
                 return AttemptStart(attempt=current.attempts, record=current)
             attempt = current.attempts
-        return AttemptStart(attempt=int(attempt))
+        return AttemptStart(attempt=attempt)
 
     def _succeed_one(self, success: _Success) -> bool:
         return self._succeed_many([success])[0]
@@ -305,7 +312,7 @@ def _build(conn: Connection) -> _Statements:
             "started_at": running.excluded.started_at,
         },
         where=and_(*(status != terminal for terminal in _TERMINAL)),
-    ).returning(col(ExecutionRecord.attempts))
+    ).returning(col(ExecutionRecord.task_id), col(ExecutionRecord.attempts))
     done = dialect_insert(conn, ExecutionRecord)
     succeed = done.on_conflict_do_update(
         index_elements=["task_id"],
