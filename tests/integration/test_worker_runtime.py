@@ -196,7 +196,7 @@ def test_a_fresh_l1_is_served_from_redis(
     assert runtime.gate.guards("openai").limiter.usage().requests == 1
 
 
-def test_the_sql_layer_answers_when_redis_lost_the_key(
+def test_the_sql_layer_answers_when_redis_lost_its_data(
     runtime: WorkerRuntime, fake_lm: FakeLMServer, client: redis.Redis, prefix: str
 ) -> None:
     lm = _lm(fake_lm)
@@ -205,7 +205,9 @@ def test_the_sql_layer_answers_when_redis_lost_the_key(
     runtime.l2.flush()  # Redis writes are gathered for a few milliseconds
     redis_keys = list(client.scan_iter(f"{prefix}:lmcache:*"))
     assert len(redis_keys) == 1
-    client.delete(*redis_keys)
+    # What a Redis restarted empty loses: the answer, and the mark that it had them all.
+    client.delete(*redis_keys, runtime.coverage.marker)
+    runtime.coverage.check_every = 0.0  # notice now rather than within the second
 
     assert lm("kept in sql") == ["fake answer: kept in sql"]
     assert len(fake_lm.requests) == 1
@@ -213,6 +215,27 @@ def test_the_sql_layer_answers_when_redis_lost_the_key(
     runtime.l2.flush()
     assert client.exists(redis_keys[0]) == 1  # L2 refilled from L3
     assert 0 < client.pttl(redis_keys[0]) <= 3600 * 1000
+
+
+def test_while_redis_has_lost_nothing_an_l2_miss_is_not_looked_up_in_sql(
+    runtime: WorkerRuntime, fake_lm: FakeLMServer, client: redis.Redis, prefix: str
+) -> None:
+    runtime.coverage.margin = 0.0
+    runtime.coverage.check_every = 0.0
+    assert runtime.coverage.covers()  # SQL holds no answer Redis was not given
+    lm = _lm(fake_lm)
+    lm("kept everywhere")
+    runtime.l1.clear()
+    runtime.l2.flush()
+    runtime.l3.flush()
+    # Taken from Redis behind dspyq's back (no restart, no eviction): only SQL has it now.
+    client.delete(*client.scan_iter(f"{prefix}:lmcache:*"))
+    with runtime.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM cache_entries")).scalar() == 1
+
+    assert lm("kept everywhere") == ["fake answer: kept everywhere"]
+    assert len(fake_lm.requests) == 2  # asked again: L2 missed and SQL was not read
+    assert runtime.cache.hits == [0, 0, 0]
 
 
 def test_a_down_redis_cache_layer_does_not_fail_the_call(

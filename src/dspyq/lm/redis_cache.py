@@ -8,6 +8,7 @@ runtime imports this module, so ``import dspyq.lm`` never needs Redis.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -33,10 +34,18 @@ class RedisCache:
     is deleted.
     """
 
-    def __init__(self, redis: Redis, ttl: float | None = 3600.0, key_prefix: str = "dspyq") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        ttl: float | None = 3600.0,
+        key_prefix: str = "dspyq",
+        *,
+        on_write_failure: Callable[[], None] | None = None,
+    ) -> None:
         if ttl is not None and ttl <= 0:
             ttl = None
         self.redis = redis
+        self.on_write_failure = on_write_failure
         self.ttl = ttl
         self.key_prefix = key_prefix
         self._namespace = f"{key_prefix}:lmcache:"
@@ -66,13 +75,18 @@ class RedisCache:
         if not entries:
             return
         px = None if self.ttl is None else max(1, round(self.ttl * 1000))
-        with (
-            redis_errors("LM cache write", cache_keys=len(entries)),
-            self.redis.pipeline(transaction=False) as pipe,
-        ):
-            for key, value in entries:
-                pipe.set(self.redis_key(key), value.model_dump_json(), px=px)
-            pipe.execute()
+        try:
+            with (
+                redis_errors("LM cache write", cache_keys=len(entries)),
+                self.redis.pipeline(transaction=False) as pipe,
+            ):
+                for key, value in entries:
+                    pipe.set(self.redis_key(key), value.model_dump_json(), px=px)
+                pipe.execute()
+        except Exception:
+            if self.on_write_failure is not None:
+                self.on_write_failure()  # the entries may now be in the SQL cache only
+            raise
 
     def delete(self, key: str) -> bool:
         """Forget ``key``; returns whether it was cached."""

@@ -6,11 +6,12 @@ deletes such entries when housekeeping wants the space back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, or_, select
+from sqlalchemy import Engine, bindparam, delete, func, or_, select
 from sqlmodel import col
 
 from dspyq.errors import StoreError
@@ -41,6 +42,24 @@ class SQLCache:
         """The value cached under ``key``, or None if absent or expired."""
         with read_connection(self.engine, "read the SQL cache") as conn:
             return conn.execute(_LOOKUP, {"key": key, "now": self.clock()}).scalar_one_or_none()
+
+    def latest_expiry(self, prefix: str = "") -> float | None:
+        """When the last live entry under ``prefix`` expires (Unix time).
+
+        None if there is no live entry; ``math.inf`` if one never expires.
+        """
+        under = col(CacheEntry.key).startswith(prefix, autoescape=True)
+        expires = col(CacheEntry.expires_at)
+        with read_connection(self.engine, "read the SQL cache's expiries") as conn:
+            never = conn.execute(
+                select(col(CacheEntry.key)).where(under, expires.is_(None)).limit(1)
+            )
+            if never.first() is not None:
+                return math.inf
+            latest = conn.execute(
+                select(func.max(expires)).where(under, expires > self.clock())
+            ).scalar_one_or_none()
+        return None if latest is None else latest.timestamp()
 
     def put(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Cache ``value`` under ``key`` for ``ttl`` seconds (None: until deleted)."""

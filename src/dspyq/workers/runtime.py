@@ -32,6 +32,7 @@ from dspyq.core import observe
 from dspyq.core.context import current
 from dspyq.events import Event
 from dspyq.lm.cache import Cache, LRUCache, default_cache, set_default_cache
+from dspyq.lm.cache_coverage import L2Coverage
 from dspyq.lm.gate import ProviderGate, set_provider_gate
 from dspyq.lm.history import MAX_HISTORY, set_history_size
 from dspyq.lm.layered_cache import LayeredCache
@@ -72,14 +73,27 @@ _FOREVER = 100 * 365 * 86_400.0
 
 
 class SQLResponseCache:
-    """The L3 layer: LM responses as JSON in the store's :class:`~dspyq.store.SQLCache`."""
+    """The L3 layer: LM responses as JSON in the store's :class:`~dspyq.store.SQLCache`.
 
-    def __init__(self, store: SQLCache, ttl: float | None = None) -> None:
+    With a ``coverage``, a read is skipped (a miss) while the L2 cache above is known to
+    hold every live entry (see :mod:`dspyq.lm.cache_coverage`).
+    """
+
+    def __init__(
+        self, store: SQLCache, ttl: float | None = None, coverage: L2Coverage | None = None
+    ) -> None:
         self.store = store
         self.ttl = ttl if ttl else None
+        self.coverage = coverage
 
     def get(self, key: str) -> LMResponse | None:
+        if self.coverage is not None and self.coverage.covers():
+            return None
         return self._read(self.store, key)
+
+    def latest_expiry(self) -> float | None:
+        """When the last live LM response expires (see :meth:`SQLCache.latest_expiry`)."""
+        return self.store.latest_expiry(SQL_CACHE_NAMESPACE)
 
     def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
         """The answer under ``key`` even past its expiry, unless it expired over ``max_age`` s
@@ -186,6 +200,7 @@ class WorkerRuntime:
     l1: LRUCache
     l2: WriteBehindCache
     l3: WriteBehindCache
+    coverage: L2Coverage
     gate: RedisProviderGate
     sink: StoreEventSink
     _previous_cache: Cache
@@ -273,10 +288,15 @@ def install_worker_runtime(
     l1 = LRUCache(max_entries=conf.max_entries, ttl=ttl)
     # L2 and L3 writes are batched off the job's path (see dspyq.lm.write_behind); L2's
     # often, so other workers of the pool see a new answer within a few milliseconds.
+    sql_cache = SQLResponseCache(SQLCache(engine), ttl=ttl)
+    # An L2 miss skips the SQL read while Redis is known to hold all L3 holds.
+    coverage = L2Coverage(redis, key_prefix, sql_cache.latest_expiry)
+    sql_cache.coverage = coverage
     l2 = WriteBehindCache(
-        RedisCache(redis, ttl=ttl, key_prefix=key_prefix), flush_interval=L2_FLUSH_INTERVAL
+        RedisCache(redis, ttl=ttl, key_prefix=key_prefix, on_write_failure=coverage.lost_writes),
+        flush_interval=L2_FLUSH_INTERVAL,
     )
-    l3 = WriteBehindCache(SQLResponseCache(SQLCache(engine), ttl=ttl))
+    l3 = WriteBehindCache(sql_cache)
     cache = LayeredCache([l1, l2, l3])
     gate = RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait)
     sink = StoreEventSink(engine)
@@ -299,6 +319,7 @@ def install_worker_runtime(
             l1=l1,
             l2=l2,
             l3=l3,
+            coverage=coverage,
             gate=gate,
             sink=sink,
             _previous_cache=previous_cache,
