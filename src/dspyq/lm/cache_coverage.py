@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 CHECK_EVERY_S = 1.0
 """How often a process reads the marker (and Redis's run id and eviction count)."""
 
-MARGIN_S = 1.0
+MARGIN_S = 5.0
 """Added to the latest L3 expiry: L3 writes in flight when the marker is set."""
 
 ServerState = tuple[str, int]
@@ -116,7 +116,9 @@ class L2Coverage:
             logger.info("Redis restarted or evicted keys: reading the SQL cache again for a while")
             self.redis.delete(self.marker)
         latest = self._latest_expiry()
-        horizon = max(now, latest if latest is not None else now) + self.margin
+        # The margin is for L3 writes already under way, whose answers expire about when
+        # the latest one does; with nothing live in L3 there is nothing to wait for.
+        horizon = now if latest is None else latest + self.margin
         if not self.redis.set(self.marker, f"{horizon!r} {run_id} {evicted}", nx=True):
             return math.inf  # another process set it at the same moment: read it next time
         return horizon
