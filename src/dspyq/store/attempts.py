@@ -25,6 +25,7 @@ from sqlmodel import col
 
 from dspyq.events import DEFAULT_MAX_DATA_BYTES, Event
 from dspyq.store.columns import utcnow
+from dspyq.store.driver import DriverStatement
 from dspyq.store.engine import dialect_insert, write_transaction
 from dspyq.store.events import EventStore
 from dspyq.store.executions import ExecutionStore
@@ -56,9 +57,9 @@ class AttemptStart:
 @dataclass(frozen=True)
 class _Statements:
     start: Any
-    succeed: Any
-    events: Any
-    lm_requests: Any
+    succeed: DriverStatement  # the rows every job writes go straight to the driver
+    events: DriverStatement
+    lm_requests: DriverStatement
 
 
 @dataclass(frozen=True)
@@ -262,10 +263,7 @@ class AttemptRecorder:
             action = f"mark {len(successes)} executions succeeded"
         with write_transaction(self.engine, action) as conn:
             statements = self._for(conn)
-            firsts = [
-                conn.execute(statements.succeed, success.row).scalar() is not None
-                for success in successes
-            ]
+            firsts = [statements.succeed.execute(conn, success.row) == 1 for success in successes]
             self._append(
                 conn,
                 statements,
@@ -284,9 +282,9 @@ class AttemptRecorder:
         lm_requests: Sequence[dict[str, Any]] = (),
     ) -> None:
         if events:
-            conn.execute(statements.events, [self._events._row(event) for event in events])
+            statements.events.execute_many(conn, [self._events._row(event) for event in events])
         if lm_requests:
-            conn.execute(statements.lm_requests, list(lm_requests))
+            statements.lm_requests.execute_many(conn, lm_requests)
 
     def _current(self, conn: Connection, task_id: str) -> ExecutionRecord:
         query = select(ExecutionRecord).where(col(ExecutionRecord.task_id) == task_id)
@@ -332,10 +330,13 @@ def _build(conn: Connection) -> _Statements:
         }
         | {"node": _coalesce_node(done)},
         where=status != "succeeded",
-    ).returning(col(ExecutionRecord.id))
+    )
     events = dialect_insert(conn, EventRecord).on_conflict_do_nothing(index_elements=["event_id"])
     return _Statements(
-        start=start, succeed=succeed, events=events, lm_requests=insert_lm_requests(conn)
+        start=start,
+        succeed=DriverStatement(succeed),
+        events=DriverStatement(events),
+        lm_requests=DriverStatement(insert_lm_requests(conn)),
     )
 
 
