@@ -15,7 +15,11 @@ The fake LM answers at once (latency 0) from its own process. For each: a batch 
 after the other (end-to-end latency of a lone job). Every dspyq job has distinct
 inputs, so no answer comes from the cache.
 
-    python bench/bench_overhead.py --jobs 500 --concurrency 8
+    python bench/bench_overhead.py --jobs 500 --concurrency 8 --rounds 3
+
+The three workers take turns for ``--rounds`` rounds and each figure is the median
+round, so a machine whose speed drifts during the run (a shared one does) weighs on
+all three alike.
 """
 
 from __future__ import annotations
@@ -131,12 +135,19 @@ def _measure(
     return row
 
 
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose ms per job is the median one (its latencies and CPU with it)."""
+    ordered = sorted(rows, key=lambda row: row["ms_per_job"])
+    return {**ordered[len(ordered) // 2], "rounds_ms_per_job": [r["ms_per_job"] for r in rows]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exec-pool", default="threads")
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
     parser.add_argument(
@@ -146,11 +157,24 @@ def main() -> None:
 
     report = Report(f"overhead per job ({args.exec_pool}, c={args.concurrency}, {args.db})")
     started = time.monotonic()
+    kinds: dict[str, Callable[[BenchCluster], dict[str, Any]]] = {
+        "noop": lambda cluster: _measure_celery(cluster, NOOP_TASK, args, report),
+        "http": lambda cluster: _measure_celery(cluster, HTTP_TASK, args, report),
+        "dspyq": lambda cluster: _measure_dspyq(cluster, args, report),
+    }
+    if args.skip_http:
+        del kinds["http"]
+    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     with deployment(args.db, latency=0.0) as (cluster, _fake, _tmp):
-        noop = _measure_celery(cluster, NOOP_TASK, args, report)
-        http = None if args.skip_http else _measure_celery(cluster, HTTP_TASK, args, report)
-        ours = _measure_dspyq(cluster, args, report)
+        # Taken in turns, so a machine that speeds up or slows down during the run
+        # weighs on every worker alike; each figure below is the median round.
+        for _ in range(args.rounds):
+            for kind, measure in kinds.items():
+                rounds[kind].append(measure(cluster))
+    medians = {kind: _median_row(rows) for kind, rows in rounds.items()}
+    noop, ours, http = medians["noop"], medians["dspyq"], medians.get("http")
     summary: dict[str, Any] = {
+        "median rounds": {kind: row["rounds_ms_per_job"] for kind, row in medians.items()},
         "batch ratio dspyq/noop (ms per job)": round(ours["ms_per_job"] / noop["ms_per_job"], 2),
         "lone-job ratio dspyq/noop (p50 latency)": round(
             ours["lone_p50_ms"] / noop["lone_p50_ms"], 2
