@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -135,26 +136,36 @@ class RedisProviderGate:
         """One attempt at ``provider``: limiter, then breaker, then ``fn``."""
         guards = self.guards(provider)
         tokens = self._budgeted(guards.limiter, estimated_tokens)
-        admission = self._admitted_at_once(guards, tokens)
-        if admission is None:  # the limiter asks for a wait: the long way round
+        admission = self._admission(provider, guards, tokens)
+        result = guards.breaker.call_admitted(admission, fn)
+        self._settle(guards.limiter, tokens, result)
+        return result
+
+    def _admission(self, provider: str, guards: ProviderGuards, tokens: int) -> Admission:
+        """The breaker's admission once the limiter grants the request, waiting here for
+        the limiter up to ``max_inline_wait`` (beyond that: RateLimitExceededError, with
+        ``retry_after``). Every try asks the limiter and the breaker in one round trip."""
+        limiter = guards.limiter
+        start = time.monotonic()
+        while True:
+            admission, wait = self._admitted_at_once(guards, tokens)
+            if admission is not None:
+                return admission
             try:
-                guards.limiter.acquire(tokens, timeout=self.max_inline_wait)
+                pause = limiter.sleep_time(wait, start, self.max_inline_wait)
             except RateLimitExceededError as error:
                 error.context.setdefault("provider", provider)
                 _emit_rejection(provider, error)
                 raise
-            result = guards.breaker.call(fn)
-        else:
-            result = guards.breaker.call_admitted(admission, fn)
-        self._settle(guards.limiter, tokens, result)
-        return result
+            time.sleep(pause)
 
-    def _admitted_at_once(self, guards: ProviderGuards, tokens: int) -> Admission | None:
-        """Ask the limiter and the breaker in one Redis round trip (the common case: a
-        request granted at once to a closed breaker). None if the limiter refused; then
-        the breaker's answer is not used (a probe's turn is given back) and :meth:`run`
-        waits for the limiter first, as ever. Raises CircuitOpenError when the limiter
-        granted the request and the breaker is open, as the long way does."""
+    def _admitted_at_once(
+        self, guards: ProviderGuards, tokens: int
+    ) -> tuple[Admission | None, float]:
+        """Ask the limiter and the breaker in one Redis round trip: the breaker's
+        admission if the limiter granted the request, else None and the limiter's wait
+        (the breaker's answer is then not used: a probe's turn is given back). Raises
+        CircuitOpenError when the limiter granted the request and the breaker is open."""
         limiter, breaker = guards.limiter, guards.breaker
         with redis_errors("provider gate", provider=limiter.name):
             try:
@@ -164,13 +175,14 @@ class RedisProviderGate:
                 breaker.storage.load_scripts()
                 limit_reply, admit_reply = self._ask_both(guards, tokens)
         admission = RedisBreakerStorage.admission(admit_reply)
-        if limiter.decision(limit_reply).granted:
-            return breaker.admitted(admission)
-        # The long way says whether the breaker is open, once the limiter grants a request;
-        # a probe's turn given here goes back.
+        decision = limiter.decision(limit_reply)
+        if decision.granted:
+            return breaker.admitted(admission), 0.0
+        # Whether the breaker is open is said once the limiter grants a request; a probe's
+        # turn given here goes back.
         with contextlib.suppress(CircuitOpenError):
             breaker.give_back(breaker.admitted(admission))
-        return None
+        return None, decision.wait
 
     def _ask_both(self, guards: ProviderGuards, tokens: int) -> list[Any]:
         """The limiter's and the breaker's replies, from one pipeline."""

@@ -377,7 +377,7 @@ class RateLimiter:
             wait = self.try_acquire(tokens)
             if wait == 0.0:
                 return time.monotonic() - start
-            time.sleep(self._sleep_for(wait, start, timeout))
+            time.sleep(self.sleep_time(wait, start, timeout))
 
     async def acquire_async(self, tokens: int = 0, timeout: float | None = None) -> float:
         """:meth:`acquire` for asyncio code: the Redis call runs off the event loop."""
@@ -386,9 +386,12 @@ class RateLimiter:
             wait = await asyncio.to_thread(self.try_acquire, tokens)
             if wait == 0.0:
                 return time.monotonic() - start
-            await asyncio.sleep(self._sleep_for(wait, start, timeout))
+            await asyncio.sleep(self.sleep_time(wait, start, timeout))
 
-    def _sleep_for(self, wait: float, start: float, timeout: float | None) -> float:
+    def sleep_time(self, wait: float, start: float, timeout: float | None) -> float:
+        """How long a caller refused at ``wait`` sleeps before trying again, having
+        waited since ``start`` (``time.monotonic()``); raises RateLimitExceededError
+        (``retry_after`` set) when that would outlast ``timeout``."""
         if timeout is not None and time.monotonic() - start + wait > timeout:
             raise RateLimitExceededError(
                 f"rate limit of {self.name!r} ({self.rate}) leaves no room within "
