@@ -39,15 +39,21 @@ def _coverage(server: PrivateRedis, sql: SQLCache) -> L2Coverage:
     return L2Coverage(client, "cov", lambda: sql.latest_expiry("lm:"), check_every=0.0, margin=0.0)
 
 
-def test_an_empty_sql_cache_is_covered_and_a_live_entry_after_a_loss_is_not(
-    server: PrivateRedis, store_engine: Engine
-) -> None:
+@pytest.fixture
+def covered(server: PrivateRedis, store_engine: Engine) -> tuple[SQLCache, L2Coverage]:
+    """A coverage marked while SQL was empty, then an answer cached (in both layers)."""
     sql = SQLCache(store_engine)
     coverage = _coverage(server, sql)
     assert coverage.covers()  # nothing in SQL that Redis could lack
-    sql.put("lm:answer", {"text": "A"}, ttl=3600)  # written to both layers, as workers do
-    assert coverage.covers()  # the mark stands: Redis has kept everything since
+    sql.put("lm:answer", {"text": "A"}, ttl=3600)
+    return sql, coverage
 
+
+def test_a_restarted_redis_means_sql_is_read_again(
+    server: PrivateRedis, covered: tuple[SQLCache, L2Coverage]
+) -> None:
+    sql, coverage = covered
+    assert coverage.covers()  # the mark stands: Redis has kept everything since
     server.restart()  # comes back from its file: the mark is back, but it is a new server
     assert not coverage.covers()  # SQL may hold what the old one had and lost: read it
     horizon = float(coverage.redis.get(coverage.marker).split()[0])
@@ -55,12 +61,9 @@ def test_an_empty_sql_cache_is_covered_and_a_live_entry_after_a_loss_is_not(
 
 
 def test_keys_evicted_by_redis_mean_sql_is_read_again(
-    server: PrivateRedis, store_engine: Engine
+    server: PrivateRedis, covered: tuple[SQLCache, L2Coverage]
 ) -> None:
-    sql = SQLCache(store_engine)
-    coverage = _coverage(server, sql)
-    assert coverage.covers()
-    sql.put("lm:answer", {"text": "A"}, ttl=3600)
+    _, coverage = covered
     filler = redis.Redis.from_url(server.url)
     for n in range(200):  # 10 MB into a 4 MB Redis
         filler.set(f"filler:{n}", b"x" * 50_000)
@@ -69,12 +72,9 @@ def test_keys_evicted_by_redis_mean_sql_is_read_again(
 
 
 def test_a_failed_l2_write_means_sql_is_read_again(
-    server: PrivateRedis, store_engine: Engine
+    covered: tuple[SQLCache, L2Coverage],
 ) -> None:
-    sql = SQLCache(store_engine)
-    coverage = _coverage(server, sql)
-    assert coverage.covers()
-    sql.put("lm:answer", {"text": "A"}, ttl=3600)  # ...but its Redis write failed
+    _, coverage = covered  # ...but the answer's Redis write failed
     coverage.lost_writes()
     assert not coverage.covers()
     assert coverage.redis.exists(coverage.marker)  # replaced, with the entry's expiry
