@@ -64,6 +64,10 @@ class CacheSettings(BaseModel):
     enabled: bool = True
     ttl: int = 3600
     max_entries: int = 10_000
+    # Read the SQL cache on every Redis miss, not only while Redis may lack one of its
+    # answers (see dspyq.lm.cache_coverage): for deployments of different key prefixes
+    # sharing one database, whose answers the others' Redis never holds.
+    always_read_sql: bool = False
 
 
 class CoproSettings(BaseModel):

@@ -238,6 +238,26 @@ def test_while_redis_has_lost_nothing_an_l2_miss_is_not_looked_up_in_sql(
     assert runtime.cache.hits == [0, 0, 0]
 
 
+def test_always_read_sql_finds_what_another_deployments_redis_holds(
+    runtime: WorkerRuntime, fake_lm: FakeLMServer, client: redis.Redis, prefix: str
+) -> None:
+    runtime.coverage.margin = 0.0
+    runtime.coverage.check_every = 0.0
+    assert runtime.coverage.covers()
+    runtime.settings.cache.always_read_sql = True  # as `dspyq config set` would
+    runtime.reconfigure()
+    lm = _lm(fake_lm)
+    lm("written by another prefix")
+    runtime.l1.clear()
+    runtime.l2.flush()
+    runtime.l3.flush()
+    client.delete(*client.scan_iter(f"{prefix}:lmcache:*"))  # in SQL only, as theirs are
+
+    assert lm("written by another prefix") == ["fake answer: written by another prefix"]
+    assert len(fake_lm.requests) == 1
+    assert runtime.cache.hits == [0, 0, 1]
+
+
 def test_a_down_redis_cache_layer_does_not_fail_the_call(
     runtime: WorkerRuntime, fake_lm: FakeLMServer
 ) -> None:

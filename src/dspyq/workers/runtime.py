@@ -200,6 +200,8 @@ class WorkerRuntime:
     l1: LRUCache
     l2: WriteBehindCache
     l3: WriteBehindCache
+    sql_cache: SQLResponseCache
+    """The SQL layer that ``l3`` writes behind."""
     coverage: L2Coverage
     gate: RedisProviderGate
     sink: StoreEventSink
@@ -219,6 +221,7 @@ class WorkerRuntime:
         self.l1.ttl, self.l1.max_entries = ttl, conf.max_entries
         self.l2.layer.ttl = ttl
         self.l3.layer.ttl = ttl
+        self.sql_cache.coverage = None if conf.always_read_sql else self.coverage
         self.gate.reconfigure()
 
     def uninstall(self) -> None:
@@ -291,7 +294,7 @@ def install_worker_runtime(
     sql_cache = SQLResponseCache(SQLCache(engine), ttl=ttl)
     # An L2 miss skips the SQL read while Redis is known to hold all L3 holds.
     coverage = L2Coverage(redis, key_prefix, sql_cache.latest_expiry)
-    sql_cache.coverage = coverage
+    sql_cache.coverage = None if conf.always_read_sql else coverage
     l2 = WriteBehindCache(
         RedisCache(redis, ttl=ttl, key_prefix=key_prefix, on_write_failure=coverage.lost_writes),
         flush_interval=L2_FLUSH_INTERVAL,
@@ -319,6 +322,7 @@ def install_worker_runtime(
             l1=l1,
             l2=l2,
             l3=l3,
+            sql_cache=sql_cache,
             coverage=coverage,
             gate=gate,
             sink=sink,
