@@ -85,7 +85,7 @@ def test_entries_that_never_expire_are_always_read_from_sql(
 ) -> None:
     sql = SQLCache(store_engine)
     sql.put("lm:forever", {"text": "A"}, ttl=None)
-    assert sql.latest_expiry("lm:") == math.inf
+    assert sql.latest_expiry("lm:") == sql.latest_expiry() == math.inf
     assert sql.latest_expiry("other:") is None
     coverage = _coverage(server, sql)
     assert not coverage.covers()

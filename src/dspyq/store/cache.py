@@ -44,20 +44,19 @@ class SQLCache:
             return conn.execute(_LOOKUP, {"key": key, "now": self.clock()}).scalar_one_or_none()
 
     def latest_expiry(self, prefix: str = "") -> float | None:
-        """When the last live entry under ``prefix`` expires (Unix time).
+        """When the last live entry under ``prefix`` (default: any) expires (Unix time).
 
-        None if there is no live entry; ``math.inf`` if one never expires.
+        None if there is no live entry; ``math.inf`` if one never expires. Without a
+        prefix both lookups are answered from the ``expires_at`` index.
         """
-        under = col(CacheEntry.key).startswith(prefix, autoescape=True)
         expires = col(CacheEntry.expires_at)
+        conditions = [col(CacheEntry.key).startswith(prefix, autoescape=True)] if prefix else []
         with read_connection(self.engine, "read the SQL cache's expiries") as conn:
-            never = conn.execute(
-                select(col(CacheEntry.key)).where(under, expires.is_(None)).limit(1)
-            )
-            if never.first() is not None:
+            never = select(col(CacheEntry.key)).where(*conditions, expires.is_(None)).limit(1)
+            if conn.execute(never).first() is not None:
                 return math.inf
             latest = conn.execute(
-                select(func.max(expires)).where(under, expires > self.clock())
+                select(func.max(expires)).where(*conditions, expires > self.clock())
             ).scalar_one_or_none()
         return None if latest is None else latest.timestamp()
 

@@ -92,8 +92,11 @@ class SQLResponseCache:
         return self._read(self.store, key)
 
     def latest_expiry(self) -> float | None:
-        """When the last live LM response expires (see :meth:`SQLCache.latest_expiry`)."""
-        return self.store.latest_expiry(SQL_CACHE_NAMESPACE)
+        """When the last live entry of the whole cache table expires (see
+        :meth:`SQLCache.latest_expiry`): over every namespace, so both queries are read
+        off the ``expires_at`` index however large the table; other entries can only
+        make the answer later, which reads SQL longer, never less."""
+        return self.store.latest_expiry()
 
     def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
         """The answer under ``key`` even past its expiry, unless it expired over ``max_age`` s
