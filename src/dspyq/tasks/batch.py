@@ -34,7 +34,7 @@ from dspyq.errors import DspyqError
 from dspyq.store.attempts import AttemptStart
 from dspyq.store.group_commit import GroupCommit
 from dspyq.tasks.app import lm_queue
-from dspyq.tasks.cancel import cancelled_ids
+from dspyq.tasks.cancel import cancelled_and_states
 from dspyq.tasks.environment import task_environment
 from dspyq.tasks.execute import EXECUTE_TASK, pending_start_of, run_execution
 from dspyq.tasks.messages import ExecutionRequest
@@ -250,16 +250,17 @@ def execute_batch(
     """
     items = _items_of(jobs, program)
     delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
-    cancelled = cancelled_ids(self.app, [item.task_id for item in items])
+    # One round trip tells which jobs were cancelled and what each one's state is.
+    cancelled, stored = cancelled_and_states(self.app, [item.task_id for item in items])
     batch_id = str(self.request.id)
     for item in items:
         if item.task_id in cancelled:
             self.backend.mark_as_revoked(item.task_id, reason="cancelled by the client")
             _job_ended(batch_id)
-    todo = [item for item in items if item.task_id not in cancelled]
-    _mark_started(self.backend, [item.task_id for item in todo])
+    todo = [pair for pair in zip(items, stored, strict=True) if pair[0].task_id not in cancelled]
+    _mark_started(self.backend, todo)
     readable: list[tuple[BatchItem, ExecutionRequest]] = []
-    for item in todo:
+    for item, _ in todo:
         request = _parsed(self, item)
         if request is None:
             _job_ended(batch_id)
@@ -278,26 +279,24 @@ def execute_batch(
         future.result()
 
 
-def _mark_started(backend: Any, task_ids: list[str]) -> None:
-    """Set every job's state to STARTED in two round trips, not two per job.
+def _mark_started(backend: Any, jobs: list[tuple[BatchItem, Any]]) -> None:
+    """Set every job's state to STARTED in one round trip, given each one's stored state.
 
     What ``backend.store_result(task_id, None, STARTED)`` does for each (including not
     overwriting a job already SUCCESS, as on a redelivered batch).
     """
-    if not task_ids:
+    if not jobs:
         return
-    keys = [backend.get_key_for_task(task_id) for task_id in task_ids]
     try:
-        current = backend.client.mget(keys)
         with backend.client.pipeline(transaction=False) as pipe:
-            for task_id, raw in zip(task_ids, current, strict=True):
+            for item, raw in jobs:
                 if raw is not None and backend.decode_result(raw)["status"] == states.SUCCESS:
                     continue
-                _set_state(pipe, backend, task_id, states.STARTED, None)
+                _set_state(pipe, backend, item.task_id, states.STARTED, None)
             pipe.execute()
     except Exception:
         # Only the "running" state is lost: each job's outcome is still stored.
-        logger.warning("could not mark %d batch jobs started", len(task_ids), exc_info=True)
+        logger.warning("could not mark %d batch jobs started", len(jobs), exc_info=True)
 
 
 def _set_state(pipe: Any, backend: Any, task_id: str, state: str, result: Any) -> None:

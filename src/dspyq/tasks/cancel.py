@@ -8,6 +8,8 @@ mark before it runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery, Task
 from celery.exceptions import Ignore
 from celery.result import AsyncResult
@@ -28,12 +30,18 @@ def is_cancelled(app: Celery, task_id: str) -> bool:
     return app.backend.get(_mark(task_id)) is not None
 
 
-def cancelled_ids(app: Celery, task_ids: list[str]) -> set[str]:
-    """Which of ``task_ids`` the client cancelled (one round trip for all of them)."""
+def cancelled_and_states(app: Celery, task_ids: list[str]) -> tuple[set[str], list[Any]]:
+    """Which of ``task_ids`` the client cancelled, and each one's raw stored state (None
+    if none yet), read in one round trip."""
     if not task_ids:
-        return set()
-    marks = app.backend.mget([_mark(task_id) for task_id in task_ids])
-    return {task_id for task_id, mark in zip(task_ids, marks, strict=True) if mark is not None}
+        return set(), []
+    backend = app.backend
+    keys = [_mark(task_id) for task_id in task_ids]
+    keys += [backend.get_key_for_task(task_id) for task_id in task_ids]
+    values = backend.mget(keys)
+    marks, states = values[: len(task_ids)], values[len(task_ids) :]
+    cancelled = {task_id for task_id, mark in zip(task_ids, marks, strict=True) if mark is not None}
+    return cancelled, list(states)
 
 
 def skip_if_cancelled(task: Task) -> None:
