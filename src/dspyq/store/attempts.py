@@ -10,8 +10,10 @@ busy worker those writes are most of what a job costs besides its LM calls.
 
 The rules are the same as theirs, so delivery at least once still records once: a
 succeeded row is final, a failed row does not go back to running, events are stored
-once by ``event_id``. The statements are built once per dialect (an upsert with
-``RETURNING``), so they are compiled once rather than for each job.
+once by ``event_id``. The statements are built once per dialect, so they are compiled
+once rather than for each job: a batch's starts are one multi-row upsert ``RETURNING``
+each attempt; a success and its events and rows go straight to the driver
+(:mod:`dspyq.store.driver`).
 """
 
 from __future__ import annotations
