@@ -5,7 +5,8 @@
     L1 in-process LRU -> L2 Redis (the pool's) -> L3 SQL (everyone's, kept across restarts)
     -> rate limiter (Redis, per provider) -> circuit breaker (Redis, per provider) -> HTTP
 
-and writes every event (``lm_request`` included) to the SQL ``events`` table, and every
+(L3 is read only while Redis may lack one of its answers, see
+:mod:`dspyq.lm.cache_coverage`), and writes every event (``lm_request`` included) to the SQL ``events`` table, and every
 ``lm_request`` as an ``lm_requests`` row with its tokens and cost (inside a task's
 :func:`~dspyq.store.buffer.pending_records`, in the task's final transaction). Events and rows take
 their correlation id, parent id and task id from the runtime configuration
