@@ -154,6 +154,8 @@ def main() -> None:
         "--skip-http", action="store_true", help="do not run the raw-HTTP Celery baseline"
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     report = Report(f"overhead per job ({args.exec_pool}, c={args.concurrency}, {args.db})")
     started = time.monotonic()
