@@ -1,0 +1,88 @@
+"""An httpx client whose JSON POSTs go straight to its transport.
+
+An LM call is one POST of a JSON body with no cookies, auth flow, redirects or event
+hooks; ``httpx.Client.send`` walks all of those layers anyway, building and merging
+objects for each, which cost a worker about 40% of an LM call's CPU (0.46 against
+0.28 ms per call to a local server). :class:`DirectClient` is a plain ``httpx.Client``
+for everything else (streams, other requests); its :meth:`DirectClient.post_json`
+hands an ``httpx.Request`` carrying the client's default headers and the call's timeout
+to the client's own ``httpx.HTTPTransport``, which maps transport failures to httpx's
+exceptions as usual. When the environment names a proxy, every call takes the whole
+client, which honours it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import ssl
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+__all__ = ["DirectClient", "encode_json"]
+
+
+def encode_json(body: Any) -> bytes:
+    """``body`` as httpx encodes a ``json=`` argument (compact, UTF-8, no NaN)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout_extension(seconds: float) -> dict[str, float]:
+    return httpx.Timeout(seconds).as_dict()  # type: ignore[return-value]
+
+
+class DirectClient(httpx.Client):
+    """``httpx.Client`` plus :meth:`post_json`; arguments as ``httpx.Client``'s."""
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        limits: httpx.Limits | None = None,
+        **kwargs: Any,
+    ) -> None:
+        limits = limits or httpx.Limits()
+        super().__init__(verify=verify, limits=limits, **kwargs)
+        # httpx mounts proxy transports from the environment; the direct path does not
+        # look at them, so it is only taken when there are none. It has a transport of
+        # its own: handing one to httpx.Client would make it ignore those proxies.
+        self._direct: httpx.HTTPTransport | None = None
+        if not (self.trust_env and urllib.request.getproxies()):
+            self._direct = httpx.HTTPTransport(verify=verify, limits=limits)
+
+    def close(self) -> None:
+        super().close()
+        if self._direct is not None:
+            self._direct.close()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        super().__exit__(*exc_info)
+        if self._direct is not None:
+            self._direct.close()
+
+    def post_json(
+        self, url: str, content: bytes, headers: Mapping[str, str], timeout: float
+    ) -> httpx.Response:
+        """POST ``content`` (JSON) and read the whole answer, as ``post(...)`` would."""
+        if self._direct is None:
+            return self.post(url, content=content, headers=headers, timeout=timeout)
+        merged = self.headers.copy()
+        merged.update(headers)
+        request = httpx.Request(
+            "POST",
+            url,
+            content=content,
+            headers=merged,
+            extensions={"timeout": _timeout_extension(timeout)},
+        )
+        response = self._direct.handle_request(request)
+        response.request = request
+        try:
+            response.read()
+        finally:
+            response.close()
+        return response
