@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, or_, select
+from sqlalchemy import Connection, Engine, bindparam, delete, func, or_, select
 from sqlmodel import col
 
 from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
+from dspyq.store.driver import DriverStatement
 from dspyq.store.engine import dialect_insert, read_connection, write_transaction
 from dspyq.store.models import CacheEntry
 
@@ -37,6 +38,7 @@ class SQLCache:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
         self.clock = clock
+        self._upserts: dict[str, DriverStatement] = {}  # per dialect: every answer makes one
 
     def get(self, key: str) -> Any | None:
         """The value cached under ``key``, or None if absent or expired."""
@@ -78,8 +80,13 @@ class SQLCache:
             for key, value in dict(entries).items()  # one row per key: the last value wins
         ]
         with write_transaction(self.engine, "write the SQL cache") as conn:
+            self._upsert(conn).execute_many(conn, rows)
+
+    def _upsert(self, conn: Connection) -> DriverStatement:
+        upsert = self._upserts.get(conn.dialect.name)
+        if upsert is None:
             insert = dialect_insert(conn, CacheEntry)
-            conn.execute(
+            upsert = self._upserts[conn.dialect.name] = DriverStatement(
                 insert.on_conflict_do_update(
                     index_elements=["key"],
                     set_={
@@ -87,9 +94,9 @@ class SQLCache:
                         "created_at": insert.excluded.created_at,
                         "expires_at": insert.excluded.expires_at,
                     },
-                ),
-                rows,
+                )
             )
+        return upsert
 
     def delete(self, key: str) -> bool:
         """Forget ``key``; returns whether it was cached."""
