@@ -17,6 +17,7 @@ import copy
 import inspect
 import re
 import sys
+import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, cast, get_args
 
@@ -51,6 +52,11 @@ def describe_constraints(**kwargs: Any) -> str:
 
 
 _PYDANTIC_FIELD_KEYS = frozenset(inspect.signature(pydantic.Field).parameters) - {"extra"}
+
+_ROLE_FIELDS: weakref.WeakKeyDictionary[
+    type, dict[str, tuple[dict[str, FieldInfo], dict[str, FieldInfo]]]
+] = weakref.WeakKeyDictionary()
+"""Each signature class's input and output fields, with the fields dict they came from."""
 
 
 def _field(role: FieldRole, kwargs: dict[str, Any]) -> Any:
@@ -191,8 +197,15 @@ class SignatureMeta(ModelMetaclass):
         return cls
 
     def _fields_with_role(cls, role: str) -> dict[str, FieldInfo]:
-        model_fields: dict[str, FieldInfo] = cls.model_fields  # type: ignore[attr-defined]
-        return {name: field for name, field in model_fields.items() if field_role(field) == role}
+        # Asked dozens of times per call (formatting, validation, parsing): each class's
+        # answer is kept while its fields are the same dict (a rebuild replaces it).
+        model_fields: dict[str, FieldInfo] = cls.__pydantic_fields__  # type: ignore[attr-defined]
+        known = _ROLE_FIELDS.setdefault(cls, {})
+        cached = known.get(role)
+        if cached is None or cached[0] is not model_fields:
+            fields = {name: f for name, f in model_fields.items() if field_role(f) == role}
+            cached = known[role] = (model_fields, fields)
+        return dict(cached[1])
 
     @property
     def instructions(cls) -> str:
