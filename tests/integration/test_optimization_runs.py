@@ -7,6 +7,9 @@ uncompiled program scores 0% and any candidate with demos 100%: a run must find 
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -459,6 +462,42 @@ def test_mipro_run_searches_instructions_and_demo_sets_on_the_queue(cluster: Clu
     assert predictor.signature.instructions.startswith(MAGIC) and predictor.demos
     assert held_out_score(cluster, program) == 0.0
     assert held_out_score(cluster, compiled) == 100.0
+
+
+def test_a_coordinator_dead_right_after_sending_a_round_loses_and_repeats_nothing(
+    cluster: Cluster,
+) -> None:
+    """The replacement merges the round the dead coordinator sent and plans the next from
+    counters that include it (it used to plan again from counters that did not: trial
+    numbers repeated and extra trials ran)."""
+    script_mipro(cluster)
+    cluster.start_worker("lm", concurrency=4)
+    crashing = subprocess.Popen(
+        [
+            sys.executable, str(Path(__file__).with_name("coordinator_crash.py")), "worker",
+            "--pool", "optimize", "--concurrency", "1", "--hostname", "crashing@%h",
+        ],
+        env={**cluster.env, "DSPYQ_TEST_CRASH_AFTER_ROUND": "2"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    cluster.workers["crashing"] = crashing
+    run = start_mipro(cluster)
+    assert crashing.wait(timeout=60) == -signal.SIGKILL
+    assert run.progress()["rounds_done"] == 2  # round 2 was sent, not merged
+    cluster.start_worker("replacement", pool="optimize", concurrency=1)
+
+    assert run.wait(timeout=90) == "succeeded", run.record().stop_reason
+    record = run.record()
+    assert (record.iterations, record.best_score) == (15, 100.0)
+    numbers = [t["number"] for t in (record.checkpoint or {})["search"]["trials"]]
+    assert sorted(numbers) == list(range(1, 16))
+    trials = [
+        e for e in cluster.client.events(record.correlation_id)
+        if e.event_type == "optimization_iteration"
+    ]  # fmt: skip
+    assert sorted(e.data["iteration"] for e in trials) == list(range(1, 16))
 
 
 def test_killed_coordinator_resumes_a_mipro_search(cluster: Cluster) -> None:

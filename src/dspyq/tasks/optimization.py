@@ -275,6 +275,9 @@ class RunCheckpoint(BaseModel):
     fanned_out: int = -1
     # MIPROv2: the prepared search (demo sets, instructions, trials so far).
     search: dict[str, Any] | None = None
+    # MIPROv2: the round being sent and its trials, stored before they are sent so that a
+    # step redelivered after a coordinator died sends those same trials again.
+    planned: dict[str, Any] | None = None
     # BootstrapFewShot: the teacher's outcomes by trainset index, and the next wave's start.
     bootstrap: dict[str, Any] | None = None
 

@@ -453,20 +453,37 @@ def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]
 def _next_search_round(
     env: TaskEnvironment, run: OptimizationRunRecord, plan: RunPlan, checkpoint: RunCheckpoint
 ) -> None:
-    """Send MIPROv2's next batch of trials, or finish when its search is over."""
+    """Send MIPROv2's next batch of trials, or finish when its search is over.
+
+    The trials and the search counters they advanced are stored before the round is sent:
+    a coordinator that dies after sending it leaves a step that is delivered again, which
+    must send the same trials (at worst twice; the first round merged wins) rather than
+    plan again from counters that never counted them.
+    """
     if checkpoint.dispatched >= checkpoint.round:
         return  # a redelivered step: this round is out already
-    search = SearchState.model_validate(checkpoint.search)
-    trials = next_trials(
-        search, int(plan.settings["seed"]), checkpoint.round, plan.candidates_per_round
-    )
-    if not trials:
-        _finish(env, run, plan, checkpoint, "succeeded", "every trial evaluated")
-        return
+    runs = RunStore(env.engine)
+    planned = checkpoint.planned
+    if planned is not None and planned.get("round") == checkpoint.round:
+        trials = [TrialJob.model_validate(t) for t in planned["trials"]]
+    else:
+        search = SearchState.model_validate(checkpoint.search)
+        trials = next_trials(
+            search, int(plan.settings["seed"]), checkpoint.round, plan.candidates_per_round
+        )
+        if not trials:
+            _finish(env, run, plan, checkpoint, "succeeded", "every trial evaluated")
+            return
+        checkpoint.search = search.model_dump(mode="json")
+        checkpoint.planned = {
+            "round": checkpoint.round,
+            "trials": [t.model_dump(mode="json") for t in trials],
+        }
+        if not runs.update(run.id, checkpoint=checkpoint.model_dump(mode="json")):
+            return  # ended (cancelled) meanwhile
     _score_round(run, plan, checkpoint.round, trials=trials)
-    checkpoint.search = search.model_dump(mode="json")
     checkpoint.dispatched = checkpoint.round
-    RunStore(env.engine).update(run.id, checkpoint=checkpoint.model_dump(mode="json"))
+    runs.update(run.id, checkpoint=checkpoint.model_dump(mode="json"))
 
 
 @shared_task(name=RUN_TASK, bind=True, max_retries=None)
