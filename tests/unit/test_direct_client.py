@@ -63,3 +63,34 @@ def test_a_proxy_in_the_environment_is_honoured(
     assert len(fake_lm.requests) == seen
     with DirectClient(trust_env=False) as direct:
         assert direct.post_json(_url(fake_lm), encode_json(BODY), HEADERS, 5.0).status_code == 200
+
+
+def test_arguments_the_direct_path_would_ignore_are_honoured() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    with DirectClient(transport=httpx.MockTransport(answer)) as client:
+        response = client.post_json("http://lm.invalid/v1/x", b"{}", HEADERS, timeout=2.0)
+    assert response.json() == {"ok": True} and len(seen) == 1
+
+
+def test_a_closed_client_refuses_to_send(fake_lm: FakeLMServer) -> None:
+    client = DirectClient()
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.post_json(_url(fake_lm), encode_json(BODY), HEADERS, timeout=2.0)
+
+
+def test_no_proxy_alone_keeps_the_direct_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    with DirectClient() as client:
+        assert client._direct is not None
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with DirectClient() as client:
+        assert client._direct is None

@@ -6,9 +6,12 @@ objects for each, which cost a worker about 40% of an LM call's CPU (0.46 agains
 0.28 ms per call to a local server). :class:`DirectClient` is a plain ``httpx.Client``
 for everything else (streams, other requests); its :meth:`DirectClient.post_json`
 hands an ``httpx.Request`` carrying the client's default headers and the call's timeout
-to the client's own ``httpx.HTTPTransport``, which maps transport failures to httpx's
-exceptions as usual. When the environment names a proxy, every call takes the whole
-client, which honours it.
+to a transport of the client's own, which maps transport failures to httpx's exceptions
+as usual. What the direct path leaves out: cookies (none is kept or sent back) and
+``response.elapsed``. The whole client is used instead when the environment names a
+proxy, or when the client was given anything the direct path would ignore (a transport,
+mounts, a proxy, auth, event hooks, cookies, a base URL, HTTP/2 or a client
+certificate).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from typing import Any
 import httpx
 
 __all__ = ["DirectClient", "encode_json"]
+
+_WHOLE_CLIENT_OPTIONS = frozenset(
+    {"transport", "mounts", "proxy", "auth", "event_hooks", "cookies", "base_url", "http2", "cert"}
+)
+"""Client arguments the direct path would not honour: given any, it is not taken."""
 
 
 def encode_json(body: Any) -> bytes:
@@ -48,11 +56,16 @@ class DirectClient(httpx.Client):
         limits = limits or httpx.Limits()
         super().__init__(verify=verify, limits=limits, **kwargs)
         # httpx mounts proxy transports from the environment; the direct path does not
-        # look at them, so it is only taken when there are none. It has a transport of
-        # its own: handing one to httpx.Client would make it ignore those proxies.
+        # look at them, so it is only taken when there are none (NO_PROXY alone names
+        # none). It has a transport of its own: handing one to httpx.Client would make
+        # it ignore those proxies.
+        proxies = urllib.request.getproxies() if self.trust_env else {}
+        proxies.pop("no", None)
         self._direct: httpx.HTTPTransport | None = None
-        if not (self.trust_env and urllib.request.getproxies()):
-            self._direct = httpx.HTTPTransport(verify=verify, limits=limits)
+        if not proxies and not _WHOLE_CLIENT_OPTIONS.intersection(kwargs):
+            self._direct = httpx.HTTPTransport(
+                verify=verify, limits=limits, trust_env=self.trust_env
+            )
 
     def close(self) -> None:
         super().close()
@@ -70,6 +83,8 @@ class DirectClient(httpx.Client):
         """POST ``content`` (JSON) and read the whole answer, as ``post(...)`` would."""
         if self._direct is None:
             return self.post(url, content=content, headers=headers, timeout=timeout)
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
         merged = self.headers.copy()
         merged.update(headers)
         request = httpx.Request(
