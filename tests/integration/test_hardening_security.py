@@ -84,7 +84,8 @@ def _flower_pages(port: int, task_ids: list[str], timeout: float = 30) -> str:
     assert httpx.get(f"{base}/api/tasks", timeout=5).status_code == 401
     pages = [answer.text]
     pages += [httpx.get(f"{base}/task/{t}", auth=FLOWER_AUTH, timeout=5).text for t in task_ids]
-    assert all("args" in page for page in pages[1:])  # the pages that would show a key
+    # Each page shows the job's arguments, where a key would be if one travelled.
+    assert all("correlation_id" in page for page in pages[1:])
     return "\n".join(pages)
 
 

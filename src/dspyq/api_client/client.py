@@ -7,6 +7,7 @@ sends it to the queue of the program's provider pool, and hands back a :class:`J
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -362,6 +363,7 @@ class Client:
             queue=lm_queue(requests[0].provider),
             producer=producer,
             shadow=f"{BATCH_TASK}[{kind} x{len(items)}]",
+            kwargsrepr=_shown_arguments(requests[0], len(items)),
             headers={JOBS_HEADER: len(items)},  # the worker's prefetch counts the jobs
         )
         return [
@@ -379,7 +381,29 @@ class Client:
                 queue=lm_queue(request.provider),
                 task_id=task_id,
                 producer=producer,
-                # Flower shows this instead of the raw JSON request.
+                # Flower shows these instead of the raw JSON request.
                 shadow=f"{task_name}[{request.program.get('kind', '?').rpartition(':')[2]}]",
+                kwargsrepr=_shown_arguments(request),
             )
         return Job(self, task_id, request.correlation_id)
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 8, 80, 80
+
+
+def _shown_arguments(request: ExecutionRequest, jobs: int = 1) -> str:
+    """What Flower shows as a message's arguments: the LM, the correlation id and the
+    (first job's) inputs, shortened.
+
+    Given to Celery, which would otherwise build its own by walking the whole request,
+    program spec included: about half a millisecond of the client's CPU per message.
+    """
+    shown: dict[str, Any] = {
+        "lm": request.lm,
+        "correlation_id": request.correlation_id,
+        "inputs": request.inputs,
+    }
+    if jobs > 1:
+        shown = {"jobs": jobs, **shown}
+    return _SHOWN.repr(shown)
