@@ -73,9 +73,7 @@ class DirectClient(httpx.Client):
             self._direct.close()
 
     def __exit__(self, *exc_info: Any) -> None:
-        super().__exit__(*exc_info)
-        if self._direct is not None:
-            self._direct.close()
+        self.close()  # what httpx's own exit does, and the direct transport with it
 
     def post_json(
         self, url: str, content: bytes, headers: Mapping[str, str], timeout: float
