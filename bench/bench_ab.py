@@ -50,15 +50,17 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes per variant")
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
     args = parser.parse_args()
     names = [name for name, _ in args.variant]
     if len(set(names)) != len(names) or len(names) < 2:
         parser.error("give at least two variants, each with its own name")
-    if args.rounds < 1 or args.jobs < 1:
-        parser.error("--rounds and --jobs must be at least 1")
+    if args.rounds < 1 or args.jobs < 1 or args.processes < 1:
+        parser.error("--rounds, --jobs and --processes must be at least 1")
 
-    report = Report(f"A/B of per-job cost (threads, c={args.concurrency}, {args.db})")
+    shape = f"{args.processes} x threads c={args.concurrency}"
+    report = Report(f"A/B of per-job cost ({shape}, {args.db})")
     ms: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     started = time.monotonic()
@@ -68,7 +70,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             for name, env in args.variant:
                 cluster.env = {**base_env, **env}
-                cluster.start_workers(1, args.concurrency)
+                cluster.start_workers(args.processes, args.concurrency)
                 try:
                     run_batch(cluster.client.app, send, args.warmup, timeout=120)
                     meter = CpuMeter(cluster)

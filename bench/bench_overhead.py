@@ -70,19 +70,20 @@ def _measure_celery(
 ) -> dict[str, Any]:
     app = cluster.client.app
     payload = _celery_request(_program())
-    name = task.replace(".", "-")
-    cluster.start_command(
-        name,
-        [
-            sys.executable, "-m", "celery", "-A", "noop_app", "worker",
-            "-Q", QUEUE,
-            "-c", str(args.concurrency),
-            "-P", args.exec_pool,
-            "--hostname", f"{name}@%h",
-            "--loglevel", "warning",
-        ],
-        PYTHONPATH="bench",
-    )  # fmt: skip
+    for n in range(args.processes):
+        name = f"{task.replace('.', '-')}{n}"
+        cluster.start_command(
+            name,
+            [
+                sys.executable, "-m", "celery", "-A", "noop_app", "worker",
+                "-Q", QUEUE,
+                "-c", str(args.concurrency),
+                "-P", args.exec_pool,
+                "--hostname", f"{name}@%h",
+                "--loglevel", "warning",
+            ],
+            PYTHONPATH="bench",
+        )  # fmt: skip
 
     def send(count: int) -> list[str]:
         with app.producer_or_acquire() as producer:
@@ -97,7 +98,7 @@ def _measure_celery(
 def _measure_dspyq(
     cluster: BenchCluster, args: argparse.Namespace, report: Report
 ) -> dict[str, Any]:
-    cluster.start_workers(1, args.concurrency, args.exec_pool)
+    cluster.start_workers(args.processes, args.concurrency, args.exec_pool)
     send = dspyq_sender(cluster, _program())
     return _measure(cluster, "dspyq execute_module", send, lambda: send(1)[0], args, report)
 
@@ -147,6 +148,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--sequential", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes of each kind, side by side"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--exec-pool", default="threads")
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
@@ -154,10 +158,11 @@ def main() -> None:
         "--skip-http", action="store_true", help="do not run the raw-HTTP Celery baseline"
     )
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.processes < 1:
+        parser.error("--rounds and --processes must be at least 1")
 
-    report = Report(f"overhead per job ({args.exec_pool}, c={args.concurrency}, {args.db})")
+    shape = f"{args.processes} x {args.exec_pool} c={args.concurrency}"
+    report = Report(f"overhead per job ({shape}, {args.db})")
     started = time.monotonic()
     kinds: dict[str, Callable[[BenchCluster], dict[str, Any]]] = {
         "noop": lambda cluster: _measure_celery(cluster, NOOP_TASK, args, report),

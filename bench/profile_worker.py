@@ -50,6 +50,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes (the first one is sampled)"
+    )
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--exec-pool", default="threads")
     parser.add_argument("--db", default="sqlite", choices=["sqlite", "postgres"])
@@ -62,7 +65,7 @@ def main() -> None:
 
     report = Report(f"worker CPU by component ({args.exec_pool}, c={args.concurrency})")
     with deployment(args.db, latency=args.latency) as (cluster, _fake, tmp):
-        [name] = cluster.start_workers(1, args.concurrency, args.exec_pool)
+        name = cluster.start_workers(args.processes, args.concurrency, args.exec_pool)[0]
         send = dspyq_sender(cluster)
         run_batch(cluster.client.app, send, 50, timeout=60)
         out = Path(tmp) / "profile.txt"
