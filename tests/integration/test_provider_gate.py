@@ -12,6 +12,8 @@ import redis
 from redis.client import Pipeline
 
 from dspyq.errors import CircuitOpenError, ProviderUnavailableError, RateLimitExceededError
+from dspyq.lm.redis_cache import RedisCache
+from dspyq.lm.request import LMResponse, Usage
 from dspyq.resilience.gate import RedisProviderGate
 from dspyq.settings import Settings
 
@@ -53,6 +55,12 @@ def _gate(
     return RedisProviderGate(conn, settings, key_prefix=prefix, max_inline_wait=max_inline_wait)
 
 
+def _load_scripts(gate: RedisProviderGate) -> None:
+    guards = gate.guards("openai")
+    guards.limiter.load_scripts()
+    guards.breaker.storage.load_scripts()
+
+
 def _down() -> str:
     raise ProviderUnavailableError("provider answered 503")
 
@@ -61,7 +69,7 @@ def test_a_granted_call_to_a_closed_breaker_asks_redis_once(
     counting: CountingRedis, prefix: str
 ) -> None:
     gate = _gate(counting, prefix)
-    gate.guards("openai")  # built (and its scripts registered) beforehand
+    _load_scripts(gate)  # as on any call but a worker's first (or the first after a flush)
     counting.round_trips = 0
     assert gate.run("openai", 0, lambda: "answer") == "answer"
     assert counting.round_trips == 1  # limiter and breaker together
@@ -107,3 +115,125 @@ def test_scripts_lost_by_redis_are_loaded_again(counting: CountingRedis, prefix:
     counting.script_flush()  # as after a restart without persistence
     assert gate.run("openai", 0, lambda: "second") == "second"
     assert gate.guards("openai").limiter.usage().requests == 2
+
+
+# --- the L2 cache entry read in the gate's round trip (dspyq.lm.cache_peek) ---------------
+
+CACHED = LMResponse(outputs=["cached answer"], usage=Usage.of(3, 1), model="m")
+
+
+def _never() -> LMResponse:
+    raise AssertionError("the provider was called for an answer the cache holds")
+
+
+def _sent() -> LMResponse:
+    return LMResponse(outputs=["from the provider"], model="m")
+
+
+def _cache(conn: redis.Redis, prefix: str) -> RedisCache:
+    return RedisCache(conn, ttl=60, key_prefix=prefix)
+
+
+def test_a_cached_answer_read_with_the_gate_spends_nothing_in_one_round_trip(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate, cache = _gate(counting, prefix), _cache(counting, prefix)
+    cache.put("k1", CACHED)
+    _load_scripts(gate)
+    hits: list[LMResponse] = []
+    peek = cache.peek("k1")
+    peek.on_hit = hits.append
+    assert gate.can_peek(peek)
+    counting.round_trips = 0
+    assert gate.run("openai", 10, _never, peek) == CACHED
+    assert counting.round_trips == 1
+    assert peek.hit == CACHED and hits == [CACHED]
+    assert gate.guards("openai").limiter.usage().requests == 0
+
+
+def test_a_miss_read_with_the_gate_is_granted_in_the_same_round_trip(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate, cache = _gate(counting, prefix), _cache(counting, prefix)
+    _load_scripts(gate)
+    peek = cache.peek("absent")
+    counting.round_trips = 0
+    assert gate.run("openai", 10, _sent, peek).outputs == ["from the provider"]
+    assert counting.round_trips == 1
+    assert peek.hit is None
+    assert gate.guards("openai").limiter.usage().requests == 1
+
+
+def test_a_cached_answer_is_served_while_the_limiter_or_the_breaker_would_refuse(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate = _gate(counting, prefix, max_inline_wait=0.0, rate_limit="1/m", breaker_fail_max=1)
+    cache = _cache(counting, prefix)
+    with pytest.raises(ProviderUnavailableError):
+        gate.run("openai", 0, _down)  # the minute's one request spent, the breaker open
+    cache.put("k1", CACHED)
+    assert gate.run("openai", 0, _never, cache.peek("k1")) == CACHED
+    with pytest.raises(RateLimitExceededError):
+        gate.run("openai", 0, _sent, cache.peek("absent"))
+    assert gate.guards("openai").limiter.usage().requests == 1
+
+
+def test_a_cached_answer_takes_no_probe_from_a_half_open_breaker(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate = _gate(counting, prefix, breaker_fail_max=1, breaker_reset_timeout=0.2)
+    cache = _cache(counting, prefix)
+    with pytest.raises(ProviderUnavailableError):
+        gate.run("openai", 0, _down)
+    time.sleep(0.3)
+    cache.put("k1", CACHED)
+    assert gate.run("openai", 0, _never, cache.peek("k1")) == CACHED
+    assert gate.run("openai", 0, _sent, cache.peek("absent")).outputs == ["from the provider"]
+    assert gate.guards("openai").breaker.state == "closed"  # that call was the probe
+
+
+def test_the_limiter_grants_nothing_while_the_named_entry_exists(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate = _gate(counting, prefix)
+    limiter = gate.guards("openai").limiter
+    _load_scripts(gate)
+    counting.set(f"{prefix}:entry", "x")
+    with counting.pipeline(transaction=False) as pipe:
+        limiter.queue_attempt(pipe, 5, unless_exists=f"{prefix}:entry")
+        limiter.queue_attempt(pipe, 5, unless_exists=f"{prefix}:absent")
+        present, absent = pipe.execute()
+    assert limiter.decision(present).cached and not limiter.decision(present).granted
+    assert limiter.decision(absent).granted and not limiter.decision(absent).cached
+    assert limiter.usage().requests == 1
+
+
+def test_an_unreadable_entry_is_dropped_and_the_call_goes_out(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate, cache = _gate(counting, prefix), _cache(counting, prefix)
+    counting.set(cache.redis_key("k1"), "not an LM response")
+    assert gate.run("openai", 0, _sent, cache.peek("k1")).outputs == ["from the provider"]
+    assert counting.exists(cache.redis_key("k1")) == 0
+    assert gate.guards("openai").limiter.usage().requests == 1
+
+
+def test_an_entry_redis_cannot_read_is_a_miss_not_a_failure(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate, cache = _gate(counting, prefix), _cache(counting, prefix)
+    counting.hset(cache.redis_key("k1"), "field", "a hash, not a string")  # GET: WRONGTYPE
+    peek = cache.peek("k1")
+    assert gate.run("openai", 0, _sent, peek).outputs == ["from the provider"]
+    assert not peek.usable
+    assert gate.guards("openai").limiter.usage().requests == 1
+
+
+def test_a_gate_on_another_redis_client_cannot_take_the_read(
+    counting: CountingRedis, prefix: str, redis_url: str
+) -> None:
+    other = redis.Redis.from_url(redis_url)
+    try:
+        assert not _gate(counting, prefix).can_peek(_cache(other, prefix).peek("k1"))
+    finally:
+        other.close()

@@ -9,6 +9,7 @@ import pytest
 from dspyq.errors import RedisUnavailableError
 from dspyq.lm import LM, LRUCache
 from dspyq.lm.cache import Cache, clear_cache, set_default_cache
+from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.layered_cache import LayeredCache
 from dspyq.lm.request import LMResponse, Usage
 from dspyq.testing import FakeLMServer
@@ -128,3 +129,53 @@ def test_clear_cache_reaches_every_layer(
     lm("forget me")
     clear_cache()
     assert all(len(layer) == 0 for layer in layers)
+
+
+# --- a layer's read handed to the provider gate (get_or_peek) ------------------------------
+
+
+class PeekableLayer(LRUCache):
+    """A shared layer that can hand its read over, as the Redis layer does."""
+
+    def peek(self, key: str) -> CachePeek:
+        return CachePeek(redis=self, key=key, read=lambda raw: LMResponse.model_validate_json(raw))
+
+
+class SkippingLayer(LRUCache):
+    """A lower layer that says whether its reads would miss, as the SQL layer does."""
+
+    def __init__(self, skips: bool) -> None:
+        super().__init__()
+        self.skips = skips
+
+    def skips_reads(self) -> bool:
+        return self.skips
+
+
+def test_a_shared_layer_hands_its_read_over_when_the_layers_below_would_skip() -> None:
+    l1, l2 = LRUCache(), PeekableLayer()
+    cache = LayeredCache([l1, l2, SkippingLayer(skips=True)])
+    value, peek = cache.get_or_peek("k", lambda _peek: True)
+    assert value is None and peek is not None and peek.key == "k"
+    assert cache.misses == 1
+    assert peek.found(ANSWER.model_dump_json())  # what the gate does with the entry
+    assert peek.hit == ANSWER
+    assert "k" in l1  # copied up, as any hit
+    assert cache.hits == [0, 1, 0] and cache.misses == 0
+
+
+def test_the_read_is_made_here_when_a_layer_below_would_read_or_the_gate_cannot() -> None:
+    l2 = PeekableLayer()
+    l2.put("k", ANSWER)
+    for lower, can_peek in ((SkippingLayer(skips=False), True), (SkippingLayer(True), False)):
+        cache = LayeredCache([LRUCache(), l2, lower])
+        assert cache.get_or_peek("k", lambda _peek, ok=can_peek: ok) == (ANSWER, None)
+        assert cache.hits == [0, 1, 0]
+
+
+def test_an_answer_above_the_shared_layer_needs_no_read() -> None:
+    l1 = LRUCache()
+    l1.put("k", ANSWER)
+    cache = LayeredCache([l1, PeekableLayer(), SkippingLayer(skips=True)])
+    assert cache.get_or_peek("k", lambda _peek: True) == (ANSWER, None)
+    assert cache.hits == [1, 0, 0]

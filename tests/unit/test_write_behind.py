@@ -87,3 +87,23 @@ def test_a_failing_store_drops_the_batch_with_a_warning(
         cache.flush()  # must not raise: a cache write is never worth failing a call
     assert "could not store 1 cache entries" in caplog.text
     cache.close()
+
+
+class _Covered:
+    """An L2 coverage that always holds everything (SQL reads are skipped)."""
+
+    def covers(self) -> bool:
+        return True
+
+
+def test_a_queued_key_is_never_said_to_be_skipped(engine: Engine) -> None:
+    layer = SQLResponseCache(SQLCache(engine), coverage=_Covered())  # type: ignore[arg-type]
+    cache = WriteBehindCache(layer, flush_interval=60)
+    try:
+        cache.put("queued", _response("q"))
+        assert not cache.skips_read("queued")  # only the queue has it: it must be read
+        assert cache.skips_read("other")
+        layer.coverage = None
+        assert not cache.skips_read("other")  # SQL is read again: it may answer
+    finally:
+        cache.close()

@@ -13,11 +13,13 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMRequest
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
     "NoGate",
+    "PeekingGate",
     "ProviderGate",
     "estimate_tokens",
     "provider_gate",
@@ -45,6 +47,21 @@ class ProviderGate(Protocol):
 
     async def arun(
         self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]
+    ) -> T: ...
+
+
+class PeekingGate(ProviderGate, Protocol):
+    """A gate that can also read a shared cache entry in its own round trip (see
+    :mod:`dspyq.lm.cache_peek`): ``run`` then answers from the entry when it is there."""
+
+    def can_peek(self, peek: CachePeek) -> bool: ...
+
+    def run(
+        self,
+        provider: str,
+        estimated_tokens: int,
+        fn: Callable[[], T],
+        peek: CachePeek | None = None,
     ) -> T: ...
 
 

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from pydantic import SecretStr
@@ -28,9 +28,11 @@ from dspyq.core.context import current
 from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
 from dspyq.lm.cache import default_cache
+from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
 from dspyq.lm.degrade import stale_answer
-from dspyq.lm.gate import estimate_tokens, provider_gate
+from dspyq.lm.gate import PeekingGate, estimate_tokens, provider_gate
+from dspyq.lm.layered_cache import LayeredCache
 from dspyq.lm.observe import report_lm_request
 from dspyq.lm.pricing import Price, PriceTable, price_table
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
@@ -222,6 +224,18 @@ class LM:
     def _cached(call: PreparedCall) -> LMResponse | None:
         return default_cache().get(call.key) if call.key is not None else None
 
+    @staticmethod
+    def _cached_or_peek(call: PreparedCall) -> tuple[LMResponse | None, CachePeek | None]:
+        """As :meth:`_cached`, but a shared layer's read may be left to the gate, to make
+        in its own Redis round trip (see :mod:`dspyq.lm.cache_peek`)."""
+        if call.key is None:
+            return None, None
+        cache = default_cache()
+        can_peek = getattr(provider_gate(), "can_peek", None)
+        if can_peek is not None and isinstance(cache, LayeredCache):
+            return cache.get_or_peek(call.key, can_peek)
+        return cache.get(call.key), None
+
     # --- recording ------------------------------------------------------------------------
 
     def _cost(self, response: LMResponse) -> tuple[float, bool]:
@@ -314,9 +328,17 @@ class LM:
 
     # --- one provider attempt, through the gate (rate limiter, circuit breaker) -------------
 
-    def _gated(self, call: PreparedCall, send: Callable[[], T]) -> T:
-        call.report_redaction(self.provider_name, self.model)
-        return provider_gate().run(self.provider_name, estimate_tokens(call.request), send)
+    def _gated(self, call: PreparedCall, send: Callable[[], T], peek: CachePeek | None = None) -> T:
+        if peek is None:
+            call.report_redaction(self.provider_name, self.model)
+            return provider_gate().run(self.provider_name, estimate_tokens(call.request), send)
+
+        def sending() -> T:  # the request leaves only if the cache did not answer
+            call.report_redaction(self.provider_name, self.model)
+            return send()
+
+        gate = cast(PeekingGate, provider_gate())
+        return gate.run(self.provider_name, estimate_tokens(call.request), sending, peek)
 
     async def _agated(self, call: PreparedCall, send: Callable[[], Awaitable[T]]) -> T:
         call.report_redaction(self.provider_name, self.model)
@@ -372,13 +394,13 @@ class LM:
         send = current().get("send_stream")
         if send is not None and call.request.n == 1:
             return self._forward_streamed(call, started, send)
-        cached = self._cached(call)
+        cached, peek = self._cached_or_peek(call)
         if cached is not None:
             self._record(call, cached, started, cache_hit=True)
             return cached
         try:
             response = call.policy.call(
-                lambda: self._gated(call, lambda: self.provider.complete(call.request))
+                lambda: self._gated(call, lambda: self.provider.complete(call.request), peek)
             )
         except Exception as error:
             stale = self._stale(call, error)
@@ -387,7 +409,8 @@ class LM:
                 raise
             self._record(call, stale, started, cache_hit=True, stale=True)
             return stale
-        self._record(call, response, started, cache_hit=False)
+        hit = peek is not None and response is peek.hit
+        self._record(call, response, started, cache_hit=hit)
         return response
 
     async def aforward(

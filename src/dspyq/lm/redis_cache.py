@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMResponse
 from dspyq.resilience.redis_client import redis_errors
 
@@ -58,12 +59,18 @@ class RedisCache:
         name = self.redis_key(key)
         with redis_errors("LM cache read", cache_key=name):
             raw = self.redis.get(name)
-        if raw is None:
-            return None
+        return None if raw is None else self._read(key, raw)
+
+    def peek(self, key: str) -> CachePeek:
+        """The read of ``key`` for a provider gate on this Redis to make (see
+        :mod:`dspyq.lm.cache_peek`)."""
+        return CachePeek(self.redis, self.redis_key(key), lambda raw: self._read(key, raw))
+
+    def _read(self, key: str, raw: bytes | str) -> LMResponse | None:
         try:
             return LMResponse.model_validate_json(raw)
         except ValidationError:
-            logger.warning("dropping unreadable LM cache entry %s", name)
+            logger.warning("dropping unreadable LM cache entry %s", self.redis_key(key))
             self.delete(key)
             return None
 

@@ -16,6 +16,7 @@ import logging
 import threading
 from typing import Protocol
 
+from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMResponse
 
 __all__ = ["BatchWritableCache", "WriteBehindCache"]
@@ -55,6 +56,26 @@ class WriteBehindCache:
         with self._lock:
             queued = self._queued.get(key)
         return queued if queued is not None else self.layer.get(key)
+
+    def peek(self, key: str) -> LMResponse | CachePeek | None:
+        """A queued answer, or the wrapped layer's read for a gate to make (see
+        :mod:`dspyq.lm.cache_peek`); None if the layer cannot hand its read over."""
+        with self._lock:
+            queued = self._queued.get(key)
+        if queued is not None:
+            return queued
+        peek = getattr(self.layer, "peek", None)
+        return None if peek is None else peek(key)
+
+    def skips_read(self, key: str) -> bool:
+        """Whether a read of ``key`` would miss without asking anyone: nothing queued
+        under it, and the wrapped layer says it skips its reads now (see
+        :meth:`LayeredCache.get_or_peek`)."""
+        with self._lock:
+            if key in self._queued:
+                return False
+        skips = getattr(self.layer, "skips_reads", None)
+        return bool(skips()) if skips is not None else False
 
     def get_stale(self, key: str, max_age: float | None = None) -> LMResponse | None:
         """The wrapped layer's answer past its TTL (queued entries are fresh: ``get`` has them)."""

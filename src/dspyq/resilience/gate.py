@@ -27,12 +27,13 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.exceptions import NoScriptError
 
 from dspyq.core import observe
 from dspyq.errors import CircuitOpenError, RateLimitExceededError
+from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMResponse
 from dspyq.resilience.breaker import Admission, CircuitBreaker, RedisBreakerStorage
 from dspyq.resilience.ratelimit import RateLimiter
@@ -132,25 +133,52 @@ class RedisProviderGate:
         with self._lock:
             self._guards = {}
 
-    def run(self, provider: str, estimated_tokens: int, fn: Callable[[], T]) -> T:
-        """One attempt at ``provider``: limiter, then breaker, then ``fn``."""
+    def run(
+        self,
+        provider: str,
+        estimated_tokens: int,
+        fn: Callable[[], T],
+        peek: CachePeek | None = None,
+    ) -> T:
+        """One attempt at ``provider``: limiter, then breaker, then ``fn``.
+
+        With a ``peek`` (see :meth:`can_peek`) the cache entry is read in the same round
+        trip; if it is there, it is the answer (``peek.hit``): ``fn`` is not called and
+        no rate-limit budget is spent.
+        """
         guards = self.guards(provider)
         tokens = self._budgeted(guards.limiter, estimated_tokens)
-        admission = self._admission(provider, guards, tokens)
+        if peek is not None and not peek.usable:
+            peek = None  # a retry of a call whose entry Redis could not read
+        admission = self._admission(provider, guards, tokens, peek)
+        if admission is None:
+            assert peek is not None and peek.hit is not None
+            return cast(T, peek.hit)
         result = guards.breaker.call_admitted(admission, fn)
         self._settle(guards.limiter, tokens, result)
         return result
 
-    def _admission(self, provider: str, guards: ProviderGuards, tokens: int) -> Admission:
+    def can_peek(self, peek: CachePeek) -> bool:
+        """Whether this gate can make ``peek``'s read: its entry is in this gate's Redis."""
+        return peek.redis is self.redis
+
+    def _admission(
+        self, provider: str, guards: ProviderGuards, tokens: int, peek: CachePeek | None = None
+    ) -> Admission | None:
         """The breaker's admission once the limiter grants the request, waiting here for
         the limiter up to ``max_inline_wait`` (beyond that: RateLimitExceededError, with
-        ``retry_after``). Every try asks the limiter and the breaker in one round trip."""
+        ``retry_after``); None when ``peek`` found the answer in the cache. Every try asks
+        the cache, the limiter and the breaker in one round trip."""
         limiter = guards.limiter
         start = time.monotonic()
         while True:
-            admission, wait = self._admitted_at_once(guards, tokens)
-            if admission is not None:
+            admission, wait = self._admitted_at_once(guards, tokens, peek)
+            if admission is not None or (peek is not None and peek.hit is not None):
                 return admission
+            if peek is not None and not peek.usable:
+                peek = None  # the cache could not be read: ask without it
+            if wait == 0.0:
+                continue  # the entry came or went between the read and the limiter
             try:
                 pause = limiter.sleep_time(wait, start, self.max_inline_wait)
             except RateLimitExceededError as error:
@@ -160,37 +188,67 @@ class RedisProviderGate:
             time.sleep(pause)
 
     def _admitted_at_once(
-        self, guards: ProviderGuards, tokens: int
+        self, guards: ProviderGuards, tokens: int, peek: CachePeek | None = None
     ) -> tuple[Admission | None, float]:
-        """Ask the limiter and the breaker in one Redis round trip: the breaker's
-        admission if the limiter granted the request, else None and the limiter's wait
-        (the breaker's answer is then not used: a probe's turn is given back). Raises
-        CircuitOpenError when the limiter granted the request and the breaker is open."""
+        """Ask the limiter and the breaker (and read ``peek``'s entry) in one Redis round
+        trip: the breaker's admission if the limiter granted the request, else None and
+        the limiter's wait (0.0 when the limiter was not asked because the entry was
+        there; the breaker's answer is then not used: a probe's turn is given back).
+        Raises CircuitOpenError when the limiter granted the request and the breaker is
+        open. A cached answer found sets ``peek.hit`` and wins over a grant."""
         limiter, breaker = guards.limiter, guards.breaker
         with redis_errors("provider gate", provider=limiter.name):
             try:
-                limit_reply, admit_reply = self._ask_both(guards, tokens)
+                raw, limit_reply, admit_reply = self._ask_both(guards, tokens, peek)
             except NoScriptError:  # Redis restarted or was flushed: load the scripts again
                 limiter.load_scripts()
                 breaker.storage.load_scripts()
-                limit_reply, admit_reply = self._ask_both(guards, tokens)
+                raw, limit_reply, admit_reply = self._ask_both(guards, tokens, peek)
         admission = RedisBreakerStorage.admission(admit_reply)
         decision = limiter.decision(limit_reply)
+        if peek is not None and self._found(peek, raw):
+            # Nothing will be sent. The limiter was not asked (or, had the entry just
+            # expired, granted a request that is not made: budget unused, never overspent).
+            self._give_back(breaker, admission)
+            return None, 0.0
         if decision.granted:
             return breaker.admitted(admission), 0.0
         # Whether the breaker is open is said once the limiter grants a request; a probe's
         # turn given here goes back.
-        with contextlib.suppress(CircuitOpenError):
-            breaker.give_back(breaker.admitted(admission))
+        self._give_back(breaker, admission)
         return None, decision.wait
 
-    def _ask_both(self, guards: ProviderGuards, tokens: int) -> list[Any]:
-        """The limiter's and the breaker's replies, from one pipeline."""
+    @staticmethod
+    def _give_back(breaker: CircuitBreaker, admission: tuple[int, float, str, int]) -> None:
+        with contextlib.suppress(CircuitOpenError):
+            breaker.give_back(breaker.admitted(admission))
+
+    @staticmethod
+    def _found(peek: CachePeek, raw: Any) -> bool:
+        if isinstance(raw, Exception):  # the entry could not be read: a miss, not a failure
+            logger.warning("could not read LM cache entry %s: %s", peek.key, raw)
+            peek.usable = False
+            return False
+        return peek.found(raw)
+
+    def _ask_both(
+        self, guards: ProviderGuards, tokens: int, peek: CachePeek | None
+    ) -> tuple[Any, Any, Any]:
+        """The cache entry's raw value (None without ``peek``; an exception if it could
+        not be read), the limiter's and the breaker's replies, from one pipeline. The
+        limiter is asked only if the entry is absent."""
         breaker = guards.breaker
         with self.redis.pipeline(transaction=False) as pipe:
-            guards.limiter.queue_attempt(pipe, tokens)
+            if peek is not None:
+                pipe.get(peek.key)
+            guards.limiter.queue_attempt(pipe, tokens, peek.key if peek is not None else None)
             breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
-            return list(pipe.execute())
+            replies = list(pipe.execute(raise_on_error=False))
+        raw = replies.pop(0) if peek is not None else None
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return raw, replies[0], replies[1]
 
     async def arun(self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]) -> T:
         """Async twin of :meth:`run`; Redis calls run off the event loop."""

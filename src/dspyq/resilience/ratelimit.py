@@ -78,14 +78,17 @@ local function trim_tokens(tokens_key, meta_key, now)
 end
 """
 
-# KEYS: requests log, tokens log, meta hash (its field "last" is the last grant time).
+# KEYS: requests log, tokens log, meta hash (its field "last" is the last grant time),
+# and optionally a cached answer's key: while that exists, nothing is granted or spent.
 # ARGV: limit, period_us, token budget (0 = none), tokens, ttl_ms, spacing_us.
-# Returns {wait_us, now_us}; wait_us == 0 means granted (and recorded).
+# Returns {wait_us, now_us}; wait_us == 0 means granted (and recorded), -1 answered
+# from the cache.
 _ACQUIRE = (
     _TRIM_TOKENS
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {-1, now} end
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
@@ -212,6 +215,8 @@ class Decision:
     """Seconds until the request would fit (0.0 when granted)."""
     at: float
     """Redis server time of the decision, in seconds since the epoch."""
+    cached: bool = False
+    """Not asked: the cached answer the request named exists (see :meth:`queue_attempt`)."""
 
 
 @dataclass(frozen=True)
@@ -321,12 +326,20 @@ class RateLimiter:
             reply = self._acquire_script(keys=keys, args=args)
         return self.decision(reply)
 
-    def queue_attempt(self, pipe: Any, tokens: int = 0) -> None:
+    def queue_attempt(self, pipe: Any, tokens: int = 0, unless_exists: str | None = None) -> None:
         """Add :meth:`attempt` to the Redis pipeline ``pipe``, to share its round trip;
         read its reply with :meth:`decision`. The pipeline must be executed by the
         caller, who handles a script Redis does not know yet (``NoScriptError``) with
-        :meth:`load_scripts`."""
+        :meth:`load_scripts`.
+
+        ``unless_exists``: a key (a cached answer's) whose existence means the request
+        will not be made: then nothing is granted or spent, and the decision says
+        ``cached``. Checked in the same script, so no request is counted for an answer
+        that is there when the limiter decides.
+        """
         keys, args = self._acquire_call(tokens)
+        if unless_exists is not None:
+            keys.append(unless_exists)
         pipe.evalsha(self._acquire_script.sha, len(keys), *keys, *args)
 
     def load_scripts(self) -> None:
@@ -337,9 +350,10 @@ class RateLimiter:
     @staticmethod
     def decision(reply: Any) -> Decision:
         """The :class:`Decision` a reply of the acquire script stands for."""
-        wait_us, now_us = reply
-        wait = int(wait_us) / _US
-        return Decision(granted=wait == 0, wait=wait, at=int(now_us) / _US)
+        wait_us, now_us = int(reply[0]), int(reply[1])
+        if wait_us < 0:
+            return Decision(granted=False, wait=0.0, at=now_us / _US, cached=True)
+        return Decision(granted=wait_us == 0, wait=wait_us / _US, at=now_us / _US)
 
     def _acquire_call(self, tokens: int) -> tuple[list[str], list[int]]:
         if tokens < 0:

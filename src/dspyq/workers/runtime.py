@@ -88,9 +88,13 @@ class SQLResponseCache:
         self.coverage = coverage
 
     def get(self, key: str) -> LMResponse | None:
-        if self.coverage is not None and self.coverage.covers():
+        if self.skips_reads():
             return None
         return self._read(self.store, key)
+
+    def skips_reads(self) -> bool:
+        """True while the L2 cache above holds every live entry: a read would miss."""
+        return self.coverage is not None and self.coverage.covers()
 
     def latest_expiry(self) -> float | None:
         """When the last live entry of the whole cache table expires (see
