@@ -13,7 +13,6 @@ each process, and the workers' memory.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -41,20 +40,7 @@ QUEUE = lm_queue("openai")
 def _celery_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """The same batch as a bare Celery task that sleeps like the LM: Celery's own ceiling."""
     with deployment(args.db, latency=args.latency) as (cluster, _fake, _tmp):
-        for n in range(args.workers):
-            name = f"sleep{n}"
-            cluster.start_command(
-                name,
-                [
-                    sys.executable, "-m", "celery", "-A", "noop_app", "worker",
-                    "-Q", QUEUE,
-                    "-c", str(args.concurrency),
-                    "-P", args.exec_pool,
-                    "--hostname", f"{name}@%h",
-                    "--loglevel", "warning",
-                ],
-                PYTHONPATH="bench",
-            )  # fmt: skip
+        cluster.start_bare_workers("sleep", args.workers, args.concurrency, args.exec_pool)
         app = cluster.client.app
 
         def send(count: int) -> list[str]:

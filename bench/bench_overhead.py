@@ -25,7 +25,6 @@ all three alike.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -70,20 +69,9 @@ def _measure_celery(
 ) -> dict[str, Any]:
     app = cluster.client.app
     payload = _celery_request(_program())
-    for n in range(args.processes):
-        name = f"{task.replace('.', '-')}{n}"
-        cluster.start_command(
-            name,
-            [
-                sys.executable, "-m", "celery", "-A", "noop_app", "worker",
-                "-Q", QUEUE,
-                "-c", str(args.concurrency),
-                "-P", args.exec_pool,
-                "--hostname", f"{name}@%h",
-                "--loglevel", "warning",
-            ],
-            PYTHONPATH="bench",
-        )  # fmt: skip
+    cluster.start_bare_workers(
+        task.replace(".", "-"), args.processes, args.concurrency, args.exec_pool
+    )
 
     def send(count: int) -> list[str]:
         with app.producer_or_acquire() as producer:

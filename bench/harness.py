@@ -41,6 +41,7 @@ from celery import Celery
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from dspyq.tasks.app import lm_queue
 from dspyq.testing import FakeLMServer
 from dspyq.testing.cluster import Cluster
 
@@ -200,6 +201,29 @@ class BenchCluster(Cluster):
                 "--loglevel", "warning",
             ]  # fmt: skip
             self.start_command(name, argv)
+            names.append(name)
+        return names
+
+    def start_bare_workers(
+        self, prefix: str, count: int, concurrency: int, exec_pool: str = "threads"
+    ) -> list[str]:
+        """Start ``count`` bare Celery workers of ``bench/noop_app.py`` on the openai pool's
+        queue, under the same environment and app configuration as dspyq's workers."""
+        names = []
+        for n in range(count):
+            name = f"{prefix}{n}"
+            self.start_command(
+                name,
+                [
+                    sys.executable, "-m", "celery", "-A", "noop_app", "worker",
+                    "-Q", lm_queue("openai"),
+                    "-c", str(concurrency),
+                    "-P", exec_pool,
+                    "--hostname", f"{name}@%h",
+                    "--loglevel", "warning",
+                ],
+                PYTHONPATH="bench",
+            )  # fmt: skip
             names.append(name)
         return names
 
