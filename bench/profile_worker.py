@@ -85,7 +85,8 @@ def main() -> None:
         samples: Counter[str] = Counter()
         for line in out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            samples[bucket_of(stack)] += int(count)
+            if count.isdigit():  # py-spy may misread a frame's name across lines
+                samples[bucket_of(stack)] += int(count)
     total = sum(samples.values()) or 1
     for name, _ in BUCKETS:
         report.add(component=name, share=f"{100 * samples[name] / total:.1f}%")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy import Engine
 
 from dspyq.events import Event
 from dspyq.store import EventStore, ExecutionStore
-from dspyq.store.attempts import AttemptRecorder, PendingStart, pending_start
+from dspyq.store.attempts import AfterCommit, AttemptRecorder, PendingStart, pending_start
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +175,64 @@ def test_grouped_starts_and_successes_of_many_threads_are_each_recorded_once(
     ids = _event_ids(store_engine)
     assert len(ids) == len(set(ids))  # every event once
     assert sum(1 for i in ids if i.endswith(":complete")) == 36
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "grouped"])
+def test_after_commit_runs_once_the_success_is_committed(
+    store_engine: Engine, grouped: bool
+) -> None:
+    recorder = AttemptRecorder(store_engine, grouped=grouped)
+    executions = ExecutionStore(store_engine)
+    calls: list[list[str]] = []
+    lock = threading.Lock()
+
+    def publish(items: list[str]) -> None:
+        # Every item's success is visible to other connections by now.
+        assert all(executions.get(item).status == "succeeded" for item in items)  # type: ignore[union-attr]
+        with lock:
+            calls.append(items)
+
+    def job(n: int) -> bool:
+        _start(recorder, task_id=f"t{n}")
+        after = AfterCommit(publish, f"t{n}")
+        return recorder.succeed(f"t{n}", {"n": n}, duration_ms=1.0, after=after)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(job, range(24)))
+    published = [item for items in calls for item in items]
+    assert sorted(published) == sorted(f"t{n}" for n in range(24))  # each once
+    if not grouped:
+        assert all(len(items) == 1 for items in calls)
+
+
+def test_a_failing_after_commit_fails_only_its_callers_and_keeps_the_records(
+    store_engine: Engine,
+) -> None:
+    recorder = AttemptRecorder(store_engine, grouped=True)
+    executions = ExecutionStore(store_engine)
+    published: list[str] = []
+
+    def publish(items: list[str]) -> None:
+        if any(item.startswith("bad") for item in items):
+            raise RuntimeError("result backend down")
+        published.extend(items)
+
+    def job(task_id: str) -> str:
+        _start(recorder, task_id=task_id)
+        try:
+            recorder.succeed(task_id, {}, duration_ms=1.0, after=AfterCommit(publish, task_id))
+        except RuntimeError as exc:
+            return str(exc)
+        return "ok"
+
+    names = [f"{'bad' if n % 4 == 0 else 'good'}{n}" for n in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = dict(zip(names, pool.map(job, names), strict=True))
+    assert {name for name, outcome in outcomes.items() if outcome != "ok"} == {
+        name for name in names if name.startswith("bad")
+    }
+    assert sorted(published) == sorted(name for name in names if name.startswith("good"))
+    assert all(executions.get(name).status == "succeeded" for name in names)  # type: ignore[union-attr]
 
 
 def _pending(task_id: str, node: str = "nb") -> PendingStart:

@@ -35,7 +35,7 @@ from dspyq.store.group_commit import GroupCommit
 from dspyq.store.lm_requests import insert_lm_requests
 from dspyq.store.models import EventRecord, ExecutionRecord
 
-__all__ = ["AttemptRecorder", "AttemptStart", "PendingStart", "pending_start"]
+__all__ = ["AfterCommit", "AttemptRecorder", "AttemptStart", "PendingStart", "pending_start"]
 
 _TERMINAL = ("succeeded", "failed")
 
@@ -106,11 +106,24 @@ def pending_start(
 
 
 @dataclass(frozen=True)
+class AfterCommit:
+    """What to do once a success is committed: ``run(items)``, given this ``item``.
+
+    The successes committed together run their ``run`` once, with all their items (a
+    batch's results go to Redis in one round trip, by the thread that committed them).
+    """
+
+    run: Callable[[list[Any]], object]
+    item: Any
+
+
+@dataclass(frozen=True)
 class _Success:
     task_id: str
     row: dict[str, Any]
     events: Sequence[Event]
     lm_requests: Sequence[dict[str, Any]]
+    after: AfterCommit | None = None
 
 
 class AttemptRecorder:
@@ -179,13 +192,16 @@ class AttemptRecorder:
         duration_ms: float,
         correlation_id: str | None = None,
         node: str | None = None,
+        after: AfterCommit | None = None,
     ) -> bool:
         """Record the outputs and usage and store ``events``; the first success wins.
 
         As :meth:`ExecutionStore.mark_succeeded`: returns False and leaves the row as it
         is if the execution already succeeded; overrides a failure; creates the row if
         the task was never recorded. ``events`` and ``lm_requests`` rows (as built by
-        :meth:`LMRequestStore.row`) are stored either way, once by id.
+        :meth:`LMRequestStore.row`) are stored either way, once by id. ``after`` runs
+        once they are committed, before this returns; if it raises, so does this (the
+        records stay committed).
         """
         now = utcnow()
         row = {
@@ -204,7 +220,7 @@ class AttemptRecorder:
             "finished_at": now,
             "duration_ms": duration_ms,
         }
-        return self._succeed(_Success(task_id, row, events, lm_requests))
+        return self._succeed(_Success(task_id, row, events, lm_requests, after))
 
     def record(
         self, events: Sequence[Event] = (), lm_requests: Sequence[dict[str, Any]] = ()
@@ -272,7 +288,8 @@ class AttemptRecorder:
                 [event for success in successes for event in success.events],
                 [row for success in successes for row in success.lm_requests],
             )
-            return firsts
+        _run_after(successes)
+        return firsts
 
     # --- internals ------------------------------------------------------------------------
 
@@ -298,6 +315,20 @@ class AttemptRecorder:
         if statements is None:
             statements = self._statements[name] = _build(conn)
         return statements
+
+
+def _run_after(successes: Sequence[_Success]) -> None:
+    """Each ``after`` of ``successes`` (committed), once per function with all its items.
+
+    If one fails, the group is written again one success at a time (idempotent), so the
+    error reaches only the callers it concerns.
+    """
+    groups: dict[Callable[[list[Any]], object], list[Any]] = {}
+    for success in successes:
+        if success.after is not None:
+            groups.setdefault(success.after.run, []).append(success.after.item)
+    for run, items in groups.items():
+        run(items)
 
 
 def _build(conn: Connection) -> _Statements:

@@ -31,7 +31,8 @@ from celery import Celery, Task, shared_task, states
 from celery.canvas import Signature
 
 from dspyq.errors import DspyqError
-from dspyq.store.attempts import AttemptStart
+from dspyq.resilience.redis_client import redis_errors
+from dspyq.store.attempts import AfterCommit, AttemptStart
 from dspyq.store.group_commit import GroupCommit
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import cancelled_and_states
@@ -136,6 +137,13 @@ class _JobTask:
         self.request = _JobRequest(
             id=item.task_id, kwargs={"request": item.request}, delivery_info=delivery_info
         )
+        self.result = _Result(batch.app, item.task_id)
+
+    def after_success(self, result: dict[str, Any]) -> AfterCommit:
+        """Store ``result`` in the result backend with the success's records, once they
+        are committed: the thread that commits a group stores its results together."""
+        self.result.value = result
+        return AfterCommit(_store_committed_results, self.result)
 
     def replace(self, sig: Signature) -> NoReturn:
         options = {k: v for k, v in sig.options.items() if k in {"queue", "countdown"}}
@@ -199,7 +207,9 @@ def _run_job(
     except Exception as exc:
         _job_failed(batch, item, exc)
         return
-    _results((batch.app, item.task_id, result))
+    if not job.result.stored:  # a success recorded earlier, returned without a new commit
+        job.result.value = result
+        _results(job.result)
 
 
 def _job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
@@ -308,32 +318,50 @@ def _set_state(pipe: Any, backend: Any, task_id: str, state: str, result: Any) -
     pipe.publish(key, value)
 
 
-_Done = tuple[Celery, str, dict[str, Any]]
+@dataclass
+class _Result:
+    """A batch job's result, on its way to the result backend."""
+
+    app: Celery
+    task_id: str
+    value: dict[str, Any] = field(default_factory=dict)
+    stored: bool = False
 
 
-def _store_results(done: Sequence[_Done]) -> list[None]:
+def _store_results(results: Sequence[_Result]) -> list[None]:
     """Store the results of jobs that succeeded together, one round trip per app.
 
     Unlike ``mark_as_done`` this does not read each job's state first (Celery does, so
     as not to overwrite a SUCCESS): a job's result comes from its SQL record, which a
     second delivery returns unchanged, so writing it again changes nothing.
     """
-    by_app: dict[int, list[_Done]] = {}
-    for entry in done:
-        by_app.setdefault(id(entry[0]), []).append(entry)
+    by_app: dict[int, list[_Result]] = {}
+    for result in results:
+        by_app.setdefault(id(result.app), []).append(result)
     for entries in by_app.values():
-        backend = entries[0][0].backend  # this thread's own client, as Celery gives each
+        backend = entries[0].app.backend  # this thread's own client, as Celery gives each
         with backend.client.pipeline(transaction=False) as pipe:
-            for _, task_id, result in entries:
-                _set_state(pipe, backend, task_id, states.SUCCESS, result)
+            for entry in entries:
+                _set_state(pipe, backend, entry.task_id, states.SUCCESS, entry.value)
             pipe.execute()
-    return [None] * len(done)
+        for entry in entries:
+            entry.stored = True
+    return [None] * len(results)
 
 
-_results: GroupCommit[_Done, None] = GroupCommit(
-    _store_results, lambda done: _store_results([done])[0], name="results"
+def _store_committed_results(results: list[_Result]) -> None:
+    """:func:`_store_results` for successes just committed. Redis being unreachable is
+    an outage, not the job's failure: the job is sent again, finds its success recorded
+    and stores its result then."""
+    with redis_errors("storing job results"):
+        _store_results(results)
+
+
+_results: GroupCommit[_Result, None] = GroupCommit(
+    _store_results, lambda result: _store_results([result])[0], name="results"
 )
-"""Batch jobs' results that arrive together are stored together."""
+"""Results of batch jobs that did not commit a success of their own (one recorded by
+an earlier delivery) are stored together too."""
 
 
 DEFAULT_JOB_SLOTS = 8

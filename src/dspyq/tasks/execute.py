@@ -248,6 +248,17 @@ def _run(
     usage = _usage(lm)
     stale = any(entry.get("stale") for entry in lm.history)
     held_events, held_rows = pending.events, pending.lm_requests
+    result = ExecutionResult(
+        outputs=outputs,
+        correlation_id=request.correlation_id,
+        lm=request.lm,
+        duration_ms=duration_ms,
+        stale=stale,
+        **usage,
+    ).model_dump()
+    # A batch's job stores its result once its records are committed, with the others
+    # committed together (see dspyq.tasks.batch); a task of its own returns it to Celery.
+    after_success = getattr(task, "after_success", None)
     # One transaction: outputs and usage on the row, the LM calls' events and rows held
     # back while the job ran, and the completion event.
     env.recorder.succeed(
@@ -272,17 +283,11 @@ def _run(
         duration_ms=duration_ms,
         correlation_id=request.correlation_id,
         node=env.node,
+        after=after_success(result) if after_success is not None else None,
         **usage,
     )
     pending.discard(held_events, held_rows)
-    return ExecutionResult(
-        outputs=outputs,
-        correlation_id=request.correlation_id,
-        lm=request.lm,
-        duration_ms=duration_ms,
-        stale=stale,
-        **usage,
-    ).model_dump()
+    return result
 
 
 def _write_pending(env: TaskEnvironment, pending: PendingRecords, *also: Event) -> None:
