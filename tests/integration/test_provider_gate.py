@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import redis
-from redis.client import Pipeline
 
 from dspyq.errors import CircuitOpenError, ProviderUnavailableError, RateLimitExceededError
 from dspyq.lm.redis_cache import RedisCache
@@ -20,29 +19,37 @@ from dspyq.settings import Settings
 pytestmark = pytest.mark.integration
 
 
+class _CountingConnection(redis.Connection):
+    """A connection that counts the writes it sends: one per round trip."""
+
+    sent: list[int]
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self.sent[0] += 1
+        super().send_packed_command(command, check_health)
+
+
 class CountingRedis(redis.Redis):
-    """A real client that counts its round trips to Redis (a pipeline is one)."""
+    """A real client that counts its round trips to Redis, whatever way each is made
+    (a command, a pipeline, or commands sent together on a connection)."""
 
-    round_trips = 0
+    _sent: list[int]
 
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.round_trips += 1
-        return super().execute_command(*args, **options)
+    @property
+    def round_trips(self) -> int:
+        return self._sent[0]
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
-        owner = self
-
-        class _Counted(Pipeline):
-            def execute(self, raise_on_error: bool = True) -> list[Any]:
-                owner.round_trips += 1
-                return super().execute(raise_on_error)
-
-        return _Counted(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+    @round_trips.setter
+    def round_trips(self, value: int) -> None:
+        self._sent[0] = value
 
 
 @pytest.fixture
 def counting(redis_url: str) -> Iterator[CountingRedis]:
-    conn = CountingRedis.from_url(redis_url)
+    sent = [0]
+    connection_class = type("Counting", (_CountingConnection,), {"sent": sent})
+    conn = CountingRedis.from_url(redis_url, connection_class=connection_class)
+    conn._sent = sent
     yield conn
     conn.close()
 

@@ -37,7 +37,7 @@ from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMResponse
 from dspyq.resilience.breaker import Admission, CircuitBreaker, RedisBreakerStorage
 from dspyq.resilience.ratelimit import RateLimiter
-from dspyq.resilience.redis_client import redis_errors
+from dspyq.resilience.redis_client import ThreadRoundTrips, redis_errors
 from dspyq.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class RedisProviderGate:
         if max_inline_wait < 0:
             raise ValueError(f"max_inline_wait must be >= 0, got {max_inline_wait}")
         self.redis = redis
+        self._round_trips = ThreadRoundTrips(redis)  # the round trip of every LM call
         self.settings = settings or get_settings()
         self.key_prefix = key_prefix
         self.max_inline_wait = max_inline_wait
@@ -235,15 +236,15 @@ class RedisProviderGate:
         self, guards: ProviderGuards, tokens: int, peek: CachePeek | None
     ) -> tuple[Any, Any, Any]:
         """The cache entry's raw value (None without ``peek``; an exception if it could
-        not be read), the limiter's and the breaker's replies, from one pipeline. The
+        not be read), the limiter's and the breaker's replies, from one round trip. The
         limiter is asked only if the entry is absent."""
         breaker = guards.breaker
-        with self.redis.pipeline(transaction=False) as pipe:
-            if peek is not None:
-                pipe.get(peek.key)
-            guards.limiter.queue_attempt(pipe, tokens, peek.key if peek is not None else None)
-            breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
-            replies = list(pipe.execute(raise_on_error=False))
+        pipe = self._round_trips.batch()
+        if peek is not None:
+            pipe.get(peek.key)
+        guards.limiter.queue_attempt(pipe, tokens, peek.key if peek is not None else None)
+        breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
+        replies = pipe.execute()
         raw = replies.pop(0) if peek is not None else None
         for reply in replies:
             if isinstance(reply, Exception):

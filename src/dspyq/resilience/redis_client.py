@@ -14,6 +14,9 @@ Redis errors never reach users raw: :func:`redis_errors` turns them into
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +29,7 @@ from redis.retry import Retry
 from dspyq.errors import ConfigurationError, RedisOperationError, RedisUnavailableError
 from dspyq.settings import get_settings
 
-__all__ = ["redacted_url", "redis_errors", "redis_from_url"]
+__all__ = ["CommandBatch", "ThreadRoundTrips", "redacted_url", "redis_errors", "redis_from_url"]
 
 
 def redacted_url(url: str) -> str:
@@ -112,3 +115,84 @@ def redis_from_url(
         if check:
             client.ping()
     return client
+
+
+class ThreadRoundTrips:
+    """Commands sent to Redis together, on a connection the calling thread keeps.
+
+    What a pipeline without a transaction does, for the round trip every LM call makes
+    (the gate's): redis-py's pipeline object, command wrappers, pool checkout and
+    response callbacks cost a worker about 40 µs of CPU per round trip, where packing
+    the commands and reading the replies on a connection takes 18. Each thread keeps one
+    connection of ``client``'s pool (given back when the thread ends); replies come raw,
+    as the commands' own (no response callbacks). A dropped connection is retried as
+    ``client``'s pipelines are (its ``Retry``), a timeout is not.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._local = threading.local()
+
+    def batch(self) -> CommandBatch:
+        """An empty batch of commands, to fill and :meth:`CommandBatch.execute`."""
+        return CommandBatch(self)
+
+    def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies; a reply that is an
+        error comes back as the exception, in its place (as ``raise_on_error=False``)."""
+        kept: _KeptConnection | None = getattr(self._local, "kept", None)
+        if kept is None or kept.pid != os.getpid():
+            kept = self._local.kept = _KeptConnection(self._pool)
+        conn = kept.conn
+        return conn.retry.call_with_retry(
+            lambda: self._exchange(conn, commands), lambda _error: conn.disconnect()
+        )
+
+    @staticmethod
+    def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # the others' replies still follow
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse it as it is
+            raise
+
+
+class CommandBatch:
+    """Commands for one :class:`ThreadRoundTrips` round trip, queued as on a pipeline."""
+
+    __slots__ = ("_commands", "_trips")
+
+    def __init__(self, trips: ThreadRoundTrips) -> None:
+        self._trips = trips
+        self._commands: list[tuple[Any, ...]] = []
+
+    def get(self, key: str) -> None:
+        self._commands.append(("GET", key))
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> None:
+        self._commands.append(("EVALSHA", sha, numkeys, *keys_and_args))
+
+    def execute(self) -> list[Any]:
+        """The replies, in order; errors in their places as exceptions."""
+        return self._trips.send(self._commands) if self._commands else []
+
+
+class _KeptConnection:
+    """A connection held by one thread, given back to its pool when the thread ends."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.pid = os.getpid()
+        self.conn = pool.get_connection()
+
+    def __del__(self) -> None:
+        if self.pid == os.getpid():
+            with contextlib.suppress(Exception):  # the pool may be gone at interpreter exit
+                self.pool.release(self.conn)
