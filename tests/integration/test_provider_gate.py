@@ -28,6 +28,12 @@ class _CountingConnection(redis.Connection):
         self.sent[0] += 1
         super().send_packed_command(command, check_health)
 
+    def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        # A new connection's handshake is made once, not by each call: not counted.
+        before = self.sent[0]
+        super().connect_check_health(*args, **kwargs)
+        self.sent[0] = before
+
 
 class CountingRedis(redis.Redis):
     """A real client that counts its round trips to Redis, whatever way each is made

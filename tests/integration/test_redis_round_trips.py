@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -45,13 +46,14 @@ def test_replies_come_in_order_with_errors_in_their_places(
     assert trips.batch().execute() == []  # nothing to send: no round trip
 
 
-def test_each_thread_keeps_one_connection_and_gives_it_back_when_it_ends(
-    client: redis.Redis,
-    trips: ThreadRoundTrips,
+def test_each_thread_keeps_one_connection_outside_the_clients_pool(
+    redis_url: str,
     prefix: str,
 ) -> None:
-    pool = client.connection_pool
-    seen: list[int] = []
+    # A pool of one: job threads holding its connections would leave none for others.
+    client = redis_from_url(redis_url, max_connections=1)
+    trips = ThreadRoundTrips(client)
+    kept_by_thread: list[Any] = []
     together = threading.Barrier(4)
 
     def work() -> None:
@@ -63,7 +65,7 @@ def test_each_thread_keeps_one_connection_and_gives_it_back_when_it_ends(
             kept.append(trips._local.kept.conn)
             together.wait(5)  # all four threads hold theirs at once
         assert kept[0] is kept[1] is kept[2]
-        seen.append(id(kept[0]))
+        kept_by_thread.append(kept[0])
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -71,9 +73,11 @@ def test_each_thread_keeps_one_connection_and_gives_it_back_when_it_ends(
     for thread in threads:
         thread.join()
     gc.collect()
-    assert len(set(seen)) == 4  # one each, kept for all three round trips
-    assert len(pool._in_use_connections) == 0  # all given back
-    assert len(pool._available_connections) >= 4
+    assert len({id(conn) for conn in kept_by_thread}) == 4  # one each, kept throughout
+    assert all(conn._sock is None for conn in kept_by_thread)  # closed with their threads
+    assert client.get(f"{prefix}:x") is None  # the client's own pool still serves
+    assert client.connection_pool._created_connections == 1
+    client.close()
 
 
 def test_a_dropped_connection_is_retried_on_a_new_one(

@@ -123,14 +123,19 @@ class ThreadRoundTrips:
     What a pipeline without a transaction does, for the round trip every LM call makes
     (the gate's): redis-py's pipeline object, command wrappers, pool checkout and
     response callbacks cost a worker about 40 µs of CPU per round trip, where packing
-    the commands and reading the replies on a connection takes 18. Each thread keeps one
-    connection of ``client``'s pool (given back when the thread ends); replies come raw,
-    as the commands' own (no response callbacks). A dropped connection is retried as
-    ``client``'s pipelines are (its ``Retry``), a timeout is not.
+    the commands and reading the replies on a connection takes 18. Each thread keeps a
+    connection of its own, made as ``client``'s pool makes them (same server, options,
+    TLS and ``Retry``) but outside that pool, whose size is bounded: threads holding its
+    connections would starve its other users. The connection is closed when the thread
+    ends, so a worker holds one per job thread. Replies come raw, as the commands' own
+    (no response callbacks). A dropped connection is retried as ``client``'s pipelines
+    are, a timeout is not.
     """
 
     def __init__(self, client: redis.Redis) -> None:
-        self._pool = client.connection_pool
+        pool = client.connection_pool
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = dict(pool.connection_kwargs)
         self._local = threading.local()
 
     def batch(self) -> CommandBatch:
@@ -142,7 +147,8 @@ class ThreadRoundTrips:
         error comes back as the exception, in its place (as ``raise_on_error=False``)."""
         kept: _KeptConnection | None = getattr(self._local, "kept", None)
         if kept is None or kept.pid != os.getpid():
-            kept = self._local.kept = _KeptConnection(self._pool)
+            conn = self._connection_class(**self._connection_kwargs)
+            kept = self._local.kept = _KeptConnection(conn)
         conn = kept.conn
         return conn.retry.call_with_retry(
             lambda: self._exchange(conn, commands), lambda _error: conn.disconnect()
@@ -185,14 +191,13 @@ class CommandBatch:
 
 
 class _KeptConnection:
-    """A connection held by one thread, given back to its pool when the thread ends."""
+    """A connection held by one thread, closed when the thread ends."""
 
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
+    def __init__(self, conn: Any) -> None:
         self.pid = os.getpid()
-        self.conn = pool.get_connection()
+        self.conn = conn
 
     def __del__(self) -> None:
-        if self.pid == os.getpid():
-            with contextlib.suppress(Exception):  # the pool may be gone at interpreter exit
-                self.pool.release(self.conn)
+        if self.pid == os.getpid():  # a forked child leaves its parent's socket alone
+            with contextlib.suppress(Exception):  # at interpreter exit, modules may be gone
+                self.conn.disconnect()
