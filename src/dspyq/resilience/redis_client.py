@@ -29,7 +29,14 @@ from redis.retry import Retry
 from dspyq.errors import ConfigurationError, RedisOperationError, RedisUnavailableError
 from dspyq.settings import get_settings
 
-__all__ = ["CommandBatch", "ThreadRoundTrips", "redacted_url", "redis_errors", "redis_from_url"]
+__all__ = [
+    "MAX_CONNECTIONS",
+    "CommandBatch",
+    "ThreadRoundTrips",
+    "redacted_url",
+    "redis_errors",
+    "redis_from_url",
+]
 
 
 def redacted_url(url: str) -> str:
@@ -75,6 +82,11 @@ def redis_errors(operation: str, url: str | None = None, **context: Any) -> Iter
         ) from exc
 
 
+MAX_CONNECTIONS = 10_000
+"""Connections a client's pool may open. redis-py 8 allows 100 and then raises rather
+than waits; a worker of concurrency 200 can have more calls to Redis at once."""
+
+
 def redis_from_url(
     url: str | None = None,
     *,
@@ -82,6 +94,7 @@ def redis_from_url(
     socket_connect_timeout: float = 2.0,
     health_check_interval: int = 30,
     retries: int = 2,
+    max_connections: int = MAX_CONNECTIONS,
     check: bool = True,
     **kwargs: Any,
 ) -> redis.Redis:
@@ -99,6 +112,7 @@ def redis_from_url(
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_connect_timeout,
                 health_check_interval=health_check_interval,
+                max_connections=max_connections,
                 retry=Retry(
                     ExponentialWithJitterBackoff(base=0.05, cap=1.0),
                     retries,

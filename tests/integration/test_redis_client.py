@@ -1,6 +1,7 @@
-"""ThreadRoundTrips: commands sent together on a connection the thread keeps, against a
-real Redis: replies in order with errors in their places, one connection per thread
-given back when the thread ends, a dropped connection retried, a dead Redis mapped."""
+"""The Redis client dspyq builds, against a real Redis: its pool serves more calls at once
+than redis-py's default allows; ThreadRoundTrips sends commands together on a connection
+the thread keeps (replies in order with errors in their places, one connection per
+thread closed when the thread ends, a dropped connection retried, a dead Redis mapped)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,28 @@ def test_an_unreachable_redis_is_a_redis_unavailable_error() -> None:
     batch.get("k")
     with pytest.raises(RedisUnavailableError), redis_errors("test"):
         batch.execute()
+
+
+def test_the_client_serves_more_calls_at_once_than_redis_pys_default_pool(
+    redis_url: str, prefix: str
+) -> None:
+    client = redis_from_url(redis_url)
+    assert redis.Redis.from_url(redis_url).connection_pool.max_connections < 150
+    errors: list[BaseException] = []
+    together = threading.Barrier(150)
+
+    def wait_on_redis() -> None:
+        try:
+            together.wait(10)
+            client.blpop([f"{prefix}:never"], timeout=0.5)  # holds a connection meanwhile
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wait_on_redis) for _ in range(150)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert client.connection_pool._created_connections > 100
+    client.close()
