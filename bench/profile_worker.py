@@ -30,8 +30,9 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("rate limiter + circuit breaker (Redis)", ("RedisProviderGate.run",)),
     ("rest of LM.forward (history, usage, cost)", ("LM.forward",)),
     ("adapter: prompt formatting and parsing", ("Adapter.__call__",)),
-    ("execution records (AttemptRecorder)", ("AttemptRecorder.",)),
+    # Results are stored by the thread that commits the successes, inside its records.
     ("batch jobs' results to Redis", ("_store_results",)),
+    ("execution records (AttemptRecorder)", ("AttemptRecorder.",)),
     ("program from spec (cached deep copy)", ("build_program",)),
     ("rest of the job (request/result models, events)", ("execute_module", "_run_item")),
     ("rest of the batch (message, cancel check, started marks)", ("execute_batch",)),
@@ -44,6 +45,12 @@ def bucket_of(stack: str) -> str:
         if any(marker in stack for marker in markers):
             return name
     return BUCKETS[-1][0]
+
+
+def _readable(stack: str) -> bool:
+    """Whether py-spy read the stack: under load it sometimes takes a string in the
+    worker's memory (an LM answer) for a frame, with no Python file named anywhere."""
+    return ".py:" in stack
 
 
 def main() -> None:
@@ -83,10 +90,15 @@ def main() -> None:
         if args.raw is not None:
             shutil.copyfile(out, args.raw)
         samples: Counter[str] = Counter()
+        unreadable = 0
         for line in out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            if count.isdigit():  # py-spy may misread a frame's name across lines
+            if not count.isdigit():  # py-spy may misread a frame's name across lines
+                continue
+            if _readable(stack):
                 samples[bucket_of(stack)] += int(count)
+            else:
+                unreadable += int(count)
     total = sum(samples.values()) or 1
     for name, _ in BUCKETS:
         report.add(component=name, share=f"{100 * samples[name] / total:.1f}%")
@@ -94,6 +106,7 @@ def main() -> None:
         {
             "jobs_per_s": round(batch.throughput, 1),
             "samples": total,
+            "unreadable_samples": unreadable,
             "note": "shares of the worker process's CPU (GIL held), Celery included",
         }
     )
