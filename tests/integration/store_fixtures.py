@@ -12,8 +12,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import psycopg
 import pytest
@@ -98,3 +98,20 @@ def process_context() -> ProcessContext:
     Not forked: by then the test process runs threads (servers, pools), and a fork
     copies any lock one of them holds, which can hang the child forever."""
     return multiprocessing.get_context("spawn")
+
+
+def outcomes_of_processes_at_once(
+    context: ProcessContext, target: Callable[..., None], args: Sequence[tuple[Any, ...]]
+) -> list[Any]:
+    """Run ``target(*arguments, barrier, results)`` in one process per ``args`` entry,
+    all let go at once by ``barrier``; each puts its outcome on ``results``. Returns the
+    outcomes, in the order they came."""
+    barrier = context.Barrier(len(args))
+    results = context.Queue()
+    processes = [context.Process(target=target, args=(*each, barrier, results)) for each in args]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    return outcomes

@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Integer, MetaData, inspect, text
+from store_fixtures import outcomes_of_processes_at_once
 
 from dspyq.errors import ConfigurationError, StoreError, StoreUnavailableError
 from dspyq.store import ExecutionStore, init_db, make_engine
@@ -154,17 +155,9 @@ def test_init_db_from_several_processes_at_once(
     store_url: str, process_context: ProcessContext
 ) -> None:
     workers = 4
-    barrier = process_context.Barrier(workers)
-    results = process_context.Queue()
-    processes = [
-        process_context.Process(target=_init_db_in_child, args=(store_url, barrier, results))
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
+    outcomes = outcomes_of_processes_at_once(
+        process_context, _init_db_in_child, [(store_url,)] * workers
+    )
     assert outcomes == ["ok"] * workers
     engine = make_engine(store_url)
     try:
@@ -196,19 +189,9 @@ def test_processes_opening_a_new_sqlite_file_at_once_all_get_wal(
     # all but one without waiting; the engine must retry, not fail.
     workers, rounds = 6, 30
     paths = [str(tmp_path / f"race-{n}.db") for n in range(rounds)]
-    barrier = process_context.Barrier(workers)
-    results = process_context.Queue()
-    processes = [
-        process_context.Process(
-            target=_connect_to_new_files_in_child, args=(paths, barrier, results)
-        )
-        for _ in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
+    outcomes = outcomes_of_processes_at_once(
+        process_context, _connect_to_new_files_in_child, [(paths,)] * workers
+    )
     assert outcomes == [["wal"] * rounds] * workers
 
 

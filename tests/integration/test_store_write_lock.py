@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine
+from store_fixtures import outcomes_of_processes_at_once
 
 from dspyq.store import ExecutionStore, init_db, make_engine
 from dspyq.store.engine import write_transaction
@@ -162,19 +163,11 @@ def test_processes_writing_at_once_all_get_through(
     sqlite_url: str, sqlite_engine: Engine, process_context: ProcessContext
 ) -> None:
     workers, count = 3, 40
-    barrier = process_context.Barrier(workers)
-    results = process_context.Queue()
-    processes = [
-        process_context.Process(
-            target=_write_many_in_child, args=(sqlite_url, f"p{n}", count, barrier, results)
-        )
-        for n in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(timeout=30)
+    outcomes = outcomes_of_processes_at_once(
+        process_context,
+        _write_many_in_child,
+        [(sqlite_url, f"p{n}", count) for n in range(workers)],
+    )
     assert outcomes == [[]] * workers
     store = ExecutionStore(sqlite_engine)
     for n in range(workers):
