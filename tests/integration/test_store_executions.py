@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import col
+from store_fixtures import outcomes_of_processes_at_once
 
 from dspyq.errors import InputError
 from dspyq.store import ExecutionRecord, ExecutionStore, make_engine
@@ -253,17 +254,11 @@ def test_concurrent_mark_succeeded_from_processes_has_one_winner(
         _pending(store)
     url = store_engine.url.render_as_string(hide_password=False)
     workers = 5
-    barrier = process_context.Barrier(workers)
-    results = process_context.Queue()
-    processes = [
-        process_context.Process(target=_mark_succeeded_in_child, args=(url, n, barrier, results))
-        for n in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = dict(results.get(timeout=120) for _ in processes)
-    for process in processes:
-        process.join(timeout=30)
+    outcomes = dict(
+        outcomes_of_processes_at_once(
+            process_context, _mark_succeeded_in_child, [(url, n) for n in range(workers)]
+        )
+    )
     assert sorted(map(str, outcomes.values())) == ["False"] * (workers - 1) + ["True"]
     winner = next(n for n, won in outcomes.items() if won is True)
     record = store.get("task-1")
