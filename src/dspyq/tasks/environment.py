@@ -22,7 +22,6 @@ from dspyq.core import observe
 from dspyq.core.module import Module
 from dspyq.core.program import program_from_spec
 from dspyq.events import Event
-from dspyq.lm.providers.direct import DirectClient
 from dspyq.settings import Settings, get_settings
 from dspyq.store import EventStore, ExecutionStore, LMRequestStore, init_db, make_engine
 from dspyq.store.attempts import AttemptRecorder
@@ -68,7 +67,7 @@ class ThreadHTTPClients:
                 max_connections=JOB_HTTP_CONNECTIONS,
                 max_keepalive_connections=JOB_HTTP_CONNECTIONS,
             )
-            client = self._local.client = DirectClient(
+            client = self._local.client = httpx.Client(
                 limits=limits, timeout=self.timeout, verify=self._tls
             )
             with self._lock:
@@ -169,7 +168,7 @@ def task_environment() -> TaskEnvironment:
                 lm_requests=LMRequestStore(engine),
                 recorder=AttemptRecorder(engine, grouped=True),
                 programs=ProgramCache(settings.allowed_imports),
-                http=DirectClient(limits=limits, timeout=HTTP_TIMEOUT),
+                http=httpx.Client(limits=limits, timeout=HTTP_TIMEOUT),
                 job_http=ThreadHTTPClients(HTTP_TIMEOUT),
             )
         return _env

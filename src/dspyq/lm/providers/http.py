@@ -2,9 +2,8 @@
 
 Subclasses describe a protocol (URL, headers, body, how to read answers and stream
 events); this base sends requests, maps failures to :mod:`dspyq.errors`, and checks
-that a stream really finished. Sync calls share one process-wide client (a
-:class:`~dspyq.lm.providers.direct.DirectClient`: thread-safe, pooled, its JSON POSTs
-sent straight to its transport) unless one is handed in; async calls use the given
+that a stream really finished. Sync calls share one process-wide ``httpx.Client``
+(thread-safe, pooled, kept alive) unless one is handed in; async calls use the given
 ``httpx.AsyncClient`` or a short-lived one per call, because an async client is tied to
 the event loop that first used it.
 """
@@ -21,7 +20,6 @@ from typing import Any, ClassVar
 import httpx
 
 from dspyq.lm.providers.base import ProviderConfig
-from dspyq.lm.providers.direct import DirectClient, encode_json
 from dspyq.lm.providers.errors import error_from_response, error_from_transport, malformed
 from dspyq.lm.providers.sse import SSEEvent, SSEParser
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse
@@ -45,7 +43,7 @@ def shared_http_client() -> httpx.Client:
     global _shared_client
     with _shared_lock:
         if _shared_client is None or _shared_client.is_closed:
-            _shared_client = DirectClient(
+            _shared_client = httpx.Client(
                 limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
             )
         return _shared_client
@@ -150,14 +148,9 @@ class HTTPProvider:
         body = self.build_body(request, stream=False)
         client = self.http_client
         try:
-            if isinstance(client, DirectClient):
-                response = client.post_json(
-                    url, encode_json(body), self._all_headers(), self._timeout(request)
-                )
-            else:
-                response = client.post(
-                    url, json=body, headers=self._all_headers(), timeout=self._timeout(request)
-                )
+            response = client.post(
+                url, json=body, headers=self._all_headers(), timeout=self._timeout(request)
+            )
             text = response.text
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, self.config, request.model, url) from None
