@@ -37,7 +37,7 @@ from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMResponse
 from dspyq.resilience.breaker import Admission, CircuitBreaker, RedisBreakerStorage
 from dspyq.resilience.ratelimit import RateLimiter
-from dspyq.resilience.redis_client import ThreadRoundTrips, redis_errors
+from dspyq.resilience.redis_client import redis_errors
 from dspyq.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -92,7 +92,6 @@ class RedisProviderGate:
         if max_inline_wait < 0:
             raise ValueError(f"max_inline_wait must be >= 0, got {max_inline_wait}")
         self.redis = redis
-        self._round_trips = ThreadRoundTrips(redis)  # the round trip of every LM call
         self.settings = settings or get_settings()
         self.key_prefix = key_prefix
         self.max_inline_wait = max_inline_wait
@@ -239,12 +238,12 @@ class RedisProviderGate:
         not be read), the limiter's and the breaker's replies, from one round trip. The
         limiter is asked only if the entry is absent."""
         breaker = guards.breaker
-        pipe = self._round_trips.batch()
-        if peek is not None:
-            pipe.get(peek.key)
-        guards.limiter.queue_attempt(pipe, tokens, peek.key if peek is not None else None)
-        breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
-        replies = pipe.execute()
+        with self.redis.pipeline(transaction=False) as pipe:
+            if peek is not None:
+                pipe.get(peek.key)
+            guards.limiter.queue_attempt(pipe, tokens, peek.key if peek is not None else None)
+            breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
+            replies = pipe.execute(raise_on_error=False)
         raw = replies.pop(0) if peek is not None else None
         for reply in replies:
             if isinstance(reply, Exception):

@@ -14,9 +14,6 @@ Redis errors never reach users raw: :func:`redis_errors` turns them into
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,8 +28,6 @@ from dspyq.settings import get_settings
 
 __all__ = [
     "MAX_CONNECTIONS",
-    "CommandBatch",
-    "ThreadRoundTrips",
     "redacted_url",
     "redis_errors",
     "redis_from_url",
@@ -129,89 +124,3 @@ def redis_from_url(
         if check:
             client.ping()
     return client
-
-
-class ThreadRoundTrips:
-    """Commands sent to Redis together, on a connection the calling thread keeps.
-
-    What a pipeline without a transaction does, for the round trip every LM call makes
-    (the gate's): redis-py's pipeline object, command wrappers, pool checkout and
-    response callbacks cost a worker about 40 µs of CPU per round trip, where packing
-    the commands and reading the replies on a connection takes 18. Each thread keeps a
-    connection of its own, made as ``client``'s pool makes them (same server, options,
-    TLS and ``Retry``) but outside that pool, whose size is bounded: threads holding its
-    connections would starve its other users. The connection is closed when the thread
-    ends, so a worker holds one per job thread. Replies come raw, as the commands' own
-    (no response callbacks). A dropped connection is retried as ``client``'s pipelines
-    are, a timeout is not.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        pool = client.connection_pool
-        self._connection_class = pool.connection_class
-        self._connection_kwargs = dict(pool.connection_kwargs)
-        self._local = threading.local()
-
-    def batch(self) -> CommandBatch:
-        """An empty batch of commands, to fill and :meth:`CommandBatch.execute`."""
-        return CommandBatch(self)
-
-    def send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write and read their replies; a reply that is an
-        error comes back as the exception, in its place (as ``raise_on_error=False``)."""
-        kept: _KeptConnection | None = getattr(self._local, "kept", None)
-        if kept is None or kept.pid != os.getpid():
-            conn = self._connection_class(**self._connection_kwargs)
-            kept = self._local.kept = _KeptConnection(conn)
-        conn = kept.conn
-        return conn.retry.call_with_retry(
-            lambda: self._exchange(conn, commands), lambda _error: conn.disconnect()
-        )
-
-    @staticmethod
-    def _exchange(conn: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-        try:
-            conn.send_packed_command(conn.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:  # the others' replies still follow
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            conn.disconnect()  # replies may be left unread: never reuse it as it is
-            raise
-
-
-class CommandBatch:
-    """Commands for one :class:`ThreadRoundTrips` round trip, queued as on a pipeline."""
-
-    __slots__ = ("_commands", "_trips")
-
-    def __init__(self, trips: ThreadRoundTrips) -> None:
-        self._trips = trips
-        self._commands: list[tuple[Any, ...]] = []
-
-    def get(self, key: str) -> None:
-        self._commands.append(("GET", key))
-
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> None:
-        self._commands.append(("EVALSHA", sha, numkeys, *keys_and_args))
-
-    def execute(self) -> list[Any]:
-        """The replies, in order; errors in their places as exceptions."""
-        return self._trips.send(self._commands) if self._commands else []
-
-
-class _KeptConnection:
-    """A connection held by one thread, closed when the thread ends."""
-
-    def __init__(self, conn: Any) -> None:
-        self.pid = os.getpid()
-        self.conn = conn
-
-    def __del__(self) -> None:
-        if self.pid == os.getpid():  # a forked child leaves its parent's socket alone
-            with contextlib.suppress(Exception):  # at interpreter exit, modules may be gone
-                self.conn.disconnect()
