@@ -147,7 +147,7 @@ def _cache(conn: redis.Redis, prefix: str) -> RedisCache:
     return RedisCache(conn, ttl=60, key_prefix=prefix)
 
 
-def test_a_cached_answer_read_with_the_gate_spends_nothing_in_one_round_trip(
+def test_a_cached_answer_read_with_the_gate_spends_nothing(
     counting: CountingRedis, prefix: str
 ) -> None:
     gate, cache = _gate(counting, prefix), _cache(counting, prefix)
@@ -159,7 +159,7 @@ def test_a_cached_answer_read_with_the_gate_spends_nothing_in_one_round_trip(
     assert gate.can_peek(peek)
     counting.round_trips = 0
     assert gate.run("openai", 10, _never, peek) == CACHED
-    assert counting.round_trips == 1
+    assert counting.round_trips == 2  # the gate's, then the unused grant taken back
     assert peek.hit == CACHED and hits == [CACHED]
     assert gate.guards("openai").limiter.usage().requests == 0
 
@@ -205,20 +205,19 @@ def test_a_cached_answer_takes_no_probe_from_a_half_open_breaker(
     assert gate.guards("openai").breaker.state == "closed"  # that call was the probe
 
 
-def test_the_limiter_grants_nothing_while_the_named_entry_exists(
+def test_a_grant_taken_back_no_longer_counts_its_request_or_tokens(
     counting: CountingRedis, prefix: str
 ) -> None:
-    gate = _gate(counting, prefix)
+    gate = _gate(counting, prefix, tokens_per_minute=1000)
     limiter = gate.guards("openai").limiter
-    _load_scripts(gate)
-    counting.set(f"{prefix}:entry", "x")
-    with counting.pipeline(transaction=False) as pipe:
-        limiter.queue_attempt(pipe, 5, unless_exists=f"{prefix}:entry")
-        limiter.queue_attempt(pipe, 5, unless_exists=f"{prefix}:absent")
-        present, absent = pipe.execute()
-    assert limiter.decision(present).cached and not limiter.decision(present).granted
-    assert limiter.decision(absent).granted and not limiter.decision(absent).cached
-    assert limiter.usage().requests == 1
+    kept = limiter.attempt(5)
+    time.sleep(0.01)  # past the spacing between grants
+    released = limiter.attempt(7)
+    assert kept.granted and released.granted and released.grant != kept.grant
+    assert limiter.usage().requests == 2 and limiter.usage().tokens == 12
+    limiter.release(released)
+    limiter.release(released)  # twice: nothing more is taken back
+    assert limiter.usage().requests == 1 and limiter.usage().tokens == 5
 
 
 def test_an_unreadable_entry_is_dropped_and_the_call_goes_out(

@@ -4,10 +4,11 @@ In a worker, an LM call that misses the in-process cache used to ask Redis twice
 reaching the provider: once for the L2 answer, once for the rate limiter and circuit
 breaker. Both live in the same Redis, so the read can travel with the gate's request:
 the layered cache hands the LM a :class:`CachePeek` instead of reading Redis itself,
-and the gate puts ``GET`` before its scripts in one pipeline. The limiter's script
-checks the same key, so an answer that is there spends no rate-limit budget. A hit is
-given back to the cache (:attr:`CachePeek.on_hit`: counted, copied to the layers above)
-and served as a cached answer.
+and the gate puts ``GET`` beside its limiter and breaker scripts in one redis-py
+pipeline (the scripts know nothing of the cache). When the answer is there, the
+limiter's grant, if any, is taken back, so a cached answer spends no rate-limit budget.
+A hit is given back to the cache (:attr:`CachePeek.on_hit`: counted, copied to the
+layers above) and served as a cached answer.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ class RedisProviderGate:
 
         With a ``peek`` (see :meth:`can_peek`) the cache entry is read in the same round
         trip; if it is there, it is the answer (``peek.hit``): ``fn`` is not called and
-        no rate-limit budget is spent.
+        the limiter's grant, if it made one, is taken back.
         """
         guards = self.guards(provider)
         tokens = self._budgeted(guards.limiter, estimated_tokens)
@@ -177,8 +177,6 @@ class RedisProviderGate:
                 return admission
             if peek is not None and not peek.usable:
                 peek = None  # the cache could not be read: ask without it
-            if wait == 0.0:
-                continue  # the entry came or went between the read and the limiter
             try:
                 pause = limiter.sleep_time(wait, start, self.max_inline_wait)
             except RateLimitExceededError as error:
@@ -192,10 +190,10 @@ class RedisProviderGate:
     ) -> tuple[Admission | None, float]:
         """Ask the limiter and the breaker (and read ``peek``'s entry) in one Redis round
         trip: the breaker's admission if the limiter granted the request, else None and
-        the limiter's wait (0.0 when the limiter was not asked because the entry was
-        there; the breaker's answer is then not used: a probe's turn is given back).
-        Raises CircuitOpenError when the limiter granted the request and the breaker is
-        open. A cached answer found sets ``peek.hit`` and wins over a grant."""
+        the limiter's wait. Raises CircuitOpenError when the limiter granted the request
+        and the breaker is open. A cached answer found sets ``peek.hit`` and wins over a
+        grant: the grant is taken back and a probe's turn given back, since nothing
+        will be sent."""
         limiter, breaker = guards.limiter, guards.breaker
         with redis_errors("provider gate", provider=limiter.name):
             try:
@@ -205,11 +203,13 @@ class RedisProviderGate:
                 breaker.storage.load_scripts()
                 raw, limit_reply, admit_reply = self._ask_both(guards, tokens, peek)
         admission = RedisBreakerStorage.admission(admit_reply)
-        decision = limiter.decision(limit_reply)
+        decision = limiter.decision(limit_reply, tokens)
         if peek is not None and self._found(peek, raw):
-            # Nothing will be sent. The limiter was not asked (or, had the entry just
-            # expired, granted a request that is not made: budget unused, never overspent).
             self._give_back(breaker, admission)
+            try:
+                limiter.release(decision)
+            except Exception:  # the answer is there; an unreleased grant only costs budget
+                logger.exception("could not take back an unused grant of %r", limiter.name)
             return None, 0.0
         if decision.granted:
             return breaker.admitted(admission), 0.0
@@ -235,13 +235,12 @@ class RedisProviderGate:
         self, guards: ProviderGuards, tokens: int, peek: CachePeek | None
     ) -> tuple[Any, Any, Any]:
         """The cache entry's raw value (None without ``peek``; an exception if it could
-        not be read), the limiter's and the breaker's replies, from one round trip. The
-        limiter is asked only if the entry is absent."""
+        not be read), the limiter's and the breaker's replies, from one round trip."""
         breaker = guards.breaker
         with self.redis.pipeline(transaction=False) as pipe:
             if peek is not None:
                 pipe.get(peek.key)
-            guards.limiter.queue_attempt(pipe, tokens, peek.key if peek is not None else None)
+            guards.limiter.queue_attempt(pipe, tokens)
             breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
             replies = pipe.execute(raise_on_error=False)
         raw = replies.pop(0) if peek is not None else None

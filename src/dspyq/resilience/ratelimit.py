@@ -78,17 +78,15 @@ local function trim_tokens(tokens_key, meta_key, now)
 end
 """
 
-# KEYS: requests log, tokens log, meta hash (its field "last" is the last grant time),
-# and optionally a cached answer's key: while that exists, nothing is granted or spent.
+# KEYS: requests log, tokens log, meta hash (its field "last" is the last grant time).
 # ARGV: limit, period_us, token budget (0 = none), tokens, ttl_ms, spacing_us.
-# Returns {wait_us, now_us}; wait_us == 0 means granted (and recorded), -1 answered
-# from the cache.
+# Returns {wait_us, now_us, seq}; wait_us == 0 means granted (and recorded as the
+# member "<now_us>:<seq>", seq 0 when refused).
 _ACQUIRE = (
     _TRIM_TOKENS
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then return {-1, now} end
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
@@ -133,7 +131,7 @@ if budget > 0 then
 end
 
 if wait > 0 then
-  return {math.max(math.ceil(wait), 1), now}
+  return {math.max(math.ceil(wait), 1), now, 0}
 end
 
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
@@ -146,9 +144,24 @@ if budget > 0 and tokens > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 redis.call('PEXPIRE', KEYS[3], ttl)
-return {0, now}
+return {0, now, seq}
 """
 )
+
+# KEYS: requests log, tokens log, meta hash. ARGV: the grant's member, its tokens.
+# Takes back a grant whose request was not made. The spacing after it stays: the next
+# grant may come a little later than it could have, never sooner. Returns 1 if the
+# grant was still in the log.
+_RELEASE = """
+local gone = redis.call('ZREM', KEYS[1], ARGV[1])
+local tokens = tonumber(ARGV[2])
+if gone == 1 and tokens > 0 then
+  if redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. ARGV[2]) == 1 then
+    redis.call('HINCRBY', KEYS[3], 'tokens', -tokens)
+  end
+end
+return gone
+"""
 
 # KEYS: tokens log, meta hash. ARGV: delta, ttl_ms. Returns the budget in use.
 # More tokens than estimated are recorded now (they expire later than the real
@@ -215,8 +228,11 @@ class Decision:
     """Seconds until the request would fit (0.0 when granted)."""
     at: float
     """Redis server time of the decision, in seconds since the epoch."""
-    cached: bool = False
-    """Not asked: the cached answer the request named exists (see :meth:`queue_attempt`)."""
+    grant: str | None = None
+    """The grant's entry in the log (None when refused), to take it back with
+    :meth:`RateLimiter.release` if the request is not made after all."""
+    tokens: int = 0
+    """The tokens the grant took from the budget."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +316,7 @@ class RateLimiter:
         self._spacing_us = -(-(self._period_us + round(jitter * _US)) // self.limit)
         self._acquire_script = redis.register_script(_ACQUIRE)
         self._adjust_script = redis.register_script(_ADJUST)
+        self._release_script = redis.register_script(_RELEASE)
         self._usage_script = redis.register_script(_USAGE)
 
     @classmethod
@@ -324,36 +341,43 @@ class RateLimiter:
         keys, args = self._acquire_call(tokens)
         with redis_errors("rate limiter acquire", rate_limiter=self.name):
             reply = self._acquire_script(keys=keys, args=args)
-        return self.decision(reply)
+        return self.decision(reply, tokens)
 
-    def queue_attempt(self, pipe: Any, tokens: int = 0, unless_exists: str | None = None) -> None:
+    def queue_attempt(self, pipe: Any, tokens: int = 0) -> None:
         """Add :meth:`attempt` to the Redis pipeline ``pipe``, to share its round trip;
         read its reply with :meth:`decision`. The pipeline must be executed by the
         caller, who handles a script Redis does not know yet (``NoScriptError``) with
         :meth:`load_scripts`.
-
-        ``unless_exists``: a key (a cached answer's) whose existence means the request
-        will not be made: then nothing is granted or spent, and the decision says
-        ``cached``. Checked in the same script, so no request is counted for an answer
-        that is there when the limiter decides.
         """
         keys, args = self._acquire_call(tokens)
-        if unless_exists is not None:
-            keys.append(unless_exists)
         pipe.evalsha(self._acquire_script.sha, len(keys), *keys, *args)
+
+    def release(self, decision: Decision) -> None:
+        """Take back a grant whose request will not be made (its answer was found
+        meanwhile): the request and its tokens no longer count. A no-op for a refusal."""
+        if decision.grant is None:
+            return
+        counted = decision.tokens if self.tokens_per_minute is not None else 0
+        with redis_errors("rate limiter release", rate_limiter=self.name):
+            self._release_script(
+                keys=[self.requests_key, self.tokens_key, self.meta_key],
+                args=[decision.grant, counted],
+            )
 
     def load_scripts(self) -> None:
         """Make sure Redis knows this limiter's scripts (after a restart or a flush)."""
         with redis_errors("rate limiter script load", rate_limiter=self.name):
             self.redis.script_load(self._acquire_script.script)
+            self.redis.script_load(self._release_script.script)
 
     @staticmethod
-    def decision(reply: Any) -> Decision:
-        """The :class:`Decision` a reply of the acquire script stands for."""
-        wait_us, now_us = int(reply[0]), int(reply[1])
-        if wait_us < 0:
-            return Decision(granted=False, wait=0.0, at=now_us / _US, cached=True)
-        return Decision(granted=wait_us == 0, wait=wait_us / _US, at=now_us / _US)
+    def decision(reply: Any, tokens: int = 0) -> Decision:
+        """The :class:`Decision` a reply of the acquire script (asked for ``tokens``)
+        stands for."""
+        wait_us, now_us, seq = int(reply[0]), int(reply[1]), int(reply[2])
+        if wait_us > 0:
+            return Decision(granted=False, wait=wait_us / _US, at=now_us / _US)
+        return Decision(True, 0.0, now_us / _US, grant=f"{now_us}:{seq}", tokens=tokens)
 
     def _acquire_call(self, tokens: int) -> tuple[list[str], list[int]]:
         if tokens < 0:
