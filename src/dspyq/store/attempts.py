@@ -8,9 +8,9 @@ transaction of two statements, where :class:`~dspyq.store.ExecutionStore` and
 :class:`~dspyq.store.EventStore` would take four transactions and two reads: on a
 busy worker those writes are most of what a job costs besides its LM calls.
 
-The rules are the same as theirs, so delivery at least once still records once: a
-succeeded row is final, a failed row does not go back to running, events are stored
-once by ``event_id``. The statements are built once per dialect, so they are compiled
+The rules are theirs (:mod:`dspyq.store.states`), so delivery at least once still
+records once: a succeeded row is final, a failed row does not go back to running,
+events are stored once by ``event_id``. The statements are built once per dialect, so they are compiled
 once rather than for each job: a batch's starts are one multi-row upsert ``RETURNING``
 each attempt; a success and its events and rows go straight to the driver
 (:mod:`dspyq.store.driver`).
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlmodel import col
 
 from dspyq.events import DEFAULT_MAX_DATA_BYTES, Event
@@ -34,11 +34,9 @@ from dspyq.store.executions import ExecutionStore
 from dspyq.store.group_commit import GroupCommit
 from dspyq.store.lm_requests import insert_lm_requests
 from dspyq.store.models import EventRecord, ExecutionRecord
+from dspyq.store.states import may_move_sql
 
 __all__ = ["AfterCommit", "AttemptRecorder", "AttemptStart", "PendingStart", "pending_start"]
-
-_TERMINAL = ("succeeded", "failed")
-
 
 @dataclass(frozen=True)
 class AttemptStart:
@@ -342,7 +340,7 @@ def _build(conn: Connection) -> _Statements:
             "node": running.excluded.node,
             "started_at": running.excluded.started_at,
         },
-        where=and_(*(status != terminal for terminal in _TERMINAL)),
+        where=may_move_sql(status, "running"),
     ).returning(col(ExecutionRecord.task_id), col(ExecutionRecord.attempts))
     done = dialect_insert(conn, ExecutionRecord)
     succeed = done.on_conflict_do_update(
@@ -362,7 +360,7 @@ def _build(conn: Connection) -> _Statements:
             )
         }
         | {"node": _coalesce_node(done)},
-        where=status != "succeeded",
+        where=may_move_sql(status, "succeeded"),
     )
     events = dialect_insert(conn, EventRecord).on_conflict_do_nothing(index_elements=["event_id"])
     return _Statements(

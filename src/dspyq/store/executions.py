@@ -1,8 +1,9 @@
 """The ``executions`` table: one row per module execution, keyed by its task id.
 
 Celery may deliver a task more than once (``acks_late``), so every write here is
-idempotent and monotonic: a succeeded row is final, a failed row never goes back to
-running, and of several workers finishing the same task only the first records it.
+idempotent and follows the moves of :mod:`dspyq.store.states`: a succeeded row is
+final, a failed row never goes back to running, and of several workers finishing the
+same task only the first records it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
 from dspyq.store.engine import dialect_insert, read_connection, write_transaction
 from dspyq.store.models import ExecutionRecord, ExecutionStatus
-
-_TERMINAL = ("succeeded", "failed")
+from dspyq.store.states import can_move
 
 
 class ExecutionStore:
@@ -79,7 +79,7 @@ class ExecutionStore:
             )
             if current is None:
                 return True
-            if current.status in _TERMINAL:
+            if not can_move(current.status, "running"):
                 return False
             conn.execute(
                 _update(task_id).values(
@@ -180,7 +180,7 @@ class ExecutionStore:
             )
             if current is None:
                 return True
-            if current.status == "succeeded":
+            if not can_move(current.status, status):
                 return False
             values["duration_ms"] = _duration_ms(current.started_at, now, duration_ms)
             conn.execute(_update(task_id).values(**values))
