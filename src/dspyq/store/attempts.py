@@ -38,6 +38,7 @@ from dspyq.store.states import may_move_sql
 
 __all__ = ["AfterCommit", "AttemptRecorder", "AttemptStart", "PendingStart", "pending_start"]
 
+
 @dataclass(frozen=True)
 class AttemptStart:
     """What :meth:`AttemptRecorder.start` found and did.
