@@ -7,10 +7,11 @@ from __future__ import annotations
 
 __all__ = ["ACQUIRE", "ADJUST", "RELEASE", "USAGE"]
 
-# Shared Lua: drop token entries older than a minute and return the budget in use.
+# Shared Lua: the Redis server time (``now``, in microseconds), and a function that drops token
+# entries older than a minute and returns the budget in use.
 # Members of the token log are "<time>:<seq>:<amount>"; the running sum lives in the
 # meta hash (field "tokens") so a decision does not have to add up the whole log.
-_TRIM_TOKENS = """
+_PRELUDE = """
 local function amount(member)
   return tonumber(string.match(member, ':(%-?%d+)$'))
 end
@@ -30,6 +31,8 @@ local function trim_tokens(tokens_key, meta_key, now)
   end
   return tonumber(redis.call('HGET', meta_key, 'tokens') or '0')
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 """
 
 # KEYS: requests log, tokens log, meta hash (its field "last" is the last grant time).
@@ -37,10 +40,8 @@ end
 # Returns {wait_us, now_us, seq}; wait_us == 0 means granted (and recorded as the
 # member "<now_us>:<seq>", seq 0 when refused).
 ACQUIRE = (
-    _TRIM_TOKENS
+    _PRELUDE
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
@@ -122,10 +123,8 @@ return gone
 # spend did: conservative). Fewer are taken back from the OLDEST entries, which
 # expire no later than the estimate being corrected, so the log never under-counts.
 ADJUST = (
-    _TRIM_TOKENS
+    _PRELUDE
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local delta = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local used = trim_tokens(KEYS[1], KEYS[2], now)
@@ -161,10 +160,8 @@ return used
 # KEYS: requests log, tokens log, meta hash. ARGV: period_us, track tokens (0/1).
 # Returns {requests in window, tokens in window, now_us}.
 USAGE = (
-    _TRIM_TOKENS
+    _PRELUDE
     + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local count = redis.call('ZCOUNT', KEYS[1], '(' .. (now - tonumber(ARGV[1])), '+inf')
 local used = 0
 if ARGV[2] == '1' then used = trim_tokens(KEYS[2], KEYS[3], now) end
