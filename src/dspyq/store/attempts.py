@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlmodel import col
@@ -30,13 +30,16 @@ from dspyq.store.columns import utcnow
 from dspyq.store.driver import DriverStatement
 from dspyq.store.engine import dialect_insert, write_transaction
 from dspyq.store.events import EventStore
-from dspyq.store.executions import ExecutionStore
+from dspyq.store.executions import SUCCESS_COLUMNS, ExecutionStore, success_columns
 from dspyq.store.group_commit import GroupCommit
 from dspyq.store.lm_requests import insert_lm_requests
 from dspyq.store.models import EventRecord, ExecutionRecord
 from dspyq.store.states import may_move_sql
 
 __all__ = ["AfterCommit", "AttemptRecorder", "AttemptStart", "PendingStart", "pending_start"]
+
+W = TypeVar("W")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -145,11 +148,12 @@ class AttemptRecorder:
         self.executions = ExecutionStore(engine)
         self._events = EventStore(engine, max_data_bytes=max_data_bytes)
         self._statements: dict[str, _Statements] = {}
-        self._start: Callable[[PendingStart], AttemptStart] = self._start_one
-        self._succeed: Callable[[_Success], bool] = self._succeed_one
+        start_one, succeed_one = _alone(self._start_many), _alone(self._succeed_many)
+        self._start: Callable[[PendingStart], AttemptStart] = start_one
+        self._succeed: Callable[[_Success], bool] = succeed_one
         if grouped:
-            self._start = GroupCommit(self._start_many, self._start_one, name="starts")
-            self._succeed = GroupCommit(self._succeed_many, self._succeed_one, name="successes")
+            self._start = GroupCommit(self._start_many, start_one, name="starts")
+            self._succeed = GroupCommit(self._succeed_many, succeed_one, name="successes")
 
     def start(
         self,
@@ -207,12 +211,7 @@ class AttemptRecorder:
             "task_id": task_id,
             "correlation_id": correlation_id,
             "status": "succeeded",
-            "outputs": outputs,
-            "error": None,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost_usd,
-            "lm_calls": lm_calls,
+            **success_columns(outputs, input_tokens, output_tokens, cost_usd, lm_calls),
             "attempts": 1,
             "node": node,
             "created_at": now,
@@ -235,13 +234,8 @@ class AttemptRecorder:
 
     # --- one transaction for one write, or for a group of them ------------------------------
 
-    def _start_one(self, start: PendingStart) -> AttemptStart:
-        return self._start_many([start])[0]
-
     def _start_many(self, starts: Sequence[PendingStart]) -> list[AttemptStart]:
-        action = f"start execution {starts[0].task_id}"
-        if len(starts) > 1:
-            action = f"start {len(starts)} executions"
+        action = _action(starts, "start execution {}", "start {} executions")
         with write_transaction(self.engine, action) as conn:
             statements = self._for(conn)
             begun = self._start_all(conn, statements, starts)
@@ -271,13 +265,8 @@ class AttemptRecorder:
             attempt = current.attempts
         return AttemptStart(attempt=attempt)
 
-    def _succeed_one(self, success: _Success) -> bool:
-        return self._succeed_many([success])[0]
-
     def _succeed_many(self, successes: Sequence[_Success]) -> list[bool]:
-        action = f"mark execution {successes[0].task_id} succeeded"
-        if len(successes) > 1:
-            action = f"mark {len(successes)} executions succeeded"
+        action = _action(successes, "mark execution {} succeeded", "mark {} executions succeeded")
         with write_transaction(self.engine, action) as conn:
             statements = self._for(conn)
             firsts = [statements.succeed.execute(conn, success.row) == 1 for success in successes]
@@ -316,6 +305,17 @@ class AttemptRecorder:
         return statements
 
 
+def _alone(many: Callable[[Sequence[W]], list[R]]) -> Callable[[W], R]:
+    """``many`` for one write in a transaction of its own."""
+    return lambda write: many([write])[0]
+
+
+def _action(writes: Sequence[PendingStart] | Sequence[_Success], one: str, many: str) -> str:
+    """What a transaction does, for its error messages: ``one`` names the one task,
+    ``many`` counts the tasks."""
+    return one.format(writes[0].task_id) if len(writes) == 1 else many.format(len(writes))
+
+
 def _run_after(successes: Sequence[_Success]) -> None:
     """Each ``after`` of ``successes`` (committed), once per function with all its items.
 
@@ -348,17 +348,7 @@ def _build(conn: Connection) -> _Statements:
         index_elements=["task_id"],
         set_={
             name: getattr(done.excluded, name)
-            for name in (
-                "status",
-                "outputs",
-                "error",
-                "input_tokens",
-                "output_tokens",
-                "cost_usd",
-                "lm_calls",
-                "finished_at",
-                "duration_ms",
-            )
+            for name in ("status", *SUCCESS_COLUMNS, "finished_at", "duration_ms")
         }
         | {"node": _coalesce_node(done)},
         where=may_move_sql(status, "succeeded"),

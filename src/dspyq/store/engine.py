@@ -154,6 +154,12 @@ def dialect_insert(conn: Connection, entity: Any) -> sqlite.Insert | postgresql.
     raise ConfigurationError(f"unsupported database {conn.dialect.name!r}: {_SUPPORTED}")
 
 
+def insert_once(conn: Connection, entity: Any, key: str, values: Any) -> Any:
+    """An INSERT of ``values`` (a row or a list of rows) that does nothing for a row whose
+    ``key`` is already stored: what every write that may be delivered twice starts with."""
+    return dialect_insert(conn, entity).values(values).on_conflict_do_nothing(index_elements=[key])
+
+
 def describe(engine: Engine) -> str:
     """The engine's URL with the password hidden, for messages and logs."""
     return engine.url.render_as_string(hide_password=True)

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import dialect_insert, insert_once, read_connection, write_transaction
 from dspyq.store.models import EvaluationRecord, EvaluationRowRecord
 
 
@@ -31,21 +31,18 @@ class EvaluationStore:
     ) -> EvaluationRecord:
         """Record an evaluation about to start; reopening an existing id changes nothing."""
         with write_transaction(self.engine, f"record evaluation {evaluation_id}") as conn:
-            conn.execute(
-                dialect_insert(conn, EvaluationRecord)
-                .values(
-                    id=evaluation_id,
-                    correlation_id=correlation_id,
-                    program=program,
-                    metric=metric,
-                    lm=lm,
-                    status="running",
-                    n=n,
-                    errors=0,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
+            row = {
+                "id": evaluation_id,
+                "correlation_id": correlation_id,
+                "program": program,
+                "metric": metric,
+                "lm": lm,
+                "status": "running",
+                "n": n,
+                "errors": 0,
+                "created_at": utcnow(),
+            }
+            conn.execute(insert_once(conn, EvaluationRecord, "id", row))
         found = self.get(evaluation_id)
         assert found is not None  # just written in a committed transaction
         return found

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
 from dspyq.events import DEFAULT_MAX_DATA_BYTES, MIN_MAX_DATA_BYTES, Event, cap_data
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import insert_once, read_connection, write_transaction
 from dspyq.store.models import EventRecord
 
 # Keeps each INSERT well under SQLite's and PostgreSQL's bound-parameter limits.
@@ -44,12 +44,9 @@ class EventStore:
         inserted = 0
         with write_transaction(self.engine, f"append {len(pending)} events") as conn:
             for start in range(0, len(pending), _BATCH_ROWS):
-                result = conn.execute(
-                    dialect_insert(conn, EventRecord)
-                    .values(pending[start : start + _BATCH_ROWS])
-                    .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(col(EventRecord.id))
-                )
+                rows_now = pending[start : start + _BATCH_ROWS]
+                insert = insert_once(conn, EventRecord, "event_id", rows_now)
+                result = conn.execute(insert.returning(col(EventRecord.id)))
                 inserted += len(result.all())
         return inserted
 

@@ -9,6 +9,7 @@ same task only the first records it.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from sqlmodel import col
 
 from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import insert_once, read_connection, write_transaction
 from dspyq.store.models import ExecutionRecord, ExecutionStatus
 from dspyq.store.states import can_move
 
@@ -40,21 +41,18 @@ class ExecutionStore:
     ) -> ExecutionRecord:
         """Record a submitted execution; if ``task_id`` exists, return its row unchanged."""
         with write_transaction(self.engine, f"record execution {task_id}") as conn:
-            conn.execute(
-                dialect_insert(conn, ExecutionRecord)
-                .values(
-                    task_id=task_id,
-                    correlation_id=correlation_id,
-                    parent_id=parent_id,
-                    status="pending",
-                    program=program,
-                    module_type=module_type,
-                    lm=lm,
-                    inputs=inputs,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["task_id"])
-            )
+            row = {
+                "task_id": task_id,
+                "correlation_id": correlation_id,
+                "parent_id": parent_id,
+                "status": "pending",
+                "program": program,
+                "module_type": module_type,
+                "lm": lm,
+                "inputs": inputs,
+                "created_at": utcnow(),
+            }
+            conn.execute(insert_once(conn, ExecutionRecord, "task_id", row))
             return _require(_select(conn, task_id), task_id)
 
     def mark_running(
@@ -66,30 +64,13 @@ class ExecutionStore:
         A task never recorded as pending gets its row now (``correlation_id`` fills it).
         """
         now = utcnow()
-        with write_transaction(self.engine, f"mark execution {task_id} running") as conn:
-            current = _lock_or_insert(
-                conn,
-                task_id,
-                correlation_id=correlation_id,
-                created_at=now,
-                status="running",
-                attempts=1,
-                node=node,
-                started_at=now,
-            )
-            if current is None:
-                return True
-            if not can_move(current.status, "running"):
-                return False
-            conn.execute(
-                _update(task_id).values(
-                    status="running",
-                    attempts=col(ExecutionRecord.attempts) + 1,
-                    node=node,
-                    started_at=now,
-                )
-            )
-            return True
+        started = {"status": "running", "node": node, "started_at": now}
+        return self._move(
+            task_id,
+            "running",
+            {"correlation_id": correlation_id, "created_at": now, "attempts": 1, **started},
+            lambda _current: {**started, "attempts": col(ExecutionRecord.attempts) + 1},
+        )
 
     def mark_succeeded(
         self,
@@ -113,14 +94,7 @@ class ExecutionStore:
         return self._finish(
             task_id,
             "succeeded",
-            {
-                "outputs": outputs,
-                "error": None,
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cost_usd": cost_usd,
-                "lm_calls": lm_calls,
-            },
+            success_columns(outputs, input_tokens, output_tokens, cost_usd, lm_calls),
             duration_ms=duration_ms,
             correlation_id=correlation_id,
             node=node,
@@ -168,22 +142,37 @@ class ExecutionStore:
         values: dict[str, Any] = {"status": status, **columns, "finished_at": now}
         if node is not None:
             values["node"] = node
-        with write_transaction(self.engine, f"mark execution {task_id} {status}") as conn:
-            current = _lock_or_insert(
-                conn,
-                task_id,
-                correlation_id=correlation_id,
-                created_at=now,
-                attempts=1,
-                duration_ms=duration_ms,
+        new_row = {"correlation_id": correlation_id, "created_at": now, "attempts": 1}
+        return self._move(
+            task_id,
+            status,
+            {**new_row, "duration_ms": duration_ms, **values},
+            lambda current: {
                 **values,
-            )
+                "duration_ms": _duration_ms(current.started_at, now, duration_ms),
+            },
+        )
+
+    def _move(
+        self,
+        task_id: str,
+        target: ExecutionStatus,
+        new_row: dict[str, Any],
+        changes: Callable[[ExecutionRecord], dict[str, Any]],
+    ) -> bool:
+        """Move ``task_id``'s row to ``target`` if :mod:`dspyq.store.states` allows it.
+
+        A task never recorded gets ``new_row`` as its row. Otherwise the row is locked
+        and, if the move is legal, updated with ``changes(row)``. True if this call wrote
+        the row, False if the move was refused (nothing changed).
+        """
+        with write_transaction(self.engine, f"mark execution {task_id} {target}") as conn:
+            current = _lock_or_insert(conn, task_id, **new_row)
             if current is None:
                 return True
-            if not can_move(current.status, status):
+            if not can_move(current.status, target):
                 return False
-            values["duration_ms"] = _duration_ms(current.started_at, now, duration_ms)
-            conn.execute(_update(task_id).values(**values))
+            conn.execute(_update(task_id).values(**changes(current)))
             return True
 
     def get(self, task_id: str) -> ExecutionRecord | None:
@@ -208,6 +197,22 @@ class ExecutionStore:
         with read_connection(self.engine, "list executions") as conn:
             rows = conn.execute(query.limit(limit)).mappings().all()
         return [ExecutionRecord.model_validate(dict(row)) for row in rows]
+
+
+SUCCESS_COLUMNS = ("outputs", "error", "input_tokens", "output_tokens", "cost_usd", "lm_calls")
+"""The columns a success writes besides its status, node and times."""
+
+
+def success_columns(
+    outputs: dict[str, Any],
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    cost_usd: float = 0.0,
+    lm_calls: int = 0,
+) -> dict[str, Any]:
+    """:data:`SUCCESS_COLUMNS` and their values (a success clears the error)."""
+    values = (outputs, None, input_tokens, output_tokens, cost_usd, lm_calls)
+    return dict(zip(SUCCESS_COLUMNS, values, strict=True))
 
 
 def _select(conn: Connection, task_id: str, *, lock: bool = False) -> ExecutionRecord | None:
@@ -240,12 +245,10 @@ def _lock_or_insert(conn: Connection, task_id: str, **values: Any) -> ExecutionR
     current = _select(conn, task_id, lock=True)
     if current is not None:
         return current
+    row = {"task_id": task_id, **values}
+    # RETURNING says whether a row was inserted; rowcount is unreliable with it on PG.
     inserted = conn.execute(
-        dialect_insert(conn, ExecutionRecord)
-        .values(task_id=task_id, **values)
-        .on_conflict_do_nothing(index_elements=["task_id"])
-        # RETURNING says whether a row was inserted; rowcount is unreliable with it on PG.
-        .returning(col(ExecutionRecord.id))
+        insert_once(conn, ExecutionRecord, "task_id", row).returning(col(ExecutionRecord.id))
     )
     if inserted.first() is not None:
         return None
