@@ -37,7 +37,7 @@ class _CountingConnection(redis.Connection):
 
 class CountingRedis(redis.Redis):
     """A real client that counts its round trips to Redis, whatever way each is made
-    (a command, a pipeline, or commands sent together on a connection)."""
+    (a command or a pipeline)."""
 
     _sent: list[int]
 
