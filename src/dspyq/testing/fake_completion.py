@@ -138,11 +138,11 @@ def _top_level_split(text: str, sep: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _schema_value(schema: Any, defs: dict[str, Any]) -> Any:
+def schema_value(schema: Any, defs: dict[str, Any]) -> Any:
     if not isinstance(schema, dict):
         return None
     if "$ref" in schema:
-        return _schema_value(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
+        return schema_value(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
@@ -152,13 +152,13 @@ def _schema_value(schema: Any, defs: dict[str, Any]) -> Any:
             options = [
                 o for o in schema[key] if not (isinstance(o, dict) and o.get("type") == "null")
             ]
-            return _schema_value(options[0] if options else {}, defs)
+            return schema_value(options[0] if options else {}, defs)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
     if kind == "object":
         props = schema.get("properties") or {}
-        return {name: _schema_value(sub, defs) for name, sub in props.items()}
+        return {name: schema_value(sub, defs) for name, sub in props.items()}
     if kind == "array":
         return []
     if kind == "integer":
@@ -223,7 +223,7 @@ def placeholder(field: OutputField, snippet: str) -> Any:
     if note.startswith(schema_prefix):
         try:
             schema = json.loads(note[len(schema_prefix) :])
-            return _schema_value(schema, schema.get("$defs", {}))
+            return schema_value(schema, schema.get("$defs", {}))
         except ValueError:
             pass
     return f"fake {field.name}: {snippet}"
