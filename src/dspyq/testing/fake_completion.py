@@ -258,6 +258,14 @@ def render_fields(values: dict[str, Any], as_json: bool) -> str:
     return "\n\n".join([*blocks, "[[ ## completed ## ]]"])
 
 
+def _response_schema(response_format: Any) -> dict[str, Any] | None:
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema") or {}
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
 def system_text(messages: list[dict[str, Any]]) -> str:
     return "\n\n".join(
         message_text(m.get("content")) for m in messages if m.get("role") == "system"
@@ -270,12 +278,16 @@ def field_completion(
     """A completion carrying ``given`` values, with the prompt's other fields defaulted.
 
     Fields come out in the prompt's order; given names the prompt does not declare follow.
-    With no declared fields and nothing given, a plain-text answer is returned.
+    With no declared fields and nothing given, a plain-text answer is returned, or a
+    value of the ``json_schema`` response format's schema.
     """
     given = dict(given or {})
     fields = parse_output_fields(system_text(messages))
     snippet = question_snippet(messages)
     if not fields and not given:
+        schema = _response_schema(response_format)
+        if schema is not None:
+            return json.dumps(schema_value(schema, schema.get("$defs", {})))
         return f"fake answer: {snippet}"
     values: dict[str, Any] = {}
     for f in fields:
