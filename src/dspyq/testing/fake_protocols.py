@@ -129,7 +129,10 @@ def openai_duration(seconds: float) -> str:
 def budget_headers(protocol: str, budget: Budget) -> dict[str, str]:
     """The rate-limit headers each provider sends on every answer."""
     if protocol == "anthropic":
+        # Whole seconds, rounded up: a reset stamped early would invite a 429.
         when = datetime.now(UTC) + timedelta(seconds=budget.reset)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
         reset = when.isoformat(timespec="seconds").replace("+00:00", "Z")
         return {
             "anthropic-ratelimit-requests-limit": str(budget.limit_requests),
