@@ -45,7 +45,6 @@ from dspyq.testing.fake_script import (
     FailureKind,
     FakeConfig,
     FakeLMState,
-    ToolCall,
 )
 
 
@@ -296,17 +295,12 @@ class FakeLMServer:
         tool_calls: list[dict[str, Any]] | None = None,
         times: int | None = None,
     ) -> None:
-        """Answer requests whose conversation matches ``match`` (a regex; None: all)."""
-        calls = [ToolCall.model_validate(c) for c in tool_calls] if tool_calls else None
-        rule = AnswerRule(
-            match=match,
-            answer=answer,
-            answers=answers,
-            fields=fields,
-            tool_calls=calls,
-            times=times,
-        )
-        self.state.add_rules([rule])
+        """Answer requests whose conversation matches ``match`` (a regex; None: all).
+
+        ``tool_calls`` are ``{"name": ..., "arguments": {...}}`` dicts.
+        """
+        given = {k: v for k, v in locals().items() if k != "self" and v is not None}
+        self.state.add_rules([AnswerRule.model_validate(given)])
 
     def answer(self, text: str, match: str | None = None, times: int | None = None) -> None:
         """Reply ``text`` verbatim to matching requests."""
@@ -332,18 +326,8 @@ class FakeLMServer:
         headers: dict[str, str] | None = None,
     ) -> None:
         """Make the next ``count`` completion requests fail (see :class:`Failure`)."""
-        failure = Failure(
-            kind=kind,
-            status=status,
-            retry_after=retry_after,
-            retry_after_ms=retry_after_ms,
-            count=count,
-            delay=delay,
-            message=message,
-            code=code,
-            headers=headers or {},
-        )
-        self.state.add_failures([failure])
+        given = {k: v for k, v in locals().items() if k != "self" and v is not None}
+        self.state.add_failures([Failure.model_validate(given)])
 
     def rate_limit_next(self, count: int = 1, retry_after: float = 1.0) -> None:
         """Answer the next ``count`` requests with 429 and ``Retry-After: retry_after``."""
