@@ -280,6 +280,30 @@ def responses_max_output_tokens(s: FakeLMServer) -> None:
     assert response.incomplete_details.reason == "max_output_tokens"
 
 
+def responses_truncated_stream(s: FakeLMServer) -> None:
+    s.answer("one two three four five six")
+    s.fail_next(1, kind="truncated")
+    events = list(oai(s).responses.create(model="fake-model", input="hi", stream=True))
+    assert events[-1].type == "response.output_text.delta"
+
+
+def responses_stream_error(s: FakeLMServer) -> None:
+    s.fail_next(1, kind="stream_error")
+    events = list(oai(s).responses.create(model="fake-model", input="hi", stream=True))
+    assert events[-1].type == "error" and events[-1].code == "server_error"
+
+
+def responses_insufficient_quota(s: FakeLMServer) -> None:
+    s.fail_next(1, kind="insufficient_quota")
+    error = raises(openai.RateLimitError, lambda: oai(s).responses.create(model="m", input="hi"))
+    assert error.code == "insufficient_quota"
+
+
+def responses_missing_input(s: FakeLMServer) -> None:
+    error = raises(openai.BadRequestError, lambda: oai(s).responses.create(model="m", input=[]))
+    assert error.param == "input"
+
+
 # --- Anthropic messages -------------------------------------------------------------------------
 
 
@@ -388,6 +412,20 @@ def anthropic_stream_error(s: FakeLMServer) -> None:
 def anthropic_connection_reset(s: FakeLMServer) -> None:
     s.fail_next(1, kind="reset")
     raises(anthropic.APIConnectionError, lambda: message(s))
+
+
+def anthropic_slow_first_byte(s: FakeLMServer) -> None:
+    s.fail_next(1, kind="slow_first_byte", delay=2.0)
+    raises(
+        anthropic.APITimeoutError,
+        lambda: ant(s, timeout=0.3).messages.create(model="c", max_tokens=10, messages=HI),
+    )
+
+
+def anthropic_stream_reset(s: FakeLMServer) -> None:
+    s.answer(LONG)
+    s.fail_next(1, kind="reset")
+    raises(anthropic.APIConnectionError, lambda: list(message(s, stream=True)))
 
 
 def anthropic_truncated_stream(s: FakeLMServer) -> None:

@@ -3,6 +3,7 @@ headers and answers cut at ``max_tokens`` (the last compared with DSPy 3.4.1 its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -219,3 +220,23 @@ def test_a_stream_cut_mid_body_is_a_retryable_provider_error(fake_lm: FakeLMServ
     fake_lm.fail_next(2, kind="reset")
     with pytest.raises(ProviderUnavailableError):
         make_lm(fake_lm, "anthropic", num_retries=1)("hi")
+
+
+def test_a_slow_first_byte_times_out_and_is_retried(fake_lm: FakeLMServer) -> None:
+    fake_lm.fail_next(1, kind="slow_first_byte", delay=1.5)
+    lm, waits = waits_of(fake_lm, "anthropic", num_retries=1, timeout=0.3)
+    assert lm("hi")
+    assert len(waits) == 1 and len(fake_lm.requests) == 2
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_calls_read_headers_and_do_not_retry_a_spent_quota(
+    fake_lm: FakeLMServer, protocol: str
+) -> None:
+    lm = make_lm(fake_lm, protocol, num_retries=2)
+    response = asyncio.run(lm.aforward("hi"))
+    assert response.rate_limit is not None and response.rate_limit["remaining_requests"] > 0
+    fake_lm.fail_next(3, kind="insufficient_quota")
+    with pytest.raises(QuotaExceededError):
+        asyncio.run(lm.aforward("again"))
+    assert len(fake_lm.requests) == 2
