@@ -229,6 +229,18 @@ class AuthenticationError(ProviderError):
     severity = "high"
 
 
+class QuotaExceededError(ProviderError):
+    """The account's quota or credit is spent (OpenAI's ``insufficient_quota`` 429,
+    Anthropic's low credit balance): no wait cures it, so it is never retried."""
+
+    code = 4402
+    severity = "high"
+
+    @property
+    def retry_strategy(self) -> RetryStrategy:
+        return "none"
+
+
 class ContextWindowExceededError(BadRequestError):
     """The prompt does not fit the model's context window."""
 
@@ -282,6 +294,7 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         ProviderUnavailableError,
         BadRequestError,
         AuthenticationError,
+        QuotaExceededError,
         ContextWindowExceededError,
         MalformedResponseError,
         CircuitOpenError,

@@ -37,6 +37,7 @@ from dspyq.lm.observe import report_lm_request
 from dspyq.lm.pricing import Price, PriceTable, price_table
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
 from dspyq.lm.request import LMChunk, LMResponse, Usage
+from dspyq.lm.truncation import warn_if_truncated
 from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import get_settings
 
@@ -264,6 +265,7 @@ class LM:
         else:
             usage = response.usage
             cost, priced = self._cost(response)
+            warn_if_truncated(response, call.request.params)
             if call.key is not None:
                 default_cache().put(call.key, response)
         entry: dict[str, Any] = {
@@ -283,6 +285,7 @@ class LM:
             "provider": self.provider_name,
             "model_type": self.model_type,
             "finish_reasons": list(response.finish_reasons),
+            "rate_limit": None if cache_hit else response.rate_limit,
             "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "uuid": uuid.uuid4().hex,
         }

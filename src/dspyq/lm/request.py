@@ -62,6 +62,9 @@ class LMResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     finish_reasons: list[str | None] = Field(default_factory=list)
+    # The answer's request id and rate-limit budget, as its headers said; not part of
+    # the cached form (a cached answer says nothing about today's budget).
+    rate_limit: dict[str, Any] | None = Field(default=None, exclude=True)
 
 
 class LMChunk(BaseModel):

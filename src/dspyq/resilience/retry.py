@@ -2,8 +2,10 @@
 
 One policy object serves sync calls, async calls and streams. Whether an error is
 worth retrying is read from the error itself (``DspyqError.retry_strategy``): 429,
-5xx, timeouts, connection errors and malformed answers are; bad requests and
-authentication failures fail at once.
+5xx, timeouts, connection errors and malformed answers are; bad requests,
+authentication failures and a spent quota (``insufficient_quota``) fail at once.
+When the failed answer's rate-limit headers said a budget was spent (remaining 0,
+kept in the error's ``rate_limit`` context), the retry waits at least for its reset.
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - current).total_seconds())
 
 
+def budget_reset(error: BaseException) -> float:
+    """Seconds until the spent rate-limit budget the error's answer reported resets (or 0)."""
+    context = getattr(error, "context", None)
+    limits = context.get("rate_limit") if isinstance(context, dict) else None
+    if not isinstance(limits, dict):
+        return 0.0
+    waits = [
+        float(limits.get(f"reset_{kind}") or 0.0)
+        for kind in ("requests", "tokens")
+        if limits.get(f"remaining_{kind}") == 0
+    ]
+    return max(waits, default=0.0)
+
+
 def is_retryable(error: BaseException) -> bool:
     """True for provider errors that a later attempt may cure (the error says so)."""
     return isinstance(error, ProviderError) and error.retry_strategy != "none"
@@ -68,7 +84,8 @@ class RetryPolicy:
     ``num_retries`` counts retries after the first attempt. The n-th backoff is drawn
     uniformly from ``[0, min(max_delay, base_delay * 2**n)]`` ("full jitter"); when the
     error carries a ``retry_after`` (from the server's Retry-After header) that wait is
-    used instead, capped by ``max_retry_after`` so a confused server cannot park us.
+    used instead, capped by ``max_retry_after`` so a confused server cannot park us;
+    without one, a spent rate-limit budget's reset is the shortest wait (same cap).
     """
 
     num_retries: int = 3
@@ -88,7 +105,8 @@ class RetryPolicy:
         if retry_after is not None:
             return min(float(retry_after), self.max_retry_after)
         ceiling = min(self.max_delay, self.base_delay * (2**attempt))
-        return self.rng.uniform(0.0, ceiling)
+        backoff = self.rng.uniform(0.0, ceiling)
+        return max(backoff, min(budget_reset(error), self.max_retry_after))
 
     def _next_delay(self, error: DspyqError, attempt: int) -> float:
         wait = self.delay(error, attempt)

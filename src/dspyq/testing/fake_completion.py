@@ -138,11 +138,11 @@ def _top_level_split(text: str, sep: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
-def _schema_value(schema: Any, defs: dict[str, Any]) -> Any:
+def schema_value(schema: Any, defs: dict[str, Any]) -> Any:
     if not isinstance(schema, dict):
         return None
     if "$ref" in schema:
-        return _schema_value(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
+        return schema_value(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
@@ -152,13 +152,13 @@ def _schema_value(schema: Any, defs: dict[str, Any]) -> Any:
             options = [
                 o for o in schema[key] if not (isinstance(o, dict) and o.get("type") == "null")
             ]
-            return _schema_value(options[0] if options else {}, defs)
+            return schema_value(options[0] if options else {}, defs)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
     if kind == "object":
         props = schema.get("properties") or {}
-        return {name: _schema_value(sub, defs) for name, sub in props.items()}
+        return {name: schema_value(sub, defs) for name, sub in props.items()}
     if kind == "array":
         return []
     if kind == "integer":
@@ -223,7 +223,7 @@ def placeholder(field: OutputField, snippet: str) -> Any:
     if note.startswith(schema_prefix):
         try:
             schema = json.loads(note[len(schema_prefix) :])
-            return _schema_value(schema, schema.get("$defs", {}))
+            return schema_value(schema, schema.get("$defs", {}))
         except ValueError:
             pass
     return f"fake {field.name}: {snippet}"
@@ -258,6 +258,14 @@ def render_fields(values: dict[str, Any], as_json: bool) -> str:
     return "\n\n".join([*blocks, "[[ ## completed ## ]]"])
 
 
+def _response_schema(response_format: Any) -> dict[str, Any] | None:
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema") or {}
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else None
+
+
 def system_text(messages: list[dict[str, Any]]) -> str:
     return "\n\n".join(
         message_text(m.get("content")) for m in messages if m.get("role") == "system"
@@ -270,12 +278,16 @@ def field_completion(
     """A completion carrying ``given`` values, with the prompt's other fields defaulted.
 
     Fields come out in the prompt's order; given names the prompt does not declare follow.
-    With no declared fields and nothing given, a plain-text answer is returned.
+    With no declared fields and nothing given, a plain-text answer is returned, or a
+    value of the ``json_schema`` response format's schema.
     """
     given = dict(given or {})
     fields = parse_output_fields(system_text(messages))
     snippet = question_snippet(messages)
     if not fields and not given:
+        schema = _response_schema(response_format)
+        if schema is not None:
+            return json.dumps(schema_value(schema, schema.get("$defs", {})))
         return f"fake answer: {snippet}"
     values: dict[str, Any] = {}
     for f in fields:

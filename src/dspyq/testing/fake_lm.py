@@ -1,10 +1,14 @@
 """A fake OpenAI- and Anthropic-compatible LM server for tests, demos and load runs.
 
-It is a real HTTP server (starlette on uvicorn) speaking ``POST /v1/chat/completions``
-and ``POST /v1/messages`` (both also as server-sent events) and ``GET /v1/models``.
-Answers come from scripted rules or, by default, from reading the DSPy-style prompt
-(see :mod:`dspyq.testing.fake_completion`); latency, 5xx errors, 429s with
-Retry-After, malformed and truncated bodies can be switched on. Every completion
+It is a real HTTP server (starlette on uvicorn) speaking ``POST /v1/chat/completions``,
+``POST /v1/messages`` and ``POST /v1/responses`` (all also as server-sent events) and
+``GET /v1/models``, close enough that the official ``openai`` and ``anthropic`` SDKs
+parse everything it says. Answers come from scripted rules (text, fields or tool
+calls) or, by default, from reading the DSPy-style prompt (see
+:mod:`dspyq.testing.fake_completion`), cut at ``max_tokens`` as a real model would;
+invalid parameters get the providers' 400/404 bodies; latency, 5xx errors, 429s with
+Retry-After, quota errors, rate-limit windows, malformed and truncated bodies, dropped
+connections and slow first bytes can be switched on (see :mod:`dspyq.testing.fake_exchange`). Every completion
 request is logged (keys redacted). Tests in the same process use
 :class:`FakeLMServer` (a background thread); other processes steer a server started
 with :func:`serve` (``dspyq fake-lm``) over its ``/_fake/*`` endpoints::
@@ -31,165 +35,17 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dspyq.testing import fake_protocols as wire
-from dspyq.testing.fake_completion import estimate_tokens, field_completion, message_text
-from dspyq.testing.fake_script import AnswerRule, Failure, FailureKind, FakeConfig, FakeLMState
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-class _Exchange:
-    """One completion request being answered, in either protocol."""
-
-    def __init__(self, state: FakeLMState, protocol: str, body: Any, headers: dict[str, str]):
-        self.state = state
-        self.protocol = protocol
-        self.body = body
-        self.headers = headers
-
-    def error(self, status: int, message: str, retry_after: float | None = None) -> Response:
-        payload = (
-            wire.anthropic_error(status, message)
-            if self.protocol == "anthropic"
-            else wire.openai_error(status, message)
-        )
-        headers = {"retry-after": _seconds(retry_after)} if retry_after is not None else None
-        return JSONResponse(payload, status_code=status, headers=headers)
-
-    def context_error(self, tokens: int, limit: int) -> Response:
-        return JSONResponse(wire.context_error(self.protocol, tokens, limit), status_code=400)
-
-    def _has_key(self, expected: str) -> bool:
-        if self.protocol == "anthropic":
-            return self.headers.get("x-api-key") == expected
-        return self.headers.get("authorization") == f"Bearer {expected}"
-
-    def validate(self) -> str | None:
-        """A protocol violation worth a 400, as the real service would answer, or None."""
-        body = self.body
-        if not isinstance(body, dict):
-            return "the request body must be a JSON object"
-        if not isinstance(body.get("model"), str) or not body["model"]:
-            return "model: field required"
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return "messages: a non-empty list is required"
-        if self.protocol == "anthropic":
-            if "anthropic-version" not in self.headers:
-                return "anthropic-version: header is required"
-            if not isinstance(body.get("max_tokens"), int):
-                return "max_tokens: field required"
-            if any(m.get("role") == "system" for m in messages if isinstance(m, dict)):
-                return 'messages: Unexpected role "system". Use the top-level system parameter.'
-        return None
-
-    def messages(self) -> list[dict[str, Any]]:
-        messages = [m for m in self.body["messages"] if isinstance(m, dict)]
-        if self.protocol == "anthropic" and self.body.get("system"):
-            return [{"role": "system", "content": message_text(self.body["system"])}, *messages]
-        return messages
-
-    async def answer(self, number: int) -> tuple[Response, str]:
-        conf = self.state.config
-        invalid = self.validate()
-        if invalid:
-            return self.error(400, invalid), "invalid"
-        if conf.api_key is not None and not self._has_key(conf.api_key):
-            return self.error(401, "Incorrect API key provided."), "unauthorized"
-        failure = self.state.next_failure(number)
-        kind: FailureKind | None = failure.kind if failure else None
-        if failure is not None and failure.kind == "slow":
-            await asyncio.sleep(failure.delay)
-        elif failure is not None and failure.kind == "status":
-            retry_after = failure.retry_after
-            if retry_after is None and failure.status == 429:
-                retry_after = conf.retry_after
-            message = failure.message or f"fake failure with status {failure.status}"
-            return self.error(failure.status, message, retry_after), f"failure:{failure.status}"
-
-        messages = self.messages()
-        conversation = "\n".join(message_text(m.get("content")) for m in messages)
-        prompt_tokens = estimate_tokens(conversation)
-        if kind == "context_length" or (
-            conf.max_context_tokens is not None and prompt_tokens > conf.max_context_tokens
-        ):
-            limit = conf.max_context_tokens or max(1, prompt_tokens - 1)
-            return self.context_error(prompt_tokens, limit), "context_length"
-
-        n = int(self.body.get("n") or 1) if self.protocol == "openai" else 1
-        texts, fields = self.state.pick_answers(conversation, n)
-        if texts is None:
-            text = field_completion(messages, fields, self.body.get("response_format"))
-            texts = [text] * n
-        completion_tokens = sum(estimate_tokens(t) for t in texts)
-        streaming = self.body.get("stream") is True
-        model = str(self.body["model"])
-        outcome = "answer" if kind is None else f"failure:{kind}"
-
-        if kind == "malformed":
-            if streaming:
-                return StreamingResponse(
-                    iter([b"data: {this is not json\n\n"]), media_type="text/event-stream"
-                ), outcome
-            return Response("{this is not json", media_type="application/json"), outcome
-        if kind == "stream_error" and not streaming:
-            return self.error(500, "fake failure with status 500"), "failure:500"
-        truncate = kind == "truncated"
-        if streaming:
-            stream = self._stream(
-                model,
-                texts,
-                prompt_tokens,
-                completion_tokens,
-                conf,
-                truncate,
-                kind == "stream_error",
-            )
-            return StreamingResponse(stream, media_type="text/event-stream"), outcome
-        if self.protocol == "anthropic":
-            payload = wire.anthropic_message(model, texts[0], prompt_tokens, completion_tokens)
-        else:
-            usage = wire.openai_usage(prompt_tokens, completion_tokens)
-            payload = wire.openai_completion(model, texts, usage)
-        text = json.dumps(payload)
-        if truncate:
-            return Response(text[: len(text) // 2], media_type="application/json"), outcome
-        return Response(text, media_type="application/json"), outcome
-
-    def _stream(
-        self,
-        model: str,
-        texts: list[str],
-        prompt_tokens: int,
-        completion_tokens: int,
-        conf: FakeConfig,
-        truncate: bool,
-        fail: bool,
-    ) -> Any:
-        if self.protocol == "anthropic":
-            return wire.anthropic_stream(
-                model,
-                texts[0],
-                prompt_tokens,
-                completion_tokens,
-                chunk_delay=conf.chunk_delay,
-                truncate=truncate,
-                fail=fail,
-            )
-        options = self.body.get("stream_options") or {}
-        usage = (
-            wire.openai_usage(prompt_tokens, completion_tokens)
-            if options.get("include_usage")
-            else None
-        )
-        return wire.openai_stream(
-            model, texts, usage, chunk_delay=conf.chunk_delay, truncate=truncate, fail=fail
-        )
+from dspyq.testing.fake_exchange import Exchange
+from dspyq.testing.fake_script import (
+    AnswerRule,
+    Failure,
+    FailureKind,
+    FakeConfig,
+    FakeLMState,
+)
 
 
 def build_app(state: FakeLMState) -> Starlette:
@@ -207,7 +63,7 @@ def build_app(state: FakeLMState) -> Starlette:
         delay = state.latency()
         if delay:
             await asyncio.sleep(delay)
-        response, outcome = await _Exchange(state, protocol, body, headers).answer(entry["id"])
+        response, outcome = await Exchange(state, protocol, body, headers).answer(entry["id"])
         state.finish_request(entry, response.status_code, outcome)
         return response
 
@@ -217,10 +73,13 @@ def build_app(state: FakeLMState) -> Starlette:
     async def anthropic_messages(request: Request) -> Response:
         return await complete(request, "anthropic")
 
+    async def responses(request: Request) -> Response:
+        return await complete(request, "responses")
+
     async def models(request: Request) -> Response:
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "dspyq-fake"}
-            for name in state.config.models
+            for name in state.config.listed_models()
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -261,6 +120,7 @@ def build_app(state: FakeLMState) -> Starlette:
         routes=[
             Route("/v1/chat/completions", openai_completions, methods=["POST"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
+            Route("/v1/responses", responses, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/_fake/requests", requests_log, methods=["GET", "DELETE"]),
             Route("/_fake/config", config, methods=["GET", "POST"]),
@@ -311,7 +171,8 @@ class FakeLMServer:
 
     ``port=0`` picks a free port. Keyword arguments are :class:`FakeConfig` keys
     (latency, latency_jitter, chunk_delay, error_rate, error_status, seed,
-    rate_limit_every, retry_after, api_key, max_context_tokens, models); ``rules`` and
+    rate_limit_every, retry_after, api_key, max_context_tokens, models, ratelimit_requests,
+    ratelimit_tokens, ratelimit_window); ``rules`` and
     ``script`` preload answers and failures.
     """
 
@@ -431,11 +292,15 @@ class FakeLMServer:
         answer: str | None = None,
         answers: list[str] | None = None,
         fields: dict[str, Any] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
         times: int | None = None,
     ) -> None:
-        """Answer requests whose conversation matches ``match`` (a regex; None: all)."""
-        rule = AnswerRule(match=match, answer=answer, answers=answers, fields=fields, times=times)
-        self.state.add_rules([rule])
+        """Answer requests whose conversation matches ``match`` (a regex; None: all).
+
+        ``tool_calls`` are ``{"name": ..., "arguments": {...}}`` dicts.
+        """
+        given = {k: v for k, v in locals().items() if k != "self" and v is not None}
+        self.state.add_rules([AnswerRule.model_validate(given)])
 
     def answer(self, text: str, match: str | None = None, times: int | None = None) -> None:
         """Reply ``text`` verbatim to matching requests."""
@@ -456,17 +321,13 @@ class FakeLMServer:
         retry_after: float | None = None,
         delay: float = 0.0,
         message: str | None = None,
+        code: str | None = None,
+        retry_after_ms: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Make the next ``count`` completion requests fail (see :class:`Failure`)."""
-        failure = Failure(
-            kind=kind,
-            status=status,
-            retry_after=retry_after,
-            count=count,
-            delay=delay,
-            message=message,
-        )
-        self.state.add_failures([failure])
+        given = {k: v for k, v in locals().items() if k != "self" and v is not None}
+        self.state.add_failures([Failure.model_validate(given)])
 
     def rate_limit_next(self, count: int = 1, retry_after: float = 1.0) -> None:
         """Answer the next ``count`` requests with 429 and ``Retry-After: retry_after``."""

@@ -1,18 +1,23 @@
-"""Wire shapes of the fake server's answers: OpenAI and Anthropic bodies, errors and SSE.
+"""Wire shapes shared by the fake server's protocols: replies, errors, headers and SSE.
 
 Only what a client can observe is imitated: field names, event order, the
-``data: [DONE]`` terminator, usage placement and error body layout.
+``data: [DONE]`` terminator, usage placement, error body layout and the headers the
+providers send (request ids, rate-limit budgets, retry hints).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from dspyq.testing.fake_script import Budget, ToolCall
+
+# How a reply ended, whatever the protocol calls it.
+Finish = Literal["stop", "length", "tool"]
 
 _OPENAI_ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -31,6 +36,28 @@ _ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. "
+    "For more information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+CREDIT_MESSAGE = (
+    "Your credit balance is too low to access the Anthropic API. "
+    "Please go to Plans & Billing to upgrade or purchase credits."
+)
+
+
+@dataclass
+class Reply:
+    """One choice of an answer: its text, its tool calls and how it ended."""
+
+    text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish: Finish = "stop"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
 
 
 def chunk_text(text: str, words_per_chunk: int = 2) -> list[str]:
@@ -41,7 +68,7 @@ def chunk_text(text: str, words_per_chunk: int = 2) -> list[str]:
     ]
 
 
-def _sse(data: Any, event: str | None = None) -> bytes:
+def sse(data: Any, event: str | None = None) -> bytes:
     body = data if isinstance(data, str) else json.dumps(data)
     prefix = f"event: {event}\n" if event else ""
     return f"{prefix}data: {body}\n\n".encode()
@@ -50,18 +77,25 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 # --- errors ------------------------------------------------------------------------------
 
 
-def openai_error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+def openai_error(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     kind, default_code = _OPENAI_ERROR_TYPES.get(status, ("server_error", None))
+    if code == "insufficient_quota":
+        kind = "insufficient_quota"
     return {
-        "error": {"message": message, "type": kind, "param": None, "code": code or default_code}
+        "error": {"message": message, "type": kind, "param": param, "code": code or default_code}
     }
 
 
-def anthropic_error(status: int, message: str) -> dict[str, Any]:
+def anthropic_error(status: int, message: str, request_id: str | None = None) -> dict[str, Any]:
     kind = _ANTHROPIC_ERROR_TYPES.get(
         status, "api_error" if status >= 500 else "invalid_request_error"
     )
-    return {"type": "error", "error": {"type": kind, "message": message}}
+    body: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
 
 
 def context_error(protocol: str, tokens: int, limit: int) -> dict[str, Any]:
@@ -72,13 +106,72 @@ def context_error(protocol: str, tokens: int, limit: int) -> dict[str, Any]:
         f"This model's maximum context length is {limit} tokens. However, your messages "
         f"resulted in {tokens} tokens. Please reduce the length of the messages.",
         code="context_length_exceeded",
+        param="messages",
     )
+
+
+# --- headers ------------------------------------------------------------------------------
+
+
+def seconds_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def openai_duration(seconds: float) -> str:
+    """OpenAI's reset format: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    rest_text = seconds_text(round(rest, 3))
+    return f"{int(minutes)}m{rest_text}s" if minutes else f"{rest_text}s"
+
+
+def budget_headers(protocol: str, budget: Budget) -> dict[str, str]:
+    """The rate-limit headers each provider sends on every answer."""
+    if protocol == "anthropic":
+        # Whole seconds, rounded up: a reset stamped early would invite a 429.
+        when = datetime.now(UTC) + timedelta(seconds=budget.reset)
+        if when.microsecond:
+            when = when.replace(microsecond=0) + timedelta(seconds=1)
+        reset = when.isoformat(timespec="seconds").replace("+00:00", "Z")
+        return {
+            "anthropic-ratelimit-requests-limit": str(budget.limit_requests),
+            "anthropic-ratelimit-requests-remaining": str(budget.remaining_requests),
+            "anthropic-ratelimit-requests-reset": reset,
+            "anthropic-ratelimit-tokens-limit": str(budget.limit_tokens),
+            "anthropic-ratelimit-tokens-remaining": str(budget.remaining_tokens),
+            "anthropic-ratelimit-tokens-reset": reset,
+        }
+    reset = openai_duration(budget.reset)
+    return {
+        "x-ratelimit-limit-requests": str(budget.limit_requests),
+        "x-ratelimit-remaining-requests": str(budget.remaining_requests),
+        "x-ratelimit-reset-requests": reset,
+        "x-ratelimit-limit-tokens": str(budget.limit_tokens),
+        "x-ratelimit-remaining-tokens": str(budget.remaining_tokens),
+        "x-ratelimit-reset-tokens": reset,
+    }
+
+
+def retry_headers(
+    protocol: str, retry_after: float | None, retry_after_ms: int | None
+) -> dict[str, str]:
+    """``retry-after`` (both) and ``retry-after-ms`` (OpenAI) for a retryable error."""
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["retry-after"] = seconds_text(retry_after)
+    if protocol != "anthropic" and (retry_after_ms is not None or retry_after is not None):
+        ms = retry_after_ms if retry_after_ms is not None else round((retry_after or 0) * 1000)
+        headers["retry-after-ms"] = str(ms)
+    return headers
 
 
 # --- OpenAI chat completions ---------------------------------------------------------------
 
+OPENAI_FINISH = {"stop": "stop", "length": "length", "tool": "tool_calls"}
 
-def openai_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+
+def openai_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -86,150 +179,45 @@ def openai_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def openai_completion(model: str, texts: list[str], usage: dict[str, int]) -> dict[str, Any]:
+def openai_tool_calls(reply: Reply) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": new_id("call_"),
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+        }
+        for call in reply.tool_calls
+    ]
+
+
+def openai_message(reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.text if reply.text or not reply.tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if reply.tool_calls:
+        message["tool_calls"] = openai_tool_calls(reply)
+    return message
+
+
+def openai_completion(model: str, replies: list[Reply], usage: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "id": new_id("chatcmpl-"),
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": int(datetime.now(UTC).timestamp()),
         "model": model,
         "choices": [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": openai_message(reply),
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": OPENAI_FINISH[reply.finish],
             }
-            for i, text in enumerate(texts)
+            for i, reply in enumerate(replies)
         ],
         "usage": usage,
+        "service_tier": "default",
         "system_fingerprint": "fp_fake",
     }
-
-
-async def openai_stream(
-    model: str,
-    texts: list[str],
-    usage: dict[str, int] | None,
-    *,
-    chunk_delay: float = 0.0,
-    truncate: bool = False,
-    fail: bool = False,
-) -> AsyncIterator[bytes]:
-    """Chunks for every choice, a finish chunk each, the usage chunk if asked, then [DONE].
-
-    ``truncate`` stops halfway without an end; ``fail`` sends an error event after the
-    first text chunk, as OpenAI does when a generation breaks off.
-    """
-    ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-
-    def chunk(choices: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> bytes:
-        payload = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-            **(extra or {}),
-        }
-        return _sse(payload)
-
-    for i in range(len(texts)):
-        yield chunk(
-            [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
-        )
-    pieces = [chunk_text(t) for t in texts]
-    if truncate:
-        pieces = [p[: max(1, len(p) // 2)] for p in pieces]
-    for step in range(max((len(p) for p in pieces), default=0)):
-        for i, parts in enumerate(pieces):
-            if step < len(parts):
-                if chunk_delay:
-                    await asyncio.sleep(chunk_delay)
-                yield chunk(
-                    [{"index": i, "delta": {"content": parts[step]}, "finish_reason": None}]
-                )
-                if fail:
-                    message = "The server had an error while processing your request."
-                    yield _sse(openai_error(500, message))
-                    return
-    if truncate:
-        return
-    for i in range(len(texts)):
-        yield chunk([{"index": i, "delta": {}, "finish_reason": "stop"}])
-    if usage is not None:
-        yield chunk([], {"usage": usage})
-    yield _sse("[DONE]")
-
-
-# --- Anthropic messages ---------------------------------------------------------------------
-
-
-def anthropic_message(
-    model: str, text: str, input_tokens: int, output_tokens: int
-) -> dict[str, Any]:
-    return {
-        "id": f"msg_{uuid.uuid4().hex[:24]}",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-    }
-
-
-async def anthropic_stream(
-    model: str,
-    text: str,
-    input_tokens: int,
-    output_tokens: int,
-    *,
-    chunk_delay: float = 0.0,
-    truncate: bool = False,
-    fail: bool = False,
-) -> AsyncIterator[bytes]:
-    """message_start, one text block of deltas, message_delta with usage, message_stop.
-
-    ``truncate`` stops halfway without message_stop; ``fail`` sends an ``overloaded_error``
-    event after the first delta, as Anthropic does under load.
-    """
-    start = anthropic_message(model, "", input_tokens, 1)
-    start["content"] = []
-    start["stop_reason"] = None
-    yield _sse({"type": "message_start", "message": start}, "message_start")
-    yield _sse(
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        "content_block_start",
-    )
-    yield _sse({"type": "ping"}, "ping")
-    pieces = chunk_text(text)
-    if truncate:
-        pieces = pieces[: max(1, len(pieces) // 2)]
-    for piece in pieces:
-        if chunk_delay:
-            await asyncio.sleep(chunk_delay)
-        yield _sse(
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": piece},
-            },
-            "content_block_delta",
-        )
-        if fail:
-            yield _sse(anthropic_error(529, "Overloaded"), "error")
-            return
-    if truncate:
-        return
-    yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-    yield _sse(
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": output_tokens},
-        },
-        "message_delta",
-    )
-    yield _sse({"type": "message_stop"}, "message_stop")

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -23,7 +24,17 @@ SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
 )
 
-FailureKind = Literal["status", "malformed", "truncated", "slow", "context_length", "stream_error"]
+FailureKind = Literal[
+    "status",
+    "malformed",
+    "truncated",
+    "slow",
+    "context_length",
+    "stream_error",
+    "insufficient_quota",
+    "reset",
+    "slow_first_byte",
+]
 
 
 class FakeConfig(BaseModel):
@@ -41,7 +52,25 @@ class FakeConfig(BaseModel):
     retry_after: float = 1.0
     api_key: str | None = None
     max_context_tokens: int | None = None
-    models: list[str] = Field(default_factory=lambda: ["fake-model"])
+    # When set, a request for any other model gets the provider's model-not-found 404.
+    models: list[str] | None = None
+    # Rate-limit headers: the budget per ``ratelimit_window`` seconds (None: unlimited,
+    # headers still sent); a request over it gets a 429 until the window resets.
+    ratelimit_requests: int | None = None
+    ratelimit_tokens: int | None = None
+    ratelimit_window: float = 60.0
+
+    def listed_models(self) -> list[str]:
+        return self.models if self.models is not None else ["fake-model"]
+
+
+class ToolCall(BaseModel):
+    """A tool call a rule answers with (``tool_calls`` / ``tool_use`` / ``function_call``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 class AnswerRule(BaseModel):
@@ -49,6 +78,7 @@ class AnswerRule(BaseModel):
 
     Give ``answer`` (raw text), ``answers`` (raw texts served in turn, one per choice
     or request), or ``fields`` (values rendered in the format the prompt asked for).
+    ``tool_calls`` adds tool calls (with ``answer`` as the text beside them, if given).
     ``times`` makes the rule expire after that many uses.
     """
 
@@ -58,6 +88,7 @@ class AnswerRule(BaseModel):
     answer: str | None = None
     answers: list[str] | None = None
     fields: dict[str, Any] | None = None
+    tool_calls: list[ToolCall] | None = None
     times: int | None = None
     used: int = 0
 
@@ -88,7 +119,12 @@ class Failure(BaseModel):
     JSON body, or a stream cut before its end marker; ``slow``: wait ``delay``
     seconds, then answer normally; ``context_length``: the protocol's
     prompt-too-long 400; ``stream_error``: a stream that breaks off with the protocol's
-    error event after its first text chunk (a non-streaming request gets a 500).
+    error event after its first text chunk (a non-streaming request gets a 500);
+    ``insufficient_quota``: OpenAI's billing 429 (Anthropic's "credit balance is too
+    low" 400), which no wait cures; ``reset``: 200 headers and part of the body, then
+    the connection drops; ``slow_first_byte``: headers at once, the body after
+    ``delay`` seconds. ``code`` overrides the error body's code, ``retry_after_ms``
+    sends ``retry-after-ms`` (OpenAI's finer hint) and ``headers`` adds any headers.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -96,9 +132,33 @@ class Failure(BaseModel):
     kind: FailureKind = "status"
     status: int = 500
     retry_after: float | None = None
+    retry_after_ms: int | None = None
     count: int = 1
     delay: float = 0.0
     message: str | None = None
+    code: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class Picked:
+    """What a rule chose: texts, or field values to render, and tool calls."""
+
+    texts: list[str] | None
+    fields: dict[str, Any] | None
+    tool_calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The rate-limit window after a request: what the headers say, and whether it was over."""
+
+    limit_requests: int
+    remaining_requests: int
+    limit_tokens: int
+    remaining_tokens: int
+    reset: float
+    over: bool
 
 
 class FakeScript(BaseModel):
@@ -140,6 +200,8 @@ class FakeLMState:
         self.log: list[dict[str, Any]] = []
         self.count = 0
         self.rng = random.Random(self.config.seed)
+        self._window_start = time.monotonic()
+        self._used = (0, 0)
 
     # --- steering --------------------------------------------------------------------
 
@@ -182,6 +244,8 @@ class FakeLMState:
             self.log = []
             self.count = 0
             self.rng = random.Random(self.config.seed)
+            self._window_start = time.monotonic()
+            self._used = (0, 0)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -257,10 +321,8 @@ class FakeLMState:
                 return Failure(kind="status", status=conf.error_status)
         return None
 
-    def pick_answers(
-        self, conversation: str, n: int
-    ) -> tuple[list[str] | None, dict[str, Any] | None]:
-        """Raw texts (one per choice) or field values from the first matching rule."""
+    def pick_answers(self, conversation: str, n: int) -> Picked:
+        """Raw texts (one per choice), field values and tool calls of the first matching rule."""
         with self._lock:
             for rule in list(self.rules):
                 if not rule.matches(conversation):
@@ -268,11 +330,40 @@ class FakeLMState:
                 rule.used += 1
                 if rule.times is not None and rule.used >= rule.times:
                     self.rules.remove(rule)
+                calls = list(rule.tool_calls or [])
                 if rule.answers:
                     start = rule.used - 1
                     texts = [rule.answers[(start * n + i) % len(rule.answers)] for i in range(n)]
-                    return texts, None
+                    return Picked(texts, None, calls)
                 if rule.answer is not None:
-                    return [rule.answer] * n, None
-                return None, dict(rule.fields or {})
-        return None, None
+                    return Picked([rule.answer] * n, None, calls)
+                if calls and rule.fields is None:
+                    return Picked([""] * n, None, calls)
+                return Picked(None, dict(rule.fields or {}), calls)
+        return Picked(None, None, [])
+
+    def take_budget(self, tokens: int) -> Budget:
+        """Spend one request and ``tokens`` from the rate-limit window (if one is set)."""
+        with self._lock:
+            conf = self.config
+            now = time.monotonic()
+            if now - self._window_start >= conf.ratelimit_window:
+                self._window_start, self._used = now, (0, 0)
+            reset = max(0.0, conf.ratelimit_window - (now - self._window_start))
+            requests, used_tokens = self._used
+            limit_r = conf.ratelimit_requests
+            limit_t = conf.ratelimit_tokens
+            over = (limit_r is not None and requests >= limit_r) or (
+                limit_t is not None and used_tokens >= limit_t
+            )
+            if not over:
+                requests, used_tokens = requests + 1, used_tokens + tokens
+                self._used = (requests, used_tokens)
+            return Budget(
+                limit_requests=limit_r or 10_000,
+                remaining_requests=max(0, (limit_r or 10_000) - requests),
+                limit_tokens=limit_t or 10_000_000,
+                remaining_tokens=max(0, (limit_t or 10_000_000) - used_tokens),
+                reset=reset if (limit_r or limit_t) else 0.0,
+                over=over,
+            )

@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 def fake_lm() -> Iterator[FakeLMServer]:
     """A fake OpenAI/Anthropic-compatible server, started for this test only.
 
-    The process-wide LM cache is emptied first: ports get reused, and an answer
-    cached by an earlier test must not stand in for this server's.
+    The process-wide LM cache and noted rate-limit budgets are emptied first: ports
+    get reused, and an earlier test's answers or spent budget must not stand in for
+    this server's.
     """
     from dspyq.lm.cache import clear_cache
+    from dspyq.lm.providers.limits import forget_budgets
     from dspyq.testing.fake_lm import FakeLMServer
 
     clear_cache()
+    forget_budgets()
     with FakeLMServer(port=0) as server:
         yield server
 

@@ -20,7 +20,8 @@ from dspyq.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from dspyq.lm.providers.http import HTTPProvider, StreamDecoder
+from dspyq.lm.providers.http import StreamDecoder
+from dspyq.lm.providers.paced import PacedHTTPProvider
 from dspyq.lm.providers.sse import SSEEvent
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse, Usage
 
@@ -125,7 +126,7 @@ class AnthropicStreamDecoder(StreamDecoder):
         return []
 
 
-class AnthropicProvider(HTTPProvider):
+class AnthropicProvider(PacedHTTPProvider):
     """POST ``{api_base}/v1/messages`` with ``x-api-key`` and ``anthropic-version`` headers."""
 
     kind = "anthropic"

@@ -18,9 +18,11 @@ from dspyq.errors import (
     MalformedResponseError,
     ProviderError,
     ProviderUnavailableError,
+    QuotaExceededError,
     RateLimitedError,
 )
 from dspyq.lm.providers.base import ProviderConfig
+from dspyq.lm.providers.limits import note_budget, read_rate_limits
 from dspyq.resilience.retry import parse_retry_after
 
 _MAX_DETAIL = 500
@@ -35,6 +37,11 @@ _CONTEXT_PHRASES = (
     "prompt is too long",
     "too many tokens",
 )
+
+# Billing errors: a spent quota (OpenAI's 429 ``insufficient_quota``) or credit
+# (Anthropic's 400 "credit balance is too low", or a 402 ``billing_error``).
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_error", "billing_hard_limit_reached"})
+_QUOTA_PHRASES = ("credit balance is too low", "exceeded your current quota")
 
 
 def redact(text: str, config: ProviderConfig) -> str:
@@ -76,10 +83,28 @@ def _context(config: ProviderConfig, model: str, url: str, **extra: Any) -> dict
     return {"provider": config.name, "model": model, "url": url, **extra}
 
 
+def _is_quota(status: int, code: str | None, body: Any, message: str) -> bool:
+    if status not in (400, 402, 403, 429):
+        return False
+    err = body.get("error") if isinstance(body, dict) else None
+    kind = err.get("type") if isinstance(err, dict) else None
+    lowered = message.lower()
+    return (
+        code in _QUOTA_CODES
+        or kind in _QUOTA_CODES
+        or any(phrase in lowered for phrase in _QUOTA_PHRASES)
+    )
+
+
 def error_from_response(
     response: httpx.Response, body_text: str, config: ProviderConfig, model: str
 ) -> ProviderError:
-    """The dspyq error for a non-2xx response."""
+    """The dspyq error for a non-2xx response.
+
+    Its rate-limit headers are read too: a spent budget is noted for the provider's
+    next call and kept in the error's context (``rate_limit``); a 429 without a
+    Retry-After waits for the spent budget's reset instead.
+    """
     status = response.status_code
     url = str(response.request.url)
     try:
@@ -91,10 +116,21 @@ def error_from_response(
     context = _context(config, model, url, status=status)
     if code is not None:
         context["error_code"] = code
+    limits = read_rate_limits(response.headers)
+    note_budget(config, limits)
+    if not limits.empty:
+        context["rate_limit"] = limits.as_dict()
     text = f"{config.name} answered HTTP {status} for model {model!r}"
     if detail:
         text += f": {detail}"
+    if _is_quota(status, code, body, message):
+        return QuotaExceededError(
+            text + " (the account's quota or credit is spent; retrying will not help)",
+            context=context,
+        )
     retry_after = _retry_after_from(response.headers)
+    if retry_after is None and status == 429 and limits.wait() > 0:
+        retry_after = limits.wait()
     if status == 429:
         return RateLimitedError(text, context=context, retry_after=retry_after)
     if status == 408 or status >= 500:

@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 from dspyq.errors import ProviderUnavailableError
-from dspyq.lm.providers.http import HTTPProvider, StreamDecoder
+from dspyq.lm.providers.http import StreamDecoder
+from dspyq.lm.providers.paced import PacedHTTPProvider
 from dspyq.lm.providers.sse import SSEEvent
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse, Usage
 
@@ -72,7 +73,7 @@ class OpenAIStreamDecoder(StreamDecoder):
         return chunks
 
 
-class OpenAIProvider(HTTPProvider):
+class OpenAIProvider(PacedHTTPProvider):
     """POST ``{api_base}/chat/completions`` with a Bearer key; ``n`` and JSON schema are native."""
 
     kind = "openai"
