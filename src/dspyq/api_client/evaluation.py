@@ -24,11 +24,15 @@ from dspyq.core.program import program_to_spec
 from dspyq.errors import DspyqError, InputError, JobTimeoutError, new_correlation_id
 from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, EvaluationResult, metric_progress
 from dspyq.store.evaluations import EvaluationStore
-from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import cancel_job
-from dspyq.tasks.evaluate import EVALUATE_TASK, ExampleOutcome, ExampleScoring
-from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.metrics import Metric, metric_path, metric_score
+from dspyq.tasks.protocol import (
+    EVALUATE_TASK,
+    ExampleOutcome,
+    ExampleScoring,
+    ExecutionRequest,
+    lm_queue,
+)
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client

@@ -31,11 +31,9 @@ from dspyq.lm.lm import split_model
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
-from dspyq.tasks.app import OPTIMIZE_QUEUE
 from dspyq.tasks.metrics import Metric, metric_path
 from dspyq.tasks.mipro_run import MIPRO, check_mipro_run
 from dspyq.tasks.optimization import (
-    DEFAULT_CANDIDATES_PER_ROUND,
     INSTRUCTION_SEARCH,
     ExampleJSON,
     RunCheckpoint,
@@ -43,7 +41,7 @@ from dspyq.tasks.optimization import (
     only_predictor_name,
     optimizer_config,
 )
-from dspyq.tasks.optimize import RUN_TASK
+from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND, OPTIMIZE_QUEUE, RUN_TASK
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client

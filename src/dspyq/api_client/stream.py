@@ -25,8 +25,7 @@ import redis.asyncio
 from dspyq.core.example import Prediction
 from dspyq.errors import InputError, JobTimeoutError
 from dspyq.resilience.redis_client import redis_errors, redis_from_url
-from dspyq.tasks.execute import EXECUTE_TASK
-from dspyq.tasks.streaming import CHUNK, END, stream_key
+from dspyq.tasks.protocol import CHUNK, END, EXECUTE_TASK, stream_key
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client
