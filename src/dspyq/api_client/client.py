@@ -19,7 +19,7 @@ from dspyq.api_client.job import Job
 from dspyq.api_client.submit import build_request, program_lm, send, send_many
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.app import make_app
-from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND, ExecutionRequest
+from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -65,10 +65,10 @@ class Client:
         **inputs: Any,
     ) -> Job:
         """Validate and enqueue one execution of ``program`` on ``lm``'s provider pool."""
-        request, task_name = self._request(
-            program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
+        request, task_name = build_request(
+            self, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
         )
-        return self._send(task_name, request)
+        return send(self, task_name, request)
 
     def map(
         self,
@@ -310,23 +310,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- internals ------------------------------------------------------------------------
-
-    def _request(
-        self,
-        program: Module,
-        lm: str | None,
-        fallbacks: Sequence[str],
-        lm_kwargs: Mapping[str, Any] | None,
-        correlation_id: str | None,
-        inputs: dict[str, Any],
-        *,
-        spec: dict[str, Any] | None,
-    ) -> tuple[ExecutionRequest, str]:
-        return build_request(
-            self, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=spec
-        )
-
-    def _send(self, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
-        return send(self, task_name, request, producer)

@@ -18,6 +18,7 @@ from celery import group, signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import GroupResult
 
+from dspyq.api_client.submit import build_request
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
 from dspyq.core.program import program_to_spec
@@ -182,8 +183,8 @@ def _requests(
                 context={"index": index},
             ) from None
         inputs = dict(example.inputs().items())  # InputError if with_inputs() was never called
-        request, _ = client._request(
-            program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=spec
+        request, _ = build_request(
+            client, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=spec
         )
         requests.append(request.model_copy(update={"parent_id": evaluation_id}))
     return requests

@@ -13,16 +13,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from dspyq.cli._common import (
-    USAGE_ERROR,
-    JsonOption,
-    app,
-    connected_client,
-    errors_as_one_line,
-    fail,
-    print_json,
-    stdout,
-)
+from dspyq.cli import _common
+from dspyq.cli._common import USAGE_ERROR, JsonOption, app, fail, print_json, stdout
 
 if TYPE_CHECKING:
     from dspyq.api_client import Client
@@ -82,8 +74,8 @@ def runs(
         return
     from dspyq.store.runs import RunStore
 
-    with errors_as_one_line():
-        client = connected_client()
+    with _common.errors_as_one_line():
+        client = _common.connected_client()
         records = RunStore(client.engine).list(limit=limit)
     if as_json:
         print_json([run_summary(r, r.iterations) | {"created_at": r.created_at} for r in records])
@@ -118,8 +110,8 @@ def show(
     """Show one run: its settings, outcome and every iteration."""
     from dspyq.store.runs import RunStore
 
-    with errors_as_one_line():
-        client = connected_client()
+    with _common.errors_as_one_line():
+        client = _common.connected_client()
         record = RunStore(client.engine).get(run_id)
         if record is None:
             fail(f"no optimization run {run_id!r} (see dspyq runs)", USAGE_ERROR)
