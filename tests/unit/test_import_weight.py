@@ -70,6 +70,22 @@ def test_building_a_client_makes_no_sql_engine() -> None:
     assert "dspyq.store" not in loaded
 
 
+def test_preparing_a_job_loads_no_store() -> None:
+    loaded = _loaded_after(
+        "import dspyq\n"
+        "from dspyq.api_client.submit import build_request\n"
+        "client = dspyq.Client()\n"
+        "program = dspyq.Predict('question -> answer')\n"
+        "request, task = build_request(\n"
+        "    client, program, 'openai/m', (), None, None, {'question': 'q'}, spec=None\n"
+        ")\n"
+        "assert task == 'dspyq.execute_module' and request.provider == 'openai'\n"
+        "client.close()"
+    )
+    assert "sqlalchemy" not in loaded
+    assert not [name for name in loaded if name.startswith(("dspyq.store", "dspyq.tasks.execute"))]
+
+
 def test_import_dspyq_alone_loads_no_module_or_optimizer() -> None:
     loaded = _loaded_after("import dspyq")
     ours = [name for name in loaded if name.startswith("dspyq.")]

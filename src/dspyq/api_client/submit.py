@@ -17,6 +17,7 @@ from dspyq.api_client.job import Job
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.module import Module
 from dspyq.errors import ConfigurationError, InputError, new_correlation_id
+from dspyq.settings import split_model
 from dspyq.tasks.protocol import (
     BATCH_TASK,
     EXECUTE_TASK,
@@ -43,8 +44,6 @@ def program_spec(program: Module) -> dict[str, Any]:
 
 def check_models(client: Client, models: Iterable[str]) -> None:
     """Each model is ``provider/name`` with a provider the settings know."""
-    from dspyq.lm.lm import split_model
-
     for name in models:
         client.settings.provider(split_model(name)[0])  # an unknown provider fails here
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dspyq.core.example import Prediction
+from dspyq.settings import split_model
 
 # --- task names ---------------------------------------------------------------------
 
@@ -59,13 +60,6 @@ DEFAULT_CANDIDATES_PER_ROUND = 4
 SECRET_KEYS = frozenset({"api_key", "api_base", "authorization", "x-api-key"})
 
 
-def _split_model(model: str) -> tuple[str, str]:
-    # Imported here: the LM client is the worker's, and heavy to load just to submit.
-    from dspyq.lm.lm import split_model
-
-    return split_model(model)
-
-
 class ExecutionRequest(BaseModel):
     """One module execution: the program as JSON, its inputs and the LM to run it on."""
 
@@ -100,12 +94,12 @@ class ExecutionRequest(BaseModel):
     @classmethod
     def _known_shape(cls, value: Any) -> Any:
         for model in [value] if isinstance(value, str) else value:
-            _split_model(model)
+            split_model(model)
         return value
 
     @property
     def provider(self) -> str:
-        return _split_model(self.lm)[0]
+        return split_model(self.lm)[0]
 
 
 class ExecutionResult(BaseModel):
