@@ -2,78 +2,159 @@
 
 The public vocabulary is DSPy's: ``Signature``, ``InputField``, ``OutputField``,
 ``Predict``, ``ChainOfThought``, ``Example``, ``Prediction``, ``LM``, ``Evaluate``...
+
+Every name is imported on first use (PEP 562), so ``import dspyq.api_client`` (which
+runs this file first) does not pay for the modules, optimizers and LM clients.
 """
 
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from dspyq import metrics
-from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter
-from dspyq.core.chain_of_thought import ChainOfThought
-from dspyq.core.context import bind_context, configure, context, current
-from dspyq.core.example import Completions, Example, Prediction
-from dspyq.core.module import Module
-from dspyq.core.multihop import MultiHopQA
-from dspyq.core.predict import Predict
-from dspyq.core.react import ReAct, Tool
-from dspyq.core.refine import BestOfN, Refine
-from dspyq.core.signature import (
-    InputField,
-    OutputField,
-    Signature,
-    ensure_signature,
-    infer_prefix,
-    make_signature,
-)
-from dspyq.core.types import History
-from dspyq.errors import (
-    AdapterParseError,
-    AuthenticationError,
-    BadRequestError,
-    CircuitOpenError,
-    ConfigurationError,
-    ContextWindowExceededError,
-    DspyqError,
-    InputError,
-    ProviderError,
-    ProviderUnavailableError,
-    QuotaExceededError,
-    RateLimitedError,
-    RateLimitExceededError,
-    SignatureError,
-    StateError,
-)
-from dspyq.lm import LM, inspect_history
-from dspyq.metrics import answer_exact_match, answer_passage_match
-from dspyq.optimize.bootstrap import BootstrapFewShot
-from dspyq.optimize.copro import COPRO
-from dspyq.optimize.evaluate import Evaluate, EvaluationResult
-from dspyq.optimize.labeled import LabeledFewShot
-from dspyq.optimize.mipro import MIPROv2
-from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
-from dspyq.optimize.teleprompter import Teleprompter
-
 if TYPE_CHECKING:
+    from dspyq import metrics
+    from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter
     from dspyq.api_client import Client, Job
     from dspyq.api_client.runs import Run
     from dspyq.api_client.stream import StreamChunk
+    from dspyq.core.chain_of_thought import ChainOfThought
+    from dspyq.core.context import bind_context, configure, context, current
+    from dspyq.core.example import Completions, Example, Prediction
+    from dspyq.core.module import Module
+    from dspyq.core.multihop import MultiHopQA
+    from dspyq.core.predict import Predict
+    from dspyq.core.react import ReAct, Tool
+    from dspyq.core.refine import BestOfN, Refine
+    from dspyq.core.signature import (
+        InputField,
+        OutputField,
+        Signature,
+        ensure_signature,
+        infer_prefix,
+        make_signature,
+    )
+    from dspyq.core.types import History
+    from dspyq.errors import (
+        AdapterParseError,
+        AuthenticationError,
+        BadRequestError,
+        CircuitOpenError,
+        ConfigurationError,
+        ContextWindowExceededError,
+        DspyqError,
+        InputError,
+        ProviderError,
+        ProviderUnavailableError,
+        QuotaExceededError,
+        RateLimitedError,
+        RateLimitExceededError,
+        SignatureError,
+        StateError,
+    )
+    from dspyq.lm import LM, inspect_history
+    from dspyq.metrics import answer_exact_match, answer_passage_match
+    from dspyq.optimize.bootstrap import BootstrapFewShot
+    from dspyq.optimize.copro import COPRO
+    from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+    from dspyq.optimize.labeled import LabeledFewShot
+    from dspyq.optimize.mipro import MIPROv2
+    from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+    from dspyq.optimize.teleprompter import Teleprompter
 
 __version__ = "0.1.0"
 
-# The client pulls in Celery; load it on first use so in-process programs never do.
-_LAZY = {
-    "Client": "dspyq.api_client",
-    "Job": "dspyq.api_client",
-    "Run": "dspyq.api_client.runs",
-    "StreamChunk": "dspyq.api_client.stream",
+# Where each public name lives: ``dspyq.X`` imports the module on first use.
+_NAMES_BY_MODULE = {
+    "dspyq.adapters": ("Adapter", "ChatAdapter", "JSONAdapter"),
+    "dspyq.api_client": ("Client", "Job"),
+    "dspyq.api_client.runs": ("Run",),
+    "dspyq.api_client.stream": ("StreamChunk",),
+    "dspyq.core.chain_of_thought": ("ChainOfThought",),
+    "dspyq.core.context": ("bind_context", "configure", "context", "current"),
+    "dspyq.core.example": ("Completions", "Example", "Prediction"),
+    "dspyq.core.module": ("Module",),
+    "dspyq.core.multihop": ("MultiHopQA",),
+    "dspyq.core.predict": ("Predict",),
+    "dspyq.core.react": ("ReAct", "Tool"),
+    "dspyq.core.refine": ("BestOfN", "Refine"),
+    "dspyq.core.signature": (
+        "InputField",
+        "OutputField",
+        "Signature",
+        "ensure_signature",
+        "infer_prefix",
+        "make_signature",
+    ),
+    "dspyq.core.types": ("History",),
+    "dspyq.errors": (
+        "AdapterParseError",
+        "AuthenticationError",
+        "BadRequestError",
+        "CircuitOpenError",
+        "ConfigurationError",
+        "ContextWindowExceededError",
+        "DspyqError",
+        "InputError",
+        "ProviderError",
+        "ProviderUnavailableError",
+        "QuotaExceededError",
+        "RateLimitedError",
+        "RateLimitExceededError",
+        "SignatureError",
+        "StateError",
+    ),
+    "dspyq.lm": ("LM", "inspect_history"),
+    "dspyq.metrics": ("answer_exact_match", "answer_passage_match"),
+    "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
+    "dspyq.optimize.copro": ("COPRO",),
+    "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
+    "dspyq.optimize.labeled": ("LabeledFewShot",),
+    "dspyq.optimize.mipro": ("MIPROv2",),
+    "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
+    "dspyq.optimize.teleprompter": ("Teleprompter",),
 }
+_MODULE_OF = {name: module for module, names in _NAMES_BY_MODULE.items() for name in names}
+
+# Subpackages reachable as attributes after a bare ``import dspyq``, as when this file
+# imported them eagerly. ``metrics`` is both one of them and a public name.
+_SUBMODULES = frozenset(
+    {
+        "adapters",
+        "api_client",
+        "cli",
+        "core",
+        "errors",
+        "events",
+        "lm",
+        "metrics",
+        "optimize",
+        "resilience",
+        "settings",
+        "settings_live",
+        "store",
+        "tasks",
+        "telemetry",
+        "testing",
+        "workers",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    module = _MODULE_OF.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'dspyq' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
 
 
 __all__ = [

@@ -181,3 +181,18 @@ def reload_settings() -> Settings:
     """Forget the cached settings and read them again (after the environment changed)."""
     get_settings.cache_clear()
     return get_settings()
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """``"openai/gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``; ConfigurationError if malformed."""
+    prefix, sep, name = (model or "").partition("/")
+    if not sep or not prefix.strip() or not name.strip():
+        from dspyq.errors import ConfigurationError
+
+        known = ", ".join(sorted(get_settings().providers))
+        raise ConfigurationError(
+            f"model {model!r} must be written 'provider/model' (e.g. 'openai/gpt-4o-mini'); "
+            f"configured providers: {known}",
+            context={"model": model},
+        )
+    return prefix.strip().lower(), name.strip()

@@ -16,6 +16,7 @@ from private_redis import PrivateRedis, free_port, redis_server_binaries
 from sqlalchemy import MetaData, select
 
 import dspyq
+from dspyq.api_client.submit import build_request
 from dspyq.errors import ConfigurationError, DspyqError
 from dspyq.store import make_engine
 from dspyq.tasks.app import lm_queue
@@ -33,7 +34,7 @@ def _qa() -> dspyq.Predict:
 
 def _request(cluster: Cluster, **inputs: Any) -> dict[str, Any]:
     """A valid execution request as the client would enqueue it (JSON form)."""
-    request, _ = cluster.client._request(_qa(), "openai/m", (), None, None, inputs, spec=None)
+    request, _ = build_request(cluster.client, _qa(), "openai/m", (), None, None, inputs, spec=None)
     return request.model_dump(mode="json")
 
 

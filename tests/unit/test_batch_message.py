@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dspyq.tasks.batch import BatchItem, _items_of, batch_message
+from dspyq.tasks.protocol import BatchItem, batch_items, batch_message
 
 
 def _request(question: str, program: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def test_a_shared_program_travels_once_and_every_job_gets_it_back() -> None:
     assert len(json.dumps(message)) < 2 * len(json.dumps(program)) + 20 * 200
 
     decoded = json.loads(json.dumps(message))
-    restored = _items_of(decoded["jobs"], decoded["program"])
+    restored = batch_items(decoded["jobs"], decoded["program"])
     assert restored == items
     assert all(item.request["program"] is restored[0].request["program"] for item in restored)
 
@@ -33,10 +33,10 @@ def test_jobs_with_different_programs_each_keep_their_own() -> None:
     ]
     message = batch_message(items)
     assert "program" not in message
-    assert _items_of(message["jobs"], None) == items
+    assert batch_items(message["jobs"], None) == items
 
 
 def test_messages_of_earlier_clients_still_read() -> None:
     items = [BatchItem("t1", _request("q1", {"kind": "a"}))]
     old_style = {"jobs": [item.to_json() for item in items]}
-    assert _items_of(old_style["jobs"], old_style.get("program")) == items
+    assert batch_items(old_style["jobs"], old_style.get("program")) == items

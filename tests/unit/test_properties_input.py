@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 import dspyq
 from dspyq.adapters import ChatAdapter, JSONAdapter
+from dspyq.api_client.submit import build_request
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.program import program_from_spec, program_to_spec
 from dspyq.core.signature import InputField, OutputField, Signature, make_signature
@@ -303,5 +304,5 @@ def test_the_client_builds_a_job_or_raises_a_dspyq_error(inputs: dict[Any, Any],
     client = _unreachable_client(max_input_bytes=200)
     for program in (dspyq.Predict(Typed), dspyq.ChainOfThought("question -> answer")):
         only_dspyq_errors(
-            lambda p=program: client._request(p, lm, (), None, None, inputs, spec=None)  # type: ignore[misc]
+            lambda p=program: build_request(client, p, lm, (), None, None, inputs, spec=None)  # type: ignore[misc]
         )

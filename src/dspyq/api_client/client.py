@@ -2,49 +2,45 @@
 
 It never runs a module and never holds an API key: it turns a program into JSON,
 sends it to the queue of the program's provider pool, and hands back a :class:`Job`.
+
+Importing it stays cheap: the store, the optimizers and the progress bars are loaded by
+the methods that need them, and the SQL engine is made when results are first read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import reprlib
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery
-from sqlalchemy.engine import Engine
-
-from dspyq.api_client.evaluation import evaluate_on_pool
 from dspyq.api_client.job import Job
-from dspyq.api_client.pools import PoolStatus, pool_statuses
-from dspyq.api_client.programs import ProgramRegistry
-from dspyq.api_client.runs import DEFAULT_CANDIDATES_PER_ROUND, Run, start_run
-from dspyq.api_client.stream import AsyncStream, Stream, start_stream
-from dspyq.api_client.validation import validate_input_json, validate_program_inputs
-from dspyq.core.context import current
-from dspyq.core.example import Example
-from dspyq.core.module import Module
-from dspyq.core.multihop import MultiHopQA
-from dspyq.core.program import program_to_spec
-from dspyq.errors import ConfigurationError, InputError, new_correlation_id
-from dspyq.events import Event
-from dspyq.lm.lm import split_model
-from dspyq.optimize.evaluate import EvaluationResult
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.api_client.submit import build_request, program_lm, send, send_many
 from dspyq.settings import Settings, get_settings
-from dspyq.store import EventStore, ExecutionRecord, ExecutionStore, init_db, make_engine
-from dspyq.store.evaluations import EvaluationStore
-from dspyq.store.models import EvaluationRecord, EvaluationRowRecord, ProgramRecord
-from dspyq.tasks.app import lm_queue, make_app
-from dspyq.tasks.batch import BATCH_TASK, JOBS_HEADER, BatchItem, batch_message, batch_size
-from dspyq.tasks.execute import EXECUTE_TASK
-from dspyq.tasks.messages import ExecutionRequest
-from dspyq.tasks.metrics import Metric
-from dspyq.tasks.multihop import MULTIHOP_TASK
-from dspyq.telemetry.tracing import submit_span
+from dspyq.tasks.app import make_app
+from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from sqlalchemy.engine import Engine
+
+    from dspyq.api_client.pools import PoolStatus
+    from dspyq.api_client.programs import ProgramRegistry
+    from dspyq.api_client.runs import Run
+    from dspyq.api_client.stream import AsyncStream, Stream
+    from dspyq.core.example import Example
+    from dspyq.core.module import Module
+    from dspyq.events import Event
+    from dspyq.optimize.evaluate import EvaluationResult
+    from dspyq.optimize.teleprompter import Teleprompter
+    from dspyq.store.models import (
+        EvaluationRecord,
+        EvaluationRowRecord,
+        ExecutionRecord,
+        ProgramRecord,
+    )
+    from dspyq.tasks.metrics import Metric
 
 
 class Client:
@@ -69,10 +65,10 @@ class Client:
         **inputs: Any,
     ) -> Job:
         """Validate and enqueue one execution of ``program`` on ``lm``'s provider pool."""
-        request, task_name = self._request(
-            program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
+        request, task_name = build_request(
+            self, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
         )
-        return self._send(task_name, request)
+        return send(self, task_name, request)
 
     def map(
         self,
@@ -88,21 +84,7 @@ class Client:
         Jobs travel in batches of up to ``DSPYQ_MAP_BATCH_SIZE`` per message (see
         :mod:`dspyq.tasks.batch`); each still has its own :class:`Job`.
         """
-        spec = program_to_spec(program).model_dump(mode="json")
-        prepared = [
-            self._request(program, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
-            for item in inputs
-        ]
-        with self.app.producer_or_acquire() as producer:
-            if any(name != EXECUTE_TASK for _, name in prepared):
-                return [self._send(name, request, producer=producer) for request, name in prepared]
-            requests = [request for request, _ in prepared]
-            size = batch_size(len(requests), self.settings.map_batch_size)
-            return [
-                job
-                for start in range(0, len(requests), size)
-                for job in self._send_batch(requests[start : start + size], producer)
-            ]
+        return send_many(self, program, inputs, lm, fallbacks, lm_kwargs)
 
     async def asubmit(self, program: Module, lm: str | None = None, **kwargs: Any) -> Job:
         """Async twin of :meth:`submit` (publishing runs in a thread)."""
@@ -122,12 +104,16 @@ class Client:
         ``for item in client.stream(program, lm=..., **inputs)`` yields
         :class:`~dspyq.api_client.stream.StreamChunk` items (``.text``), then the Prediction.
         """
+        from dspyq.api_client.stream import Stream, start_stream
+
         return Stream(self, start_stream(self, program, lm, **kwargs), timeout)
 
     def astream(
         self, program: Module, lm: str | None = None, *, timeout: float | None = None, **kwargs: Any
     ) -> AsyncStream:
         """Async twin of :meth:`stream`: ``async for item in client.astream(...)``."""
+        from dspyq.api_client.stream import AsyncStream, start_stream
+
         return AsyncStream(self, lambda: start_stream(self, program, lm, **kwargs), timeout)
 
     def job(self, task_id: str, correlation_id: str | None = None) -> Job:
@@ -157,6 +143,8 @@ class Client:
         Returns ``.score`` (percentage) and ``.results`` rows in devset order, plus the
         ``evaluation_id`` of the ``evaluations`` row recorded in SQL.
         """
+        from dspyq.api_client.evaluation import evaluate_on_pool
+
         return evaluate_on_pool(
             self,
             program,
@@ -173,10 +161,14 @@ class Client:
 
     def evaluation(self, evaluation_id: str) -> EvaluationRecord | None:
         """The recorded evaluation (score, n, errors, status), or None."""
+        from dspyq.store.evaluations import EvaluationStore
+
         return EvaluationStore(self.engine).get(evaluation_id)
 
     def evaluation_rows(self, evaluation_id: str) -> list[EvaluationRowRecord]:
         """The per-example rows of an evaluation, in devset order."""
+        from dspyq.store.evaluations import EvaluationStore
+
         return EvaluationStore(self.engine).rows(evaluation_id)
 
     # --- optimization runs -------------------------------------------------------------
@@ -208,13 +200,15 @@ class Client:
         are MIPROv2's ``compile`` arguments (``num_trials``, ``minibatch_size``, ...);
         ``candidates_per_round`` is how many candidates (MIPROv2: trials) a round scores.
         """
+        from dspyq.api_client.runs import start_run
+
         return start_run(
             self,
             optimizer,
             program,
             trainset=trainset,
             valset=valset,
-            lm=lm or self._program_lm(program),
+            lm=lm or program_lm(self, program),
             teacher_lm=teacher_lm,
             metric=metric,
             budget_usd=budget_usd,
@@ -227,6 +221,8 @@ class Client:
 
     def run(self, run_id: str) -> Run:
         """A handle on an optimization run started earlier (e.g. from another process)."""
+        from dspyq.api_client.runs import Run
+
         return Run(self, run_id)
 
     # --- saved programs --------------------------------------------------------------------
@@ -234,6 +230,8 @@ class Client:
     @property
     def programs(self) -> ProgramRegistry:
         """The SQL registry of named, versioned programs."""
+        from dspyq.api_client.programs import ProgramRegistry
+
         return ProgramRegistry(self.engine, self.settings.allowed_imports)
 
     def save_program(
@@ -263,14 +261,20 @@ class Client:
 
     def events(self, correlation_id: str) -> list[Event]:
         """The recorded trace of a job (every hop and LM call), oldest first."""
+        from dspyq.store.events import EventStore
+
         return EventStore(self.engine).by_correlation(correlation_id)
 
     def executions(self, correlation_id: str) -> list[ExecutionRecord]:
         """The execution rows of a job (one per hop for multi-hop programs)."""
+        from dspyq.store.executions import ExecutionStore
+
         return ExecutionStore(self.engine).list(correlation_id=correlation_id)
 
     def recorded_error(self, task_id: str) -> dict[str, Any] | None:
         """The error recorded for a failed execution, if the store has it."""
+        from dspyq.store.executions import ExecutionStore
+
         try:
             record = ExecutionStore(self.engine).get(task_id)
         except Exception:  # the store is optional for results: fall back to Celery's error
@@ -280,6 +284,8 @@ class Client:
     def pools(self, window_minutes: float = 15.0, timeout: float = 1.0) -> list[PoolStatus]:
         """Every pool's live workers, queue depth, breaker, rate-limit use and recent
         error rate (``dspyq pools``); workers get ``timeout`` seconds to answer."""
+        from dspyq.api_client.pools import pool_statuses
+
         return pool_statuses(
             self.settings, self.app, self.engine, window_minutes=window_minutes, timeout=timeout
         )
@@ -288,6 +294,8 @@ class Client:
     def engine(self) -> Engine:
         with self._engine_lock:
             if self._engine is None:
+                from dspyq.store.engine import init_db, make_engine
+
                 self._engine = make_engine(self.settings.database_url)
                 init_db(self._engine)
             return self._engine
@@ -302,108 +310,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- internals ------------------------------------------------------------------------
-
-    def _request(
-        self,
-        program: Module,
-        lm: str | None,
-        fallbacks: Sequence[str],
-        lm_kwargs: Mapping[str, Any] | None,
-        correlation_id: str | None,
-        inputs: dict[str, Any],
-        *,
-        spec: dict[str, Any] | None,
-    ) -> tuple[ExecutionRequest, str]:
-        if not isinstance(program, Module):
-            raise InputError(
-                f"submit() takes a dspyq Module (Predict, ChainOfThought, ...), "
-                f"not {type(program).__name__}"
-            )
-        model = lm or self._program_lm(program)
-        for name in [model, *fallbacks]:
-            self.settings.provider(split_model(name)[0])  # an unknown provider fails here
-        validate_program_inputs(program, inputs)
-        validate_input_json(inputs, self.settings.max_input_bytes)
-        try:
-            request = ExecutionRequest(
-                program=spec or program_to_spec(program).model_dump(mode="json"),
-                inputs=inputs,
-                lm=model,
-                lm_kwargs=dict(lm_kwargs or {}),
-                correlation_id=correlation_id or new_correlation_id(),
-                fallbacks=list(fallbacks),
-                max_parse_retries=current().get("max_parse_retries"),
-            )
-        except ValueError as exc:
-            raise InputError(f"invalid job: {exc}") from None
-        task = MULTIHOP_TASK if isinstance(program, MultiHopQA) else EXECUTE_TASK
-        return request, task
-
-    def _program_lm(self, program: Module) -> str:
-        lm = program.get_lm()
-        if lm is not None:
-            return str(lm.model)
-        if self.settings.default_lm:
-            return self.settings.default_lm
-        raise ConfigurationError(
-            "no LM for this job: pass lm='openai/gpt-4o-mini' to submit(), set an LM on the "
-            "program, or set DSPYQ_DEFAULT_LM"
-        )
-
-    def _send_batch(self, requests: list[ExecutionRequest], producer: Any) -> list[Job]:
-        if len(requests) == 1:
-            return [self._send(EXECUTE_TASK, requests[0], producer=producer)]
-        items = [BatchItem(uuid.uuid4().hex, r.model_dump(mode="json")) for r in requests]
-        kind = requests[0].program.get("kind", "?").rpartition(":")[2]
-        self.app.send_task(
-            BATCH_TASK,
-            kwargs=batch_message(items),
-            queue=lm_queue(requests[0].provider),
-            producer=producer,
-            shadow=f"{BATCH_TASK}[{kind} x{len(items)}]",
-            kwargsrepr=_shown_arguments(requests[0], len(items)),
-            headers={JOBS_HEADER: len(items)},  # the worker's prefetch counts the jobs
-        )
-        return [
-            Job(self, item.task_id, r.correlation_id)
-            for item, r in zip(items, requests, strict=True)
-        ]
-
-    def _send(self, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
-        task_id = uuid.uuid4().hex
-        # The root span of the job's trace (a no-op unless DSPYQ_TELEMETRY__OTLP_ENDPOINT).
-        with submit_span(self.settings, request.correlation_id, task_name):
-            self.app.send_task(
-                task_name,
-                kwargs={"request": request.model_dump(mode="json")},
-                queue=lm_queue(request.provider),
-                task_id=task_id,
-                producer=producer,
-                # Flower shows these instead of the raw JSON request.
-                shadow=f"{task_name}[{request.program.get('kind', '?').rpartition(':')[2]}]",
-                kwargsrepr=_shown_arguments(request),
-            )
-        return Job(self, task_id, request.correlation_id)
-
-
-_SHOWN = reprlib.Repr()
-_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 3, 8, 80, 80
-
-
-def _shown_arguments(request: ExecutionRequest, jobs: int = 1) -> str:
-    """What Flower shows as a message's arguments: the LM, the correlation id and the
-    (first job's) inputs, shortened.
-
-    Given to Celery, which would otherwise build its own by walking the whole request,
-    program spec included: about half a millisecond of the client's CPU per message.
-    """
-    shown: dict[str, Any] = {
-        "lm": request.lm,
-        "correlation_id": request.correlation_id,
-        "inputs": request.inputs,
-    }
-    if jobs > 1:
-        shown = {"jobs": jobs, **shown}
-    return _SHOWN.repr(shown)

@@ -18,17 +18,22 @@ from celery import group, signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import GroupResult
 
+from dspyq.api_client.submit import build_request
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
 from dspyq.core.program import program_to_spec
 from dspyq.errors import DspyqError, InputError, JobTimeoutError, new_correlation_id
 from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, EvaluationResult, metric_progress
 from dspyq.store.evaluations import EvaluationStore
-from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import cancel_job
-from dspyq.tasks.evaluate import EVALUATE_TASK, ExampleOutcome, ExampleScoring
-from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.metrics import Metric, metric_path, metric_score
+from dspyq.tasks.protocol import (
+    EVALUATE_TASK,
+    ExampleOutcome,
+    ExampleScoring,
+    ExecutionRequest,
+    lm_queue,
+)
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client
@@ -178,8 +183,8 @@ def _requests(
                 context={"index": index},
             ) from None
         inputs = dict(example.inputs().items())  # InputError if with_inputs() was never called
-        request, _ = client._request(
-            program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=spec
+        request, _ = build_request(
+            client, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=spec
         )
         requests.append(request.model_copy(update={"parent_id": evaluation_id}))
     return requests

@@ -12,7 +12,7 @@ from celery.result import AsyncResult
 from dspyq.core.example import Prediction
 from dspyq.errors import DspyqError, JobCancelledError, JobTimeoutError
 from dspyq.tasks.cancel import cancel_job
-from dspyq.tasks.messages import ExecutionResult
+from dspyq.tasks.protocol import ExecutionResult
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client

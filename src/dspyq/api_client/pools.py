@@ -33,7 +33,7 @@ from dspyq.settings import Settings
 from dspyq.store.columns import utcnow
 from dspyq.store.engine import read_connection
 from dspyq.store.models import ExecutionRecord
-from dspyq.tasks.app import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
+from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
 
 __all__ = ["PoolStatus", "WorkerStatus", "pool_statuses"]
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dspyq.api_client.submit import check_models
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.core.program import program_to_spec
@@ -27,15 +28,12 @@ from dspyq.errors import (
     JobTimeoutError,
     new_correlation_id,
 )
-from dspyq.lm.lm import split_model
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
-from dspyq.tasks.app import OPTIMIZE_QUEUE
 from dspyq.tasks.metrics import Metric, metric_path
 from dspyq.tasks.mipro_run import MIPRO, check_mipro_run
 from dspyq.tasks.optimization import (
-    DEFAULT_CANDIDATES_PER_ROUND,
     INSTRUCTION_SEARCH,
     ExampleJSON,
     RunCheckpoint,
@@ -43,7 +41,7 @@ from dspyq.tasks.optimization import (
     only_predictor_name,
     optimizer_config,
 )
-from dspyq.tasks.optimize import RUN_TASK
+from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND, OPTIMIZE_QUEUE, RUN_TASK
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client
@@ -97,8 +95,7 @@ def start_run(
             f"{type(optimizer).__name__} has no metric to score candidates with; pass metric="
         )
     path = metric_path(chosen)
-    for model in [lm] + ([teacher_lm] if teacher_lm else []):
-        client.settings.provider(split_model(model)[0])  # an unknown provider fails here
+    check_models(client, [lm] + ([teacher_lm] if teacher_lm else []))
     train = _examples("trainset", trainset)
     if not train:
         raise InputError("trainset is empty")

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio
 
+from dspyq.api_client.submit import build_request, send
 from dspyq.core.example import Prediction
 from dspyq.errors import InputError, JobTimeoutError
 from dspyq.resilience.redis_client import redis_errors, redis_from_url
-from dspyq.tasks.execute import EXECUTE_TASK
-from dspyq.tasks.streaming import CHUNK, END, stream_key
+from dspyq.tasks.protocol import CHUNK, END, EXECUTE_TASK, stream_key
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client
@@ -60,7 +60,8 @@ def start_stream(client: Client, program: Module, lm: str | None, **kwargs: Any)
     options = {
         k: inputs.pop(k) for k in ("fallbacks", "lm_kwargs", "correlation_id") if k in inputs
     }
-    request, task_name = client._request(
+    request, task_name = build_request(
+        client,
         program,
         lm,
         options.get("fallbacks", ()),
@@ -74,7 +75,7 @@ def start_stream(client: Client, program: Module, lm: str | None, **kwargs: Any)
             f"{type(program).__name__} runs as several hops and cannot be streamed; "
             "stream a single module (Predict, ChainOfThought, ...)"
         )
-    return client._send(task_name, request.model_copy(update={"stream": True}))
+    return send(client, task_name, request.model_copy(update={"stream": True}))
 
 
 def _decode(raw: Any) -> str:

@@ -6,9 +6,11 @@ dspyq errors are shown as one line, without a traceback: exit code 2 for a bad o
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -33,6 +35,14 @@ stdout = Console(soft_wrap=True)
 
 USAGE_ERROR = 2
 RUNTIME_ERROR = 1
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def print_json(value: Any) -> None:
+    """``value`` as indented JSON on stdout, for scripts (``--json``)."""
+    # Plain write: rich would wrap and highlight, and scripts want exact JSON.
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 def fail(message: str, code: int) -> NoReturn:

@@ -1,32 +1,31 @@
-"""Commands for optimization runs: start one, list them, show one run's iterations.
+"""``dspyq optimize``: start an optimization run on the queue.
 
 ``dspyq optimize COPRO myapp.programs:qa --trainset train.jsonl --metric myapp.m:exact``
-starts a run on the queue (``--wait`` follows it with a progress bar); ``dspyq runs``
-lists recent runs and ``dspyq runs show RUN_ID`` shows one with every iteration. Each
-takes ``--json`` for scripts.
+starts a run (``--wait`` follows it with a progress bar; ``--json`` for scripts).
+Following runs afterwards is :mod:`dspyq.cli.runs` (``dspyq runs``, ``dspyq runs show``).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from dspyq.cli._common import (
     RUNTIME_ERROR,
     USAGE_ERROR,
+    JsonOption,
     app,
     connected_client,
     errors_as_one_line,
     fail,
+    print_json,
     stdout,
 )
+from dspyq.cli.runs import print_run, run_summary
 from dspyq.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
     from dspyq.core.example import Example
     from dspyq.core.module import Module
     from dspyq.optimize.teleprompter import Teleprompter
-    from dspyq.store.models import OptimizationRunRecord
 
 OPTIMIZERS = {
     "labeledfewshot": "LabeledFewShot",
@@ -47,14 +45,6 @@ OPTIMIZERS = {
 }
 DEFAULT_METRIC = "dspyq.metrics:answer_exact_match"
 ENDED_WELL = ("succeeded", "budget_exhausted")
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _print_json(value: Any) -> None:
-    # Plain write: rich would wrap and highlight, and scripts want exact JSON.
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
-
 
 # --- reading the inputs of a run ---------------------------------------------------------
 
@@ -187,21 +177,6 @@ def build_optimizer(
 # --- dspyq optimize --------------------------------------------------------------------
 
 
-def _summary(record: OptimizationRunRecord, total: int) -> dict[str, Any]:
-    saved = (record.checkpoint or {}).get("saved")
-    return {
-        "run_id": record.id,
-        "optimizer": record.optimizer,
-        "status": record.status,
-        "best_score": record.best_score,
-        "iterations": record.iterations,
-        "total": total,
-        "stop_reason": record.stop_reason,
-        "program": saved,
-        "correlation_id": record.correlation_id,
-    }
-
-
 @app.command("optimize")
 def optimize(
     optimizer: Annotated[
@@ -303,119 +278,17 @@ def optimize(
         )
         if not wait:
             if as_json:
-                _print_json(_summary(run.record(), run.progress()["total"]))
+                print_json(run_summary(run.record(), run.progress()["total"]))
             else:
                 stdout.print(f"Started run {run.id} ({built.__class__.__name__}).")
                 stdout.print(f"Follow it with: dspyq runs show {run.id}")
             return
         status = run.wait(timeout=timeout, progress=not as_json)
         record = run.record()
-        summary = _summary(record, run.progress()["total"])
+        summary = run_summary(record, run.progress()["total"])
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
-        _print_run(record, summary)
+        print_run(record, summary)
     if status not in ENDED_WELL:
         raise typer.Exit(RUNTIME_ERROR)
-
-
-# --- dspyq runs ------------------------------------------------------------------------
-
-runs_app = typer.Typer(
-    help="List optimization runs, or show one with its iterations.", no_args_is_help=False
-)
-app.add_typer(runs_app, name="runs")
-
-
-def _when(record: OptimizationRunRecord) -> str:
-    return record.created_at.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
-
-
-@runs_app.callback(invoke_without_command=True)
-def runs(
-    ctx: typer.Context,
-    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
-    as_json: JsonOption = False,
-) -> None:
-    """List optimization runs, newest first."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from dspyq.store.runs import RunStore
-
-    with errors_as_one_line():
-        client = connected_client()
-        records = RunStore(client.engine).list(limit=limit)
-    if as_json:
-        _print_json([_summary(r, r.iterations) | {"created_at": r.created_at} for r in records])
-        return
-    if not records:
-        stdout.print("No optimization runs yet. Start one with: dspyq optimize ...")
-        return
-    table = Table(title="Optimization runs")
-    for column in ("run", "optimizer", "status", "best", "iterations", "started", "why it ended"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        table.add_row(
-            r.id, r.optimizer, r.status, _score(r.best_score), str(r.iterations), _when(r),
-            escape(r.stop_reason or ""),
-        )  # fmt: skip
-    stdout.print(table)
-
-
-def _iterations(client: Client, record: OptimizationRunRecord) -> list[dict[str, Any]]:
-    found = [
-        e.data for e in client.events(record.correlation_id)
-        if e.event_type == "optimization_iteration"
-    ]  # fmt: skip
-    return sorted(found, key=lambda d: int(d.get("iteration", 0)))
-
-
-def _print_run(record: OptimizationRunRecord, summary: dict[str, Any]) -> None:
-    saved = summary.get("program")
-    stdout.print(f"[bold]Run {record.id}[/] ({record.optimizer}) - {record.status}")
-    stdout.print(
-        f"best score {_score(record.best_score)} after {record.iterations} of "
-        f"{summary['total']} iterations; {escape(record.stop_reason or 'still running')}"
-    )
-    if saved:
-        stdout.print(f"best program saved as {saved['name']} version {saved['version']}")
-
-
-@runs_app.command("show")
-def show(
-    run_id: Annotated[str, typer.Argument(help="The run's id (from dspyq runs).")],
-    as_json: JsonOption = False,
-) -> None:
-    """Show one run: its settings, outcome and every iteration."""
-    from dspyq.store.runs import RunStore
-
-    with errors_as_one_line():
-        client = connected_client()
-        record = RunStore(client.engine).get(run_id)
-        if record is None:
-            fail(f"no optimization run {run_id!r} (see dspyq runs)", USAGE_ERROR)
-        total = client.run(run_id).progress()["total"]
-        iterations = _iterations(client, record)
-    summary = _summary(record, total)
-    if as_json:
-        settings = (record.config or {}).get("settings", {})
-        _print_json(summary | {"settings": settings, "iterations": iterations})
-        return
-    _print_run(record, summary)
-    table = Table(title="Iterations")
-    for column in ("#", "round", "score", "best", "candidate", "error"):
-        table.add_column(column, overflow="fold")
-    for d in iterations:
-        candidate = str(d.get("candidate_instruction") or "")
-        if d.get("params"):
-            kind = "full" if d.get("full_eval") else "minibatch"
-            candidate = f"{json.dumps(d['params'])} ({kind}) {candidate}"
-        table.add_row(
-            str(d.get("iteration")), str(d.get("round", "")), _score(d.get("evaluation_score")),
-            _score(d.get("best_score")), escape(candidate[:160]), escape(str(d.get("error") or "")),
-        )  # fmt: skip
-    stdout.print(table)

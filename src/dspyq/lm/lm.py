@@ -39,7 +39,7 @@ from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
 from dspyq.lm.request import LMChunk, LMResponse, Usage
 from dspyq.lm.truncation import warn_if_truncated
 from dspyq.resilience.retry import RetryPolicy
-from dspyq.settings import get_settings
+from dspyq.settings import get_settings, split_model
 
 logger = logging.getLogger("dspyq.lm")
 
@@ -56,19 +56,6 @@ _UNSAFE_STATE = frozenset({"api_base", "base_url", "api_key", "model_list"})
 
 _unpriced_noted: set[str] = set()
 _unpriced_lock = threading.Lock()
-
-
-def split_model(model: str) -> tuple[str, str]:
-    """``"openai/gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``; ConfigurationError if malformed."""
-    prefix, sep, name = (model or "").partition("/")
-    if not sep or not prefix.strip() or not name.strip():
-        known = ", ".join(sorted(get_settings().providers))
-        raise ConfigurationError(
-            f"model {model!r} must be written 'provider/model' (e.g. 'openai/gpt-4o-mini'); "
-            f"configured providers: {known}",
-            context={"model": model},
-        )
-    return prefix.strip().lower(), name.strip()
 
 
 class LM:

@@ -7,14 +7,9 @@ from typing import Any
 from celery import Celery
 
 from dspyq.settings import Settings, get_settings
+from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
 
-OPTIMIZE_QUEUE = "dspyq.optimize"
-LM_QUEUE_PREFIX = "dspyq.lm."
-
-
-def lm_queue(provider: str) -> str:
-    """The queue a provider's pool consumes: ``openai`` -> ``dspyq.lm.openai``."""
-    return f"{LM_QUEUE_PREFIX}{provider}"
+__all__ = ["LM_QUEUE_PREFIX", "OPTIMIZE_QUEUE", "celery_config", "lm_queue", "make_app"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Ignore, Reject, Retry
-from pydantic import BaseModel, ConfigDict
 
 from dspyq.core.example import Example
 from dspyq.errors import DspyqError
@@ -26,33 +25,9 @@ from dspyq.tasks.environment import task_environment
 from dspyq.tasks.execute import run_execution
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult
 from dspyq.tasks.metrics import metric_score, resolve_metric
+from dspyq.tasks.protocol import EVALUATE_TASK, ExampleOutcome, ExampleScoring
 
 logger = logging.getLogger(__name__)
-
-EVALUATE_TASK = "dspyq.evaluate_example"
-
-
-class ExampleScoring(BaseModel):
-    """What, besides the execution itself, one example of an evaluation needs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    evaluation_id: str
-    index: int
-    metric: str
-    example: dict[str, Any]
-    input_keys: list[str]
-    failure_score: float = 0.0
-
-
-class ExampleOutcome(BaseModel):
-    """What one scored example returns: the outputs and the metric's own value, or the error."""
-
-    index: int
-    task_id: str
-    outputs: dict[str, Any] | None = None
-    score: bool | int | float | None = None
-    error: dict[str, Any] | None = None
 
 
 def _metric_value(value: Any) -> bool | int | float:

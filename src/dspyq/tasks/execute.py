@@ -35,11 +35,11 @@ from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.environment import TaskEnvironment, task_environment
 from dspyq.tasks.hooks import observed_execution
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult, outputs_as_json
+from dspyq.tasks.protocol import EXECUTE_TASK
 from dspyq.tasks.streaming import publishing
 
 logger = logging.getLogger(__name__)
 
-EXECUTE_TASK = "dspyq.execute_module"
 
 # A job re-queued to wait for rate-limit budget must come back well before Redis's
 # visibility timeout, or Redis would also hand the waiting message to a second worker.

@@ -16,8 +16,8 @@ from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
+from dspyq.tasks.protocol import MULTIHOP_TASK
 
-MULTIHOP_TASK = "dspyq.multihop.run"
 SYNTHESIZE_TASK = "dspyq.multihop.synthesize"
 
 

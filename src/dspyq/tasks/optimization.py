@@ -37,13 +37,13 @@ from dspyq.optimize.random_search import (
 )
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.tasks.mipro_run import MIPRO, SearchState, mipro_config
+from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
 INSTRUCTION_SEARCH = "COPRO"
 SINGLE_BOOTSTRAP = "BootstrapFewShot"
 SINGLE_ROUND = ("LabeledFewShot", SINGLE_BOOTSTRAP)
 SUPPORTED_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH, MIPRO)
-DEFAULT_CANDIDATES_PER_ROUND = 4
 DEFAULT_ROUND_TASKS = 12
 """How many scoring tasks a round aims at: a round of fewer candidates scores each in
 parts, so one candidate (BootstrapFewShot) spreads over the pool's workers too."""

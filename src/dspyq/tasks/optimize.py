@@ -74,10 +74,10 @@ from dspyq.tasks.optimization import (
     part_of,
     propose_instructions,
 )
+from dspyq.tasks.protocol import RUN_TASK
 
 logger = logging.getLogger(__name__)
 
-RUN_TASK = "dspyq.optimize.run"
 STEP_TASK = "dspyq.optimize.step"
 CANDIDATE_TASK = "dspyq.optimize.candidate"
 PROPOSE_TASK = "dspyq.optimize.propose"

@@ -24,26 +24,20 @@ from celery.exceptions import Ignore, Retry
 from dspyq.core.context import context
 from dspyq.resilience.redis_client import redis_from_url
 from dspyq.settings import Settings
+from dspyq.tasks.protocol import CHUNK, END, stream_key
 
-__all__ = ["STREAM_TTL_SECONDS", "ChunkPublisher", "publishing", "stream_key"]
+__all__ = ["CHUNK", "END", "STREAM_TTL_SECONDS", "ChunkPublisher", "publishing", "stream_key"]
 
 logger = logging.getLogger(__name__)
 
 STREAM_TTL_SECONDS = 3600
 """How long a job's stream stays readable after its last entry."""
 
-CHUNK = "chunk"
-END = "end"
 _ERROR_CHARS = 500
 
 _redis: redis.Redis | None = None
 _redis_url: str | None = None
 _redis_lock = threading.Lock()
-
-
-def stream_key(key_prefix: str, task_id: str) -> str:
-    """The Redis key of a job's stream, under the deployment's key prefix."""
-    return f"{key_prefix}:stream:{task_id}"
 
 
 def _process_redis(url: str) -> redis.Redis:
