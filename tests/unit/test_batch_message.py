@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dspyq.tasks.batch import BatchItem, _items_of, batch_message
+from dspyq.tasks.batch_messages import BatchItem, batch_message
+from dspyq.tasks.batch_messages import items_of as _items_of
 
 
 def _request(question: str, program: dict[str, Any]) -> dict[str, Any]:

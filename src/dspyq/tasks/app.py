@@ -65,6 +65,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def make_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app for the given settings (the process-wide ones by default)."""
     settings = settings or get_settings()
-    app = Celery("dspyq")
+    # Named by path: a client that only sends tasks never imports the tasks layer.
+    app = Celery("dspyq", task_cls="dspyq.tasks.base:ContextTask")
     app.conf.update(celery_config(settings))
     return app

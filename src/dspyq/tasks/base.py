@@ -1,0 +1,38 @@
+"""The base class of dspyq's Celery tasks: each task runs with its worker's context.
+
+A task reads the process's :class:`~dspyq.tasks.context.WorkerContext` as
+``self.context``, and runs with the worker's LM cache and provider gate bound in the
+runtime configuration (``dspyq.core.context``), so every LM call it makes (an
+optimization round's proposals as much as a module execution's calls) goes through
+them, and through nothing when no worker installed a context. The app names this class
+by its path (``task_cls``), so a client that only sends tasks never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from dspyq.core.context import context
+from dspyq.tasks.context import WorkerContext, installed_context, worker_context
+
+__all__ = ["TASK_CLASS", "ContextTask"]
+
+TASK_CLASS = "dspyq.tasks.base:ContextTask"
+
+
+class ContextTask(Task):
+    """A task bound to its worker process's context (see the module docstring)."""
+
+    @property
+    def context(self) -> WorkerContext:
+        return worker_context()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = installed_context()
+        bindings = ctx.lm_bindings() if ctx is not None else None
+        if not bindings:
+            return super().__call__(*args, **kwargs)
+        with context(**bindings):
+            return super().__call__(*args, **kwargs)
