@@ -2,9 +2,10 @@
 
 A task reads the process's :class:`~dspyq.tasks.context.WorkerContext` as
 ``self.context``, and runs with the worker's LM cache and provider gate bound in the
-runtime configuration (``dspyq.core.context``), so every LM call it makes (an
-optimization round's proposals as much as a module execution's calls) goes through
-them, and through nothing when no worker installed a context. The app names this class
+runtime configuration (``dspyq.core.context``), with its shared HTTP client for LMs
+built without one, so every LM call it makes (an optimization round's proposals as much
+as a module execution's calls) goes through them; nothing is bound when no context is
+installed. The app names this class
 by its path (``task_cls``), so a client that only sends tasks never imports it.
 """
 
@@ -31,8 +32,7 @@ class ContextTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ctx = installed_context()
-        bindings = ctx.lm_bindings() if ctx is not None else None
-        if not bindings:
+        if ctx is None:
             return super().__call__(*args, **kwargs)
-        with context(**bindings):
+        with context(**ctx.lm_bindings(ctx.http)):
             return super().__call__(*args, **kwargs)

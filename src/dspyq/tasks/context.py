@@ -35,6 +35,7 @@ from dspyq.events import Event
 from dspyq.lm.cache import CACHE_KEY, Cache
 from dspyq.lm.gate import GATE_KEY, ProviderGate
 from dspyq.lm.providers.direct import DirectClient
+from dspyq.lm.providers.http import HTTP_CLIENT_KEY
 from dspyq.settings import Settings, get_settings
 from dspyq.store import EventStore, ExecutionStore, LMRequestStore, init_db, make_engine
 from dspyq.store.attempts import AttemptRecorder
@@ -97,9 +98,10 @@ class WorkerContext:
         self.events.append(event)
         observe.notify_recorded(event)
 
-    def lm_bindings(self) -> dict[str, Any]:
-        """The runtime configuration a job's LM calls need: this worker's cache and gate."""
-        bindings: dict[str, Any] = {}
+    def lm_bindings(self, http: httpx.Client | None = None) -> dict[str, Any]:
+        """The runtime configuration a job's LM calls need: this worker's cache and gate,
+        and ``http`` for LMs built without a client of their own (a program's own LMs)."""
+        bindings: dict[str, Any] = {} if http is None else {HTTP_CLIENT_KEY: http}
         if self.lm_cache is not None:
             bindings[CACHE_KEY] = self.lm_cache
         if self.lm_gate is not None:
@@ -108,8 +110,8 @@ class WorkerContext:
 
     @contextlib.contextmanager
     def bound(self) -> Iterator[None]:
-        """The block's LM calls use this worker's cache and gate."""
-        with context(**self.lm_bindings()):
+        """The block's LM calls use this worker's cache, gate and shared HTTP client."""
+        with context(**self.lm_bindings(self.http)):
             yield
 
     def stream_redis(self) -> Redis:

@@ -179,6 +179,7 @@ def install_context(
     for step in setup:
         step(ctx)
     install_worker_context(ctx)
+    logger.info("worker runtime installed")
     return ctx
 
 
