@@ -10,7 +10,7 @@ import pytest
 from dspyq.lm.cache import LRUCache, default_cache
 from dspyq.lm.gate import NoGate, provider_gate
 from dspyq.settings import Settings
-from dspyq.tasks.app import make_app
+from dspyq.tasks.app import WORKER_TASK_CLASS, make_app
 from dspyq.tasks.batch_jobs import BatchJobs
 from dspyq.tasks.context import (
     WorkerContext,
@@ -35,7 +35,7 @@ def ctx(tmp_path: Path) -> Iterator[WorkerContext]:
 
 
 def test_a_task_runs_with_its_workers_cache_and_gate_bound(ctx: WorkerContext) -> None:
-    app = make_app(Settings())
+    app = make_app(Settings(), task_cls=WORKER_TASK_CLASS)
     app.conf.task_always_eager = True
 
     @app.task(bind=True)

@@ -5,8 +5,8 @@ A task reads the process's :class:`~dspyq.tasks.context.WorkerContext` as
 runtime configuration (``dspyq.core.context``), with its shared HTTP client for LMs
 built without one, so every LM call it makes (an optimization round's proposals as much
 as a module execution's calls) goes through them; nothing is bound when no context is
-installed. The app names this class
-by its path (``task_cls``), so a client that only sends tasks never imports it.
+installed. A worker's app names this class by its path
+(``make_app(task_cls=WORKER_TASK_CLASS)``); a client's app never imports it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from celery import Task
 from dspyq.core.context import context
 from dspyq.tasks.context import WorkerContext, installed_context, worker_context
 
-__all__ = ["TASK_CLASS", "ContextTask"]
-
-TASK_CLASS = "dspyq.tasks.base:ContextTask"
+__all__ = ["ContextTask"]
 
 
 class ContextTask(Task):

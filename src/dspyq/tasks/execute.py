@@ -106,10 +106,7 @@ def _execute(
     # transactions per LM call; every way out below writes them with its own records.
     with env.hooks.observed(request, record_id), pending_records() as pending:
         try:
-            bindings = env.lm_bindings(env.job_http.get())
-            return _run(
-                task, env, request, record_id, lm, pending, started, extra_outputs, bindings
-            )
+            return _run(task, env, request, record_id, lm, pending, started, extra_outputs)
         finally:
             if pending:  # an exit that wrote nothing of its own (or whose write failed)
                 try:
@@ -127,7 +124,6 @@ def _run(
     pending: PendingRecords,
     started: float,
     extra_outputs: dict[str, Any] | None,
-    bindings: dict[str, Any],
 ) -> dict[str, Any]:
     """Run the program and record how it ended, with the records ``pending`` holds.
 
@@ -143,7 +139,8 @@ def _run(
             max_parse_retries=request.max_parse_retries,
             # A stale cached answer is the last resort: not while fallback LMs remain.
             allow_stale=not request.fallbacks,
-            **bindings,  # this worker's LM cache, gate and the job thread's HTTP client
+            # This worker's LM cache and gate, and the job thread's HTTP client.
+            **env.lm_bindings(env.job_http.get()),
         ):
             result = getattr(program, request.method)(**request.inputs)
     except Exception as exc:

@@ -23,7 +23,7 @@ from celery.utils.nodenames import host_format
 
 from dspyq.errors import ConfigurationError
 from dspyq.settings import Settings
-from dspyq.tasks.app import OPTIMIZE_QUEUE, lm_queue, make_app
+from dspyq.tasks.app import OPTIMIZE_QUEUE, WORKER_TASK_CLASS, lm_queue, make_app
 
 if TYPE_CHECKING:
     from dspyq.tasks.context import WorkerContext
@@ -245,7 +245,7 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     from dspyq.telemetry.worker import install_worker_telemetry
     from dspyq.workers.prefetch import BatchPrefetch
 
-    app = app or make_app(settings)
+    app = app or make_app(settings, task_cls=WORKER_TASK_CLASS)
     install_log_correlation(app)  # before the log setup, which reads its formats
     # Celery's logging first, so everything below logs in the worker's format.
     app.log.setup(spec.loglevel.upper(), hostname=spec.hostname, redirect_stdouts=False)
