@@ -30,7 +30,7 @@ from dspyq.settings import CacheSettings, ProviderSettings, Settings
 from dspyq.store import EventStore, LMRequestStore, init_db, make_engine
 from dspyq.tasks.context import installed_context
 from dspyq.testing import FakeLMServer
-from dspyq.workers.context import install_worker_runtime, installed_runtime
+from dspyq.workers.context import build_worker_runtime, install_runtime, installed_runtime
 from dspyq.workers.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
@@ -71,13 +71,14 @@ def install(
     with ExitStack() as bindings:
 
         def factory(max_inline_wait: float = 2.0, **openai: Any) -> WorkerRuntime:
-            runtime = install_worker_runtime(
+            runtime = build_worker_runtime(
                 _settings(**openai),
                 engine,
                 client,
                 key_prefix=prefix,
                 max_inline_wait=max_inline_wait,
             )
+            install_runtime(runtime)
             installed.append(runtime)
             bindings.enter_context(context(lm_cache=runtime.cache, lm_gate=runtime.gate))
             return runtime
@@ -413,9 +414,9 @@ def test_uninstall_restores_the_plain_process(
     engine: Engine, client: redis.Redis, prefix: str
 ) -> None:
     before = default_cache()
-    runtime = install_worker_runtime(_settings(), engine, client, key_prefix=prefix)
-    ctx = installed_context()
-    assert ctx is not None and installed_runtime() is runtime
+    runtime = build_worker_runtime(_settings(), engine, client, key_prefix=prefix)
+    ctx = install_runtime(runtime)
+    assert installed_context() is ctx and installed_runtime() is runtime
     # Nothing changes for code that did not bind the worker's context...
     assert default_cache() is before
     assert isinstance(provider_gate(), NoGate)
@@ -449,7 +450,8 @@ def test_install_builds_its_own_engine_and_redis_from_settings(
     fake_lm: FakeLMServer, redis_url: str, sqlite_url: str, prefix: str, client: redis.Redis
 ) -> None:
     settings = Settings(redis_url=redis_url, database_url=sqlite_url, key_prefix=prefix)
-    runtime = install_worker_runtime(settings)
+    runtime = build_worker_runtime(settings)
+    install_runtime(runtime)
     try:
         job = _job()
         with context(correlation_id=job, lm_cache=runtime.cache, lm_gate=runtime.gate):

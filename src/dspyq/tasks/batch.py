@@ -33,7 +33,6 @@ from dspyq.tasks.app import lm_queue
 from dspyq.tasks.batch_messages import (
     BATCH_TASK,
     JOBS_HEADER,
-    MIN_BATCHES,
     BatchItem,
     batch_message,
     batch_size,
@@ -46,15 +45,8 @@ from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.recording import pending_start_of
 
-__all__ = [
-    "BATCH_TASK",
-    "JOBS_HEADER",
-    "MIN_BATCHES",
-    "BatchItem",
-    "batch_message",
-    "batch_size",
-    "execute_batch",
-]
+# The message's parts are re-exported for the modules that import them from here.
+__all__ = ["BATCH_TASK", "JOBS_HEADER", "BatchItem", "batch_message", "batch_size", "execute_batch"]
 
 logger = logging.getLogger(__name__)
 

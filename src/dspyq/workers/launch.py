@@ -169,13 +169,16 @@ def install_context(
     """Build this process's worker context and install it; ``setup`` sees it first."""
     from dspyq.resilience.redis_client import redis_from_url
     from dspyq.store import make_engine
-    from dspyq.workers.context import build_worker_context, install_worker_context
+    from dspyq.workers.context import (
+        build_worker_context,
+        build_worker_runtime,
+        install_worker_context,
+    )
 
     engine = make_engine(settings.database_url)
     redis = redis_from_url(settings.effective_redis_url)
-    ctx = build_worker_context(
-        settings, engine, redis, key_prefix=settings.key_prefix, job_slots=job_slots
-    )
+    runtime = build_worker_runtime(settings, engine, redis, key_prefix=settings.key_prefix)
+    ctx = build_worker_context(runtime, job_slots=job_slots)
     for step in setup:
         step(ctx)
     install_worker_context(ctx)
