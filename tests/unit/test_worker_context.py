@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dspyq.core.context import configure, context, reset_configuration, setting
 from dspyq.lm.cache import LRUCache, default_cache
 from dspyq.lm.gate import NoGate, provider_gate
 from dspyq.settings import Settings
@@ -76,3 +77,15 @@ def test_batch_jobs_call_their_listeners_and_refuse_zero_slots() -> None:
     jobs.set_slots(3)
     assert jobs.threads()._max_workers == 3
     jobs.close()
+
+
+def test_a_bound_setting_wins_over_the_configured_one_and_unbinds_with_its_block() -> None:
+    configure(lm_probe="global")
+    try:
+        assert setting("lm_probe") == "global"
+        with context(lm_probe="bound"):
+            assert setting("lm_probe") == "bound"
+        assert setting("lm_probe") == "global"
+        assert setting("never_set", "default") == "default"
+    finally:
+        reset_configuration()

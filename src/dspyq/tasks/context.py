@@ -15,6 +15,13 @@ first use, with no gate and the in-process LM cache, as a notebook has.
 The LM plumbing is not reached through a global: a task binds :meth:`lm_bindings` into
 the runtime configuration (:mod:`dspyq.core.context`) around what it runs, where
 :func:`dspyq.lm.gate.provider_gate` and :func:`dspyq.lm.cache.default_cache` read it.
+
+What stays process-wide, and why: DSPy's own semantics for a plain process
+(``dspyq.configure``, the LM history behind ``inspect_history``, the in-process LM
+cache and the HTTP client LMs share when nothing is bound); the core's event sinks
+(:mod:`dspyq.core.observe`, where the worker's SQL sink and metrics listen); and the
+OpenTelemetry tracer per endpoint (:mod:`dspyq.telemetry.tracing`), which a client
+shares.
 """
 
 from __future__ import annotations
