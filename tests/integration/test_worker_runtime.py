@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -27,8 +28,10 @@ from dspyq.resilience.redis_client import redis_from_url
 from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import CacheSettings, ProviderSettings, Settings
 from dspyq.store import EventStore, LMRequestStore, init_db, make_engine
+from dspyq.tasks.context import installed_context
 from dspyq.testing import FakeLMServer
-from dspyq.workers.runtime import WorkerRuntime, install_worker_runtime, installed_runtime
+from dspyq.workers.context import build_worker_runtime, install_runtime, installed_runtime
+from dspyq.workers.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.integration
 
@@ -61,21 +64,26 @@ RuntimeFactory = Callable[..., WorkerRuntime]
 def install(
     fake_lm: FakeLMServer, engine: Engine, client: redis.Redis, prefix: str
 ) -> Iterator[RuntimeFactory]:
-    """Installs the worker runtime (with provider settings given per test) on this test's world."""
+    """Installs the worker runtime (with provider settings given per test) on this test's world,
+    with its cache and gate bound for the test's LM calls, as a task binds them for a job."""
     installed: list[WorkerRuntime] = []
 
-    def factory(max_inline_wait: float = 2.0, **openai: Any) -> WorkerRuntime:
-        runtime = install_worker_runtime(
-            _settings(**openai),
-            engine,
-            client,
-            key_prefix=prefix,
-            max_inline_wait=max_inline_wait,
-        )
-        installed.append(runtime)
-        return runtime
+    with ExitStack() as bindings:
 
-    yield factory
+        def factory(max_inline_wait: float = 2.0, **openai: Any) -> WorkerRuntime:
+            runtime = build_worker_runtime(
+                _settings(**openai),
+                engine,
+                client,
+                key_prefix=prefix,
+                max_inline_wait=max_inline_wait,
+            )
+            install_runtime(runtime)
+            installed.append(runtime)
+            bindings.enter_context(context(lm_cache=runtime.cache, lm_gate=runtime.gate))
+            return runtime
+
+        yield factory
     for runtime in installed:
         runtime.uninstall()
 
@@ -402,19 +410,27 @@ def test_async_calls_take_the_same_path(
     assert [e["cache_hit"] for e in _lm_events(engine, job)] == [False, True]
 
 
-def test_uninstall_restores_the_plain_process(install: RuntimeFactory) -> None:
+def test_uninstall_restores_the_plain_process(
+    engine: Engine, client: redis.Redis, prefix: str
+) -> None:
     before = default_cache()
-    runtime = install()
-    assert installed_runtime() is runtime
-    assert default_cache() is runtime.cache
-    assert provider_gate() is runtime.gate
+    runtime = build_worker_runtime(_settings(), engine, client, key_prefix=prefix)
+    ctx = install_runtime(runtime)
+    assert installed_context() is ctx and installed_runtime() is runtime
+    # Nothing changes for code that did not bind the worker's context...
+    assert default_cache() is before
+    assert isinstance(provider_gate(), NoGate)
+    # ...and a job's calls, which bind it, use its cache and gate.
+    with ctx.bound():
+        assert default_cache() is runtime.cache
+        assert provider_gate() is runtime.gate
     assert observe.has_sinks()
 
     runtime.uninstall()
     runtime.uninstall()  # idempotent
     assert installed_runtime() is None
+    assert installed_context() is None
     assert default_cache() is before
-    assert isinstance(provider_gate(), NoGate)
     assert not observe.has_sinks()
 
 
@@ -422,6 +438,7 @@ def test_installing_again_replaces_the_earlier_runtime(install: RuntimeFactory) 
     first = install()
     second = install()
     assert installed_runtime() is second
+    assert first._installed is False
     assert provider_gate() is second.gate
     observe.emit("counted_once", {})
     assert first.sink is not second.sink
@@ -433,10 +450,11 @@ def test_install_builds_its_own_engine_and_redis_from_settings(
     fake_lm: FakeLMServer, redis_url: str, sqlite_url: str, prefix: str, client: redis.Redis
 ) -> None:
     settings = Settings(redis_url=redis_url, database_url=sqlite_url, key_prefix=prefix)
-    runtime = install_worker_runtime(settings)
+    runtime = build_worker_runtime(settings)
+    install_runtime(runtime)
     try:
         job = _job()
-        with context(correlation_id=job):
+        with context(correlation_id=job, lm_cache=runtime.cache, lm_gate=runtime.gate):
             _lm(fake_lm)("self-built")
         assert LMRequestStore(runtime.engine).usage(correlation_id=job).requests == 1
         runtime.l2.flush()

@@ -8,15 +8,16 @@ from typing import Any, TypeVar
 
 import pytest
 
+from dspyq.core.context import context
 from dspyq.errors import ProviderUnavailableError, RateLimitExceededError
 from dspyq.lm import LM
 from dspyq.lm.gate import (
     DEFAULT_OUTPUT_TOKENS,
+    GATE_KEY,
     NoGate,
     ProviderGate,
     estimate_tokens,
     provider_gate,
-    set_provider_gate,
 )
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse
 from dspyq.resilience.retry import RetryPolicy
@@ -53,11 +54,8 @@ class CountingGate:
 @pytest.fixture
 def gate() -> Iterator[CountingGate]:
     installed = CountingGate()
-    set_provider_gate(installed)
-    try:
+    with context(**{GATE_KEY: installed}):
         yield installed
-    finally:
-        set_provider_gate(None)
 
 
 def _lm(server: FakeLMServer, **kwargs: Any) -> LM:
@@ -113,15 +111,13 @@ def test_no_gate_is_installed_by_default_and_it_passes_calls_through() -> None:
     assert asyncio.run(default.arun("openai", 10, answer)) == 7
 
 
-def test_set_provider_gate_returns_the_previous_one_and_none_restores_the_default() -> None:
+def test_a_gate_is_bound_in_the_runtime_configuration_and_the_inner_binding_wins() -> None:
     first, second = CountingGate(), CountingGate()
-    assert set_provider_gate(first) is None
-    try:
+    with context(lm_gate=first):
         assert provider_gate() is first
-        assert set_provider_gate(second) is first
-        assert provider_gate() is second
-    finally:
-        assert set_provider_gate(None) is second
+        with context(lm_gate=second):
+            assert provider_gate() is second
+        assert provider_gate() is first
     assert isinstance(provider_gate(), NoGate)
 
 
@@ -154,12 +150,8 @@ def test_a_refusing_gate_stops_the_call_before_any_http_and_is_not_retried(
     fake_lm: FakeLMServer,
 ) -> None:
     refusing = CountingGate(refuse=RateLimitExceededError("budget spent", retry_after=30.0))
-    set_provider_gate(refusing)
-    try:
-        with pytest.raises(RateLimitExceededError) as info:
-            _lm(fake_lm, num_retries=3)("hello")
-    finally:
-        set_provider_gate(None)
+    with context(lm_gate=refusing), pytest.raises(RateLimitExceededError) as info:
+        _lm(fake_lm, num_retries=3)("hello")
     assert info.value.retry_after == 30.0
     assert fake_lm.requests == []
     assert len(refusing.attempts) == 1
@@ -169,12 +161,8 @@ def test_provider_errors_raised_inside_the_gate_are_retried_by_the_lm(
     fake_lm: FakeLMServer,
 ) -> None:
     flaky = CountingGate(refuse=ProviderUnavailableError("down"))
-    set_provider_gate(flaky)
-    try:
-        with pytest.raises(ProviderUnavailableError):
-            _lm(fake_lm, num_retries=2)("hello")
-    finally:
-        set_provider_gate(None)
+    with context(lm_gate=flaky), pytest.raises(ProviderUnavailableError):
+        _lm(fake_lm, num_retries=2)("hello")
     assert len(flaky.attempts) == 3
 
 

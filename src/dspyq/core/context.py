@@ -9,6 +9,11 @@ The counterpart of DSPy's ``dspy.settings`` / ``dspy.configure`` / ``dspy.contex
   own; asyncio tasks inherit their creator's overrides automatically.
 - Plain threads start with an empty context, so code that fans work out to a thread
   pool wraps the work with :func:`bind_context` to carry the caller's configuration.
+
+A worker binds its own LM plumbing here for each job, the way it binds
+``correlation_id``: ``lm_cache`` (the layered cache every LM call reads and writes) and
+``lm_gate`` (the rate limiter and breaker every provider attempt passes). Unbound, as in
+a plain Python process, an LM uses the in-process cache and no gate, as DSPy does.
 """
 
 from __future__ import annotations
@@ -110,6 +115,15 @@ def current() -> Config:
         values = dict(_global)
     values.update(_overrides.get())
     return Config(values)
+
+
+def setting(key: str, default: Any = None) -> Any:
+    """One configuration value in effect here, without a snapshot of the rest (LM calls
+    read the bound cache and gate this way, several times per call)."""
+    overrides = _overrides.get()
+    if key in overrides:
+        return overrides[key]
+    return _global.get(key, default)
 
 
 def bind_context(fn: Callable[P, R]) -> Callable[P, R]:

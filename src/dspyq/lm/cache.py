@@ -3,6 +3,11 @@
 The LM talks to the cache through the small :class:`Cache` protocol (``get``/``put``)
 so that Redis (L2) and SQL (L3) layers can be stacked behind or in front of the
 :class:`LRUCache` later without touching the LM.
+
+Which cache an LM call uses: the one bound in the runtime configuration under
+:data:`CACHE_KEY` (a worker binds its layered cache for each job), else the process's
+in-process cache, as ``dspy.cache`` is in DSPy (built from ``settings.cache`` on first
+use; :func:`set_default_cache` replaces it).
 """
 
 from __future__ import annotations
@@ -14,7 +19,11 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol, runtime_checkable
 
+from dspyq.core.context import setting
 from dspyq.lm.request import LMResponse
+
+CACHE_KEY = "lm_cache"
+"""The runtime configuration key a worker binds its cache under."""
 
 # Call options that change how a request is sent, not what it answers.
 NON_SEMANTIC_KWARGS = frozenset(
@@ -99,12 +108,21 @@ class LRUCache:
             return key in self._entries
 
 
+# The in-process cache of a plain process: DSPy's own semantics (one ``dspy.cache``).
 _default_cache: Cache | None = None
 _default_lock = threading.Lock()
 
 
 def default_cache() -> Cache:
-    """The process-wide cache every LM uses, sized from ``settings.cache``."""
+    """The cache LM calls here use: the bound one, else the in-process one."""
+    bound: Cache | None = setting(CACHE_KEY)
+    if bound is not None:
+        return bound
+    return _process_cache()
+
+
+def _process_cache() -> Cache:
+    """The in-process cache, sized from ``settings.cache``."""
     global _default_cache
     with _default_lock:
         if _default_cache is None:
@@ -116,14 +134,14 @@ def default_cache() -> Cache:
 
 
 def set_default_cache(cache: Cache | None) -> None:
-    """Replace the process-wide cache (``None``: build a fresh one from settings on next use)."""
+    """Replace the in-process cache (``None``: build a fresh one from settings on next use)."""
     global _default_cache
     with _default_lock:
         _default_cache = cache
 
 
 def clear_cache() -> None:
-    """Empty the process-wide cache, if it can be emptied."""
+    """Empty the cache LM calls here use, if it can be emptied."""
     cache = default_cache()
     clear = getattr(cache, "clear", None)
     if callable(clear):

@@ -1,7 +1,8 @@
 """The provider gate: what every HTTP attempt of an LM passes through before it is sent.
 
-In a plain process there is no gate and calls go straight out. A worker installs one
-(:func:`set_provider_gate`) that holds each attempt to the pool's shared rate limit and
+In a plain process there is no gate and calls go straight out. A worker binds one for
+each job in the runtime configuration (``context(lm_gate=...)``, see
+:mod:`dspyq.core.context`) that holds each attempt to the pool's shared rate limit and
 the provider's shared circuit breaker (``dspyq.resilience.gate.RedisProviderGate``).
 The LM calls the gate inside its retry loop, so every attempt is limited and judged,
 and never for an answer served from the cache.
@@ -9,21 +10,21 @@ and never for an answer served from the cache.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from dspyq.core.context import setting
 from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMRequest
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
+    "GATE_KEY",
     "NoGate",
     "PeekingGate",
     "ProviderGate",
     "estimate_tokens",
     "provider_gate",
-    "set_provider_gate",
 ]
 
 T = TypeVar("T")
@@ -75,23 +76,16 @@ class NoGate:
         return await fn()
 
 
-_NO_GATE = NoGate()
-_gate: ProviderGate = _NO_GATE
-_gate_lock = threading.Lock()
+GATE_KEY = "lm_gate"
+"""The runtime configuration key a worker binds its gate under."""
+
+_NO_GATE = NoGate()  # stateless: one instance serves every unbound call
 
 
 def provider_gate() -> ProviderGate:
-    """The gate of this process (a pass-through :class:`NoGate` unless one was installed)."""
-    return _gate
-
-
-def set_provider_gate(gate: ProviderGate | None) -> ProviderGate | None:
-    """Install ``gate`` for every LM of this process (``None``: no gate); returns the old one."""
-    global _gate
-    with _gate_lock:
-        previous = _gate
-        _gate = gate if gate is not None else _NO_GATE
-    return None if previous is _NO_GATE else previous
+    """The gate bound here (a pass-through :class:`NoGate` unless one is bound)."""
+    gate: ProviderGate | None = setting(GATE_KEY)
+    return _NO_GATE if gate is None else gate
 
 
 def estimate_tokens(request: LMRequest) -> int:

@@ -57,9 +57,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings | None = None) -> Celery:
-    """Build the Celery app for the given settings (the process-wide ones by default)."""
+WORKER_TASK_CLASS = "dspyq.tasks.base:ContextTask"
+"""The task class of a worker's app: its tasks run with the worker's context bound."""
+
+
+def make_app(settings: Settings | None = None, *, task_cls: str | None = None) -> Celery:
+    """Build the Celery app for the given settings (the process-wide ones by default).
+
+    A worker passes :data:`WORKER_TASK_CLASS` as ``task_cls`` (named by its path, so a
+    client's app, which only sends tasks, never imports it).
+    """
     settings = settings or get_settings()
-    app = Celery("dspyq")
+    app = Celery("dspyq", task_cls=task_cls)
     app.conf.update(celery_config(settings))
     return app

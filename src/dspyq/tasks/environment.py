@@ -1,185 +1,41 @@
-"""Per-process resources a task needs: settings, the SQL stores, a pooled HTTP client and
-the programs already built.
+"""The older name of a task's per-process resources: :func:`task_environment` is the
+process's :class:`~dspyq.tasks.context.WorkerContext` (same attributes as before).
 
-Built once per worker process on first use (threads of the process share them), so a
-task costs no connection set-up and, for a program the process has seen, no rebuild.
+Kept for the task modules that still ask for it by this name.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dspyq.tasks.context import WorkerContext, reset_worker_context, worker_context
+from dspyq.tasks.resources import (
+    HTTP_MAX_CONNECTIONS,
+    HTTP_TIMEOUT,
+    JOB_HTTP_CONNECTIONS,
+    PROGRAM_CACHE_SIZE,
+    ProgramCache,
+    ThreadHTTPClients,
+)
 
-import httpx
-from sqlalchemy.engine import Engine
+__all__ = [
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_TIMEOUT",
+    "JOB_HTTP_CONNECTIONS",
+    "PROGRAM_CACHE_SIZE",
+    "ProgramCache",
+    "TaskEnvironment",
+    "ThreadHTTPClients",
+    "reset_task_environment",
+    "task_environment",
+]
 
-from dspyq.core import observe
-from dspyq.core.module import Module
-from dspyq.core.program import program_from_spec
-from dspyq.events import Event
-from dspyq.settings import Settings, get_settings
-from dspyq.store import EventStore, ExecutionStore, LMRequestStore, init_db, make_engine
-from dspyq.store.attempts import AttemptRecorder
-
-HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-
-PROGRAM_CACHE_SIZE = 128
-"""Distinct program specs whose built program a worker process keeps."""
-
-HTTP_MAX_CONNECTIONS = 1000
-"""Connections to LM providers one worker process may hold open: one per LM call in
-flight, so a worker running hundreds of jobs at once is not held back by its pool."""
+TaskEnvironment = WorkerContext
 
 
-JOB_HTTP_CONNECTIONS = 16
-"""Connections of each thread's own HTTP client (a job's program may make several calls
-at once)."""
-
-
-class ThreadHTTPClients:
-    """An HTTP client of its own for each thread that runs jobs.
-
-    httpx's connection pool takes one lock for every request and, under it, looks through
-    all its connections: one pool shared by a hundred job threads made them queue on that
-    lock and spend their CPU walking hundreds of idle connections. A job's thread runs
-    one job at a time, so a small pool per thread holds about the same connections,
-    with no one to wait for. The clients share one TLS context: building one (reading
-    the CA bundle) costs 20 ms of CPU, the rest of a client a tenth of a millisecond.
-    """
-
-    def __init__(self, timeout: httpx.Timeout) -> None:
-        self.timeout = timeout
-        self._tls = httpx.create_ssl_context()
-        self._local = threading.local()
-        self._clients: list[httpx.Client] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> httpx.Client:
-        """The calling thread's client, created on its first call."""
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            limits = httpx.Limits(
-                max_connections=JOB_HTTP_CONNECTIONS,
-                max_keepalive_connections=JOB_HTTP_CONNECTIONS,
-            )
-            client = self._local.client = httpx.Client(
-                limits=limits, timeout=self.timeout, verify=self._tls
-            )
-            with self._lock:
-                self._clients.append(client)
-        return client
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
-
-
-class ProgramCache:
-    """Builds each program spec once per process and hands every job a deep copy.
-
-    Rebuilding a program from JSON creates its Signature classes (pydantic models):
-    several milliseconds for a Predict, tens for MultiHopQA, where a deep copy of the
-    built program takes a fraction of one. Jobs still never share a program instance.
-    """
-
-    def __init__(self, allowed_prefixes: Sequence[str] | None, size: int = PROGRAM_CACHE_SIZE):
-        self.allowed_prefixes = allowed_prefixes
-        self.size = size
-        self._built: OrderedDict[str, Module] = OrderedDict()
-        self._lock = threading.Lock()
-        self._last: tuple[Mapping[str, Any], str] | None = None
-
-    def build(self, spec: Mapping[str, Any]) -> Module:
-        """A new program as ``spec`` describes it (errors as :func:`program_from_spec`)."""
-        key = self._key_of(spec)
-        with self._lock:
-            template = self._built.get(key)
-            if template is not None:
-                self._built.move_to_end(key)
-        if template is None:
-            # Built outside the lock; two threads racing on a new spec both build it.
-            template = program_from_spec(spec, allowed_prefixes=self.allowed_prefixes)
-            with self._lock:
-                self._built[key] = template
-                while len(self._built) > self.size:
-                    self._built.popitem(last=False)
-        return template.deepcopy()
-
-    def _key_of(self, spec: Mapping[str, Any]) -> str:
-        # The jobs of a batch share one spec object: serialise it once, not per job (an
-        # optimized program's spec, demos and all, can take a millisecond).
-        last = self._last
-        if last is not None and last[0] is spec:
-            return last[1]
-        key = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-        self._last = (spec, key)  # holds the spec, so its id is not reused meanwhile
-        return key
-
-
-@dataclass
-class TaskEnvironment:
-    settings: Settings
-    engine: Engine
-    executions: ExecutionStore
-    events: EventStore
-    lm_requests: LMRequestStore
-    recorder: AttemptRecorder
-    programs: ProgramCache
-    http: httpx.Client
-    """Shared by a task's own threads (optimization runs evaluate many examples at once)."""
-    job_http: ThreadHTTPClients
-    """Each job thread's own client, for module executions."""
-    node: str = field(default_factory=socket.gethostname)
-
-    def emit(self, event: Event) -> None:
-        """Record an event now (idempotent by event id); metrics and tracing see it too."""
-        self.events.append(event)
-        observe.notify_recorded(event)
-
-
-_lock = threading.Lock()
-_env: TaskEnvironment | None = None
-
-
-def task_environment() -> TaskEnvironment:
-    """The process's environment, created (and the schema migrated) on first use."""
-    global _env
-    with _lock:
-        if _env is None:
-            settings = get_settings()
-            engine = make_engine(settings.database_url)
-            init_db(engine)
-            limits = httpx.Limits(
-                max_connections=HTTP_MAX_CONNECTIONS,
-                max_keepalive_connections=HTTP_MAX_CONNECTIONS,
-            )
-            _env = TaskEnvironment(
-                settings=settings,
-                engine=engine,
-                executions=ExecutionStore(engine),
-                events=EventStore(engine),
-                lm_requests=LMRequestStore(engine),
-                recorder=AttemptRecorder(engine, grouped=True),
-                programs=ProgramCache(settings.allowed_imports),
-                http=httpx.Client(limits=limits, timeout=HTTP_TIMEOUT),
-                job_http=ThreadHTTPClients(HTTP_TIMEOUT),
-            )
-        return _env
+def task_environment() -> WorkerContext:
+    """The process's context (see :func:`dspyq.tasks.context.worker_context`)."""
+    return worker_context()
 
 
 def reset_task_environment() -> None:
-    """Forget the environment (after settings changed, or at process exit)."""
-    global _env
-    with _lock:
-        if _env is not None:
-            _env.http.close()
-            _env.job_http.close()
-            _env.engine.dispose()
-        _env = None
+    """Close and forget the process's context."""
+    reset_worker_context()

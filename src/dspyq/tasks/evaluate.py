@@ -21,7 +21,7 @@ from dspyq.core.example import Example
 from dspyq.errors import DspyqError
 from dspyq.store.evaluations import EvaluationStore
 from dspyq.tasks.cancel import skip_if_cancelled
-from dspyq.tasks.environment import task_environment
+from dspyq.tasks.context import worker_context
 from dspyq.tasks.execute import run_execution
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult
 from dspyq.tasks.metrics import metric_score, resolve_metric
@@ -50,7 +50,7 @@ def evaluate_example(
     parsed = ExecutionRequest.model_validate(request)
     job = ExampleScoring.model_validate(scoring)
     task_id = str(self.request.id)
-    env = task_environment()
+    env = worker_context()
     outcome = ExampleOutcome(index=job.index, task_id=task_id)
     try:
         metric = resolve_metric(job.metric, env.settings.allowed_imports)

@@ -1,8 +1,10 @@
-"""Observers of the module executions a worker process runs (telemetry installs them).
+"""Observers of the module executions a worker process runs (telemetry adds them).
 
-Every execution, whether it came as its own message, in a batch or as a step of a
-multi-hop chord, goes through :func:`~dspyq.tasks.execute.run_execution`, which runs
-inside :func:`observed_execution`. A hook's ``start`` is called before the execution,
+The process's hooks are an :class:`ExecutionHooks` held by its
+:class:`~dspyq.tasks.context.WorkerContext`. Every execution, whether it came as its
+own message, in a batch or as a step of a multi-hop chord, goes through
+:func:`~dspyq.tasks.execute.run_execution`, which runs inside
+:meth:`ExecutionHooks.observed`. A hook's ``start`` is called before the execution,
 and the function it returns after it, with the exception it ended with (None when it
 succeeded). With no hook installed this costs one tuple check per job.
 """
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 
 from dspyq.tasks.messages import ExecutionRequest
 
-__all__ = ["ExecutionHook", "add_execution_hook", "observed_execution"]
+__all__ = ["ExecutionHook", "ExecutionHooks"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,33 +32,35 @@ class ExecutionHook(Protocol):
         ...
 
 
-_hooks: tuple[ExecutionHook, ...] = ()
-_lock = threading.Lock()
 _OFF = contextlib.nullcontext()
 
 
-def add_execution_hook(hook: ExecutionHook) -> Callable[[], None]:
-    """Observe every execution of this process; returns a function that removes ``hook``."""
-    global _hooks
-    with _lock:
-        _hooks = (*_hooks, hook)
+class ExecutionHooks:
+    """The hooks observing one process's executions."""
 
-    def remove() -> None:
-        global _hooks
-        with _lock:
-            _hooks = tuple(h for h in _hooks if h is not hook)
+    def __init__(self) -> None:
+        self._hooks: tuple[ExecutionHook, ...] = ()
+        self._lock = threading.Lock()
 
-    return remove
+    def add(self, hook: ExecutionHook) -> Callable[[], None]:
+        """Observe every execution from now on; returns a function that removes ``hook``."""
+        with self._lock:
+            self._hooks = (*self._hooks, hook)
 
+        def remove() -> None:
+            with self._lock:
+                self._hooks = tuple(h for h in self._hooks if h is not hook)
 
-def observed_execution(
-    request: ExecutionRequest, record_id: str
-) -> contextlib.AbstractContextManager[Any]:
-    """The block running one execution, seen by every installed hook."""
-    hooks = _hooks
-    if not hooks:
-        return _OFF
-    return _observed(hooks, request, record_id)
+        return remove
+
+    def observed(
+        self, request: ExecutionRequest, record_id: str
+    ) -> contextlib.AbstractContextManager[Any]:
+        """The block running one execution, seen by every hook."""
+        hooks = self._hooks
+        if not hooks:
+            return _OFF
+        return _observed(hooks, request, record_id)
 
 
 @contextlib.contextmanager

@@ -17,14 +17,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import redis
 from celery.exceptions import Ignore, Retry
 
 from dspyq.core.context import context
-from dspyq.resilience.redis_client import redis_from_url
-from dspyq.settings import Settings
 from dspyq.tasks.protocol import CHUNK, END, stream_key
+
+if TYPE_CHECKING:
+    from dspyq.tasks.context import WorkerContext
 
 __all__ = ["CHUNK", "END", "STREAM_TTL_SECONDS", "ChunkPublisher", "publishing", "stream_key"]
 
@@ -34,19 +36,6 @@ STREAM_TTL_SECONDS = 3600
 """How long a job's stream stays readable after its last entry."""
 
 _ERROR_CHARS = 500
-
-_redis: redis.Redis | None = None
-_redis_url: str | None = None
-_redis_lock = threading.Lock()
-
-
-def _process_redis(url: str) -> redis.Redis:
-    """One Redis client per worker process for publishing (its pool is thread-safe)."""
-    global _redis, _redis_url
-    with _redis_lock:
-        if _redis is None or _redis_url != url:
-            _redis, _redis_url = redis_from_url(url), url
-        return _redis
 
 
 class ChunkPublisher:
@@ -87,14 +76,13 @@ class ChunkPublisher:
 
 
 @contextmanager
-def publishing(settings: Settings, task_id: str) -> Iterator[ChunkPublisher]:
+def publishing(env: WorkerContext, task_id: str) -> Iterator[ChunkPublisher]:
     """Stream the LM text of the block's calls; end the stream with how the block ended.
 
     A job that re-queues itself (rate-limit wait, provider fallback) leaves its stream
     open: the next delivery has the same task id and goes on writing to it.
     """
-    client = _process_redis(settings.effective_redis_url)
-    publisher = ChunkPublisher(client, stream_key(settings.key_prefix, task_id))
+    publisher = ChunkPublisher(env.stream_redis(), stream_key(env.settings.key_prefix, task_id))
     try:
         with context(send_stream=publisher):
             yield publisher

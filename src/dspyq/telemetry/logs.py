@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from dspyq.core.context import current
@@ -42,7 +41,9 @@ job_correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 """The correlation id of the job this thread or task is running (set by the task hooks)."""
 
-_installed_factory: Callable[..., logging.LogRecord] | None = None
+_MARK = "dspyq_correlation"
+"""Set on the record factory this module installs, so installing again is a no-op
+(the factory itself is the process's, as logging keeps it)."""
 
 
 def current_correlation_id() -> str:
@@ -56,8 +57,7 @@ def install_log_correlation(app: Any | None = None) -> None:
 
     Idempotent. Call it before the app sets up logging so the formats apply.
     """
-    global _installed_factory
-    if _installed_factory is None or logging.getLogRecordFactory() is not _installed_factory:
+    if not getattr(logging.getLogRecordFactory(), _MARK, False):
         previous = logging.getLogRecordFactory()
 
         def record_with_correlation(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -66,8 +66,8 @@ def install_log_correlation(app: Any | None = None) -> None:
                 record.correlation_id = current_correlation_id()
             return record
 
+        setattr(record_with_correlation, _MARK, True)
         logging.setLogRecordFactory(record_with_correlation)
-        _installed_factory = record_with_correlation
     if app is not None:
         app.conf.worker_log_format = WORKER_LOG_FORMAT
         app.conf.worker_task_log_format = WORKER_TASK_LOG_FORMAT

@@ -1,6 +1,7 @@
 """Telemetry of a worker process: hooks, event sinks and the Prometheus endpoint.
 
-:func:`install_worker_telemetry` adds an execution hook (:mod:`dspyq.tasks.hooks`) that
+:func:`install_worker_telemetry` builds an execution hook (:mod:`dspyq.tasks.hooks`),
+added to each worker context as it is installed (:meth:`WorkerTelemetry.attach`), that
 counts module executions and opens/closes their spans, whether a job came alone or in
 a batch; event sinks for the LM, breaker, limiter and optimizer metrics and the LM
 spans; and Celery task signals that mark the job a thread runs, for Celery's own log
@@ -15,18 +16,20 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
 from dspyq.core import observe
 from dspyq.errors import ConfigurationError, DspyqError
 from dspyq.settings import Settings
-from dspyq.tasks.hooks import add_execution_hook
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.telemetry.logs import job_correlation
 from dspyq.telemetry.metrics import WorkerMetrics
 from dspyq.telemetry.tracing import JobSpans, JobTracer, tracer_for
+
+if TYPE_CHECKING:
+    from dspyq.tasks.context import WorkerContext
 
 __all__ = ["ExecutionTelemetry", "TaskHooks", "WorkerTelemetry", "install_worker_telemetry"]
 
@@ -124,7 +127,13 @@ class WorkerTelemetry:
     hooks: TaskHooks
     metrics: WorkerMetrics | None
     metrics_port: int | None
+    execution_hook: ExecutionTelemetry | None = None
     _undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def attach(self, ctx: WorkerContext) -> None:
+        """Observe the executions of ``ctx`` (a worker process's context)."""
+        if self.execution_hook is not None:
+            self._undo.append(ctx.hooks.add(self.execution_hook))
 
     def uninstall(self) -> None:
         for undo in reversed(self._undo):
@@ -135,7 +144,8 @@ class WorkerTelemetry:
 def install_worker_telemetry(
     settings: Settings, *, pool: str, metrics_port: int | None, exec_pool: str = "threads"
 ) -> WorkerTelemetry:
-    """Connect hooks and sinks; serve ``/metrics`` on ``metrics_port`` if given.
+    """Connect hooks and sinks; serve ``/metrics`` on ``metrics_port`` if given. The
+    execution hook observes the worker contexts it is attached to.
 
     Raises :class:`ConfigurationError` if the port cannot be bound, or with the prefork
     execution pool (its children would each need the port).
@@ -158,7 +168,7 @@ def install_worker_telemetry(
     hooks.connect()
     telemetry._undo.append(hooks.disconnect)
     if metrics is not None or job_tracer is not None:
-        telemetry._undo.append(add_execution_hook(ExecutionTelemetry(metrics, job_tracer)))
+        telemetry.execution_hook = ExecutionTelemetry(metrics, job_tracer)
     if metrics is not None:
         telemetry._undo.append(observe.add_sink(metrics.observe_event))
     if job_tracer is not None:
@@ -185,7 +195,7 @@ def _start_http_server(port: int, metrics: WorkerMetrics) -> tuple[Any, Any]:
 
 
 def _runtime_cache_stats() -> tuple[Sequence[int], int] | None:
-    from dspyq.workers.runtime import installed_runtime
+    from dspyq.workers.context import installed_runtime
 
     runtime = installed_runtime()
     if runtime is None:
@@ -195,7 +205,7 @@ def _runtime_cache_stats() -> tuple[Sequence[int], int] | None:
 
 
 def _breaker_state(pool: str) -> dict[str, str]:
-    from dspyq.workers.runtime import installed_runtime
+    from dspyq.workers.context import installed_runtime
 
     runtime = installed_runtime()
     if runtime is None or pool not in runtime.settings.providers:

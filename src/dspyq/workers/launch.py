@@ -3,8 +3,9 @@
 A pool is a Celery worker consuming one queue: ``dspyq.lm.<provider>`` for a
 configured provider, or ``dspyq.optimize`` for optimization runs. LM calls are I/O
 bound, so the default execution pool is ``threads``. Before the worker takes jobs it
-imports the task modules, creates the SQL schema, and installs the worker runtime
-(layered cache, provider gate, event sink) in every process that runs tasks.
+imports the task modules, creates the SQL schema, and builds the worker context
+(:mod:`dspyq.workers.context`: stores, layered cache, provider gate, event sink, batch
+threads, hooks) in every process that runs tasks.
 """
 
 from __future__ import annotations
@@ -13,15 +14,19 @@ import importlib
 import importlib.util
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 from celery.utils.nodenames import host_format
 
 from dspyq.errors import ConfigurationError
 from dspyq.settings import Settings
-from dspyq.tasks.app import OPTIMIZE_QUEUE, lm_queue, make_app
+from dspyq.tasks.app import OPTIMIZE_QUEUE, WORKER_TASK_CLASS, lm_queue, make_app
+
+if TYPE_CHECKING:
+    from dspyq.tasks.context import WorkerContext
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +42,8 @@ TASK_MODULES = (
     "dspyq.tasks.evaluate",
     "dspyq.tasks.optimize",
 )
-RUNTIME_MODULE = "dspyq.workers.runtime"
+ContextSetup = Callable[["WorkerContext"], None]
+"""Called with each worker context as it is installed (telemetry hooks, prefetch)."""
 
 
 @dataclass(frozen=True)
@@ -157,27 +163,31 @@ def create_schema(settings: Settings) -> None:
         engine.dispose()
 
 
-def install_runtime(settings: Settings) -> bool:
-    """Install the worker runtime in this process; False when that module is absent."""
-    try:
-        runtime = importlib.import_module(RUNTIME_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != RUNTIME_MODULE:
-            raise
-        logger.warning("%s is not available: running without the worker runtime", exc.name)
-        return False
+def install_context(
+    settings: Settings, job_slots: int, setup: tuple[ContextSetup, ...] = ()
+) -> WorkerContext:
+    """Build this process's worker context and install it; ``setup`` sees it first."""
     from dspyq.resilience.redis_client import redis_from_url
     from dspyq.store import make_engine
+    from dspyq.workers.context import (
+        build_worker_context,
+        build_worker_runtime,
+        install_worker_context,
+    )
 
     engine = make_engine(settings.database_url)
     redis = redis_from_url(settings.effective_redis_url)
-    runtime.install_worker_runtime(settings, engine, redis, key_prefix=settings.key_prefix)
+    runtime = build_worker_runtime(settings, engine, redis, key_prefix=settings.key_prefix)
+    ctx = build_worker_context(runtime, job_slots=job_slots)
+    for step in setup:
+        step(ctx)
+    install_worker_context(ctx)
     logger.info("worker runtime installed")
-    return True
+    return ctx
 
 
 class RuntimeInstaller:
-    """Installs the worker runtime in each process that runs tasks, via Celery's signals.
+    """Installs the worker context in each process that runs tasks, via Celery's signals.
 
     With ``threads``/``gevent`` tasks run in the worker's own process (``worker_init``);
     with ``prefork`` they run in forked children (``worker_process_init``), which must
@@ -186,9 +196,17 @@ class RuntimeInstaller:
     :attr:`error` for the launcher to raise, and a failing child exits.
     """
 
-    def __init__(self, settings: Settings, exec_pool: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        exec_pool: str,
+        job_slots: int,
+        setup: tuple[ContextSetup, ...] = (),
+    ) -> None:
         self.settings = settings
         self.in_children = exec_pool == "prefork"
+        self.job_slots = job_slots
+        self.setup = setup
         self.error: BaseException | None = None
 
     def connect(self) -> None:
@@ -199,11 +217,14 @@ class RuntimeInstaller:
         signals.worker_init.disconnect(self._on_worker_init)
         signals.worker_process_init.disconnect(self._on_process_init)
 
+    def _install(self) -> None:
+        install_context(self.settings, self.job_slots, self.setup)
+
     def _on_worker_init(self, **_: Any) -> None:
         if self.in_children:
             return
         try:
-            install_runtime(self.settings)
+            self._install()
         except Exception as exc:
             self.error = exc
 
@@ -211,9 +232,9 @@ class RuntimeInstaller:
         if not self.in_children:
             return
         try:
-            install_runtime(self.settings)
+            self._install()
         except Exception:
-            logger.critical("could not install the worker runtime; child exits", exc_info=True)
+            logger.critical("could not install the worker context; child exits", exc_info=True)
             raise SystemExit(1) from None
 
 
@@ -223,12 +244,11 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     Returns the worker's exit code. Configuration problems (schema, runtime) raise
     dspyq errors before any job is taken.
     """
-    from dspyq.tasks.batch import set_job_slots
     from dspyq.telemetry.logs import install_log_correlation
     from dspyq.telemetry.worker import install_worker_telemetry
     from dspyq.workers.prefetch import BatchPrefetch
 
-    app = app or make_app(settings)
+    app = app or make_app(settings, task_cls=WORKER_TASK_CLASS)
     install_log_correlation(app)  # before the log setup, which reads its formats
     # Celery's logging first, so everything below logs in the worker's format.
     app.log.setup(spec.loglevel.upper(), hostname=spec.hostname, redirect_stdouts=False)
@@ -241,13 +261,15 @@ def run_worker(settings: Settings, spec: WorkerSpec, app: Celery | None = None) 
     telemetry = install_worker_telemetry(
         settings, pool=spec.pool, metrics_port=spec.metrics_port, exec_pool=spec.exec_pool
     )
-    # --concurrency bounds jobs at once, batched or not; a prefork child is one slot.
-    set_job_slots(1 if spec.exec_pool == "prefork" else spec.concurrency)
-    installer = RuntimeInstaller(settings, spec.exec_pool)
-    installer.connect()
     prefetch = BatchPrefetch() if spec.exec_pool != "prefork" else None
+    setup: tuple[ContextSetup, ...] = (telemetry.attach,)
     if prefetch is not None:
         prefetch.connect()
+        setup += (prefetch.attach,)
+    # --concurrency bounds jobs at once, batched or not; a prefork child is one slot.
+    slots = 1 if spec.exec_pool == "prefork" else spec.concurrency
+    installer = RuntimeInstaller(settings, spec.exec_pool, slots, setup)
+    installer.connect()
     try:
         worker = app.Worker(
             hostname=spec.hostname,

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
-from dspyq.tasks.batch import JOBS_HEADER, on_batch_job_end
+from dspyq.tasks.protocol import JOBS_HEADER
+
+if TYPE_CHECKING:
+    from dspyq.tasks.context import WorkerContext
 
 __all__ = ["BatchPrefetch"]
 
@@ -41,7 +44,10 @@ class BatchPrefetch:
         signals.task_received.connect(self._on_received, weak=False)
         signals.task_postrun.connect(self._on_postrun, weak=False)
         signals.task_revoked.connect(self._on_revoked, weak=False)
-        self._stop_listening = on_batch_job_end(self._on_job_end)
+
+    def attach(self, ctx: WorkerContext) -> None:
+        """Hear of the end of each batch job the worker context runs."""
+        self._stop_listening = ctx.batch.on_job_end(self._on_job_end)
 
     def disconnect(self) -> None:
         signals.task_received.disconnect(self._on_received)

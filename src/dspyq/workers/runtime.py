@@ -1,6 +1,8 @@
-"""What a worker process sets up before it runs tasks: the shared cache, gate and event sink.
+"""The LM plumbing of a worker process: the shared cache, gate and event sink.
 
-:func:`install_worker_runtime` makes every LM call of the process go
+:func:`build_worker_runtime` builds them; the worker's context
+(:func:`dspyq.workers.context.build_worker_context`) holds them and its tasks bind the
+cache and gate for every job, so every LM call of a job goes
 
     L1 in-process LRU -> L2 Redis (the pool's) -> L3 SQL (everyone's, kept across restarts)
     -> rate limiter (Redis, per provider) -> circuit breaker (Redis, per provider) -> HTTP
@@ -13,15 +15,14 @@ their correlation id, parent id and task id from the runtime configuration
 (``dspyq.core.context`` keys ``correlation_id``, ``parent_id``, ``task_id``), which the
 task sets around the module it runs.
 
-Install it once per worker process, after any fork (Redis and database connections
-must not cross a fork); :meth:`WorkerRuntime.uninstall` puts the previous cache and gate
-back.
+Build it once per worker process, after any fork (Redis and database connections
+must not cross a fork); :meth:`WorkerRuntime.uninstall` stops it writing events.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -32,9 +33,8 @@ from sqlalchemy import Engine
 from dspyq.core import observe
 from dspyq.core.context import current
 from dspyq.events import Event
-from dspyq.lm.cache import Cache, LRUCache, default_cache, set_default_cache
+from dspyq.lm.cache import LRUCache
 from dspyq.lm.cache_coverage import L2Coverage
-from dspyq.lm.gate import ProviderGate, set_provider_gate
 from dspyq.lm.history import MAX_HISTORY, set_history_size
 from dspyq.lm.layered_cache import LayeredCache
 from dspyq.lm.observe import LM_REQUEST, STATUS_OK
@@ -55,8 +55,7 @@ __all__ = [
     "SQLResponseCache",
     "StoreEventSink",
     "WorkerRuntime",
-    "install_worker_runtime",
-    "installed_runtime",
+    "build_worker_runtime",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,7 +198,7 @@ class StoreEventSink:
 
 @dataclass
 class WorkerRuntime:
-    """The installed runtime: its layers, gate and sink, and how to take them out again."""
+    """A worker's LM layers, gate and sink, and how to take them out again."""
 
     settings: Settings
     engine: Engine
@@ -213,13 +212,13 @@ class WorkerRuntime:
     coverage: L2Coverage
     gate: RedisProviderGate
     sink: StoreEventSink
-    _previous_cache: Cache
-    _previous_gate: ProviderGate | None
     _owns_engine: bool = False
     _owns_redis: bool = False
     _installed: bool = field(default=True, repr=False)
     live: LiveConfigListener | None = field(default=None, repr=False)
     """Follows ``dspyq config set`` and applies changes to :attr:`settings`."""
+    on_uninstall: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    """Called by :meth:`uninstall` before it closes anything (the context's removal)."""
 
     def reconfigure(self) -> None:
         """Rebuild what was built from settings that changed live: cache TTLs and sizes,
@@ -232,39 +231,33 @@ class WorkerRuntime:
         self.sql_cache.coverage = None if conf.always_read_sql else self.coverage
         self.gate.reconfigure()
 
+    def activate(self) -> None:
+        """Start writing the process's events to SQL; a worker keeps a short LM history."""
+        # The process-wide history of LM calls is for inspect_history() in a notebook;
+        # a worker keeps just the last few calls (see dspyq.lm.history).
+        set_history_size(WORKER_HISTORY_SIZE)
+        observe.add_sink(self.sink)
+
     def uninstall(self) -> None:
-        """Put the previous cache and gate back and stop writing events (idempotent)."""
-        global _current
-        with _install_lock:
-            if not self._installed:
-                return
-            self._installed = False
-            if self.live is not None:
-                self.live.stop()
-            observe.remove_sink(self.sink)
-            set_history_size(MAX_HISTORY)
-            self.l2.close()
-            self.l3.close()
-            set_default_cache(self._previous_cache)
-            set_provider_gate(self._previous_gate)
-            if _current is self:
-                _current = None
+        """Stop following settings and writing events, flush the caches (idempotent)."""
+        if not self._installed:
+            return
+        self._installed = False
+        for undo in self.on_uninstall:
+            undo()
+        if self.live is not None:
+            self.live.stop()
+        observe.remove_sink(self.sink)
+        set_history_size(MAX_HISTORY)
+        self.l2.close()
+        self.l3.close()
         if self._owns_redis:
             self.redis.close()
         if self._owns_engine:
             self.engine.dispose()
 
 
-_current: WorkerRuntime | None = None
-_install_lock = threading.RLock()
-
-
-def installed_runtime() -> WorkerRuntime | None:
-    """The runtime installed in this process, if any."""
-    return _current
-
-
-def install_worker_runtime(
+def build_worker_runtime(
     settings: Settings | None = None,
     engine: Engine | None = None,
     redis: Redis | None = None,
@@ -273,16 +266,15 @@ def install_worker_runtime(
     max_inline_wait: float = DEFAULT_MAX_INLINE_WAIT,
     live_config: bool = True,
 ) -> WorkerRuntime:
-    """Install the layered cache, the provider gate and the SQL event sink in this process.
+    """The layered cache, the provider gate and the SQL event sink of a worker process.
 
     ``engine`` and ``redis`` are the seams; when omitted they are built from
     ``settings`` (the database is brought to the current schema) and closed again by
     :meth:`WorkerRuntime.uninstall`. ``key_prefix`` (default: the ``key_prefix``
-    setting) namespaces every Redis key: limiters, breakers, L2 cache. A runtime
-    installed earlier is uninstalled first. With ``live_config`` the overrides of
-    ``dspyq config set`` are applied to ``settings`` now and whenever they change.
+    setting) namespaces every Redis key: limiters, breakers, L2 cache. With
+    ``live_config`` the overrides of ``dspyq config set`` are applied to ``settings``
+    now and whenever they change.
     """
-    global _current
     settings = settings or get_settings()
     if key_prefix is None:
         key_prefix = settings.key_prefix
@@ -308,40 +300,22 @@ def install_worker_runtime(
         flush_interval=L2_FLUSH_INTERVAL,
     )
     l3 = WriteBehindCache(sql_cache)
-    cache = LayeredCache([l1, l2, l3])
-    gate = RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait)
-    sink = StoreEventSink(engine)
-
-    # The process-wide history of LM calls is for inspect_history() in a notebook;
-    # a worker keeps just the last few calls (see dspyq.lm.history).
-    set_history_size(WORKER_HISTORY_SIZE)
-    with _install_lock:
-        if _current is not None:
-            _current.uninstall()
-        previous_cache = default_cache()
-        previous_gate = set_provider_gate(gate)
-        set_default_cache(cache)
-        observe.add_sink(sink)
-        runtime = WorkerRuntime(
-            settings=settings,
-            engine=engine,
-            redis=redis,
-            cache=cache,
-            l1=l1,
-            l2=l2,
-            l3=l3,
-            sql_cache=sql_cache,
-            coverage=coverage,
-            gate=gate,
-            sink=sink,
-            _previous_cache=previous_cache,
-            _previous_gate=previous_gate,
-            _owns_engine=owns_engine,
-            _owns_redis=owns_redis,
-        )
-        _current = runtime
+    runtime = WorkerRuntime(
+        settings=settings,
+        engine=engine,
+        redis=redis,
+        cache=LayeredCache([l1, l2, l3]),
+        l1=l1,
+        l2=l2,
+        l3=l3,
+        sql_cache=sql_cache,
+        coverage=coverage,
+        gate=RedisProviderGate(redis, settings, key_prefix, max_inline_wait=max_inline_wait),
+        sink=StoreEventSink(engine),
+        _owns_engine=owns_engine,
+        _owns_redis=owns_redis,
+    )
     if live_config:
         listener = LiveConfigListener(redis, key_prefix, [settings], runtime.reconfigure)
         runtime.live = listener.start()
-    logger.info("worker runtime installed (key prefix %r)", key_prefix)
     return runtime

@@ -2,8 +2,10 @@
 
 Subclasses describe a protocol (URL, headers, body, how to read answers and stream
 events); this base sends requests, maps failures to :mod:`dspyq.errors`, and checks
-that a stream really finished. Sync calls share one process-wide ``httpx.Client``
-(thread-safe, pooled, kept alive) unless one is handed in; async calls use the given
+that a stream really finished. Sync calls use the client handed in, else the one bound
+in the runtime configuration under :data:`HTTP_CLIENT_KEY` (a worker binds its job
+thread's), else, in a plain process, one process-wide ``httpx.Client`` (thread-safe,
+pooled, kept alive), as DSPy's LMs share one; async calls use the given
 ``httpx.AsyncClient`` or a short-lived one per call, because an async client is tied to
 the event loop that first used it.
 """
@@ -19,11 +21,16 @@ from typing import Any, ClassVar
 
 import httpx
 
+from dspyq.core.context import setting
 from dspyq.lm.providers.base import ProviderConfig
 from dspyq.lm.providers.errors import error_from_response, error_from_transport, malformed
 from dspyq.lm.providers.sse import SSEEvent, SSEParser
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse
 
+HTTP_CLIENT_KEY = "lm_http_client"
+"""The runtime configuration key a worker binds its HTTP client under."""
+
+# The plain process's defaults, built on first use (a worker binds its own client).
 _shared_client: httpx.Client | None = None
 _shared_ssl: ssl.SSLContext | None = None
 _shared_lock = threading.Lock()
@@ -103,7 +110,10 @@ class HTTPProvider:
 
     @property
     def http_client(self) -> httpx.Client:
-        return self._http_client or shared_http_client()
+        if self._http_client is not None:
+            return self._http_client
+        bound: httpx.Client | None = setting(HTTP_CLIENT_KEY)
+        return bound if bound is not None else shared_http_client()
 
     def _timeout(self, request: LMRequest) -> float:
         return request.timeout if request.timeout is not None else self.config.timeout

@@ -1,0 +1,60 @@
+"""A batch job's state, as stored by dspyq.tasks.batch_results, reads exactly as what
+Celery's own ``store_result`` stores: the same meta, the same AsyncResult."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery, states
+
+from dspyq.settings import Settings
+from dspyq.tasks.app import make_app
+from dspyq.tasks.batch_results import JobResult, mark_started, store_results
+
+
+@pytest.fixture
+def app(redis_url: str, prefix: str) -> Iterator[Celery]:
+    celery = make_app(Settings(broker_url=redis_url, key_prefix=prefix))
+    yield celery
+    celery.close()
+
+
+def _meta(app: Celery, client: redis.Redis, task_id: str) -> dict[str, Any]:
+    raw = client.get(app.backend.get_key_for_task(task_id))
+    assert raw is not None
+    meta: dict[str, Any] = json.loads(raw)
+    meta.pop("date_done")
+    return meta
+
+
+def test_a_stored_success_matches_celerys_own(app: Celery, client: redis.Redis) -> None:
+    value = {"outputs": {"answer": "4"}, "lm_calls": 1}
+    app.backend.store_result("by-celery", value, states.SUCCESS)
+    store_results([JobResult(app, "by-dspyq", value)])
+
+    ours, celerys = _meta(app, client, "by-dspyq"), _meta(app, client, "by-celery")
+    assert ours == {**celerys, "task_id": "by-dspyq"}
+    result = app.AsyncResult("by-dspyq")
+    assert result.state == states.SUCCESS
+    assert result.get(timeout=5) == value
+    assert result.date_done is not None
+    ttl = client.ttl(app.backend.get_key_for_task("by-dspyq"))
+    assert 0 < ttl <= app.backend.expires
+
+
+def test_started_matches_celerys_and_never_overwrites_a_success(
+    app: Celery, client: redis.Redis
+) -> None:
+    app.backend.store_result("by-celery", None, states.STARTED)
+    app.backend.store_result("done", {"x": 1}, states.SUCCESS)
+    done_raw = client.get(app.backend.get_key_for_task("done"))
+    mark_started(app.backend, [("by-dspyq", None), ("done", done_raw)])
+
+    ours, celerys = _meta(app, client, "by-dspyq"), _meta(app, client, "by-celery")
+    assert ours == {**celerys, "task_id": "by-dspyq"}
+    assert app.AsyncResult("by-dspyq").state == states.STARTED
+    assert app.AsyncResult("done").state == states.SUCCESS
