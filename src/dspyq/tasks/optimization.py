@@ -34,7 +34,9 @@ from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import (
     ZERO_SHOT_SEED,
     BootstrapFewShotWithRandomSearch,
+    RandomSearchRounds,
 )
+from dspyq.optimize.strategy import OneCandidateRounds, RoundStrategy
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.tasks.mipro_run import MIPRO, SearchState, mipro_config
 
@@ -280,33 +282,43 @@ class RunCheckpoint(BaseModel):
     planned: dict[str, Any] | None = None
     # BootstrapFewShot: the teacher's outcomes by trainset index, and the next wave's start.
     bootstrap: dict[str, Any] | None = None
+    # The optimizer's round strategy's state (see dspyq.optimize.strategy).
+    state: dict[str, Any] | None = None
 
 
-def build_candidate(
+STRATEGY_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH)
+"""The optimizers whose queued runs follow their :class:`RoundStrategy`."""
+
+
+def strategy_for(
     plan: RunPlan,
-    seed: int,
-    student: Module,
-    metric: Callable[..., Any],
-    trainset: Sequence[Example],
-    teacher_lm: LM | None,
-) -> Module:
-    """The candidate program for ``seed``, built as the in-process optimizer would."""
+    metric: Callable[..., Any] | None = None,
+    teacher_lm: LM | None = None,
+) -> RoundStrategy[Any]:
+    """The run's optimizer as its round strategy, built as ``compile`` builds it
+    (``metric`` may be left out where only planning and folding happen: the coordinator)."""
     teacher_settings = {} if teacher_lm is None else {"lm": teacher_lm}
     settings = dict(plan.settings)
+    scorer = metric or _no_metric
     if plan.optimizer == RANDOM_SEARCH:
         search = BootstrapFewShotWithRandomSearch(
-            metric=metric, teacher_settings=teacher_settings, **settings
+            metric=scorer, teacher_settings=teacher_settings, **settings
         )
-        return search.build_candidate(seed, student, trainset=trainset)
-    if plan.optimizer == "BootstrapFewShot":
+        return RandomSearchRounds(search, metric_name=plan.metric)
+    if plan.optimizer == SINGLE_BOOTSTRAP:
         # A run bootstraps its examples in windows of its threads (same demos, sooner).
         if settings.get("num_threads") is None:
             settings["num_threads"] = plan.num_threads
-        bootstrap = BootstrapFewShot(metric=metric, teacher_settings=teacher_settings, **settings)
-        return bootstrap.compile(student, trainset=trainset)
+        return OneCandidateRounds(
+            BootstrapFewShot(metric=metric, teacher_settings=teacher_settings, **settings)
+        )
     if plan.optimizer == "LabeledFewShot":
-        return LabeledFewShot(**settings).compile(student, trainset=trainset)
+        return OneCandidateRounds(LabeledFewShot(**settings))
     raise InputError(f"unsupported optimizer {plan.optimizer!r}")
+
+
+def _no_metric(*_: Any) -> bool:
+    return False
 
 
 def first_instruction(program: Module) -> str | None:

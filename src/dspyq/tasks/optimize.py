@@ -43,6 +43,7 @@ from dspyq.optimize.bootstrap import BootstrapFewShot, BootstrapOutcome
 from dspyq.optimize.copro import InstructionCandidate
 from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import CandidateScore, evaluate_candidate
+from dspyq.optimize.strategy import Bench, Candidate, Outcome, RoundStrategy
 from dspyq.store.buffer import PendingRecords, active_records, pending_records
 from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
@@ -62,17 +63,18 @@ from dspyq.tasks.mipro_run import (
 from dspyq.tasks.optimization import (
     INSTRUCTION_SEARCH,
     SINGLE_BOOTSTRAP,
+    STRATEGY_OPTIMIZERS,
     CandidateOutcome,
     CandidateSummary,
     RunCheckpoint,
     RunPlan,
     apply_candidate_instruction,
-    build_candidate,
     combine_parts,
     first_instruction,
     keep_best_attempt,
     part_of,
     propose_instructions,
+    strategy_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,15 @@ def _merge(
 ) -> None:
     """Fold one round's outcomes (parts joined) into ``checkpoint`` and record their events."""
     search = None if checkpoint.search is None else SearchState.model_validate(checkpoint.search)
-    for outcome in combine_parts(outcomes):
+    combined = combine_parts(outcomes)
+    chosen: int | None = None
+    if plan.optimizer in STRATEGY_OPTIMIZERS:
+        strategy, state = _strategy_state(env, plan, checkpoint)
+        counted = {f.outcome.iteration for f in strategy.fold(state, _as_outcomes(combined))}
+        combined = [o for o in combined if o.iteration in counted]
+        chosen = strategy.best(state)
+        checkpoint.state = state.model_dump(mode="json")
+    for outcome in combined:
         error = None if outcome.error is None else str(outcome.error.get("message", ""))
         if search is not None and outcome.params is not None:
             search.trials.append(
@@ -134,7 +144,10 @@ def _merge(
                 outcome.score,
                 outcome.round,
             )
-        if (
+        if chosen is not None:
+            if outcome.iteration == chosen and outcome.program is not None:
+                checkpoint.best = outcome  # the strategy's choice
+        elif (
             outcome.score is not None
             and outcome.full_eval  # MIPROv2: only full evaluations compete
             and outcome.program is not None
@@ -168,6 +181,36 @@ def _merge(
         checkpoint.search = search.model_dump(mode="json")
     checkpoint.lm_calls, checkpoint.cost_usd = _spent(env, run)
     checkpoint.round += 1
+
+
+def _strategy_state(
+    env: TaskEnvironment, plan: RunPlan, checkpoint: RunCheckpoint
+) -> tuple[RoundStrategy[Any], Any]:
+    """The run's round strategy (for planning and folding: no metric, no LM) and its
+    state as checkpointed (the start state before the first round)."""
+    strategy = strategy_for(plan)
+    if checkpoint.state is not None:
+        return strategy, strategy.load(checkpoint.state)
+    return strategy, strategy.start(_bench(env, plan))
+
+
+def _bench(env: TaskEnvironment, plan: RunPlan) -> Bench:
+    trainset, valset = _valsets(plan)
+    return Bench(env.programs.build(plan.program), trainset, valset)
+
+
+def _as_outcomes(outcomes: list[CandidateOutcome]) -> list[Outcome]:
+    return [
+        Outcome(
+            iteration=o.iteration,
+            seed=o.seed,
+            score=o.score,
+            error=None if o.error is None else str(o.error.get("message", "")),
+            instruction=o.instruction,
+            prefix=o.prefix,
+        )
+        for o in outcomes
+    ]
 
 
 def _spent(env: TaskEnvironment, run: OptimizationRunRecord) -> tuple[int, float]:
@@ -315,7 +358,7 @@ def _score_round(
     elif candidates is not None:
         jobs = [{"seed": i, "candidate": c} for i, c in enumerate(candidates)]
     elif built is not None:
-        jobs = [{"seed": b.seed, "program": b.program} for b in built]
+        jobs = [{"seed": b.seed, "program": b.program, "iteration": b.iteration} for b in built]
     else:
         jobs = [{"seed": seed} for seed in plan.rounds()[round_index]]
     parts = plan.parts_per_candidate(len(jobs))
@@ -343,7 +386,9 @@ def _score_round(
     chord(header, body).apply_async()
 
 
-def _build_round(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
+def _build_round(
+    run: OptimizationRunRecord, plan: RunPlan, round_index: int, candidates: list[Candidate]
+) -> None:
     """Build (bootstrap) a few-shot round's candidates on the LM's pool, one task per
     seed; their chord's body (``dspyq.optimize.fanout``) sends them to be scored.
     BootstrapFewShot's one candidate is bootstrapped in waves of windows instead."""
@@ -353,10 +398,15 @@ def _build_round(run: OptimizationRunRecord, plan: RunPlan, round_index: int) ->
     header = [
         signature(
             BUILD_TASK,
-            kwargs={"run_id": run.id, "seed": seed, "round_index": round_index},
+            kwargs={
+                "run_id": run.id,
+                "seed": c.seed,
+                "round_index": round_index,
+                "iteration": c.iteration,
+            },
             queue=lm_queue(split_model(plan.lm)[0]),
         )
-        for seed in plan.rounds()[round_index]
+        for c in candidates
     ]
     body = signature(
         FANOUT_TASK, kwargs={"run_id": run.id, "round_index": round_index}, queue=OPTIMIZE_QUEUE
@@ -388,9 +438,6 @@ def _bootstrap_wave(
 def _dispatch(run: OptimizationRunRecord, plan: RunPlan, round_index: int) -> None:
     """Send round ``round_index``: COPRO first asks the LM's pool for its proposals,
     MIPROv2 for its demo sets and instructions (round 0 only)."""
-    if plan.optimizer not in (INSTRUCTION_SEARCH, MIPRO):
-        _build_round(run, plan, round_index)
-        return
     first = PREPARE_TASK if plan.optimizer == MIPRO else PROPOSE_TASK
     chain(
         signature(
@@ -438,6 +485,8 @@ def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]
     over = _over_budget(plan, checkpoint) if checkpoint.round > 0 else None
     if over is not None:
         _finish(env, run, plan, checkpoint, "budget_exhausted", over)
+    elif plan.optimizer in STRATEGY_OPTIMIZERS:
+        _next_round(env, run, plan, checkpoint)
     elif stop_at is not None and best_score is not None and best_score >= stop_at:
         _finish(env, run, plan, checkpoint, "succeeded", f"stop_at_score {stop_at} reached")
     elif plan.optimizer == MIPRO and checkpoint.search is not None:
@@ -448,6 +497,27 @@ def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]
         _dispatch(run, plan, checkpoint.round)
         checkpoint.dispatched = checkpoint.round
         runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
+def _next_round(
+    env: TaskEnvironment, run: OptimizationRunRecord, plan: RunPlan, checkpoint: RunCheckpoint
+) -> None:
+    """Send the round the run's strategy asks for next, or finish when it asks nothing.
+    (The round depends on the checkpointed state only: a redelivered step asks the same.)"""
+    strategy, state = _strategy_state(env, plan, checkpoint)
+    candidates = strategy.next_round(state, plan.candidates_per_round)
+    if not candidates:
+        _finish(env, run, plan, checkpoint, "succeeded", strategy.stop_reason(state))
+        return
+    if checkpoint.dispatched >= checkpoint.round:
+        return  # a redelivered step: this round is out already
+    if plan.optimizer == SINGLE_BOOTSTRAP:
+        _bootstrap_wave(run, plan, checkpoint.round, 0)
+    else:
+        _build_round(run, plan, checkpoint.round, candidates)
+    checkpoint.dispatched = checkpoint.round
+    checkpoint.state = state.model_dump(mode="json")
+    RunStore(env.engine).update(run.id, checkpoint=checkpoint.model_dump(mode="json"))
 
 
 def _next_search_round(
@@ -771,21 +841,27 @@ def optimize_candidate(
     program: dict[str, Any] | None = None,
     part: int = 0,
     parts: int = 1,
+    iteration: int | None = None,
 ) -> dict[str, Any]:
     """Score one candidate (``program``, already built, or built here) on part ``part``
     of ``parts`` of its devset; never raises (the chord must fire).
 
     Returns a :class:`CandidateOutcome` dict, with the error when the candidate failed.
     """
-    job = CandidateJob(candidate=candidate, trial=trial, program=program, part=part, parts=parts)
+    job = CandidateJob(
+        candidate=candidate, trial=trial, program=program, part=part, parts=parts,
+        iteration=iteration,
+    )  # fmt: skip
     return _candidate_task(str(self.request.id), run_id, seed, round_index, job)
 
 
 @shared_task(name=BUILD_TASK, bind=True, max_retries=None)
-def optimize_build(self: Task, run_id: str, seed: int, round_index: int) -> dict[str, Any]:
+def optimize_build(
+    self: Task, run_id: str, seed: int, round_index: int, iteration: int | None = None
+) -> dict[str, Any]:
     """Build (bootstrap) a few-shot candidate without scoring it; never raises (the chord
     must fire). Returns a :class:`CandidateOutcome` dict with its program or its error."""
-    job = CandidateJob(build_only=True)
+    job = CandidateJob(build_only=True, iteration=iteration)
     return _candidate_task(str(self.request.id), run_id, seed, round_index, job)
 
 
@@ -798,6 +874,7 @@ class CandidateJob(BaseModel):
     part: int = 0
     parts: int = 1
     build_only: bool = False
+    iteration: int | None = None
 
 
 def _candidate_task(
@@ -811,8 +888,14 @@ def _candidate_task(
             error={"type": "StateError", "message": f"no optimization run {run_id}"},
         ).model_dump(mode="json")  # fmt: skip
     plan = RunPlan.model_validate(run.config)
+    if job.iteration is not None:
+        iteration = job.iteration
+    elif job.trial is not None:
+        iteration = seed
+    else:
+        iteration = plan.iteration_of(seed, round_index)
     outcome = CandidateOutcome(
-        iteration=seed if job.trial is not None else plan.iteration_of(seed, round_index),
+        iteration=iteration,
         seed=seed,
         round=round_index,
         task_id=task_id,
@@ -872,7 +955,9 @@ def _run_candidate(
                 program = env.programs.build(job.program)
                 devset = valset or trainset
             else:
-                program = build_candidate(plan, seed, student, metric, trainset, teacher)
+                strategy = strategy_for(plan, metric, teacher)
+                candidate = Candidate(iteration=outcome.iteration, seed=seed)
+                program = strategy.build(candidate, Bench(student, trainset, valset))
                 devset = valset or trainset
             if not job.build_only:
                 devset = part_of(devset, job.part, job.parts)
