@@ -1,20 +1,21 @@
 """The in-process executor of round strategies: what ``compile()`` runs.
 
-One candidate per round, built then scored with ``Evaluate`` on ``num_threads``
-threads; each counted outcome is emitted as an ``optimization_iteration`` event with
+One candidate per round (unless the strategy's candidates do not depend on one
+another), built then scored by the optimizer's ``Evaluate``; each counted outcome is emitted as an ``optimization_iteration`` event with
 the strategy's DSPy-like data. Errors are raised, as in DSPy (a queued run records
 them per candidate instead).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
+from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.core.observe import emit
-from dspyq.optimize.evaluate import Metric
-from dspyq.optimize.random_search import evaluate_candidate
+from dspyq.optimize.evaluate import CandidateScore
 from dspyq.optimize.strategy import Bench, Outcome, RoundStrategy, StateT
 
 __all__ = ["LocalRun", "run_rounds"]
@@ -33,11 +34,9 @@ def run_rounds(
     strategy: RoundStrategy[StateT],
     bench: Bench,
     *,
-    metric: Metric,
-    num_threads: int | None = None,
-    max_errors: int | None = None,
+    score: Callable[[Module, list[Example]], CandidateScore],
 ) -> LocalRun[StateT]:
-    """Run ``strategy`` to its end in this process."""
+    """Run ``strategy`` to its end in this process, scoring with ``score(program, devset)``."""
     run = LocalRun(strategy.start(bench))
     while True:
         if strategy.needs_preparation(run.state):
@@ -48,14 +47,7 @@ def run_rounds(
         outcomes = []
         for candidate in candidates:
             program = strategy.build(candidate, bench)
-            scored = evaluate_candidate(
-                program,
-                strategy.devset(candidate, bench),
-                metric=metric,
-                num_threads=num_threads,
-                max_errors=max_errors,
-                display_progress=True,
-            )
+            scored = score(program, strategy.devset(candidate, bench))
             run.programs[candidate.iteration] = program
             run.subscores[candidate.iteration] = scored.subscores
             outcomes.append(

@@ -151,13 +151,19 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
             options={"labeled_sample": labeled_sample},
         )
         strategy = RandomSearchRounds(self, restrict)
-        run = run_rounds(
-            strategy,
-            bench,
-            metric=self.metric,
-            num_threads=self.num_threads,
-            max_errors=self._effective_max_errors(),
-        )
+        max_errors = self._effective_max_errors()
+
+        def score(program: Module, devset: list[Example]) -> CandidateScore:
+            return evaluate_candidate(
+                program,
+                devset,
+                metric=self.metric,
+                num_threads=self.num_threads,
+                max_errors=max_errors,
+                display_progress=True,
+            )
+
+        run = run_rounds(strategy, bench, score=score)
         best = strategy.best(run.state)
         if best is None:
             raise InputError("restrict= excluded every candidate seed; nothing was evaluated.")

@@ -22,13 +22,7 @@ from dspyq.core.module import Module
 from dspyq.errors import InputError
 from dspyq.lm.lm import LM
 from dspyq.optimize.bootstrap import BootstrapFewShot
-from dspyq.optimize.copro import (
-    COPRO,
-    InstructionCandidate,
-    ScoredCandidate,
-    apply_instructions,
-    instruction_of,
-)
+from dspyq.optimize.copro import COPRO, CoproRounds
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import (
@@ -272,8 +266,6 @@ class RunCheckpoint(BaseModel):
     lm_calls: int = 0
     cost_usd: float = 0.0
     saved: dict[str, Any] | None = None
-    # COPRO: every scored instruction (instruction, prefix, score, depth), best kept.
-    attempts: list[dict[str, Any]] = Field(default_factory=list)
     fanned_out: int = -1
     # MIPROv2: the prepared search (demo sets, instructions, trials so far).
     search: dict[str, Any] | None = None
@@ -286,7 +278,7 @@ class RunCheckpoint(BaseModel):
     state: dict[str, Any] | None = None
 
 
-STRATEGY_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH)
+STRATEGY_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH)
 """The optimizers whose queued runs follow their :class:`RoundStrategy`."""
 
 
@@ -294,6 +286,7 @@ def strategy_for(
     plan: RunPlan,
     metric: Callable[..., Any] | None = None,
     teacher_lm: LM | None = None,
+    prompt_lm: LM | None = None,
 ) -> RoundStrategy[Any]:
     """The run's optimizer as its round strategy, built as ``compile`` builds it
     (``metric`` may be left out where only planning and folding happen: the coordinator)."""
@@ -305,6 +298,8 @@ def strategy_for(
             metric=scorer, teacher_settings=teacher_settings, **settings
         )
         return RandomSearchRounds(search, metric_name=plan.metric)
+    if plan.optimizer == INSTRUCTION_SEARCH:
+        return CoproRounds(COPRO(prompt_model=prompt_lm, metric=scorer, **settings))
     if plan.optimizer == SINGLE_BOOTSTRAP:
         # A run bootstraps its examples in windows of its threads (same demos, sooner).
         if settings.get("num_threads") is None:
@@ -342,48 +337,3 @@ def only_predictor_name(program: Module) -> str:
             context={"predictors": names},
         )
     return names[0]
-
-
-def propose_instructions(
-    plan: RunPlan,
-    round_index: int,
-    student: Module,
-    attempts: Sequence[dict[str, Any]],
-    prompt_lm: LM,
-) -> list[InstructionCandidate]:
-    """COPRO's proposals for a round: from the instruction itself first, then from the
-    best attempts so far. Calls the prompt model."""
-    name = only_predictor_name(student)
-    copro = COPRO(prompt_model=prompt_lm, **plan.settings)
-    if round_index == 0:
-        predictor = dict(student.named_predictors())[name]
-        return copro.propose_initial(instruction_of(predictor))
-    scored = [
-        ScoredCandidate(
-            predictor=name,
-            instruction=str(a["instruction"]),
-            prefix=str(a["prefix"]),
-            score=float(a["score"]),
-            depth=int(a["depth"]),
-            selection={},
-        )
-        for a in attempts
-    ]
-    return copro.propose_from_attempts(scored)
-
-
-def apply_candidate_instruction(student: Module, candidate: InstructionCandidate) -> Module:
-    """A copy of ``student`` whose one predictor has ``candidate``'s instruction and prefix."""
-    return apply_instructions(student, {only_predictor_name(student): candidate})
-
-
-def keep_best_attempt(
-    attempts: list[dict[str, Any]], instruction: str, prefix: str, score: float, depth: int
-) -> None:
-    """Add a scored instruction to ``attempts``, keeping one (the best) per instruction."""
-    for attempt in attempts:
-        if attempt["instruction"] == instruction and attempt["prefix"] == prefix:
-            if score > float(attempt["score"]):
-                attempt.update(score=score, depth=depth)
-            return
-    attempts.append({"instruction": instruction, "prefix": prefix, "score": score, "depth": depth})

@@ -40,7 +40,6 @@ from dspyq.errors import DspyqError
 from dspyq.events import Event
 from dspyq.lm.lm import LM, split_model
 from dspyq.optimize.bootstrap import BootstrapFewShot, BootstrapOutcome
-from dspyq.optimize.copro import InstructionCandidate
 from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.random_search import CandidateScore, evaluate_candidate
 from dspyq.optimize.strategy import Bench, Candidate, Outcome, RoundStrategy
@@ -68,12 +67,9 @@ from dspyq.tasks.optimization import (
     CandidateSummary,
     RunCheckpoint,
     RunPlan,
-    apply_candidate_instruction,
     combine_parts,
     first_instruction,
-    keep_best_attempt,
     part_of,
-    propose_instructions,
     strategy_for,
 )
 
@@ -136,14 +132,6 @@ def _merge(
                 iteration=outcome.iteration, seed=outcome.seed, score=outcome.score, error=error
             )
         )
-        if plan.optimizer == INSTRUCTION_SEARCH and outcome.score is not None:
-            keep_best_attempt(
-                checkpoint.attempts,
-                outcome.instruction or "",
-                outcome.prefix or "",
-                outcome.score,
-                outcome.round,
-            )
         if chosen is not None:
             if outcome.iteration == chosen and outcome.program is not None:
                 checkpoint.best = outcome  # the strategy's choice
@@ -339,7 +327,7 @@ def _score_round(
     run: OptimizationRunRecord,
     plan: RunPlan,
     round_index: int,
-    candidates: list[dict[str, Any]] | None = None,
+    candidates: list[Candidate] | None = None,
     trials: list[TrialJob] | None = None,
     built: list[CandidateOutcome] | None = None,
     failed: list[CandidateOutcome] | None = None,
@@ -356,7 +344,8 @@ def _score_round(
     if trials is not None:
         jobs = [{"seed": t.number, "trial": t.model_dump(mode="json")} for t in trials]
     elif candidates is not None:
-        jobs = [{"seed": i, "candidate": c} for i, c in enumerate(candidates)]
+        jobs = [{"seed": c.seed, "candidate": c.model_dump(mode="json"), "iteration": c.iteration}
+                for c in candidates]  # fmt: skip
     elif built is not None:
         jobs = [{"seed": b.seed, "program": b.program, "iteration": b.iteration} for b in built]
     else:
@@ -505,14 +494,19 @@ def _next_round(
     """Send the round the run's strategy asks for next, or finish when it asks nothing.
     (The round depends on the checkpointed state only: a redelivered step asks the same.)"""
     strategy, state = _strategy_state(env, plan, checkpoint)
-    candidates = strategy.next_round(state, plan.candidates_per_round)
-    if not candidates:
+    preparing = strategy.needs_preparation(state)
+    candidates = [] if preparing else strategy.next_round(state, plan.candidates_per_round)
+    if not preparing and not candidates:
         _finish(env, run, plan, checkpoint, "succeeded", strategy.stop_reason(state))
         return
     if checkpoint.dispatched >= checkpoint.round:
         return  # a redelivered step: this round is out already
-    if plan.optimizer == SINGLE_BOOTSTRAP:
+    if preparing:
+        _dispatch(run, plan, checkpoint.round)
+    elif plan.optimizer == SINGLE_BOOTSTRAP:
         _bootstrap_wave(run, plan, checkpoint.round, 0)
+    elif plan.optimizer == INSTRUCTION_SEARCH:
+        _score_round(run, plan, checkpoint.round, candidates=candidates)
     else:
         _build_round(run, plan, checkpoint.round, candidates)
     checkpoint.dispatched = checkpoint.round
@@ -589,20 +583,22 @@ def optimize_propose(self: Task, run_id: str, round_index: int) -> dict[str, Any
     plan = RunPlan.model_validate(run.config)
     checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
     try:
-        student = env.programs.build(plan.program)
         prompt_lm = LM(plan.teacher_lm or plan.lm, http_client=env.http, **plan.lm_kwargs)
+        strategy = strategy_for(plan, prompt_lm=prompt_lm)
+        bench = _bench(env, plan)
+        state = (
+            strategy.start(bench) if checkpoint.state is None else strategy.load(checkpoint.state)
+        )
         task_id = str(self.request.id)
         with context(correlation_id=run.correlation_id, parent_id=run.id, task_id=task_id):
-            proposals = propose_instructions(
-                plan, round_index, student, checkpoint.attempts, prompt_lm
-            )
+            state = strategy.prepare(state, bench)
     except (Ignore, Retry, Reject):
         raise
     except DspyqError as exc:
         return {"error": exc.to_dict()}
     except Exception as exc:
         return {"error": {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}}
-    return {"candidates": [p.model_dump(mode="json") for p in proposals]}
+    return {"state": state.model_dump(mode="json")}
 
 
 def _valsets(plan: RunPlan) -> tuple[list[Any], list[Any] | None]:
@@ -677,7 +673,12 @@ def optimize_fanout(
     if plan.optimizer == MIPRO:
         _fan_out_search(env, run, plan, checkpoint, proposed, round_index)
         return
-    candidates = list(proposed.get("candidates") or [])
+    candidates: list[Candidate] = []
+    if proposed.get("state") is not None:
+        strategy = strategy_for(plan)
+        state = strategy.load(proposed["state"])
+        candidates = strategy.next_round(state, plan.candidates_per_round)
+        checkpoint.state = state.model_dump(mode="json")
     if not candidates:
         error = proposed.get("error") or {"message": "the prompt model proposed nothing"}
         _finish(
@@ -947,10 +948,10 @@ def _run_candidate(
             if job.trial is not None:
                 program, devset = _trial_program(run, plan, student, TrialJob(**job.trial), outcome)
             elif job.candidate is not None:
-                proposal = InstructionCandidate.model_validate(job.candidate)
-                program = apply_candidate_instruction(student, proposal)
-                outcome.prefix = proposal.prefix
-                devset = valset or trainset
+                candidate = Candidate.model_validate(job.candidate)
+                bench = Bench(student, trainset, valset)
+                program = strategy_for(plan, metric, teacher).build(candidate, bench)
+                devset = strategy_for(plan).devset(candidate, bench)
             elif job.program is not None:
                 program = env.programs.build(job.program)
                 devset = valset or trainset
