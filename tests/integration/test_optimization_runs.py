@@ -497,7 +497,7 @@ def test_a_coordinator_dead_right_after_sending_a_round_loses_and_repeats_nothin
     assert run.wait(timeout=90) == "succeeded", run.record().stop_reason
     record = run.record()
     assert (record.iterations, record.best_score) == (15, 100.0)
-    numbers = [t["number"] for t in (record.checkpoint or {})["search"]["trials"]]
+    numbers = [t["number"] for t in (record.checkpoint or {})["state"]["results"]]
     assert sorted(numbers) == list(range(1, 16))
     trials = [
         e for e in cluster.client.events(record.correlation_id)

@@ -292,10 +292,10 @@ class CoproRounds(RoundStrategy[CoproState]):
             for i, cand in enumerate(self._pool(state))
         ]
 
-    def build(self, candidate: Candidate, bench: Bench) -> Module:
+    def build(self, candidate: Candidate, bench: Bench, state: CoproState) -> Module:
         return apply_instructions(bench.student, _selection(candidate))
 
-    def devset(self, candidate: Candidate, bench: Bench) -> list[Example]:
+    def devset(self, candidate: Candidate, bench: Bench, state: CoproState) -> list[Example]:
         return list(bench.trainset)  # COPRO scores on the trainset, as DSPy
 
     def fold(self, state: CoproState, outcomes: list[Outcome]) -> list[Folded]:

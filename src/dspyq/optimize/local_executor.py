@@ -46,8 +46,8 @@ def run_rounds(
             return run
         outcomes = []
         for candidate in candidates:
-            program = strategy.build(candidate, bench)
-            scored = score(program, strategy.devset(candidate, bench))
+            program = strategy.build(candidate, bench, run.state)
+            scored = score(program, strategy.devset(candidate, bench, run.state))
             run.programs[candidate.iteration] = program
             run.subscores[candidate.iteration] = scored.subscores
             outcomes.append(

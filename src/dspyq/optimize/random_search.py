@@ -243,6 +243,7 @@ class RandomSearchRounds(RoundStrategy[RandomSearchState]):
     the search ends at the first candidate reaching ``stop_at_score``."""
 
     state_type = RandomSearchState
+    builds_apart = True
 
     def __init__(
         self,
@@ -270,7 +271,7 @@ class RandomSearchRounds(RoundStrategy[RandomSearchState]):
             for i, seed in enumerate(state.seeds[done : done + width])
         ]
 
-    def build(self, candidate: Candidate, bench: Bench) -> Module:
+    def build(self, candidate: Candidate, bench: Bench, state: RandomSearchState) -> Module:
         return self.optimizer.build_candidate(
             candidate.seed,
             bench.student,

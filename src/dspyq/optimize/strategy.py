@@ -41,6 +41,8 @@ class Candidate(BaseModel):
     """What the strategy needs to build it beyond the seed (COPRO: an instruction)."""
     indices: list[int] | None = None
     """Positions in the devset it is scored on (None: all of it)."""
+    full_eval: bool = True
+    """Scored on the whole devset: only such scores compete for the best program."""
 
 
 class Outcome(BaseModel):
@@ -81,6 +83,9 @@ class RoundStrategy(ABC, Generic[StateT]):
     """The algorithm of one optimizer as rounds (see the module docstring)."""
 
     state_type: type[StateT]
+    builds_apart: bool = False
+    """Building a candidate calls the LM (bootstrapping): a queued run builds each in a
+    task of its own, then scores the built program in parts."""
 
     @abstractmethod
     def start(self, bench: Bench) -> StateT:
@@ -100,15 +105,16 @@ class RoundStrategy(ABC, Generic[StateT]):
 
     @abstractmethod
     def next_round(self, state: StateT, width: int) -> list[Candidate]:
-        """Up to ``width`` candidates to score next (none: the search is over).
+        """The candidates to score next (none: the search is over): up to ``width``, or
+        a whole pool whose candidates do not depend on one another's scores.
 
         Depends on ``state`` only, so asking again after a crash asks the same."""
 
     @abstractmethod
-    def build(self, candidate: Candidate, bench: Bench) -> Module:
+    def build(self, candidate: Candidate, bench: Bench, state: StateT) -> Module:
         """The candidate's program (may call the LM: bootstrapping)."""
 
-    def devset(self, candidate: Candidate, bench: Bench) -> list[Example]:
+    def devset(self, candidate: Candidate, bench: Bench, state: StateT) -> list[Example]:
         """The examples the candidate is scored on: the valset, else the trainset."""
         return list(bench.valset or bench.trainset)
 
@@ -137,6 +143,7 @@ class OneCandidateRounds(RoundStrategy[OneCandidateState]):
     scores their program to report it)."""
 
     state_type = OneCandidateState
+    builds_apart = True
 
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
@@ -147,7 +154,7 @@ class OneCandidateRounds(RoundStrategy[OneCandidateState]):
     def next_round(self, state: OneCandidateState, width: int) -> list[Candidate]:
         return [] if state.scored is not None else [Candidate(iteration=1)]
 
-    def build(self, candidate: Candidate, bench: Bench) -> Module:
+    def build(self, candidate: Candidate, bench: Bench, state: OneCandidateState) -> Module:
         compiled: Module = self.optimizer.compile(
             bench.student, trainset=bench.trainset, teacher=bench.teacher
         )

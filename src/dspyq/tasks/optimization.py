@@ -25,6 +25,7 @@ from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.copro import COPRO, CoproRounds
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.mipro import MIPROv2
+from dspyq.optimize.mipro_search import MiproState
 from dspyq.optimize.random_search import (
     ZERO_SHOT_SEED,
     BootstrapFewShotWithRandomSearch,
@@ -32,7 +33,7 @@ from dspyq.optimize.random_search import (
 )
 from dspyq.optimize.strategy import OneCandidateRounds, RoundStrategy
 from dspyq.optimize.teleprompter import Teleprompter
-from dspyq.tasks.mipro_run import MIPRO, SearchState, mipro_config
+from dspyq.tasks.mipro_run import MIPRO, mipro_config, mipro_rounds
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
 INSTRUCTION_SEARCH = "COPRO"
@@ -131,13 +132,16 @@ class RunPlan(BaseModel):
     valset_given: bool = True
     round_tasks: int = DEFAULT_ROUND_TASKS
 
-    def parts_per_candidate(self, candidates: int) -> int:
+    def parts_per_candidate(self, candidates: int, examples: int | None = None) -> int:
         """In how many tasks each of a round's ``candidates`` is scored: enough for about
         ``round_tasks`` tasks in the round, none with fewer examples than the run has
-        threads (a smaller part would leave threads idle for its task's overhead)."""
-        devset = self.valset if self.valset_given and self.valset else self.trainset
+        threads (a smaller part would leave threads idle for its task's overhead).
+        ``examples``: the size of their devset (default: the valset's)."""
+        if examples is None:
+            devset = self.valset if self.valset_given and self.valset else self.trainset
+            examples = len(devset)
         by_round = math.ceil(self.round_tasks / max(1, candidates))
-        by_size = len(devset) // max(1, self.num_threads)
+        by_size = examples // max(1, self.num_threads)
         return max(1, min(by_round, by_size))
 
     def bootstrap_windows(self, start: int) -> list[tuple[int, int]]:
@@ -148,42 +152,18 @@ class RunPlan(BaseModel):
         stops = range(start, min(len(self.trainset), start + self.round_tasks * size), size)
         return [(a, min(a + size, len(self.trainset))) for a in stops]
 
-    def seeds(self) -> list[int]:
-        """Every seed of a few-shot run, in order (one candidate for single-round ones)."""
-        if self.optimizer == RANDOM_SEARCH:
-            return list(range(ZERO_SHOT_SEED, int(self.settings["num_candidate_programs"])))
-        return [0]
-
-    def rounds(self) -> list[list[int]]:
-        """The seeds of each round of a few-shot run."""
-        seeds = self.seeds()
-        if self.optimizer != RANDOM_SEARCH:
-            return [seeds]
-        size = max(1, self.candidates_per_round)
-        return [seeds[i : i + size] for i in range(0, len(seeds), size)]
-
-    def round_count(self) -> int:
-        """How many rounds the run has (COPRO: its depth)."""
-        if self.optimizer == INSTRUCTION_SEARCH:
-            return int(self.settings["depth"])
-        return len(self.rounds())
-
     def total(self, checkpoint: RunCheckpoint | None = None) -> int:
         """How many candidates the run evaluates if it is not stopped (MIPROv2: known once
         its search is prepared, 0 before)."""
         if self.optimizer == MIPRO:
-            search = None if checkpoint is None else checkpoint.search
-            return 0 if search is None else SearchState.model_validate(search).total()
+            state = None if checkpoint is None else checkpoint.state
+            search = MiproState.model_validate(state or {})
+            return search.total() if search.prepared else 0
         if self.optimizer == INSTRUCTION_SEARCH:
             return int(self.settings["depth"]) * int(self.settings["breadth"])
-        return len(self.seeds())
-
-    def iteration_of(self, seed: int, round_index: int) -> int:
-        """A candidate's 1-based number in the run (COPRO: ``seed`` is its place in the
-        round)."""
-        if self.optimizer == INSTRUCTION_SEARCH:
-            return round_index * int(self.settings["breadth"]) + seed + 1
-        return self.seeds().index(seed) + 1
+        if self.optimizer == RANDOM_SEARCH:
+            return int(self.settings["num_candidate_programs"]) - ZERO_SHOT_SEED
+        return 1
 
 
 class CandidateOutcome(BaseModel):
@@ -198,7 +178,8 @@ class CandidateOutcome(BaseModel):
     instruction: str | None = None
     prefix: str | None = None
     error: dict[str, Any] | None = None
-    # MIPROv2 trials: the combination scored and whether on the whole valset.
+    # MIPROv2 trials: the combination scored and whether on the whole valset (only full
+    # evaluations carry their program: they alone compete for the best).
     params: dict[str, int] | None = None
     full_eval: bool = True
     # A candidate scored in parts: this part's place, and its metric total and size.
@@ -267,19 +248,10 @@ class RunCheckpoint(BaseModel):
     cost_usd: float = 0.0
     saved: dict[str, Any] | None = None
     fanned_out: int = -1
-    # MIPROv2: the prepared search (demo sets, instructions, trials so far).
-    search: dict[str, Any] | None = None
-    # MIPROv2: the round being sent and its trials, stored before they are sent so that a
-    # step redelivered after a coordinator died sends those same trials again.
-    planned: dict[str, Any] | None = None
     # BootstrapFewShot: the teacher's outcomes by trainset index, and the next wave's start.
     bootstrap: dict[str, Any] | None = None
     # The optimizer's round strategy's state (see dspyq.optimize.strategy).
     state: dict[str, Any] | None = None
-
-
-STRATEGY_OPTIMIZERS = (*SINGLE_ROUND, RANDOM_SEARCH, INSTRUCTION_SEARCH)
-"""The optimizers whose queued runs follow their :class:`RoundStrategy`."""
 
 
 def strategy_for(
@@ -287,12 +259,16 @@ def strategy_for(
     metric: Callable[..., Any] | None = None,
     teacher_lm: LM | None = None,
     prompt_lm: LM | None = None,
+    task_lm: LM | None = None,
 ) -> RoundStrategy[Any]:
     """The run's optimizer as its round strategy, built as ``compile`` builds it
-    (``metric`` may be left out where only planning and folding happen: the coordinator)."""
+    (``metric`` and the models may be left out where only planning and folding happen:
+    the coordinator)."""
     teacher_settings = {} if teacher_lm is None else {"lm": teacher_lm}
     settings = dict(plan.settings)
     scorer = metric or _no_metric
+    if plan.optimizer == MIPRO:
+        return mipro_rounds(settings, scorer, prompt_lm, task_lm, teacher_lm)
     if plan.optimizer == RANDOM_SEARCH:
         search = BootstrapFewShotWithRandomSearch(
             metric=scorer, teacher_settings=teacher_settings, **settings
