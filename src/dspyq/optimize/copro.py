@@ -18,7 +18,6 @@ begins; ``compile`` runs it in-process and a queued run on the queue, the same w
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -39,7 +38,10 @@ from dspyq.optimize.instructions import (
     ScoredCandidate,
     apply_instructions,
     clean_proposal,
+    drop_duplicates,
+    empty_stats,
     instruction_of,
+    record_stats,
 )
 from dspyq.optimize.local_executor import run_rounds
 from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
@@ -61,25 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Stats = dict[str, list[float]]
-
-
-def _spread(scores: Sequence[float]) -> dict[str, float]:
-    return {
-        "max": max(scores),
-        "average": sum(scores) / len(scores),
-        "min": min(scores),
-        "std": statistics.pstdev(scores),  # numpy's std, as DSPy reports
-    }
-
-
-def _record_stats(table: dict[str, list[float]], depth: int, scores: Sequence[float]) -> None:
-    table["depth"].append(depth)
-    for key, value in _spread(scores).items():
-        table[key].append(value)
-
-
-def _empty_stats() -> dict[str, list[float]]:
-    return {"depth": [], "max": [], "average": [], "min": [], "std": []}
 
 
 class COPRO(Teleprompter):
@@ -239,8 +222,8 @@ class CoproRounds(RoundStrategy[CoproState]):
             names=names,
             current={name: instruction_of(p) for name, p in predictors},
             evaluated={name: [] for name in names},
-            results_best={name: _empty_stats() for name in names},
-            results_latest={name: _empty_stats() for name in names},
+            results_best={name: empty_stats() for name in names},
+            results_latest={name: empty_stats() for name in names},
         )
 
     def _done(self, state: CoproState) -> bool:
@@ -259,7 +242,7 @@ class CoproRounds(RoundStrategy[CoproState]):
             attempts = state.evaluated[name]
             if self.optimizer.track_stats:
                 top = sorted((c.score for c in attempts), reverse=True)[:10]
-                _record_stats(state.results_best[name], state.depth - 1, top)
+                record_stats(state.results_best[name], state.depth - 1, top)
             state.latest[name] = self.optimizer.propose_from_attempts(attempts)
             state.every[name].extend(state.latest[name])
         state.proposed = state.depth
@@ -325,7 +308,7 @@ class CoproRounds(RoundStrategy[CoproState]):
             }
             folded.append(Folded(outcome, event))
         if self.optimizer.track_stats and latest_scores:
-            _record_stats(state.results_latest[name], state.depth, latest_scores)
+            record_stats(state.results_latest[name], state.depth, latest_scores)
         if state.evaluated[name]:  # keep this predictor's best before tuning the next one
             best = max(state.evaluated[name], key=lambda c: c.score)
             state.current[name] = InstructionCandidate(
@@ -366,7 +349,7 @@ class CoproRounds(RoundStrategy[CoproState]):
     def _records(self, state: CoproState) -> list[ScoredCandidate]:
         records = [record for name in state.names for record in state.evaluated[name]]
         records.sort(key=lambda c: c.score, reverse=True)
-        return _drop_duplicates(records)
+        return drop_duplicates(records)
 
     def best(self, state: CoproState) -> int | None:
         records = self._records(state)
@@ -377,7 +360,7 @@ class CoproRounds(RoundStrategy[CoproState]):
         if self.optimizer.track_stats:
             for name in state.names:
                 top = sorted((c.score for c in state.evaluated[name]), reverse=True)[:10]
-                _record_stats(state.results_best[name], self.optimizer.depth - 1, top)
+                record_stats(state.results_best[name], self.optimizer.depth - 1, top)
         candidates = [
             ProgramRecord(
                 score=record.score,
@@ -401,18 +384,3 @@ class CoproRounds(RoundStrategy[CoproState]):
 def _selection(candidate: Candidate) -> dict[str, InstructionCandidate]:
     chosen = (candidate.proposal or {}).get("selection") or {}
     return {name: InstructionCandidate.model_validate(c) for name, c in chosen.items()}
-
-
-def _drop_duplicates(records: list[ScoredCandidate]) -> list[ScoredCandidate]:
-    """Drop candidates that tie in score with an identical program (sorted input)."""
-    kept: list[ScoredCandidate] = []
-    batch: list[ScoredCandidate] = []
-    batch_score: float | None = None
-    for record in records:
-        if record.score != batch_score:
-            batch, batch_score = [record], record.score
-            kept.append(record)
-        elif all(other.selection != record.selection for other in batch):
-            batch.append(record)
-            kept.append(record)
-    return kept

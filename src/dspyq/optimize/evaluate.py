@@ -29,7 +29,7 @@ from dspyq.core.context import bind_context, current
 from dspyq.core.example import Example, Prediction
 from dspyq.errors import DspyqError
 
-__all__ = ["CandidateScore", "Evaluate", "EvaluationResult", "Metric", "evaluate_candidate"]
+__all__ = ["CandidateScore", "Evaluate", "EvaluationResult", "Metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,28 +208,6 @@ class CandidateScore(BaseModel):
 
     score: float
     subscores: list[Any]
-
-
-def evaluate_candidate(
-    program: Callable[..., Any],
-    devset: Sequence[Example],
-    *,
-    metric: Metric,
-    num_threads: int | None = None,
-    max_errors: int | None = None,
-    display_progress: bool = False,
-) -> CandidateScore:
-    """Score ``program`` on ``devset`` with ``Evaluate``."""
-    evaluate = Evaluate(
-        devset=devset,
-        metric=metric,
-        num_threads=num_threads,
-        max_errors=max_errors,
-        display_table=False,
-        display_progress=display_progress,
-    )
-    result = evaluate(program)
-    return CandidateScore(score=result.score, subscores=[row[2] for row in result.results])
 
 
 def _setting(name: str) -> Any:

@@ -8,7 +8,8 @@ hang off their best program (:class:`ProgramRecord`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import statistics
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -25,7 +26,10 @@ __all__ = [
     "ScoredCandidate",
     "apply_instructions",
     "clean_proposal",
+    "drop_duplicates",
+    "empty_stats",
     "instruction_of",
+    "record_stats",
 ]
 
 _PREFIX_DESC = (
@@ -131,3 +135,40 @@ def apply_instructions(
 def clean_proposal(value: Any) -> str:
     # Prompt models often quote their proposals; DSPy strips quotes, then whitespace.
     return str(value if value is not None else "").strip('"').strip()
+
+
+# --- COPRO's statistics and candidate list, as DSPy reports them ----------------------
+
+
+def _spread(scores: Sequence[float]) -> dict[str, float]:
+    return {
+        "max": max(scores),
+        "average": sum(scores) / len(scores),
+        "min": min(scores),
+        "std": statistics.pstdev(scores),  # numpy's std, as DSPy reports
+    }
+
+
+def record_stats(table: dict[str, list[float]], depth: int, scores: Sequence[float]) -> None:
+    table["depth"].append(depth)
+    for key, value in _spread(scores).items():
+        table[key].append(value)
+
+
+def empty_stats() -> dict[str, list[float]]:
+    return {"depth": [], "max": [], "average": [], "min": [], "std": []}
+
+
+def drop_duplicates(records: list[ScoredCandidate]) -> list[ScoredCandidate]:
+    """Drop candidates that tie in score with an identical program (sorted input)."""
+    kept: list[ScoredCandidate] = []
+    batch: list[ScoredCandidate] = []
+    batch_score: float | None = None
+    for record in records:
+        if record.score != batch_score:
+            batch, batch_score = [record], record.score
+            kept.append(record)
+        elif all(other.selection != record.selection for other in batch):
+            batch.append(record)
+            kept.append(record)
+    return kept

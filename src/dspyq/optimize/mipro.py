@@ -30,11 +30,13 @@ from dspyq.core.context import context, current
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.errors import ConfigurationError
-from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Evaluate
 from dspyq.optimize.grounded_proposer import GroundedProposer
-from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.local_executor import run_rounds
+from dspyq.optimize.mipro_demos import (
+    BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT,
+    create_demo_candidates,
+)
 from dspyq.optimize.mipro_search import (
     DemoCandidates,
     MiproRounds,
@@ -53,8 +55,6 @@ __all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
 
 logger = logging.getLogger(__name__)
 
-BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT = 3
-LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT = 0
 MIN_MINIBATCH_SIZE = 50
 
 AUTO_RUN_SETTINGS = {
@@ -312,12 +312,7 @@ class MIPROv2(Teleprompter):
         )
         return num_trials, valset, len(valset) > MIN_MINIBATCH_SIZE
 
-    @staticmethod
-    def _split(
-        trainset: Sequence[Example], valset: Sequence[Example] | None
-    ) -> tuple[list[Example], list[Example]]:
-        """Without a valset, the last 80% of the trainset (at most 1000) becomes it."""
-        return split_valset(trainset, valset)
+    _split = staticmethod(split_valset)
 
     def _max_errors(self) -> int:
         if self.max_errors is not None:
@@ -334,46 +329,9 @@ class MIPROv2(Teleprompter):
         seed: int,
         teacher: Module | None = None,
     ) -> DemoCandidates:
-        """``num_fewshot_candidates`` demo sets per predictor index.
-
-        Set 0 is zero-shot, set 1 labelled demos only (when labelled demos are allowed),
-        set 2 ``BootstrapFewShot`` over the trainset in order; the rest bootstrap over a
-        shuffled trainset with 1..max_bootstrapped_demos demos, both drawn from the
-        optimizer's seeded rng. A zero-shot run still bootstraps 3 demos per set, to show
-        the proposer. (``seed`` is DSPy's argument; the optimizer's rng carries it.)
-        """
-        zeroshot = self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
-        labeled = LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else self.max_labeled_demos
-        bootstrapped = (
-            BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else self.max_bootstrapped_demos
-        )
-        count = self.num_fewshot_candidates or 0
-        predictors = program.predictors()
-        candidates: DemoCandidates = {i: [] for i in range(len(predictors))}
-        for set_seed in range(-3, count - 3):
-            examples = list(trainset)
-            if set_seed == -3:
-                built = program.reset_copy()
-            elif set_seed == -2 and labeled > 0:
-                built = LabeledFewShot(k=labeled).compile(program, trainset=examples, sample=True)
-            else:
-                size, threshold = bootstrapped, None
-                if set_seed != -1:  # DSPy: seed -2 without labelled demos is shuffled too
-                    self.rng.shuffle(examples)
-                    size = self.rng.randint(min(1, bootstrapped), bootstrapped)
-                    threshold = self.metric_threshold
-                built = BootstrapFewShot(
-                    metric=self.metric,
-                    metric_threshold=threshold,
-                    teacher_settings=self.teacher_settings,
-                    max_bootstrapped_demos=size,
-                    max_labeled_demos=labeled,
-                    max_rounds=1,
-                    max_errors=self._max_errors(),
-                ).compile(program, teacher=teacher, trainset=examples)
-            for i, predictor in enumerate(built.predictors()):
-                candidates[i].append(list(predictor.demos))
-        return candidates
+        """``num_fewshot_candidates`` demo sets per predictor index (see
+        :func:`dspyq.optimize.mipro_demos.create_demo_candidates`)."""
+        return create_demo_candidates(self, program, trainset, teacher)
 
     # --- step 2: instructions ---------------------------------------------------------------
 

@@ -27,12 +27,7 @@ from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.errors import InputError
 from dspyq.optimize.bootstrap import BootstrapFewShot
-from dspyq.optimize.evaluate import (
-    DEFAULT_MAX_ERRORS,
-    CandidateScore,
-    Metric,
-    evaluate_candidate,
-)
+from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, CandidateScore, Evaluate, Metric
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.local_executor import run_rounds
 from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
@@ -78,6 +73,28 @@ class CandidateProgram:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+
+def evaluate_candidate(
+    program: Module,
+    devset: Sequence[Example],
+    *,
+    metric: Metric,
+    num_threads: int | None = None,
+    max_errors: int | None = None,
+    display_progress: bool = False,
+) -> CandidateScore:
+    """Score ``program`` on ``devset`` with ``Evaluate``."""
+    evaluate = Evaluate(
+        devset=devset,
+        metric=metric,
+        num_threads=num_threads,
+        max_errors=max_errors,
+        display_table=False,
+        display_progress=display_progress,
+    )
+    result = evaluate(program)
+    return CandidateScore(score=result.score, subscores=[row[2] for row in result.results])
 
 
 class BootstrapFewShotWithRandomSearch(Teleprompter):

@@ -26,7 +26,8 @@ from dspyq.core.program import program_to_spec
 from dspyq.errors import DspyqError
 from dspyq.lm.lm import LM
 from dspyq.optimize.bootstrap import BootstrapFewShot
-from dspyq.optimize.evaluate import CandidateScore, evaluate_candidate
+from dspyq.optimize.evaluate import CandidateScore
+from dspyq.optimize.random_search import evaluate_candidate
 from dspyq.optimize.strategy import Candidate
 from dspyq.store.buffer import PendingRecords, active_records, pending_records
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
