@@ -13,10 +13,10 @@ import signal
 from typing import Any
 
 from dspyq.cli import app
-from dspyq.tasks import optimize
+from dspyq.tasks import optimize_rounds
 
 CRASH_AFTER_ROUND = int(os.environ["DSPYQ_TEST_CRASH_AFTER_ROUND"])
-_send = optimize._score_round
+_send = optimize_rounds.send_round
 
 
 def _send_then_die(run: Any, plan: Any, round_index: int, *args: Any, **kwargs: Any) -> None:
@@ -25,7 +25,7 @@ def _send_then_die(run: Any, plan: Any, round_index: int, *args: Any, **kwargs: 
         os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
-optimize._score_round = _send_then_die
+optimize_rounds.send_round = _send_then_die
 
 if __name__ == "__main__":
     app(prog_name="dspyq")

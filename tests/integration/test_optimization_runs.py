@@ -335,7 +335,8 @@ def proposal(instruction: str, prefix: str) -> str:
     )
 
 
-def test_copro_run_finds_the_instruction_that_makes_the_model_right(cluster: Cluster) -> None:
+def script_copro(cluster: Cluster) -> None:
+    """Right only with the magic instruction; round two proposes other ideas."""
     fake = cluster.fake_lm
     fake.add_rule(
         r"\[\[ ## basic_instruction ## \]\]",
@@ -355,6 +356,10 @@ def test_copro_run_finds_the_instruction_that_makes_the_model_right(cluster: Clu
             match=rf"{MAGIC}.*capital of {country}\?\n\nRespond with",
         )
     fake.answer_fields({"reasoning": "I do not know.", "answer": "unknown"})
+
+
+def test_copro_run_finds_the_instruction_that_makes_the_model_right(cluster: Cluster) -> None:
+    script_copro(cluster)
     cluster.start_worker("lm", concurrency=4)
     cluster.start_worker("coordinator", pool="optimize", concurrency=1)
     program = dspyq.ChainOfThought("question -> answer")
@@ -408,8 +413,9 @@ def script_mipro(cluster: Cluster) -> None:
     )
 
 
-def mipro() -> dspyq.MIPROv2:
-    lm = dspyq.LM("openai/m", api_key="k")  # the run uses the client's lm=, not these
+def mipro(lm: dspyq.LM | None = None) -> dspyq.MIPROv2:
+    """The search the MIPROv2 tests run (a queued run uses the client's lm=, not ``lm``)."""
+    lm = lm or dspyq.LM("openai/m", api_key="k")
     return dspyq.MIPROv2(
         metric=answer_exact_match,
         prompt_model=lm,
@@ -491,7 +497,7 @@ def test_a_coordinator_dead_right_after_sending_a_round_loses_and_repeats_nothin
     assert run.wait(timeout=90) == "succeeded", run.record().stop_reason
     record = run.record()
     assert (record.iterations, record.best_score) == (15, 100.0)
-    numbers = [t["number"] for t in (record.checkpoint or {})["search"]["trials"]]
+    numbers = [t["number"] for t in (record.checkpoint or {})["state"]["results"]]
     assert sorted(numbers) == list(range(1, 16))
     trials = [
         e for e in cluster.client.events(record.correlation_id)

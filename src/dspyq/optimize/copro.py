@@ -10,35 +10,48 @@ other, each keeping its best candidate before the next is tried. The best progra
 ``candidate_programs``, ``total_calls`` and, with ``track_stats=True``,
 ``results_best`` / ``results_latest``.
 
-The expensive step, scoring one candidate, is :meth:`COPRO.score_candidate`: its inputs
-apart from the program and data are JSON (:class:`InstructionCandidate` per predictor
-name) and its output is a number, so a coordinator can fan the candidates of one round
-out as tasks and checkpoint the :class:`ScoredCandidate` records after each round.
+The search is :class:`CoproRounds`, a round strategy (:mod:`dspyq.optimize.strategy`):
+a round is one predictor's pool at one depth, preceded by the proposals when a depth
+begins; ``compile`` runs it in-process and a queued run on the queue, the same way.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, Field
 
 from dspyq.core.context import context
 from dspyq.core.example import Example
 from dspyq.core.module import Module
-from dspyq.core.observe import emit
 from dspyq.core.predict import Predict
-from dspyq.core.signature import InputField, OutputField, Signature, field_extra
+from dspyq.core.signature import Signature
 from dspyq.errors import ConfigurationError
-from dspyq.optimize.evaluate import Evaluate
+from dspyq.optimize.evaluate import CandidateScore, Evaluate
+from dspyq.optimize.instructions import (
+    BasicGenerateInstruction,
+    GenerateInstructionGivenAttempts,
+    InstructionCandidate,
+    ProgramRecord,
+    ScoredCandidate,
+    apply_instructions,
+    clean_proposal,
+    drop_duplicates,
+    empty_stats,
+    instruction_of,
+    record_stats,
+)
+from dspyq.optimize.local_executor import run_rounds
+from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.settings import get_settings
 
 __all__ = [
     "COPRO",
     "BasicGenerateInstruction",
+    "CoproRounds",
     "GenerateInstructionGivenAttempts",
     "InstructionCandidate",
     "ProgramRecord",
@@ -49,126 +62,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_PREFIX_DESC = (
-    "The string at the end of the prompt, which will help the model start solving the task"
-)
-
-
-class BasicGenerateInstruction(Signature):
-    """You are an instruction optimizer for large language models. I will give you a ``signature`` of fields (inputs and outputs) in English. Your task is to propose an instruction that will lead a good language model to perform the task well. Don't be afraid to be creative."""
-
-    basic_instruction: str = InputField(desc="The initial instructions before optimization")
-    proposed_instruction: str = OutputField(desc="The improved instructions for the language model")
-    proposed_prefix_for_output_field: str = OutputField(desc=_PREFIX_DESC)
-
-
-class GenerateInstructionGivenAttempts(Signature):
-    """You are an instruction optimizer for large language models. I will give some task instructions I've tried, along with their corresponding validation scores. The instructions are arranged in increasing order based on their scores, where higher scores indicate better quality.
-
-    Your task is to propose a new instruction that will lead a good language model to perform the task even better. Don't be afraid to be creative."""
-
-    attempted_instructions: str = InputField()
-    proposed_instruction: str = OutputField(desc="The improved instructions for the language model")
-    proposed_prefix_for_output_field: str = OutputField(desc=_PREFIX_DESC)
-
-
-class InstructionCandidate(BaseModel):
-    """An instruction and the prefix of the last output field, for one predictor."""
-
-    model_config = ConfigDict(frozen=True)
-
-    instruction: str
-    prefix: str
-
-
-class ScoredCandidate(BaseModel):
-    """One evaluated candidate: which predictor, what it was set to, at which depth, its score.
-
-    ``selection`` is every predictor's setting during the evaluation (the other
-    predictors' best so far), so the scored program can be rebuilt from JSON.
-    """
-
-    predictor: str
-    instruction: str
-    prefix: str
-    score: float
-    depth: int
-    selection: dict[str, InstructionCandidate]
-
-
-class ProgramRecord(Mapping[str, Any]):
-    """One entry of ``candidate_programs``: read it like DSPy's dict (``c["score"]``,
-    ``c["program"]``).
-
-    Deliberately not a dict: parameter discovery walks lists and dicts, and must not
-    take the candidate programs hanging off the best program for its own predictors.
-    """
-
-    def __init__(self, **entries: Any) -> None:
-        self._entries = dict(entries)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._entries[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        shown = {k: v for k, v in self._entries.items() if k != "program"}
-        return f"ProgramRecord({shown})"
-
-
-def instruction_of(predictor: Predict) -> InstructionCandidate:
-    """A predictor's current instruction and last output field's prefix."""
-    signature = predictor.signature
-    *_, last_field = signature.fields.values()
-    return InstructionCandidate(
-        instruction=signature.instructions, prefix=str(field_extra(last_field).get("prefix", ""))
-    )
-
-
-def apply_instructions(
-    program: Module, selection: Mapping[str, InstructionCandidate], *, copy: bool = True
-) -> Module:
-    """``program`` (a copy unless ``copy=False``) with the named predictors' instructions
-    and last-field prefixes replaced."""
-    target = program.deepcopy() if copy else program
-    for name, predictor in target.named_predictors():
-        candidate = selection.get(name)
-        if candidate is None:
-            continue
-        *_, last_key = predictor.signature.fields
-        predictor.signature = predictor.signature.with_instructions(
-            candidate.instruction
-        ).with_updated_fields(last_key, prefix=candidate.prefix)
-    return target
-
-
-def _clean(value: Any) -> str:
-    # Prompt models often quote their proposals; DSPy strips quotes, then whitespace.
-    return str(value if value is not None else "").strip('"').strip()
-
-
-def _spread(scores: Sequence[float]) -> dict[str, float]:
-    return {
-        "max": max(scores),
-        "average": sum(scores) / len(scores),
-        "min": min(scores),
-        "std": statistics.pstdev(scores),  # numpy's std, as DSPy reports
-    }
-
-
-def _record_stats(table: dict[str, list[float]], depth: int, scores: Sequence[float]) -> None:
-    table["depth"].append(depth)
-    for key, value in _spread(scores).items():
-        table[key].append(value)
-
-
-def _empty_stats() -> dict[str, list[float]]:
-    return {"depth": [], "max": [], "average": [], "min": [], "std": []}
+Stats = dict[str, list[float]]
 
 
 class COPRO(Teleprompter):
@@ -218,8 +112,8 @@ class COPRO(Teleprompter):
         rows = [completions[i] for i in range(len(completions))] if completions else [prediction]
         return [
             InstructionCandidate(
-                instruction=_clean(row.get("proposed_instruction")),
-                prefix=_clean(row.get("proposed_prefix_for_output_field")),
+                instruction=clean_proposal(row.get("proposed_instruction")),
+                prefix=clean_proposal(row.get("proposed_prefix_for_output_field")),
             )
             for row in rows
         ]
@@ -232,7 +126,7 @@ class COPRO(Teleprompter):
         return [
             *proposals,
             InstructionCandidate(
-                instruction=_clean(basic.instruction), prefix=_clean(basic.prefix)
+                instruction=clean_proposal(basic.instruction), prefix=clean_proposal(basic.prefix)
             ),
         ]
 
@@ -280,103 +174,193 @@ class COPRO(Teleprompter):
         """
         self._refuse_options(kwargs)
         module = student.deepcopy()
-        names = [name for name, _ in module.named_predictors()]
-        if not names:
-            raise ConfigurationError(f"{type(student).__name__} has no predictors to optimize")
         evaluate = Evaluate(devset=list(trainset), metric=self.metric, **dict(eval_kwargs or {}))
-        predictors = dict(module.named_predictors())
-        current = {name: instruction_of(predictors[name]) for name in names}
 
-        latest = {name: self.propose_initial(current[name]) for name in names}
-        every = {name: list(candidates) for name, candidates in latest.items()}
-        evaluated: dict[str, dict[InstructionCandidate, ScoredCandidate]] = {n: {} for n in names}
-        results_best = {name: _empty_stats() for name in names}
-        results_latest = {name: _empty_stats() for name in names}
-        total_calls = 0
+        def score(program: Module, devset: list[Example]) -> CandidateScore:
+            result = evaluate(program, devset=devset)
+            return CandidateScore(score=result.score, subscores=[r[2] for r in result.results])
 
-        for depth in range(self.depth):
-            logger.info("Iteration Depth: %d/%d.", depth + 1, self.depth)
-            for p_i, name in enumerate(names):
-                # With several predictors, every candidate is scored again: the others'
-                # best settings may have changed since.
-                pool = latest[name] if len(names) == 1 else every[name]
-                latest_scores: list[float] = []
-                for c_i, candidate in enumerate(pool):
-                    logger.info(
-                        "At Depth %d/%d, Evaluating Prompt Candidate #%d/%d for Predictor %d of %d.",
-                        depth + 1,
-                        self.depth,
-                        c_i + 1,
-                        len(pool),
-                        p_i + 1,
-                        len(names),
-                    )
-                    selection = {**current, name: candidate}
-                    score = self.score_candidate(module, selection, evaluate)
-                    total_calls += 1
-                    seen = evaluated[name].get(candidate)
-                    if seen is None or seen.score < score:
-                        evaluated[name][candidate] = ScoredCandidate(
-                            predictor=name,
-                            instruction=candidate.instruction,
-                            prefix=candidate.prefix,
-                            score=score,
-                            depth=depth,
-                            selection=selection,
-                        )
-                    if len(pool) - self.breadth <= c_i:
-                        latest_scores.append(score)
-                    emit(
-                        "optimization_iteration",
-                        {
-                            "optimizer": type(self).__name__,
-                            "iteration": total_calls,
-                            "depth": depth,
-                            "predictor": name,
-                            "candidate": candidate.model_dump(),
-                            "evaluation_score": score,
-                            "best_score": max(c.score for c in evaluated[name].values()),
-                        },
-                    )
-                if self.track_stats:
-                    _record_stats(results_latest[name], depth, latest_scores)
-                # Keep this predictor's best before tuning the next one.
-                best = max(evaluated[name].values(), key=lambda c: c.score)
-                current[name] = InstructionCandidate(
-                    instruction=best.instruction, prefix=best.prefix
-                )
+        rounds = CoproRounds(self)
+        run = run_rounds(rounds, Bench(module, list(trainset)), score=score)
+        return rounds.best_program(run.state, module)
 
-            if depth == self.depth - 1:
-                break
-            for name in names:
-                attempts = list(evaluated[name].values())
-                if self.track_stats:
-                    top = sorted((c.score for c in attempts), reverse=True)[:10]
-                    _record_stats(results_best[name], depth, top)
-                latest[name] = self.propose_from_attempts(attempts)
-                every[name].extend(latest[name])
 
-        return self._best_program(
-            module, names, evaluated, total_calls, results_best, results_latest
+class CoproState(BaseModel):
+    """COPRO's search so far (JSON, so a queued run checkpoints it between rounds)."""
+
+    names: list[str]
+    current: dict[str, InstructionCandidate]
+    latest: dict[str, list[InstructionCandidate]] = Field(default_factory=dict)
+    every: dict[str, list[InstructionCandidate]] = Field(default_factory=dict)
+    evaluated: dict[str, list[ScoredCandidate]] = Field(default_factory=dict)
+    depth: int = 0
+    predictor: int = 0
+    proposed: int = -1
+    """The depth whose proposals are in ``latest``."""
+    total_calls: int = 0
+    results_best: dict[str, Stats] = Field(default_factory=dict)
+    results_latest: dict[str, Stats] = Field(default_factory=dict)
+
+
+class CoproRounds(RoundStrategy[CoproState]):
+    """COPRO as rounds: per depth, the proposals, then each predictor's pool in turn
+    (its candidates scored with the others' best settings), keeping its best."""
+
+    state_type = CoproState
+
+    def __init__(self, optimizer: COPRO) -> None:
+        self.optimizer = optimizer
+
+    def start(self, bench: Bench) -> CoproState:
+        predictors = bench.student.named_predictors()
+        if not predictors:
+            raise ConfigurationError(
+                f"{type(bench.student).__name__} has no predictors to optimize"
+            )
+        names = [name for name, _ in predictors]
+        return CoproState(
+            names=names,
+            current={name: instruction_of(p) for name, p in predictors},
+            evaluated={name: [] for name in names},
+            results_best={name: empty_stats() for name in names},
+            results_latest={name: empty_stats() for name in names},
         )
 
-    def _best_program(
-        self,
-        module: Module,
-        names: list[str],
-        evaluated: dict[str, dict[InstructionCandidate, ScoredCandidate]],
-        total_calls: int,
-        results_best: dict[str, dict[str, list[float]]],
-        results_latest: dict[str, dict[str, list[float]]],
-    ) -> Module:
-        records: list[ScoredCandidate] = []
-        for name in names:
-            records.extend(evaluated[name].values())
-            if self.track_stats:
-                top = sorted((c.score for c in evaluated[name].values()), reverse=True)[:10]
-                _record_stats(results_best[name], self.depth - 1, top)
+    def _done(self, state: CoproState) -> bool:
+        return state.depth >= self.optimizer.depth
+
+    def needs_preparation(self, state: CoproState) -> bool:
+        return not self._done(state) and state.proposed < state.depth
+
+    def prepare(self, state: CoproState, bench: Bench) -> CoproState:
+        """The depth's proposals: from each instruction first, then from its attempts."""
+        for name in state.names:
+            if state.depth == 0:
+                state.latest[name] = self.optimizer.propose_initial(state.current[name])
+                state.every[name] = list(state.latest[name])
+                continue
+            attempts = state.evaluated[name]
+            if self.optimizer.track_stats:
+                top = sorted((c.score for c in attempts), reverse=True)[:10]
+                record_stats(state.results_best[name], state.depth - 1, top)
+            state.latest[name] = self.optimizer.propose_from_attempts(attempts)
+            state.every[name].extend(state.latest[name])
+        state.proposed = state.depth
+        return state
+
+    def _pool(self, state: CoproState) -> list[InstructionCandidate]:
+        # With several predictors, every candidate is scored again: the others' best
+        # settings may have changed since.
+        name = state.names[state.predictor]
+        return state.latest[name] if len(state.names) == 1 else state.every[name]
+
+    def next_round(self, state: CoproState, width: int) -> list[Candidate]:
+        """The whole pool of the predictor being tuned (its candidates do not depend on
+        one another's scores)."""
+        if self._done(state):
+            return []
+        name = state.names[state.predictor]
+        logger.info("Iteration Depth: %d/%d.", state.depth + 1, self.optimizer.depth)
+        return [
+            Candidate(
+                iteration=state.total_calls + i + 1,
+                seed=i,
+                proposal={
+                    "predictor": name,
+                    "selection": {
+                        n: c.model_dump() for n, c in {**state.current, name: cand}.items()
+                    },
+                },
+            )
+            for i, cand in enumerate(self._pool(state))
+        ]
+
+    def build(self, candidate: Candidate, bench: Bench, state: CoproState) -> Module:
+        return apply_instructions(bench.student, _selection(candidate))
+
+    def devset(self, candidate: Candidate, bench: Bench, state: CoproState) -> list[Example]:
+        return list(bench.trainset)  # COPRO scores on the trainset, as DSPy
+
+    def fold(self, state: CoproState, outcomes: list[Outcome]) -> list[Folded]:
+        name = state.names[state.predictor]
+        pool = self._pool(state)
+        scored = {o.seed: o for o in outcomes}
+        latest_scores: list[float] = []
+        folded = []
+        for c_i, candidate in enumerate(pool):
+            outcome = scored.get(c_i)
+            if outcome is None:
+                continue
+            state.total_calls += 1
+            if outcome.score is not None:
+                self._keep(state, name, candidate, outcome, state.depth)
+                if len(pool) - self.optimizer.breadth <= c_i:
+                    latest_scores.append(outcome.score)
+            found = [c.score for c in state.evaluated[name]]
+            event = {
+                "optimizer": type(self.optimizer).__name__,
+                "iteration": outcome.iteration,
+                "depth": state.depth,
+                "predictor": name,
+                "candidate": candidate.model_dump(),
+                "evaluation_score": outcome.score,
+                "best_score": max(found) if found else None,
+            }
+            folded.append(Folded(outcome, event))
+        if self.optimizer.track_stats and latest_scores:
+            record_stats(state.results_latest[name], state.depth, latest_scores)
+        if state.evaluated[name]:  # keep this predictor's best before tuning the next one
+            best = max(state.evaluated[name], key=lambda c: c.score)
+            state.current[name] = InstructionCandidate(
+                instruction=best.instruction, prefix=best.prefix
+            )
+        state.predictor += 1
+        if state.predictor == len(state.names):
+            state.predictor, state.depth = 0, state.depth + 1
+        return folded
+
+    @staticmethod
+    def _keep(
+        state: CoproState,
+        name: str,
+        candidate: InstructionCandidate,
+        outcome: Outcome,
+        depth: int,
+    ) -> None:
+        """Record a candidate's score, keeping its best (and where it was reached)."""
+        assert outcome.score is not None
+        attempts = state.evaluated[name]
+        record = ScoredCandidate(
+            predictor=name,
+            instruction=candidate.instruction,
+            prefix=candidate.prefix,
+            score=outcome.score,
+            depth=depth,
+            selection={**state.current, name: candidate},
+            iteration=outcome.iteration,
+        )
+        for i, seen in enumerate(attempts):
+            if (seen.instruction, seen.prefix) == (candidate.instruction, candidate.prefix):
+                if seen.score < outcome.score:
+                    attempts[i] = record
+                return
+        attempts.append(record)
+
+    def _records(self, state: CoproState) -> list[ScoredCandidate]:
+        records = [record for name in state.names for record in state.evaluated[name]]
         records.sort(key=lambda c: c.score, reverse=True)
-        records = _drop_duplicates(records)
+        return drop_duplicates(records)
+
+    def best(self, state: CoproState) -> int | None:
+        records = self._records(state)
+        return records[0].iteration if records else None
+
+    def best_program(self, state: CoproState, module: Module) -> Module:
+        """The best program found, carrying DSPy's ``candidate_programs`` and stats."""
+        if self.optimizer.track_stats:
+            for name in state.names:
+                top = sorted((c.score for c in state.evaluated[name]), reverse=True)[:10]
+                record_stats(state.results_best[name], self.optimizer.depth - 1, top)
         candidates = [
             ProgramRecord(
                 score=record.score,
@@ -386,27 +370,17 @@ class COPRO(Teleprompter):
                 depth=record.depth,
                 predictor=record.predictor,
             )
-            for record in records
+            for record in self._records(state)
         ]
         best_program: Any = candidates[0]["program"]
         best_program.candidate_programs = candidates
-        best_program.total_calls = total_calls
-        if self.track_stats:
-            best_program.results_best = results_best
-            best_program.results_latest = results_latest
+        best_program.total_calls = state.total_calls
+        if self.optimizer.track_stats:
+            best_program.results_best = state.results_best
+            best_program.results_latest = state.results_latest
         return best_program
 
 
-def _drop_duplicates(records: list[ScoredCandidate]) -> list[ScoredCandidate]:
-    """Drop candidates that tie in score with an identical program (sorted input)."""
-    kept: list[ScoredCandidate] = []
-    batch: list[ScoredCandidate] = []
-    batch_score: float | None = None
-    for record in records:
-        if record.score != batch_score:
-            batch, batch_score = [record], record.score
-            kept.append(record)
-        elif all(other.selection != record.selection for other in batch):
-            batch.append(record)
-            kept.append(record)
-    return kept
+def _selection(candidate: Candidate) -> dict[str, InstructionCandidate]:
+    chosen = (candidate.proposal or {}).get("selection") or {}
+    return {name: InstructionCandidate.model_validate(c) for name, c in chosen.items()}

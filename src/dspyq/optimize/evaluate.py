@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -28,7 +29,7 @@ from dspyq.core.context import bind_context, current
 from dspyq.core.example import Example, Prediction
 from dspyq.errors import DspyqError
 
-__all__ = ["Evaluate", "EvaluationResult", "Metric"]
+__all__ = ["CandidateScore", "Evaluate", "EvaluationResult", "Metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +201,13 @@ class Evaluate:
             logger.error(
                 "Error for %r: %s. Set provide_traceback=True for the traceback.", example, exc
             )
+
+
+class CandidateScore(BaseModel):
+    """A candidate's score on the valset: the percentage and each example's metric value."""
+
+    score: float
+    subscores: list[Any]
 
 
 def _setting(name: str) -> Any:

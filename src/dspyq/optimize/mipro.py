@@ -29,20 +29,32 @@ from typing import Any, Literal
 from dspyq.core.context import context, current
 from dspyq.core.example import Example
 from dspyq.core.module import Module
-from dspyq.errors import ConfigurationError, InputError
-from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.errors import ConfigurationError
 from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Evaluate
 from dspyq.optimize.grounded_proposer import GroundedProposer
-from dspyq.optimize.labeled import LabeledFewShot
-from dspyq.optimize.mipro_search import DemoCandidates, PromptSearch, create_minibatch
+from dspyq.optimize.local_executor import run_rounds
+from dspyq.optimize.mipro_demos import (
+    BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT,
+    create_demo_candidates,
+)
+from dspyq.optimize.mipro_search import (
+    DemoCandidates,
+    MiproRounds,
+    MiproState,
+    candidate_programs,
+    create_minibatch,
+    demo_json,
+    json_state,
+    score_params,
+    split_valset,
+)
+from dspyq.optimize.strategy import Bench
 from dspyq.optimize.teleprompter import Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
 
 logger = logging.getLogger(__name__)
 
-BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT = 3
-LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT = 0
 MIN_MINIBATCH_SIZE = 50
 
 AUTO_RUN_SETTINGS = {
@@ -148,25 +160,25 @@ class MIPROv2(Teleprompter):
                 "Please remove the 'requires_permission_to_run' argument."
             )
         zeroshot = self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
-        self._check_run_mode(student, num_trials, zeroshot)
         seed = seed or self.seed
-        self.rng = random.Random(seed)
         if max_bootstrapped_demos is not None:
             self.max_bootstrapped_demos = max_bootstrapped_demos
         if max_labeled_demos is not None:
             self.max_labeled_demos = max_labeled_demos
-        train, val = self._split(trainset, valset)
-        trials, val, minibatch = self._run_mode_settings(
-            student, num_trials, minibatch, zeroshot, val
-        )
-        if minibatch and minibatch_size > len(val):
-            raise ConfigurationError(
-                f"Minibatch size cannot exceed the size of the valset. Valset size: {len(val)}."
-            )
-
-        program = student.deepcopy()
+        options = {
+            "zeroshot": zeroshot,
+            "num_trials": num_trials,
+            "minibatch": minibatch,
+            "minibatch_size": minibatch_size,
+            "minibatch_full_eval_steps": minibatch_full_eval_steps,
+            "program_aware_proposer": program_aware_proposer,
+            "data_aware_proposer": data_aware_proposer,
+            "view_data_batch_size": view_data_batch_size,
+            "tip_aware_proposer": tip_aware_proposer,
+            "fewshot_aware_proposer": fewshot_aware_proposer,
+        }
         evaluate = Evaluate(
-            devset=val,
+            devset=[],
             metric=self.metric,
             num_threads=self.num_threads,
             max_errors=self._max_errors(),
@@ -174,53 +186,77 @@ class MIPROv2(Teleprompter):
             display_progress=True,
             provide_traceback=provide_traceback,
         )
+        program = student.deepcopy()
+        rounds = MiproRounds(self, seed, options, log_dir=self.log_dir)
+        with context(lm=self.task_model):
+            run = run_rounds(
+                rounds,
+                Bench(program, list(trainset), None if valset is None else list(valset), teacher),
+                score=lambda candidate, devset: score_params(evaluate, candidate, devset),
+            )
+        return self._best_program(run.state, program)
+
+    def prepare_search(self, bench: Bench, seed: int, options: Mapping[str, Any]) -> MiproState:
+        """Steps 1 and 2 (demo sets, instruction proposals) and the search's settings: the
+        search space as the strategy's state. Calls the task model and the prompt model."""
+        zeroshot = bool(
+            options.get(
+                "zeroshot", self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
+            )
+        )
+        num_trials = options.get("num_trials")
+        self._check_run_mode(bench.student, num_trials, zeroshot)
+        self.rng = random.Random(seed)
+        train, val = self._split(bench.trainset, bench.valset)
+        positions = {id(example): i for i, example in enumerate(val)}
+        trials, chosen, minibatch = self._run_mode_settings(
+            bench.student, num_trials, bool(options.get("minibatch", True)), zeroshot, val
+        )
+        size = int(options.get("minibatch_size", 35))
+        if minibatch and size > len(chosen):
+            raise ConfigurationError(
+                f"Minibatch size cannot exceed the size of the valset. Valset size: {len(chosen)}."
+            )
         with context(lm=self.task_model):
             logger.info("==> STEP 1: BOOTSTRAP FEWSHOT EXAMPLES <==")
-            demo_candidates: DemoCandidates | None = self.create_demo_candidates(
-                program, train, seed, teacher
-            )
+            demo_sets = self.create_demo_candidates(bench.student, train, seed, bench.teacher)
         logger.info("==> STEP 2: PROPOSE INSTRUCTION CANDIDATES <==")
-        instruction_candidates = self.propose_instructions(
-            program,
+        instructions = self.propose_instructions(
+            bench.student,
             train,
-            demo_candidates,
-            view_data_batch_size=view_data_batch_size,
-            program_aware=program_aware_proposer,
-            data_aware=data_aware_proposer,
-            tip_aware=tip_aware_proposer,
-            fewshot_aware=fewshot_aware_proposer,
+            demo_sets,
+            view_data_batch_size=int(options.get("view_data_batch_size", 10)),
+            program_aware=bool(options.get("program_aware_proposer", True)),
+            data_aware=bool(options.get("data_aware_proposer", True)),
+            tip_aware=bool(options.get("tip_aware_proposer", True)),
+            fewshot_aware=bool(options.get("fewshot_aware_proposer", True)),
         )
-        if zeroshot:
-            demo_candidates = None
-        with context(lm=self.task_model):
-            logger.info("==> STEP 3: FINDING OPTIMAL PROMPT PARAMETERS <==")
-            search = PromptSearch(
-                program,
-                instruction_candidates,
-                demo_candidates,
-                evaluate,
-                val,
-                seed=seed,
-                rng=self.rng,
-                log_dir=self.log_dir,
-                optimizer_name=type(self).__name__,
-            )
-            search.run(trials, minibatch, minibatch_size, minibatch_full_eval_steps)
-        return self._best_program(search)
+        logger.info("==> STEP 3: FINDING OPTIMAL PROMPT PARAMETERS <==")
+        return MiproState(
+            prepared=True,
+            instructions={i: [str(t) for t in texts] for i, texts in instructions.items()},
+            demos=None if zeroshot else demo_json(demo_sets),
+            val_indices=[positions[id(example)] for example in chosen],
+            num_trials=int(trials),
+            minibatch=minibatch,
+            minibatch_size=size,
+            full_eval_steps=max(1, int(options.get("minibatch_full_eval_steps", 5))),
+            rng=json_state(self.rng.getstate()),
+        )
 
-    def _best_program(self, search: PromptSearch) -> Module:
+    def _best_program(self, state: MiproState, program: Module) -> Module:
         """The best combination as a program, carrying DSPy's run statistics."""
-        best: Any = search.program_for(search.best_params)
-        self.total_calls = search.total_eval_calls
+        best: Any = state.program(program, state.best_params)
+        self.total_calls = state.total_eval_calls
         if self.track_stats:
-            best.trial_logs = search.trial_logs
-            best.score = search.best_score
-            best.best_params = dict(search.best_params)
+            best.trial_logs = state.trial_logs
+            best.score = state.best_score
+            best.best_params = dict(state.best_params)
             best.prompt_model_total_calls = self.prompt_model_total_calls
-            best.total_calls = search.total_eval_calls
-            best.mb_candidate_programs = search.candidate_programs(full_eval=False)
-            best.candidate_programs = search.candidate_programs(full_eval=True)
-        logger.info("Returning best identified program with score %s!", search.best_score)
+            best.total_calls = state.total_eval_calls
+            best.mb_candidate_programs = candidate_programs(state, program, full_eval=False)
+            best.candidate_programs = candidate_programs(state, program, full_eval=True)
+        logger.info("Returning best identified program with score %s!", state.best_score)
         return best
 
     # --- run-mode bookkeeping -----------------------------------------------------------
@@ -276,22 +312,7 @@ class MIPROv2(Teleprompter):
         )
         return num_trials, valset, len(valset) > MIN_MINIBATCH_SIZE
 
-    @staticmethod
-    def _split(
-        trainset: Sequence[Example], valset: Sequence[Example] | None
-    ) -> tuple[list[Example], list[Example]]:
-        """Without a valset, the last 80% of the trainset (at most 1000) becomes it."""
-        train = list(trainset)
-        if not train:
-            raise InputError("Trainset cannot be empty.")
-        if valset is None:
-            if len(train) < 2:
-                raise InputError("Trainset must have at least 2 examples if no valset specified.")
-            cutoff = len(train) - min(1000, max(1, int(len(train) * 0.80)))
-            return train[:cutoff], train[cutoff:]
-        if not valset:
-            raise InputError("Validation set must have at least 1 example.")
-        return train, list(valset)
+    _split = staticmethod(split_valset)
 
     def _max_errors(self) -> int:
         if self.max_errors is not None:
@@ -308,46 +329,9 @@ class MIPROv2(Teleprompter):
         seed: int,
         teacher: Module | None = None,
     ) -> DemoCandidates:
-        """``num_fewshot_candidates`` demo sets per predictor index.
-
-        Set 0 is zero-shot, set 1 labelled demos only (when labelled demos are allowed),
-        set 2 ``BootstrapFewShot`` over the trainset in order; the rest bootstrap over a
-        shuffled trainset with 1..max_bootstrapped_demos demos, both drawn from the
-        optimizer's seeded rng. A zero-shot run still bootstraps 3 demos per set, to show
-        the proposer. (``seed`` is DSPy's argument; the optimizer's rng carries it.)
-        """
-        zeroshot = self.max_bootstrapped_demos == 0 and self.max_labeled_demos == 0
-        labeled = LABELED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else self.max_labeled_demos
-        bootstrapped = (
-            BOOTSTRAPPED_FEWSHOT_EXAMPLES_IN_CONTEXT if zeroshot else self.max_bootstrapped_demos
-        )
-        count = self.num_fewshot_candidates or 0
-        predictors = program.predictors()
-        candidates: DemoCandidates = {i: [] for i in range(len(predictors))}
-        for set_seed in range(-3, count - 3):
-            examples = list(trainset)
-            if set_seed == -3:
-                built = program.reset_copy()
-            elif set_seed == -2 and labeled > 0:
-                built = LabeledFewShot(k=labeled).compile(program, trainset=examples, sample=True)
-            else:
-                size, threshold = bootstrapped, None
-                if set_seed != -1:  # DSPy: seed -2 without labelled demos is shuffled too
-                    self.rng.shuffle(examples)
-                    size = self.rng.randint(min(1, bootstrapped), bootstrapped)
-                    threshold = self.metric_threshold
-                built = BootstrapFewShot(
-                    metric=self.metric,
-                    metric_threshold=threshold,
-                    teacher_settings=self.teacher_settings,
-                    max_bootstrapped_demos=size,
-                    max_labeled_demos=labeled,
-                    max_rounds=1,
-                    max_errors=self._max_errors(),
-                ).compile(program, teacher=teacher, trainset=examples)
-            for i, predictor in enumerate(built.predictors()):
-                candidates[i].append(list(predictor.demos))
-        return candidates
+        """``num_fewshot_candidates`` demo sets per predictor index (see
+        :func:`dspyq.optimize.mipro_demos.create_demo_candidates`)."""
+        return create_demo_candidates(self, program, trainset, teacher)
 
     # --- step 2: instructions ---------------------------------------------------------------
 

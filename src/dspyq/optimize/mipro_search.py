@@ -8,9 +8,11 @@ best average minibatch score that is not yet fully scored is scored on the whole
 and told to the study too. The best full score wins; without minibatches every trial is
 a full evaluation.
 
-A trial is JSON: :data:`TrialParams` and the minibatch's example positions in, a score
-out (:func:`score_params`), recorded as a :class:`TrialResult`. The loop uses optuna's ask/tell interface, so a coordinator can
-run the trials as tasks and checkpoint ``trial_logs`` after each.
+Each trial depends on the scores before it, so the search is a round strategy of one
+trial per round (:class:`MiproRounds`, steps 1 and 2 being its preparation). Its state
+(:class:`MiproState`) is JSON: the trials so far, and the states of the sampler's and the
+minibatches' random generators, so the study rebuilt from it asks what the study of one
+uninterrupted search would have asked, whether the rounds run in-process or on the queue.
 """
 
 from __future__ import annotations
@@ -18,115 +20,302 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from dspyq.core.example import Example
 from dspyq.core.module import Module
-from dspyq.core.observe import emit
-from dspyq.optimize.copro import ProgramRecord
-from dspyq.optimize.evaluate import Evaluate
-
-if TYPE_CHECKING:
-    import optuna
+from dspyq.optimize.evaluate import CandidateScore, Evaluate
+from dspyq.optimize.instructions import ProgramRecord
+from dspyq.optimize.local_executor import run_rounds
+from dspyq.optimize.mipro_state import (
+    DemoCandidates,
+    MiproState,
+    TrialParams,
+    TrialResult,
+    create_minibatch,
+    demo_json,
+    json_state,
+    minibatch_indices,
+    params_key,
+    program_for,
+    python_state,
+    split_valset,
+)
+from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
 
 __all__ = [
     "DemoCandidates",
+    "MiproState",
     "PromptSearch",
     "TrialParams",
     "TrialResult",
+    "candidate_programs",
     "create_minibatch",
+    "demo_json",
+    "json_state",
     "minibatch_indices",
     "program_for",
     "score_params",
+    "split_valset",
 ]
 
 logger = logging.getLogger(__name__)
 
-TrialParams = dict[str, int]
-"""``{"<i>_predictor_instruction": index, "<i>_predictor_demos": index, ...}``, i the
-predictor's position in ``program.predictors()`` (optuna's parameter names in DSPy)."""
 
-DemoCandidates = dict[int, list[list[Any]]]
-"""Demo sets per predictor index: ``candidates[i][set_index]`` is a list of demos."""
-
-
-class TrialResult(BaseModel):
-    """One scored combination: the trial number (DSPy's, from 1), the params, the score
-    and on how many examples (``full_eval`` when on the whole valset)."""
-
-    number: int
-    params: TrialParams
-    score: float
-    batch_size: int
-    full_eval: bool
-    example_indices: list[int] | None = None
-    """Positions in the valset of the minibatch scored (None: the whole valset)."""
-
-
-def minibatch_indices(size: int, batch_size: int, rng: random.Random | None = None) -> list[int]:
-    """``batch_size`` positions out of ``size``, drawn without replacement (all if fewer)."""
-    return (rng or random.Random()).sample(range(size), min(batch_size, size))
-
-
-def create_minibatch(
-    examples: Sequence[Example], batch_size: int = 50, rng: random.Random | None = None
-) -> list[Example]:
-    """``batch_size`` examples drawn without replacement (all of them if fewer)."""
-    return [examples[i] for i in minibatch_indices(len(examples), batch_size, rng)]
-
-
-def program_for(
-    program: Module,
-    params: Mapping[str, int],
-    instruction_candidates: Mapping[int, list[str]],
-    demo_candidates: DemoCandidates | None,
-) -> Module:
-    """A copy of ``program`` with the chosen instruction and demo set per predictor."""
-    candidate = program.deepcopy()
-    for i, predictor in enumerate(candidate.predictors()):
-        chosen = params.get(f"{i}_predictor_instruction")
-        if chosen is not None:
-            predictor.signature = predictor.signature.with_instructions(
-                instruction_candidates[i][chosen]
-            )
-        demos = params.get(f"{i}_predictor_demos")
-        if demo_candidates and demos is not None:
-            predictor.demos = list(demo_candidates[i][demos])
-    return candidate
-
-
-def score_params(
-    program: Module,
-    params: Mapping[str, int],
-    instruction_candidates: Mapping[int, list[str]],
-    demo_candidates: DemoCandidates | None,
-    evaluate: Evaluate,
-    devset: Sequence[Example],
-) -> float:
-    """Score one combination on ``devset``; a failed evaluation scores 0.0, as in DSPy."""
-    candidate = program_for(program, params, instruction_candidates, demo_candidates)
+def score_params(evaluate: Evaluate, program: Module, devset: Sequence[Example]) -> CandidateScore:
+    """Score one combination's program on ``devset``; a failed evaluation scores 0.0, as
+    in DSPy."""
     try:
-        return float(evaluate(candidate, devset=devset).score)
+        result = evaluate(program, devset=devset)
     except Exception:
         logger.error("An exception occurred during evaluation", exc_info=True)
-        return 0.0
+        return CandidateScore(score=0.0, subscores=[])
+    return CandidateScore(score=float(result.score), subscores=[r[2] for r in result.results])
 
 
-def _params_key(params: Mapping[str, int]) -> str:
-    return ",".join(f"{name}={value}" for name, value in sorted(params.items()))
+class _Plan(BaseModel):
+    """The next trial, and the generators' states once it is drawn."""
+
+    candidate: Candidate
+    kind: str  # "default", "minibatch" or "full"
+    batch_size: int
+    positions: list[int] | None = None
+    rng: list[Any] | None = None
+    sampler: list[Any] | None = None
+
+
+def _sampler(seed: int, state: list[Any] | None) -> Any:
+    """DSPy's seeded multivariate TPE sampler, its generators as ``state`` left them."""
+    import numpy as np
+    import optuna
+
+    with warnings.catch_warnings():  # multivariate TPE is "experimental"; DSPy uses it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if state is not None:
+        for rng, saved in zip(_sampler_rngs(sampler), state, strict=True):
+            name, keys, pos, has_gauss, gauss = saved
+            rng.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    return sampler
+
+
+def _sampler_rngs(sampler: Any) -> list[Any]:
+    # The sampler's own generator and its random sampler's (startup trials).
+    return [sampler._rng.rng, sampler._random_sampler._rng.rng]
+
+
+class MiproRounds(RoundStrategy[MiproState]):
+    """MIPROv2's search as rounds of one trial each (see the module docstring);
+    ``prepare`` is its steps 1 and 2 (``optimizer.prepare_search``)."""
+
+    state_type = MiproState
+
+    def __init__(
+        self,
+        optimizer: Any,
+        seed: int,
+        options: Mapping[str, Any] | None = None,
+        prepared: MiproState | None = None,
+        log_dir: str | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.seed = seed
+        self.options = dict(options or {})
+        self.prepared = prepared
+        self.log_dir = log_dir
+        self.optimizer_name = type(optimizer).__name__ if optimizer is not None else "MIPROv2"
+        self._student: Module | None = None
+
+    def start(self, bench: Bench) -> MiproState:
+        self._student = bench.student
+        return self.prepared.model_copy(deep=True) if self.prepared else MiproState()
+
+    def needs_preparation(self, state: MiproState) -> bool:
+        return not state.prepared
+
+    def prepare(self, state: MiproState, bench: Bench) -> MiproState:
+        prepared: MiproState = self.optimizer.prepare_search(bench, self.seed, self.options)
+        return prepared
+
+    def _plan(self, state: MiproState) -> _Plan | None:
+        """The next trial (None: the search is over); a pure function of ``state``."""
+        space = state.distributions()
+        number = len(state.results) + 1
+        size = len(state.val_indices)
+        if not state.results:
+            params: TrialParams = dict.fromkeys(space, 0)
+            return _Plan(candidate=self._candidate(number, params, state, None), kind="default",
+                         batch_size=size)  # fmt: skip
+        if state.full_pending:
+            params = self._full_evaluation_params(state)
+            return _Plan(candidate=self._candidate(number, params, state, None), kind="full",
+                         batch_size=size)  # fmt: skip
+        if state.asked >= state.num_trials:
+            return None
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sampler = _sampler(self.seed, state.sampler)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for result in state.results:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=result.params, distributions=space, value=result.score
+                )
+            )
+        trial = study.ask()
+        params = {
+            name: int(trial.suggest_categorical(name, dist.choices)) for name, dist in space.items()
+        }
+        rng = random.Random()
+        if state.rng is not None:
+            rng.setstate(python_state(state.rng))
+        batch = state.minibatch_size if state.minibatch else size
+        positions = minibatch_indices(size, batch, rng) if batch < size else None
+        return _Plan(
+            candidate=self._candidate(number, params, state, positions),
+            kind="minibatch",
+            batch_size=batch,
+            positions=positions,
+            rng=json_state(rng.getstate()),
+            sampler=[json_state(r.get_state()) for r in _sampler_rngs(sampler)],
+        )
+
+    @staticmethod
+    def _candidate(
+        number: int, params: TrialParams, state: MiproState, positions: list[int] | None
+    ) -> Candidate:
+        chosen = state.val_indices
+        indices = chosen if positions is None else [chosen[i] for i in positions]
+        return Candidate(
+            iteration=number,
+            seed=number,
+            proposal={"params": params},
+            indices=indices,
+            full_eval=positions is None,
+        )
+
+    @staticmethod
+    def _full_evaluation_params(state: MiproState) -> TrialParams:
+        """The best-averaging minibatch combination not yet fully scored (when all are,
+        the lowest-averaging one, as DSPy does)."""
+        scores: dict[str, list[float]] = {}
+        params_of: dict[str, TrialParams] = {}
+        for result in state.results:
+            if not result.full_eval:
+                scores.setdefault(params_key(result.params), []).append(result.score)
+                params_of[params_key(result.params)] = result.params
+        ranked = sorted(scores, key=lambda k: sum(scores[k]) / len(scores[k]), reverse=True)
+        pending = [key for key in ranked if key not in state.fully_scored]
+        return params_of[pending[0] if pending else ranked[-1]]
+
+    def next_round(self, state: MiproState, width: int) -> list[Candidate]:
+        planned = self._plan(state)
+        return [] if planned is None else [planned.candidate]
+
+    def build(self, candidate: Candidate, bench: Bench, state: MiproState) -> Module:
+        return state.program(bench.student, (candidate.proposal or {})["params"])
+
+    def devset(self, candidate: Candidate, bench: Bench, state: MiproState) -> list[Example]:
+        _, val = split_valset(bench.trainset, bench.valset)
+        return [val[i] for i in candidate.indices or []]
+
+    def fold(self, state: MiproState, outcomes: list[Outcome]) -> list[Folded]:
+        planned = self._plan(state)
+        found = [
+            o for o in outcomes if planned is not None and o.iteration == len(state.results) + 1
+        ]
+        if planned is None or not found:
+            return []  # merged already
+        outcome = found[0]
+        score = 0.0 if outcome.score is None else outcome.score  # DSPy: a failure scores 0
+        params = (planned.candidate.proposal or {})["params"]
+        number = planned.candidate.iteration
+        if planned.kind == "minibatch":
+            state.asked += 1
+            state.rng, state.sampler = planned.rng, planned.sampler
+            state.full_pending = state.minibatch and state._full_after(number)
+        elif planned.kind == "full":
+            state.fully_scored.append(params_key(params))
+            state.full_pending = False
+        return [Folded(outcome, self._record(state, number, params, score, planned))]
+
+    def _record(
+        self, state: MiproState, number: int, params: TrialParams, score: float, planned: _Plan
+    ) -> dict[str, Any]:
+        full_eval = planned.batch_size >= len(state.val_indices)
+        result = TrialResult(
+            number=number,
+            params=dict(params),
+            score=score,
+            batch_size=planned.batch_size,
+            full_eval=full_eval,
+            example_indices=planned.positions,
+        )
+        state.results.append(result)
+        state.total_eval_calls += planned.batch_size
+        kind = "full_eval" if full_eval else "mb"
+        state.trial_logs[number] = {
+            f"{kind}_score": score,
+            f"{kind}_params": dict(params),
+            "total_eval_calls_so_far": state.total_eval_calls,
+        }
+        if planned.positions is not None:
+            state.trial_logs[number]["mb_example_indices"] = list(planned.positions)
+        self._save(state, number, params, kind)
+        if full_eval and (state.best_number is None or score > state.best_score):
+            if state.best_number is not None:
+                logger.info("New best full score: %s with %s", score, params)
+            state.best_score, state.best_params = score, dict(params)
+            state.best_number = number
+        return {
+            "optimizer": self.optimizer_name,
+            "iteration": number,
+            "params": dict(params),
+            "evaluation_score": score,
+            "full_eval": full_eval,
+            "best_score": state.best_score,
+        }
+
+    def _save(self, state: MiproState, number: int, params: TrialParams, kind: str) -> None:
+        if self.log_dir is None or self._student is None:
+            return
+        folder = Path(self.log_dir) / "evaluated_programs"
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = "_full_eval" if kind == "full_eval" else ""
+        path = folder / f"program_{number}{suffix}.json"
+        state.program(self._student, params).save(path)
+        state.trial_logs[number][f"{kind}_program_path"] = str(path)
+
+    def best(self, state: MiproState) -> int | None:
+        return state.best_number
+
+    def stop_reason(self, state: MiproState) -> str:
+        return "every trial evaluated"
+
+
+def candidate_programs(state: MiproState, student: Module, full_eval: bool) -> list[ProgramRecord]:
+    """The scored programs, best first: the full evaluations or the minibatch ones."""
+    ranked = sorted(state.results, key=lambda r: r.score, reverse=True)
+    return [
+        ProgramRecord(
+            score=r.score,
+            program=state.program(student, r.params),
+            full_eval=r.full_eval,
+            params=dict(r.params),
+        )
+        for r in ranked
+        if r.full_eval == full_eval
+    ]
 
 
 class PromptSearch:
-    """The search of one compile: the study, every trial's result, the best params.
-
-    ``rng`` draws the minibatches (the optimizer's seeded rng); ``seed`` seeds the
-    sampler. ``log_dir`` (optional) receives each scored program as JSON.
-    """
+    """Step 3 alone, in-process, over given candidates (``rng`` draws the minibatches,
+    ``seed`` seeds the sampler); the results are this object's attributes."""
 
     def __init__(
         self,
@@ -142,43 +331,19 @@ class PromptSearch:
         optimizer_name: str = "MIPROv2",
     ) -> None:
         self.program = program
-        self.instructions = dict(instruction_candidates)
-        self.demos = demo_candidates
         self.evaluate = evaluate
         self.valset = list(valset)
         self.seed = seed
-        self.rng = rng
         self.log_dir = log_dir
         self.optimizer_name = optimizer_name
-        self.results: list[TrialResult] = []
-        self.trial_logs: dict[int, dict[str, Any]] = {}
-        self.best_score = 0.0
-        self.best_params: TrialParams = {}
-        self.total_eval_calls = 0
-        self._minibatch_scores: dict[str, list[float]] = defaultdict(list)
-        self._params_of: dict[str, TrialParams] = {}
-        self._fully_scored: set[str] = set()
-
-    def distributions(self) -> dict[str, Any]:
-        """optuna's search space: one categorical index per predictor and kind."""
-        from optuna.distributions import CategoricalDistribution
-
-        found: dict[str, Any] = {}
-        for i, options in self.instructions.items():
-            found[f"{i}_predictor_instruction"] = CategoricalDistribution(list(range(len(options))))
-            if self.demos:
-                found[f"{i}_predictor_demos"] = CategoricalDistribution(
-                    list(range(len(self.demos[i])))
-                )
-        return found
-
-    def program_for(self, params: Mapping[str, int]) -> Module:
-        return program_for(self.program, params, self.instructions, self.demos)
-
-    def score(self, params: Mapping[str, int], devset: Sequence[Example]) -> float:
-        return score_params(
-            self.program, params, self.instructions, self.demos, self.evaluate, devset
+        self.space = MiproState(
+            prepared=True,
+            instructions={int(i): list(texts) for i, texts in instruction_candidates.items()},
+            demos=None if demo_candidates is None else demo_json(demo_candidates),
+            val_indices=list(range(len(self.valset))),
+            rng=json_state(rng.getstate()),
         )
+        self.state = self.space
 
     def run(
         self,
@@ -188,140 +353,48 @@ class PromptSearch:
         minibatch_full_eval_steps: int = 5,
     ) -> TrialParams:
         """Run the search; returns the best params (also in :attr:`best_params`)."""
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with warnings.catch_warnings():  # multivariate TPE is "experimental"; DSPy uses it
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=self.seed, multivariate=True)
-        study = optuna.create_study(direction="maximize", sampler=sampler)
-        distributions = self.distributions()
-
-        default = dict.fromkeys(distributions, 0)
-        default_score = self.score(default, self.valset)
-        self.best_score, self.best_params = default_score, default
-        self._record(1, default, default_score, len(self.valset))
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=default, distributions=distributions, value=default_score
-            )
-        )
-
-        # DSPy's count of trials including full evaluations; the last one comes before it.
-        adjusted = num_trials + num_trials // minibatch_full_eval_steps + 1
-        if num_trials % minibatch_full_eval_steps:
-            adjusted += 1
-        for _ in range(num_trials):
-            trial = study.ask()
-            number = trial.number + 1
-            params = {
-                name: int(trial.suggest_categorical(name, dist.choices))
-                for name, dist in distributions.items()
+        space = self.space.model_copy(
+            update={
+                "num_trials": num_trials,
+                "minibatch": minibatch,
+                "minibatch_size": minibatch_size,
+                "full_eval_steps": max(1, minibatch_full_eval_steps),
             }
-            batch = minibatch_size if minibatch else len(self.valset)
-            indices = (
-                minibatch_indices(len(self.valset), batch, self.rng)
-                if batch < len(self.valset)
-                else None
-            )
-            devset = self.valset if indices is None else [self.valset[i] for i in indices]
-            score = self.score(params, devset)
-            self._record(number, params, score, batch, indices)
-            key = _params_key(params)
-            self._minibatch_scores[key].append(score)
-            self._params_of[key] = params
-            if minibatch and (
-                number % (minibatch_full_eval_steps + 1) == 0 or number == adjusted - 1
-            ):
-                self._full_evaluation(study, number, distributions)
-            study.tell(trial, score)
+        )
+        rounds = MiproRounds(None, self.seed, prepared=space, log_dir=self.log_dir)
+        rounds.optimizer_name = self.optimizer_name
+        bench = Bench(self.program, self.valset, self.valset)
+        run = run_rounds(
+            rounds,
+            bench,
+            score=lambda program, devset: score_params(self.evaluate, program, devset),
+        )
+        self.state = run.state
         logger.info("Best full score %s with %s", self.best_score, self.best_params)
         return self.best_params
 
-    def _full_evaluation(
-        self, study: optuna.Study, number: int, distributions: dict[str, Any]
-    ) -> None:
-        """Score on the whole valset the best-averaging combination not yet fully scored
-        (when all are, the lowest-averaging one, as DSPy does)."""
-        import optuna
+    @property
+    def results(self) -> list[TrialResult]:
+        return self.state.results
 
-        ranked = sorted(
-            self._minibatch_scores,
-            key=lambda k: sum(self._minibatch_scores[k]) / len(self._minibatch_scores[k]),
-            reverse=True,
-        )
-        pending = [key for key in ranked if key not in self._fully_scored]
-        key = pending[0] if pending else ranked[-1]
-        params = self._params_of[key]
-        score = self.score(params, self.valset)
-        self._fully_scored.add(key)
-        study.add_trial(
-            optuna.trial.create_trial(params=params, distributions=distributions, value=score)
-        )
-        self._record(number + 1, params, score, len(self.valset))
+    @property
+    def trial_logs(self) -> dict[int, dict[str, Any]]:
+        return self.state.trial_logs
 
-    def _record(
-        self,
-        number: int,
-        params: TrialParams,
-        score: float,
-        batch: int,
-        indices: list[int] | None = None,
-    ) -> None:
-        result = TrialResult(
-            number=number,
-            params=dict(params),
-            score=score,
-            batch_size=batch,
-            full_eval=batch >= len(self.valset),
-            example_indices=indices,
-        )
-        self.results.append(result)
-        self.total_eval_calls += batch
-        kind = "full_eval" if result.full_eval else "mb"
-        self.trial_logs[number] = {
-            f"{kind}_score": score,
-            f"{kind}_params": dict(params),
-            "total_eval_calls_so_far": self.total_eval_calls,
-        }
-        if indices is not None:
-            self.trial_logs[number]["mb_example_indices"] = list(indices)
-        self._save(number, params, kind)
-        if result.full_eval and score > self.best_score:
-            self.best_score, self.best_params = score, dict(params)
-            logger.info("New best full score: %s with %s", score, params)
-        emit(
-            "optimization_iteration",
-            {
-                "optimizer": self.optimizer_name,
-                "iteration": number,
-                "params": dict(params),
-                "evaluation_score": score,
-                "full_eval": result.full_eval,
-                "best_score": self.best_score,
-            },
-        )
+    @property
+    def best_score(self) -> float:
+        return self.state.best_score
 
-    def _save(self, number: int, params: TrialParams, kind: str) -> None:
-        if self.log_dir is None:
-            return
-        folder = Path(self.log_dir) / "evaluated_programs"
-        folder.mkdir(parents=True, exist_ok=True)
-        suffix = "_full_eval" if kind == "full_eval" else ""
-        path = folder / f"program_{number}{suffix}.json"
-        self.program_for(params).save(path)
-        self.trial_logs[number][f"{kind}_program_path"] = str(path)
+    @property
+    def best_params(self) -> TrialParams:
+        return self.state.best_params
+
+    @property
+    def total_eval_calls(self) -> int:
+        return self.state.total_eval_calls
+
+    def program_for(self, params: Mapping[str, int]) -> Module:
+        return self.state.program(self.program, params)
 
     def candidate_programs(self, full_eval: bool) -> list[ProgramRecord]:
-        """The scored programs, best first: the full evaluations or the minibatch ones."""
-        ranked = sorted(self.results, key=lambda r: r.score, reverse=True)
-        return [
-            ProgramRecord(
-                score=r.score,
-                program=self.program_for(r.params),
-                full_eval=r.full_eval,
-                params=dict(r.params),
-            )
-            for r in ranked
-            if r.full_eval == full_eval
-        ]
+        return candidate_programs(self.state, self.program, full_eval)

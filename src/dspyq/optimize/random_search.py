@@ -20,16 +20,17 @@ from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dspyq.core.context import current
 from dspyq.core.example import Example
 from dspyq.core.module import Module
-from dspyq.core.observe import emit
 from dspyq.errors import InputError
 from dspyq.optimize.bootstrap import BootstrapFewShot
-from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Evaluate, Metric
+from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, CandidateScore, Evaluate, Metric
 from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.local_executor import run_rounds
+from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.settings import get_settings
 
@@ -37,6 +38,7 @@ __all__ = [
     "BootstrapFewShotWithRandomSearch",
     "CandidateProgram",
     "CandidateScore",
+    "RandomSearchRounds",
     "evaluate_candidate",
 ]
 
@@ -45,13 +47,6 @@ logger = logging.getLogger(__name__)
 ZERO_SHOT_SEED = -3
 LABELED_ONLY_SEED = -2
 UNSHUFFLED_SEED = -1
-
-
-class CandidateScore(BaseModel):
-    """A candidate's score on the valset: the percentage and each example's metric value."""
-
-    score: float
-    subscores: list[Any]
 
 
 @dataclass(frozen=True)
@@ -165,56 +160,36 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         self._refuse_options(kwargs)
         self.trainset = list(trainset)
         self.valset = list(valset or trainset)
+        bench = Bench(
+            student,
+            self.trainset,
+            self.valset,
+            teacher,
+            options={"labeled_sample": labeled_sample},
+        )
+        strategy = RandomSearchRounds(self, restrict)
         max_errors = self._effective_max_errors()
-        metric_name = getattr(self.metric, "__name__", type(self.metric).__name__)
 
-        candidates: list[CandidateProgram] = []
-        best: CandidateProgram | None = None
-        for seed in range(ZERO_SHOT_SEED, self.num_candidate_sets):
-            if restrict is not None and seed not in restrict:
-                continue
-            program = self.build_candidate(
-                seed,
-                student,
-                trainset=self.trainset,
-                teacher=teacher,
-                labeled_sample=labeled_sample,
-            )
-            scored = evaluate_candidate(
+        def score(program: Module, devset: list[Example]) -> CandidateScore:
+            return evaluate_candidate(
                 program,
-                self.valset,
+                devset,
                 metric=self.metric,
                 num_threads=self.num_threads,
                 max_errors=max_errors,
                 display_progress=True,
             )
-            candidate = CandidateProgram(scored.score, scored.subscores, seed, program)
-            if best is None or candidate.score > best.score:
-                logger.info("New best score: %s for seed %d", candidate.score, seed)
-                best = candidate
-            candidates.append(candidate)
-            emit(
-                "optimization_iteration",
-                {
-                    "optimizer": type(self).__name__,
-                    "iteration": len(candidates),
-                    "seed": seed,
-                    "evaluation_score": candidate.score,
-                    "best_score": best.score,
-                    "metric": metric_name,
-                },
-            )
-            if self.stop_at_score is not None and candidate.score >= self.stop_at_score:
-                logger.info(
-                    "Stopping early because score %s is >= stop_at_score %s",
-                    candidate.score,
-                    self.stop_at_score,
-                )
-                break
 
+        run = run_rounds(strategy, bench, score=score)
+        best = strategy.best(run.state)
         if best is None:
             raise InputError("restrict= excluded every candidate seed; nothing was evaluated.")
-        best_program = best.program
+        candidates = [
+            CandidateProgram(s.score, run.subscores[s.iteration], s.seed, run.programs[s.iteration])
+            for s in run.state.scored
+            if s.score is not None
+        ]
+        best_program = run.programs[best]
         best_program.candidate_programs = sorted(  # type: ignore[attr-defined]
             candidates, key=lambda c: c.score, reverse=True
         )
@@ -260,3 +235,103 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
             return self.max_errors
         configured = current().get("max_errors")
         return DEFAULT_MAX_ERRORS if configured is None else int(configured)
+
+
+class SeedScore(BaseModel):
+    """A scored candidate as the search state keeps it."""
+
+    iteration: int
+    seed: int
+    score: float | None
+
+
+class RandomSearchState(BaseModel):
+    """The search so far: the seeds to try, those scored (in order), and the best."""
+
+    seeds: list[int]
+    scored: list[SeedScore] = Field(default_factory=list)
+    best: int | None = None
+    best_score: float | None = None
+    stopped_at: float | None = None
+
+
+class RandomSearchRounds(RoundStrategy[RandomSearchState]):
+    """The random search as rounds: the seeds in order, the first best score wins, and
+    the search ends at the first candidate reaching ``stop_at_score``."""
+
+    state_type = RandomSearchState
+    builds_apart = True
+
+    def __init__(
+        self,
+        optimizer: BootstrapFewShotWithRandomSearch,
+        restrict: Container[int] | None = None,
+        metric_name: str | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.restrict = restrict
+        metric = optimizer.metric
+        self.metric_name = metric_name or getattr(metric, "__name__", type(metric).__name__)
+
+    def start(self, bench: Bench) -> RandomSearchState:
+        seeds = range(ZERO_SHOT_SEED, self.optimizer.num_candidate_sets)
+        return RandomSearchState(
+            seeds=[s for s in seeds if self.restrict is None or s in self.restrict]
+        )
+
+    def next_round(self, state: RandomSearchState, width: int) -> list[Candidate]:
+        if state.stopped_at is not None:
+            return []
+        done = len(state.scored)
+        return [
+            Candidate(iteration=done + i + 1, seed=seed)
+            for i, seed in enumerate(state.seeds[done : done + width])
+        ]
+
+    def build(self, candidate: Candidate, bench: Bench, state: RandomSearchState) -> Module:
+        return self.optimizer.build_candidate(
+            candidate.seed,
+            bench.student,
+            trainset=bench.trainset,
+            teacher=bench.teacher,
+            labeled_sample=bool(bench.options.get("labeled_sample", True)),
+        )
+
+    def fold(self, state: RandomSearchState, outcomes: list[Outcome]) -> list[Folded]:
+        folded = []
+        stop_at = self.optimizer.stop_at_score
+        for outcome in sorted(outcomes, key=lambda o: o.iteration):
+            if state.stopped_at is not None or outcome.iteration != len(state.scored) + 1:
+                continue  # past the stop, or merged already
+            state.scored.append(
+                SeedScore(iteration=outcome.iteration, seed=outcome.seed, score=outcome.score)
+            )
+            score = outcome.score
+            if score is not None and (state.best_score is None or score > state.best_score):
+                logger.info("New best score: %s for seed %d", score, outcome.seed)
+                state.best, state.best_score = outcome.iteration, score
+            folded.append(Folded(outcome, self._event(outcome, state)))
+            if score is not None and stop_at is not None and score >= stop_at:
+                logger.info(
+                    "Stopping early because score %s is >= stop_at_score %s", score, stop_at
+                )
+                state.stopped_at = stop_at
+        return folded
+
+    def _event(self, outcome: Outcome, state: RandomSearchState) -> dict[str, Any]:
+        return {
+            "optimizer": type(self.optimizer).__name__,
+            "iteration": outcome.iteration,
+            "seed": outcome.seed,
+            "evaluation_score": outcome.score,
+            "best_score": state.best_score,
+            "metric": self.metric_name,
+        }
+
+    def best(self, state: RandomSearchState) -> int | None:
+        return state.best
+
+    def stop_reason(self, state: RandomSearchState) -> str:
+        if state.stopped_at is not None:
+            return f"stop_at_score {state.stopped_at} reached"
+        return "every candidate evaluated"

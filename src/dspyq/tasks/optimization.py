@@ -22,21 +22,18 @@ from dspyq.core.module import Module
 from dspyq.errors import InputError
 from dspyq.lm.lm import LM
 from dspyq.optimize.bootstrap import BootstrapFewShot
-from dspyq.optimize.copro import (
-    COPRO,
-    InstructionCandidate,
-    ScoredCandidate,
-    apply_instructions,
-    instruction_of,
-)
+from dspyq.optimize.copro import COPRO, CoproRounds
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.mipro import MIPROv2
+from dspyq.optimize.mipro_search import MiproState
 from dspyq.optimize.random_search import (
     ZERO_SHOT_SEED,
     BootstrapFewShotWithRandomSearch,
+    RandomSearchRounds,
 )
+from dspyq.optimize.strategy import OneCandidateRounds, RoundStrategy
 from dspyq.optimize.teleprompter import Teleprompter
-from dspyq.tasks.mipro_run import MIPRO, SearchState, mipro_config
+from dspyq.tasks.mipro_run import MIPRO, mipro_config, mipro_rounds
 from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
@@ -135,13 +132,16 @@ class RunPlan(BaseModel):
     valset_given: bool = True
     round_tasks: int = DEFAULT_ROUND_TASKS
 
-    def parts_per_candidate(self, candidates: int) -> int:
+    def parts_per_candidate(self, candidates: int, examples: int | None = None) -> int:
         """In how many tasks each of a round's ``candidates`` is scored: enough for about
         ``round_tasks`` tasks in the round, none with fewer examples than the run has
-        threads (a smaller part would leave threads idle for its task's overhead)."""
-        devset = self.valset if self.valset_given and self.valset else self.trainset
+        threads (a smaller part would leave threads idle for its task's overhead).
+        ``examples``: the size of their devset (default: the valset's)."""
+        if examples is None:
+            devset = self.valset if self.valset_given and self.valset else self.trainset
+            examples = len(devset)
         by_round = math.ceil(self.round_tasks / max(1, candidates))
-        by_size = len(devset) // max(1, self.num_threads)
+        by_size = examples // max(1, self.num_threads)
         return max(1, min(by_round, by_size))
 
     def bootstrap_windows(self, start: int) -> list[tuple[int, int]]:
@@ -152,42 +152,18 @@ class RunPlan(BaseModel):
         stops = range(start, min(len(self.trainset), start + self.round_tasks * size), size)
         return [(a, min(a + size, len(self.trainset))) for a in stops]
 
-    def seeds(self) -> list[int]:
-        """Every seed of a few-shot run, in order (one candidate for single-round ones)."""
-        if self.optimizer == RANDOM_SEARCH:
-            return list(range(ZERO_SHOT_SEED, int(self.settings["num_candidate_programs"])))
-        return [0]
-
-    def rounds(self) -> list[list[int]]:
-        """The seeds of each round of a few-shot run."""
-        seeds = self.seeds()
-        if self.optimizer != RANDOM_SEARCH:
-            return [seeds]
-        size = max(1, self.candidates_per_round)
-        return [seeds[i : i + size] for i in range(0, len(seeds), size)]
-
-    def round_count(self) -> int:
-        """How many rounds the run has (COPRO: its depth)."""
-        if self.optimizer == INSTRUCTION_SEARCH:
-            return int(self.settings["depth"])
-        return len(self.rounds())
-
     def total(self, checkpoint: RunCheckpoint | None = None) -> int:
         """How many candidates the run evaluates if it is not stopped (MIPROv2: known once
         its search is prepared, 0 before)."""
         if self.optimizer == MIPRO:
-            search = None if checkpoint is None else checkpoint.search
-            return 0 if search is None else SearchState.model_validate(search).total()
+            state = None if checkpoint is None else checkpoint.state
+            search = MiproState.model_validate(state or {})
+            return search.total() if search.prepared else 0
         if self.optimizer == INSTRUCTION_SEARCH:
             return int(self.settings["depth"]) * int(self.settings["breadth"])
-        return len(self.seeds())
-
-    def iteration_of(self, seed: int, round_index: int) -> int:
-        """A candidate's 1-based number in the run (COPRO: ``seed`` is its place in the
-        round)."""
-        if self.optimizer == INSTRUCTION_SEARCH:
-            return round_index * int(self.settings["breadth"]) + seed + 1
-        return self.seeds().index(seed) + 1
+        if self.optimizer == RANDOM_SEARCH:
+            return int(self.settings["num_candidate_programs"]) - ZERO_SHOT_SEED
+        return 1
 
 
 class CandidateOutcome(BaseModel):
@@ -202,7 +178,8 @@ class CandidateOutcome(BaseModel):
     instruction: str | None = None
     prefix: str | None = None
     error: dict[str, Any] | None = None
-    # MIPROv2 trials: the combination scored and whether on the whole valset.
+    # MIPROv2 trials: the combination scored and whether on the whole valset (only full
+    # evaluations carry their program: they alone compete for the best).
     params: dict[str, int] | None = None
     full_eval: bool = True
     # A candidate scored in parts: this part's place, and its metric total and size.
@@ -270,43 +247,49 @@ class RunCheckpoint(BaseModel):
     lm_calls: int = 0
     cost_usd: float = 0.0
     saved: dict[str, Any] | None = None
-    # COPRO: every scored instruction (instruction, prefix, score, depth), best kept.
-    attempts: list[dict[str, Any]] = Field(default_factory=list)
     fanned_out: int = -1
-    # MIPROv2: the prepared search (demo sets, instructions, trials so far).
-    search: dict[str, Any] | None = None
-    # MIPROv2: the round being sent and its trials, stored before they are sent so that a
-    # step redelivered after a coordinator died sends those same trials again.
-    planned: dict[str, Any] | None = None
     # BootstrapFewShot: the teacher's outcomes by trainset index, and the next wave's start.
     bootstrap: dict[str, Any] | None = None
+    # The optimizer's round strategy's state (see dspyq.optimize.strategy).
+    state: dict[str, Any] | None = None
 
 
-def build_candidate(
+def strategy_for(
     plan: RunPlan,
-    seed: int,
-    student: Module,
-    metric: Callable[..., Any],
-    trainset: Sequence[Example],
-    teacher_lm: LM | None,
-) -> Module:
-    """The candidate program for ``seed``, built as the in-process optimizer would."""
+    metric: Callable[..., Any] | None = None,
+    teacher_lm: LM | None = None,
+    prompt_lm: LM | None = None,
+    task_lm: LM | None = None,
+) -> RoundStrategy[Any]:
+    """The run's optimizer as its round strategy, built as ``compile`` builds it
+    (``metric`` and the models may be left out where only planning and folding happen:
+    the coordinator)."""
     teacher_settings = {} if teacher_lm is None else {"lm": teacher_lm}
     settings = dict(plan.settings)
+    scorer = metric or _no_metric
+    if plan.optimizer == MIPRO:
+        return mipro_rounds(settings, scorer, prompt_lm, task_lm, teacher_lm)
     if plan.optimizer == RANDOM_SEARCH:
         search = BootstrapFewShotWithRandomSearch(
-            metric=metric, teacher_settings=teacher_settings, **settings
+            metric=scorer, teacher_settings=teacher_settings, **settings
         )
-        return search.build_candidate(seed, student, trainset=trainset)
-    if plan.optimizer == "BootstrapFewShot":
+        return RandomSearchRounds(search, metric_name=plan.metric)
+    if plan.optimizer == INSTRUCTION_SEARCH:
+        return CoproRounds(COPRO(prompt_model=prompt_lm, metric=scorer, **settings))
+    if plan.optimizer == SINGLE_BOOTSTRAP:
         # A run bootstraps its examples in windows of its threads (same demos, sooner).
         if settings.get("num_threads") is None:
             settings["num_threads"] = plan.num_threads
-        bootstrap = BootstrapFewShot(metric=metric, teacher_settings=teacher_settings, **settings)
-        return bootstrap.compile(student, trainset=trainset)
+        return OneCandidateRounds(
+            BootstrapFewShot(metric=metric, teacher_settings=teacher_settings, **settings)
+        )
     if plan.optimizer == "LabeledFewShot":
-        return LabeledFewShot(**settings).compile(student, trainset=trainset)
+        return OneCandidateRounds(LabeledFewShot(**settings))
     raise InputError(f"unsupported optimizer {plan.optimizer!r}")
+
+
+def _no_metric(*_: Any) -> bool:
+    return False
 
 
 def first_instruction(program: Module) -> str | None:
@@ -330,48 +313,3 @@ def only_predictor_name(program: Module) -> str:
             context={"predictors": names},
         )
     return names[0]
-
-
-def propose_instructions(
-    plan: RunPlan,
-    round_index: int,
-    student: Module,
-    attempts: Sequence[dict[str, Any]],
-    prompt_lm: LM,
-) -> list[InstructionCandidate]:
-    """COPRO's proposals for a round: from the instruction itself first, then from the
-    best attempts so far. Calls the prompt model."""
-    name = only_predictor_name(student)
-    copro = COPRO(prompt_model=prompt_lm, **plan.settings)
-    if round_index == 0:
-        predictor = dict(student.named_predictors())[name]
-        return copro.propose_initial(instruction_of(predictor))
-    scored = [
-        ScoredCandidate(
-            predictor=name,
-            instruction=str(a["instruction"]),
-            prefix=str(a["prefix"]),
-            score=float(a["score"]),
-            depth=int(a["depth"]),
-            selection={},
-        )
-        for a in attempts
-    ]
-    return copro.propose_from_attempts(scored)
-
-
-def apply_candidate_instruction(student: Module, candidate: InstructionCandidate) -> Module:
-    """A copy of ``student`` whose one predictor has ``candidate``'s instruction and prefix."""
-    return apply_instructions(student, {only_predictor_name(student): candidate})
-
-
-def keep_best_attempt(
-    attempts: list[dict[str, Any]], instruction: str, prefix: str, score: float, depth: int
-) -> None:
-    """Add a scored instruction to ``attempts``, keeping one (the best) per instruction."""
-    for attempt in attempts:
-        if attempt["instruction"] == instruction and attempt["prefix"] == prefix:
-            if score > float(attempt["score"]):
-                attempt.update(score=score, depth=depth)
-            return
-    attempts.append({"instruction": instruction, "prefix": prefix, "score": score, "depth": depth})

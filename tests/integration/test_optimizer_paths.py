@@ -1,0 +1,112 @@
+"""Each optimizer gives the same program in-process and on the queue.
+
+The same optimizer, seed, data and scripted fake LM run once through ``compile()`` and
+once through ``client.optimize(...)`` (a coordinator, a provider pool, real Redis and
+SQL): both walk the optimizer's one round strategy, so the compiled programs hold the
+same demos and instructions. The fake LM is reset and scripted again between the two,
+so answers that cycle (proposals) come in the same order both times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_optimization_runs import (
+    TRAIN,
+    VAL,
+    examples,
+    mipro,
+    script_capitals,
+    script_copro,
+    script_mipro,
+)
+
+import dspyq
+from dspyq.metrics import answer_exact_match
+from dspyq.testing.cluster import Cluster, make_cluster
+
+pytestmark = pytest.mark.integration
+
+MIPRO_VAL = ["Chile", "Egypt", "Peru", "Kenya"]
+MIPRO_OPTIONS = {"num_trials": 6, "minibatch_size": 2, "minibatch_full_eval_steps": 3}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
+    cluster, server = make_cluster(tmp_path, sqlite_url)
+    cluster.start_worker("lm", concurrency=4)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+CASES: dict[str, tuple[Callable[[Cluster], None], Callable[[dspyq.LM], Any], list[str]]] = {
+    "LabeledFewShot": (script_capitals, lambda lm: dspyq.LabeledFewShot(k=2), VAL),
+    "BootstrapFewShot": (
+        script_capitals,
+        lambda lm: dspyq.BootstrapFewShot(metric=answer_exact_match, max_bootstrapped_demos=2),
+        VAL,
+    ),
+    "BootstrapFewShotWithRandomSearch": (
+        script_capitals,
+        lambda lm: dspyq.BootstrapFewShotWithRandomSearch(
+            metric=answer_exact_match,
+            max_bootstrapped_demos=2,
+            max_labeled_demos=2,
+            num_candidate_programs=3,
+        ),
+        VAL,
+    ),
+    "COPRO": (
+        script_copro,
+        lambda lm: dspyq.COPRO(metric=answer_exact_match, breadth=4, depth=2),
+        VAL,
+    ),
+    "MIPROv2": (script_mipro, mipro, MIPRO_VAL),
+}
+
+
+def shape(program: dspyq.Module) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """What compiling decides: each predictor's instruction and demos."""
+    return [
+        (name, str(p.signature.instructions), [dict(d.items()) for d in p.demos])
+        for name, p in program.named_predictors()
+    ]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_queue_compiles_the_program_compile_does(cluster: Cluster, name: str) -> None:
+    script, make, val = CASES[name]
+    lm = dspyq.LM("openai/m", api_base=cluster.fake_lm.openai_base, api_key="k", cache=False)
+    options = MIPRO_OPTIONS if name == "MIPROv2" else {}
+
+    cluster.fake_lm.reset()
+    script(cluster)
+    with dspyq.context(lm=lm):
+        local = make(lm).compile(
+            dspyq.ChainOfThought("question -> answer"),
+            trainset=examples(TRAIN),
+            valset=examples(val),
+            **options,
+        )
+
+    cluster.fake_lm.reset()
+    script(cluster)
+    run = cluster.client.optimize(
+        make(lm),
+        dspyq.ChainOfThought("question -> answer"),
+        trainset=examples(TRAIN),
+        valset=examples(val),
+        lm="openai/m",
+        metric=answer_exact_match,
+        **({"compile_options": options} if options else {}),  # type: ignore[arg-type]
+    )
+    assert run.wait(timeout=120) == "succeeded", run.record().stop_reason
+
+    assert shape(run.result()) == shape(local)
