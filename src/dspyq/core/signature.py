@@ -17,6 +17,7 @@ import copy
 import inspect
 import re
 import sys
+import warnings
 import weakref
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, cast, get_args
@@ -31,24 +32,41 @@ from dspyq.errors import InputError, SignatureError
 FieldRole = Literal["input", "output"]
 
 # Keys of InputField/OutputField kwargs that are DSPy metadata, not pydantic options.
-_DSPY_FIELD_KEYS = ("desc", "prefix", "format", "parser", "__dspy_field_type")
+_DSPY_FIELD_KEYS = ("desc", "prefix", "format", "parser", "__dspy_field_type", "IS_TYPE_UNDEFINED")
 
-# Pydantic constraints, in the order DSPy lists them on the "Constraints:" line.
-_CONSTRAINT_LABELS = (
-    ("min_length", "minimum length"),
-    ("max_length", "maximum length"),
-    ("gt", "greater than"),
-    ("ge", "greater than or equal to"),
-    ("lt", "less than"),
-    ("le", "less than or equal to"),
-)
+# Pydantic constraints and how DSPy labels them on the "Constraints:" line.
+_CONSTRAINT_LABELS = {
+    "gt": "greater than",
+    "ge": "greater than or equal to",
+    "lt": "less than",
+    "le": "less than or equal to",
+    "min_length": "minimum length",
+    "max_length": "maximum length",
+    "multiple_of": "a multiple of the given number",
+    "allow_inf_nan": "allow 'inf', '-inf', 'nan' values",
+}
+
+_DEPRECATED_FIELD_KEYS = ("prefix", "format", "parser")
 
 
 def describe_constraints(**kwargs: Any) -> str:
-    """The human-readable constraint line DSPy shows for a field (``""`` when none)."""
+    """The constraint line DSPy shows for a field, in the order given (``""`` when none)."""
     return ", ".join(
-        f"{label}: {kwargs[key]}" for key, label in _CONSTRAINT_LABELS if key in kwargs
+        f"{_CONSTRAINT_LABELS[key]}: {value}"
+        for key, value in kwargs.items()
+        if key in _CONSTRAINT_LABELS
     )
+
+
+def _warn_deprecated(kwargs: dict[str, Any]) -> None:
+    for key in _DEPRECATED_FIELD_KEYS:
+        if key in kwargs:
+            warnings.warn(
+                f"The '{key}' argument in InputField/OutputField is deprecated and has no effect "
+                "in DSPy. It will be removed in a future version.",
+                DeprecationWarning,
+                stacklevel=4,
+            )
 
 
 _PYDANTIC_FIELD_KEYS = frozenset(inspect.signature(pydantic.Field).parameters) - {"extra"}
@@ -60,6 +78,7 @@ _ROLE_FIELDS: weakref.WeakKeyDictionary[
 
 
 def _field(role: FieldRole, kwargs: dict[str, Any]) -> Any:
+    _warn_deprecated(kwargs)
     extra: dict[str, Any] = {}
     pydantic_kwargs: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -148,7 +167,11 @@ class SignatureMeta(ModelMetaclass):
         annotations = dict(namespace.get("__annotations__", {}))
         field_order = [key for key, value in namespace.items() if isinstance(value, FieldInfo)]
         for key in field_order:
-            annotations.setdefault(key, str)  # fields declared without a type are str
+            if key not in annotations:  # fields declared without a type are str, marked as such
+                annotations[key] = str
+                extra = namespace[key].json_schema_extra
+                if isinstance(extra, dict):
+                    extra["IS_TYPE_UNDEFINED"] = True
         ordered = {key: annotations[key] for key in field_order}
         ordered.update({key: value for key, value in annotations.items() if key not in ordered})
         namespace["__annotations__"] = ordered
@@ -316,7 +339,7 @@ class Signature(pydantic.BaseModel, metaclass=SignatureMeta):
         if cls.instructions != other.instructions or list(cls.fields) != list(other.fields):
             return False
         return all(
-            field_extra(field) == field_extra(other.fields[name])
+            _compared_extra(field) == _compared_extra(other.fields[name])
             and field.annotation == other.fields[name].annotation
             for name, field in cls.fields.items()
         )
@@ -382,6 +405,11 @@ class Signature(pydantic.BaseModel, metaclass=SignatureMeta):
                     context={"field": name, "signature": cls.signature},
                 )
         return dict(inputs)
+
+
+def _compared_extra(field: FieldInfo) -> dict[str, Any]:
+    """Field metadata that makes two signatures differ (the untyped mark only affects warnings)."""
+    return {k: v for k, v in field_extra(field).items() if k != "IS_TYPE_UNDEFINED"}
 
 
 def _allows_none(annotation: Any) -> bool:

@@ -213,9 +213,12 @@ def parse_signature(
     resolver = _Resolver(spec, custom_types)
     inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
+    untyped: set[str] = set()
     for side, target in ((input_text, inputs), (output_text, outputs)):
         for name, annotation in _parse_side(side, spec):
             target[name] = str if annotation is None else resolver.resolve(annotation)
+            if annotation is None:
+                untyped.add(name)
     overlap = [name for name in inputs if name in outputs]
     if overlap:
         raise SignatureError(
@@ -224,7 +227,7 @@ def parse_signature(
         )
     fields: dict[str, tuple[Any, FieldInfo]] = {}
     for name, annotation in inputs.items():
-        fields[name] = (annotation, InputField())
+        fields[name] = (annotation, InputField(IS_TYPE_UNDEFINED=name in untyped))
     for name, annotation in outputs.items():
         fields[name] = (annotation, OutputField())
     return fields
