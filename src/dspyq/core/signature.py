@@ -6,70 +6,32 @@ a class or as a string (``Signature("question, ctx: list[str] -> answer: int")``
 every edit (``prepend``, ``with_instructions``, ...) returns a new class, so signatures
 can be shared freely between modules and threads.
 
-Field metadata lives in ``FieldInfo.json_schema_extra`` exactly where DSPy keeps it
-(``__dspy_field_type``, ``desc``, ``prefix``, ``constraints``), because saved programs
-and prompts depend on it.
+Fields and their DSPy metadata are declared in :mod:`dspyq.core.signature_fields`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import re
 import sys
-import warnings
 import weakref
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, cast, get_args
+from typing import Any, ClassVar, cast
 
 import pydantic
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.fields import FieldInfo
 
-from dspyq.core.types import annotation_name, type_adapter
-from dspyq.errors import InputError, SignatureError
-
-FieldRole = Literal["input", "output"]
-
-# Keys of InputField/OutputField kwargs that are DSPy metadata, not pydantic options.
-_DSPY_FIELD_KEYS = ("desc", "prefix", "format", "parser", "__dspy_field_type", "IS_TYPE_UNDEFINED")
-
-# Pydantic constraints and how DSPy labels them on the "Constraints:" line.
-_CONSTRAINT_LABELS = {
-    "gt": "greater than",
-    "ge": "greater than or equal to",
-    "lt": "less than",
-    "le": "less than or equal to",
-    "min_length": "minimum length",
-    "max_length": "maximum length",
-    "multiple_of": "a multiple of the given number",
-    "allow_inf_nan": "allow 'inf', '-inf', 'nan' values",
-}
-
-_DEPRECATED_FIELD_KEYS = ("prefix", "format", "parser")
-
-
-def describe_constraints(**kwargs: Any) -> str:
-    """The constraint line DSPy shows for a field, in the order given (``""`` when none)."""
-    return ", ".join(
-        f"{_CONSTRAINT_LABELS[key]}: {value}"
-        for key, value in kwargs.items()
-        if key in _CONSTRAINT_LABELS
-    )
-
-
-def _warn_deprecated(kwargs: dict[str, Any]) -> None:
-    for key in _DEPRECATED_FIELD_KEYS:
-        if key in kwargs:
-            warnings.warn(
-                f"The '{key}' argument in InputField/OutputField is deprecated and has no effect "
-                "in DSPy. It will be removed in a future version.",
-                DeprecationWarning,
-                stacklevel=4,
-            )
-
-
-_PYDANTIC_FIELD_KEYS = frozenset(inspect.signature(pydantic.Field).parameters) - {"extra"}
+from dspyq.core.signature_fields import (
+    FieldRole,
+    InputField,
+    OutputField,
+    describe_constraints,
+    field_extra,
+    field_role,
+    infer_prefix,
+)
+from dspyq.errors import SignatureError
 
 _ROLE_FIELDS: weakref.WeakKeyDictionary[
     type, dict[str, tuple[dict[str, FieldInfo], dict[str, FieldInfo]]]
@@ -77,68 +39,20 @@ _ROLE_FIELDS: weakref.WeakKeyDictionary[
 """Each signature class's input and output fields, with the fields dict they came from."""
 
 
-def _field(role: FieldRole, kwargs: dict[str, Any]) -> Any:
-    _warn_deprecated(kwargs)
-    extra: dict[str, Any] = {}
-    pydantic_kwargs: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if key in _DSPY_FIELD_KEYS:
-            extra[key] = value
-        elif key in _PYDANTIC_FIELD_KEYS:
-            pydantic_kwargs[key] = value
-        else:
-            raise SignatureError(
-                f"Unknown option `{key}` for an {role} field: use desc=, prefix= or a pydantic "
-                "Field option such as ge=, le=, min_length=, default=."
-            )
-    extra["__dspy_field_type"] = role
-    if "description" in kwargs and "desc" not in extra:
-        extra["desc"] = kwargs["description"]
-    constraints = describe_constraints(**kwargs)
-    if constraints:
-        extra["constraints"] = constraints
-    try:
-        return pydantic.Field(json_schema_extra=extra, **pydantic_kwargs)
-    except (TypeError, ValueError) as exc:
-        raise SignatureError(f"Invalid option for an {role} field: {exc}") from exc
-
-
-def InputField(**kwargs: Any) -> Any:
-    """Declare an input field: ``desc=``, ``prefix=`` and any pydantic constraint (``ge=``, ...)."""
-    return _field("input", kwargs)
-
-
-def OutputField(**kwargs: Any) -> Any:
-    """Declare an output field: ``desc=``, ``prefix=`` and any pydantic constraint (``ge=``, ...)."""
-    return _field("output", kwargs)
-
-
-def infer_prefix(name: str) -> str:
-    """Turn a field name into DSPy's display prefix: ``search_query`` -> ``Search Query``.
-
-    camelCase is split, letters and digits are separated (``text2number`` ->
-    ``Text 2 Number``) and all-caps words (acronyms) are kept as they are.
-    """
-    snake = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", snake)
-    snake = re.sub(r"([a-zA-Z])(\d)", r"\1_\2", snake)
-    snake = re.sub(r"(\d)([a-zA-Z])", r"\1_\2", snake)
-    return " ".join(word if word.isupper() else word.capitalize() for word in snake.split("_"))
-
-
-def field_role(field: FieldInfo) -> str | None:
-    """``"input"``/``"output"`` for a signature field, None for anything else."""
-    extra = field.json_schema_extra
-    if isinstance(extra, dict):
-        role = extra.get("__dspy_field_type")
-        return role if isinstance(role, str) else None
-    return None
-
-
-def field_extra(field: FieldInfo) -> dict[str, Any]:
-    """The DSPy metadata dict of a signature field."""
-    extra = field.json_schema_extra
-    return extra if isinstance(extra, dict) else {}
+__all__ = [
+    "FieldRole",
+    "InputField",
+    "OutputField",
+    "Signature",
+    "SignatureMeta",
+    "default_instructions",
+    "describe_constraints",
+    "ensure_signature",
+    "field_extra",
+    "field_role",
+    "infer_prefix",
+    "make_signature",
+]
 
 
 def default_instructions(input_names: list[str], output_names: list[str]) -> str:
@@ -384,52 +298,16 @@ class Signature(pydantic.BaseModel, metaclass=SignatureMeta):
 
     @classmethod
     def validate_inputs(cls, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Check that every required input is present and of its declared type.
+        """Check that every required input is present and of its declared type (the queue
+        edge's strict check; in-process calls only warn, as DSPy does)."""
+        from dspyq.core.signature_validation import validate_inputs
 
-        Returns the inputs unchanged (as a new dict): values are not coerced, so the
-        prompt shows exactly what was given. ``str`` fields accept any value, as in
-        DSPy (a list given to a str field is rendered as a numbered list).
-        """
-        for name, field in cls.input_fields.items():
-            if name not in inputs:
-                if field.is_required() and not _allows_none(field.annotation):
-                    raise InputError(
-                        f"Missing input field `{name}` for signature `{cls.signature}`.",
-                        context={"field": name, "signature": cls.signature},
-                    )
-                continue
-            problem = _type_problem(field.annotation, inputs[name])
-            if problem is not None:
-                raise InputError(
-                    f"Input field `{name}` expects {_type_label(field.annotation)}: {problem}",
-                    context={"field": name, "signature": cls.signature},
-                )
-        return dict(inputs)
+        return validate_inputs(cls, inputs)
 
 
 def _compared_extra(field: FieldInfo) -> dict[str, Any]:
     """Field metadata that makes two signatures differ (the untyped mark only affects warnings)."""
     return {k: v for k, v in field_extra(field).items() if k != "IS_TYPE_UNDEFINED"}
-
-
-def _allows_none(annotation: Any) -> bool:
-    return annotation is None or type(None) in get_args(annotation)
-
-
-def _type_label(annotation: Any) -> str:
-    return annotation_name(annotation)
-
-
-def _type_problem(annotation: Any, value: Any) -> str | None:
-    """Why ``value`` does not fit ``annotation`` (pydantic lax mode), or None if it fits."""
-    if annotation is str or annotation is Any:
-        return None
-    try:
-        type_adapter(annotation).validate_python(value)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {"msg": str(exc)}
-        return f"{first['msg']} (got {type(value).__name__} {value!r:.200})"
-    return None
 
 
 def _copy_fields(signature: type[Signature]) -> dict[str, tuple[Any, FieldInfo]]:
