@@ -69,6 +69,42 @@ FIELD_NAMES = [
 ]
 
 
+# String signatures at the edges of the grammar, valid and not (see dspy-format-notes.md §3).
+ODD_SPECS = [
+    "question",
+    "a -> b -> c",
+    "answer -> answer",
+    "a, b -> b",
+    "-> answer",
+    "question ->",
+    "->",
+    "question, -> answer",
+    "my-field -> y",
+    "1x -> y",
+    "class -> y",
+    "q -> a # comment",
+    "x: MyType -> y",
+    "x: 'str' -> y",
+    "x: 3 -> y",
+    "x: os.path -> y",
+    "x = 3 -> y",
+    "x: int = 3 -> y",
+    "*args -> y",
+    "x, *, y -> z",
+    "a, a -> b",
+    "x: Optional[int] -> y: int | None",
+    "x: None | int -> y: str | float",
+    "h: dspy.History, q -> a",
+    "h: History -> a",
+    "x: list[Item] -> y: Optional[Color]",
+    "x: Tuple[int, ...] -> y: Dict[str, List[int]]",
+    "x: NoneType -> y",
+    "x: Field(ge=1) -> y",
+    "question:str->answer:int",
+    "  spaced ,\n newline -> out  ",
+]
+
+
 @dataclass(frozen=True)
 class FieldType:
     """A field type: its expression, how to draw values, how to write a value as LM text."""
@@ -235,6 +271,8 @@ def signatures(draw: Any) -> dict[str, Any]:
                 ]
             )
         )
+        if draw(st.integers(0, 19)) == 0:
+            fields.append({"name": "plain", "io": "plain", "type": "str"})  # not Input/OutputField
         return {"kind": "class", "name": "CaseSignature", "doc": doc, "fields": fields}
 
     def side(items: list[dict[str, Any]]) -> str:
@@ -247,6 +285,8 @@ def signatures(draw: Any) -> dict[str, Any]:
         return ", ".join(parts)
 
     text = f"{side(fields[:split])} -> {side(fields[split:])}"
+    if draw(st.integers(0, 9)) == 0:
+        text = draw(st.sampled_from(ODD_SPECS))
     instructions = draw(st.sampled_from([None, "", "Be brief.", "Line one.\nLine two."]))
     return {"kind": "string", "text": text, "instructions": instructions, "fields": fields}
 
@@ -310,6 +350,8 @@ def cases(draw: Any) -> dict[str, Any]:
         if presence == 0:
             continue  # missing input
         inputs[field["name"]] = draw(text_values) if presence == 1 else value_for(field)
+    if draw(st.integers(0, 9)) == 0:
+        inputs["unexpected"] = draw(text_values)
     demos = []
     for _ in range(draw(st.integers(0, 3))):
         demo: dict[str, Any] = {}
@@ -320,10 +362,13 @@ def cases(draw: Any) -> dict[str, Any]:
             if roll == 0:
                 continue
             demo[field["name"]] = None if roll == 1 else value_for(field)
-        demos.append(demo)
+        demos.append({"$example": demo} if draw(st.booleans()) else demo)
     completions = []
     for _ in range(draw(st.integers(1, 2))):
-        values = [(f["name"], value_for(f)) for f in all_fields]
+        values = [
+            (f["name"], draw(text_values) if draw(st.integers(0, 7)) == 0 else value_for(f))
+            for f in all_fields
+        ]
         if adapter == "chat":
             texts = [(name, render_text("", v)) for name, v in values]
             completions.append(_chat_completion(texts, draw))

@@ -81,7 +81,10 @@ def build_signature(case: dict[str, Any], namespace: dict[str, Any], custom: dic
     for field in spec["fields"]:
         if field.get("type") is not None:
             body["__annotations__"][field["name"]] = eval(field["type"], namespace)
-        body[field["name"]] = _field(field["io"], field)
+        if field["io"] == "plain":
+            body[field["name"]] = pydantic.Field()
+        else:
+            body[field["name"]] = _field(field["io"], field)
     return type(dspy.Signature)(spec.get("name", "CaseSignature"), (dspy.Signature,), body)
 
 
@@ -97,6 +100,8 @@ def decode(value: Any, custom: dict[str, Any]) -> Any:
         return custom[value["$enum"]](value["v"])
     if "$tuple" in value:
         return tuple(decode(item, custom) for item in value["$tuple"])
+    if "$example" in value:
+        return dspy.Example(**decode(value["$example"], custom))
     if "$history" in value:
         return dspy.History(messages=decode(value["$history"], custom))
     if "$float" in value:

@@ -22,6 +22,7 @@ import pydantic
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.fields import FieldInfo
 
+from dspyq.core.signature_errors import SignatureTypeError, SignatureValueError
 from dspyq.core.signature_fields import (
     FieldRole,
     InputField,
@@ -118,7 +119,7 @@ class SignatureMeta(ModelMetaclass):
         model_fields: dict[str, FieldInfo] = cls.model_fields  # type: ignore[attr-defined]
         for field_name, field in model_fields.items():
             if field_role(field) not in ("input", "output"):
-                raise SignatureError(
+                raise SignatureTypeError(
                     f"Field `{field_name}` in signature `{name}` must be declared with "
                     "InputField or OutputField."
                 )
@@ -341,21 +342,23 @@ def make_signature(
             elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], FieldInfo):
                 annotation, field = spec
             else:
-                raise SignatureError(
+                raise SignatureValueError(
                     f"Field `{name}` must be an InputField/OutputField or a (type, field) pair."
                 )
             fields[str(name)] = (str if annotation is None else annotation, field)
     else:
-        raise SignatureError(
+        raise SignatureValueError(
             f"A signature is built from a string or a dict of fields, not {type(signature).__name__}."
         )
     for name, (_, field) in fields.items():
         if not name.isidentifier() or name.startswith("_"):
-            raise SignatureError(
+            raise SignatureValueError(
                 f"Invalid field name {name!r}: use a Python identifier not starting with '_'."
             )
         if field_role(field) not in ("input", "output"):
-            raise SignatureError(f"Field `{name}` must be declared with InputField or OutputField.")
+            raise SignatureValueError(
+                f"Field `{name}` must be declared with InputField or OutputField."
+            )
     namespace: dict[str, Any] = {"__annotations__": {}, "__doc__": instructions or None}
     for name, (annotation, field) in fields.items():
         namespace["__annotations__"][name] = annotation
