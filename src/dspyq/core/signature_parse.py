@@ -77,7 +77,12 @@ class _Resolver:
             for scope in (frame_locals, frame_globals):
                 if name in scope and is_type_like(scope[name]):
                     return scope[name]
-        for table in (_TYPING_NAMES, _BUILTIN_TYPES, _DSPYQ_TYPES):
+        # dspyq's own names only for the JSON form: a user's string signature needs
+        # History in scope (or in custom_types), as in DSPy.
+        tables = (_TYPING_NAMES, _BUILTIN_TYPES) + (
+            (_DSPYQ_TYPES,) if self.keep_union_operator else ()
+        )
+        for table in tables:
             if name in table:
                 return table[name]
         if name in sys.modules:
