@@ -382,4 +382,5 @@ def cases(draw: Any) -> dict[str, Any]:
         "demos": demos,
         "inputs": inputs,
         "completions": completions,
+        "async": draw(st.integers(0, 4)) == 0,
     }

@@ -17,6 +17,7 @@ the warnings logged or issued.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import enum
 import importlib
@@ -63,7 +64,7 @@ def _namespace(type_specs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def _field(io: str, spec: dict[str, Any]) -> Any:
     options = dict(spec.get("constraints", {}))
-    for key in ("desc", "prefix", "default"):
+    for key in ("desc", "description", "prefix", "default"):
         if key in spec:
             options[key] = spec[key]
     return (dspy.InputField if io == "input" else dspy.OutputField)(**options)
@@ -160,6 +161,9 @@ def _fake_lm_class() -> type:
             index = len(self.calls) - 1
             return [self.completions[index % len(self.completions)]] if self.completions else [""]
 
+        async def acall(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[str]:
+            return self(prompt, messages=messages, **kwargs)
+
     return FakeLM
 
 
@@ -247,7 +251,10 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         target.demos = demos
         try:
             with dspy.context(lm=lm, adapter=adapter_class()):
-                prediction = built["module"](**inputs)
+                if case.get("async"):
+                    prediction = asyncio.run(built["module"].acall(**inputs))
+                else:
+                    prediction = built["module"](**inputs)
         finally:
             result["lm_calls"] = [_messages(messages) for messages in lm.calls]
         return {"value": encode(dict(prediction.items()))}
