@@ -89,6 +89,18 @@ def build_signature(case: dict[str, Any], namespace: dict[str, Any], custom: dic
     return type(dspy.Signature)(spec.get("name", "CaseSignature"), (dspy.Signature,), body)
 
 
+class Opaque:
+    """A value pydantic cannot serialise: shown by its str()."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"Opaque<{self.text}>"
+
+    __repr__ = __str__
+
+
 def decode(value: Any, custom: dict[str, Any]) -> Any:
     """JSON case values to Python: ``{"$model": N, "v": {...}}``, ``$enum``, ``$tuple``, ``$history``, ``$float``."""
     if isinstance(value, list):
@@ -101,6 +113,8 @@ def decode(value: Any, custom: dict[str, Any]) -> Any:
         return custom[value["$enum"]](value["v"])
     if "$tuple" in value:
         return tuple(decode(item, custom) for item in value["$tuple"])
+    if "$opaque" in value:
+        return Opaque(value["$opaque"])
     if "$example" in value:
         return dspy.Example(**decode(value["$example"], custom))
     if "$history" in value:
