@@ -134,13 +134,13 @@ def test_type_names_in_descriptions_and_reminder() -> None:
     messages = ChatAdapter().format(Typed, [], {"a": {"k": [1]}})
     assert "1. `a` (dict[str, list[int]]):" in messages[0]["content"]
     assert "1. `b` (Union[Mood, NoneType]): " in messages[0]["content"]
-    assert "2. `c` (UnionType[int, NoneType]): " in messages[0]["content"]
+    assert "2. `c` (Union[int, NoneType]): " in messages[0]["content"]
     assert """3. `d` (Literal["it's", 'say "hi"', 1]):""" in messages[0]["content"]
     assert messages[-1]["content"] == (
         '[[ ## a ## ]]\n{"k": [1]}\n\n'
         "Respond with the corresponding output fields, starting with the field `[[ ## b ## ]]` "
         "(must be formatted as a valid Python Union[Mood, NoneType]), then `[[ ## c ## ]]` (must be "
-        "formatted as a valid Python UnionType[int, NoneType]), then `[[ ## d ## ]]` (must be "
+        "formatted as a valid Python Union[int, NoneType]), then `[[ ## d ## ]]` (must be "
         """formatted as a valid Python Literal["it's", 'say "hi"', 1]), and then ending with the """
         "marker for `[[ ## completed ## ]]`."
     )

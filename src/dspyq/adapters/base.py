@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar
 
 from pydantic.fields import FieldInfo
 
 from dspyq.adapters.values import format_field_value, parse_value
 from dspyq.core.signature import Signature, field_extra
-from dspyq.core.types import History, annotation_name
+from dspyq.core.types import History, allows_none, annotation_name
 from dspyq.errors import AdapterParseError
 
 Message = dict[str, Any]
@@ -96,27 +96,17 @@ def history_field_name(signature: type[Signature]) -> str | None:
     return None
 
 
-def fill_optional_outputs(signature: type[Signature], values: dict[str, Any]) -> None:
-    """Give missing outputs that have a default (or accept None) that value."""
+def with_output_defaults(signature: type[Signature], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parsed outputs in signature order, missing optional ones given their default (or None)."""
+    completed: dict[str, Any] = {}
     for name, field in signature.output_fields.items():
         if name in values:
-            continue
-        if not field.is_required():
-            values[name] = field.get_default(call_default_factory=True)
-        elif field.annotation is None or type(None) in get_args(field.annotation):
-            values[name] = None
-
-
-def _history_turns(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if isinstance(value, History):
-        return [dict(turn) for turn in value.messages]
-    if isinstance(value, Mapping) and "messages" in value:
-        return [dict(turn) for turn in value["messages"]]
-    if isinstance(value, Iterable) and not isinstance(value, str | bytes):
-        return [as_field_dict(turn) for turn in value]
-    raise TypeError(f"A History field needs a History value, not {type(value).__name__}.")
+            completed[name] = values[name]
+        elif not field.is_required():
+            completed[name] = field.get_default(call_default_factory=True)
+        elif allows_none(field.annotation):
+            completed[name] = None
+    return completed
 
 
 def _exchange(user: str, assistant: str) -> list[Message]:
@@ -141,8 +131,10 @@ class Adapter:
         history_messages: list[Message] = []
         if history_name is not None:
             request_signature = signature.delete(history_name)
-            turns = _history_turns(inputs_left.pop(history_name, None))
-            history_messages = self.format_conversation_history(request_signature, turns)
+            if history_name in inputs_left:
+                # Like DSPy: the value must have ``.messages`` (else AttributeError).
+                turns = list(inputs_left.pop(history_name).messages)
+                history_messages = self.format_conversation_history(request_signature, turns)
         messages: list[Message] = [
             {"role": "system", "content": self.format_system_message(signature)}
         ]
@@ -151,7 +143,8 @@ class Adapter:
         content = self.format_user_message_content(
             request_signature, inputs_left, main_request=True
         )
-        messages.append({"role": "user", "content": content})
+        if content:
+            messages.append({"role": "user", "content": content})
         return messages
 
     def format_system_message(self, signature: type[Signature]) -> str:
@@ -215,19 +208,20 @@ class Adapter:
         incomplete: list[dict[str, Any]] = []
         for raw in demos:
             demo = as_field_dict(raw)
-            if all(demo.get(name) is not None for name in signature.fields):
+            if all(name in demo and demo[name] is not None for name in signature.fields):
                 complete.append(demo)
             elif any(k in demo for k in signature.input_fields) and any(
                 k in demo for k in signature.output_fields
             ):
                 incomplete.append(demo)
         messages: list[Message] = []
-        for demos_group, prefix in ((incomplete, INCOMPLETE_DEMO_PREFIX), (complete, "")):
+        groups = ((incomplete, INCOMPLETE_DEMO_PREFIX, MISSING_FIELD_TEXT), (complete, "", None))
+        for demos_group, prefix, missing in groups:
             for demo in demos_group:
                 messages += _exchange(
                     self.format_user_message_content(signature, demo, prefix=prefix),
                     self.format_assistant_message_content(
-                        signature, demo, missing_field_message=MISSING_FIELD_TEXT
+                        signature, demo, missing_field_message=missing
                     ),
                 )
         return messages
@@ -235,13 +229,19 @@ class Adapter:
     def format_conversation_history(
         self, signature: type[Signature], turns: list[dict[str, Any]]
     ) -> list[Message]:
-        """Each past turn as a user request (with the reminder) and the assistant's answer."""
+        """Each past turn as a user request and the assistant's answer (empty parts left out).
+
+        The reminder closes a turn's user message only when the turn has an input field.
+        """
         messages: list[Message] = []
         for turn in turns:
-            messages += _exchange(
-                self.format_user_message_content(signature, turn, main_request=True),
-                self.format_assistant_message_content(signature, turn),
-            )
+            has_input = any(name in turn for name in signature.input_fields)
+            user = self.format_user_message_content(signature, turn, main_request=has_input)
+            if user:
+                messages.append({"role": "user", "content": user})
+            assistant = self.format_assistant_message_content(signature, turn)
+            if assistant:
+                messages.append({"role": "assistant", "content": assistant})
         return messages
 
     # --- parsing and calling -------------------------------------------------------
@@ -253,7 +253,7 @@ class Adapter:
         """The value of output ``name`` read from ``raw``; a failure names the field and value."""
         try:
             return parse_value(raw, signature.output_fields[name].annotation)
-        except Exception as exc:  # pydantic/ValueError: reported with the field and value
+        except ValueError as exc:  # pydantic's too; other errors propagate, as in DSPy
             raise parse_failure(
                 self.name,
                 signature,
@@ -265,8 +265,8 @@ class Adapter:
     def _complete_outputs(
         self, signature: type[Signature], values: dict[str, Any], completion: str
     ) -> dict[str, Any]:
-        """``values`` with optional outputs filled in; a parse error if any output is missing."""
-        fill_optional_outputs(signature, values)
+        """``values`` in signature order with optional outputs filled in; a parse error if any is missing."""
+        values = with_output_defaults(signature, values)
         if values.keys() != signature.output_fields.keys():
             raise parse_failure(self.name, signature, completion, parsed_result=values)
         return values

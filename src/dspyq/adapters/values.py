@@ -16,7 +16,7 @@ import ast
 import enum
 import json
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, cast, get_args, get_origin
 
 import json_repair
 from pydantic.fields import FieldInfo
@@ -27,16 +27,17 @@ from dspyq.core.types import type_adapter
 def serialize_for_json(value: Any) -> Any:
     """``value`` in JSON-compatible form (pydantic JSON mode), or ``str(value)`` if it has none."""
     try:
-        return type_adapter(type(value)).dump_python(value, mode="json")
-    except Exception:  # any value pydantic cannot serialise is shown by its str()
+        # Nested values pydantic cannot serialise are str()-ed in place, as DSPy does.
+        return type_adapter(type(value)).dump_python(value, mode="json", fallback=str)
+    except Exception:  # a value pydantic cannot handle at all is shown by its str()
         return str(value)
 
 
 def _format_blob(blob: Any) -> str:
-    text = str(blob)
-    if "\n" not in text and "«" not in text and "»" not in text:
-        return f"«{text}»"
-    indented = text.replace("\n", "\n    ")
+    # Items are expected to be str: like DSPy, other items raise TypeError here.
+    if "\n" not in blob and "«" not in blob and "»" not in blob:
+        return f"«{blob}»"
+    indented = blob.replace("\n", "\n    ")
     return f"«««\n    {indented}\n»»»"
 
 
@@ -62,12 +63,13 @@ def _enum_member(enum_cls: type[enum.Enum], identifier: Any) -> enum.Enum:
     for member in enum_cls:
         if member.value == identifier:
             return member
-    if isinstance(identifier, str) and identifier in enum_cls.__members__:
+    if identifier in enum_cls.__members__:  # an unhashable identifier raises TypeError, as in DSPy
         return enum_cls[identifier]
     raise ValueError(f"{identifier} is not a valid name or value for the enum {enum_cls.__name__}")
 
 
 def _literal_match(annotation: Any, value: Any) -> tuple[bool, Any]:
+    """(matched, member); when not matched, the value with any wrapper and quotes removed."""
     allowed = get_args(annotation)
     if value in allowed:
         return True, value
@@ -79,7 +81,8 @@ def _literal_match(annotation: Any, value: Any) -> tuple[bool, Any]:
             text = text[1:-1]
         if text in allowed:
             return True, text
-    return False, None
+        return False, text
+    return False, value
 
 
 def parse_value(value: Any, annotation: Any) -> Any:
@@ -89,13 +92,13 @@ def parse_value(value: Any, annotation: Any) -> Any:
     """
     if annotation is str:
         return str(value)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return _enum_member(annotation, value)
+    if isinstance(annotation, enum.EnumMeta):
+        return _enum_member(cast(type[enum.Enum], annotation), value)
     origin = get_origin(annotation)
     if origin is Literal:
-        matched, member = _literal_match(annotation, value)
+        matched, value = _literal_match(annotation, value)
         if matched:
-            return member
+            return value
     if not isinstance(value, str):
         return type_adapter(annotation).validate_python(value)
     args = get_args(annotation)
@@ -105,6 +108,6 @@ def parse_value(value: Any, annotation: Any) -> Any:
     if candidate == "" and value != "":
         try:
             candidate = ast.literal_eval(value)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        except (ValueError, SyntaxError):  # other errors propagate, as in DSPy
             candidate = value
     return type_adapter(annotation).validate_python(candidate)

@@ -31,8 +31,9 @@ class ChainOfThought(Module):
     ) -> None:
         super().__init__()
         base = ensure_signature(signature)
-        field = rationale_field or OutputField(prefix=REASONING_PREFIX, desc=REASONING_DESC)
-        if rationale_field is not None and rationale_field.annotation is not None:
+        # The prefix comes from the name ("Reasoning:"); passing it would warn, as in DSPy.
+        field = rationale_field or OutputField(desc=REASONING_DESC)
+        if rationale_field is not None:
             rationale_field_type = rationale_field.annotation
         extended = base.prepend("reasoning", field, type_=rationale_field_type)
         self.predict = Predict(extended, **config)

@@ -14,16 +14,18 @@ from pydantic import BaseModel
 from dspyq.core.context import current
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module, Parameter
+from dspyq.core.predict_inputs import (
+    generation_config,
+    positional_arguments_error,
+    prepare_inputs,
+)
 from dspyq.core.signature import Signature, make_signature
-from dspyq.errors import ConfigurationError, InputError, StateError
+from dspyq.errors import ConfigurationError, StateError
 
 NO_LM_MESSAGE = (
     "No LM is loaded. Please configure the LM using `dspyq.configure(lm=dspyq.LM(...))`. "
     "e.g, `dspyq.configure(lm=dspyq.LM('openai/gpt-4o-mini'))`"
 )
-
-# Below this temperature several completions would come back identical.
-_MIN_SAMPLING_TEMPERATURE = 0.15
 
 
 def ensure_signature(signature: str | type[Signature]) -> type[Signature]:
@@ -127,19 +129,12 @@ class Predict(Module, Parameter):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
-            names = ", ".join(f"'{name}'" for name in self.signature.input_fields)
-            raise InputError(
-                f"Positional arguments are not allowed when calling `{type(self).__name__}`; "
-                f"pass keyword arguments matching the signature's input fields: {names}."
-            )
+            raise positional_arguments_error("dspyq.Predict", self.signature)
         return self.forward(**kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         if args:
-            raise InputError(
-                f"Positional arguments are not allowed when calling `{type(self).__name__}`; "
-                "pass keyword arguments matching the signature's input fields."
-            )
+            raise positional_arguments_error("dspyq.Predict", self.signature)
         return await self.aforward(**kwargs)
 
     def _prepare(
@@ -156,13 +151,9 @@ class Predict(Module, Parameter):
             raise ConfigurationError(
                 f"lm must be an LM object, not the string {lm!r}; use dspyq.LM({lm!r})"
             )
-        lm_kwargs = getattr(lm, "kwargs", {}) or {}
-        temperature = config.get("temperature", lm_kwargs.get("temperature"))
-        n = config.get("n") or lm_kwargs.get("n") or 1
-        if n > 1 and (temperature is None or temperature <= _MIN_SAMPLING_TEMPERATURE):
-            config["temperature"] = 0.7
-        validated = signature.validate_inputs(kwargs)
-        inputs = {**kwargs, **validated}
+        config = generation_config(config, lm)
+        # As in DSPy: defaults filled in, problems only warned about (see predict_inputs).
+        inputs = prepare_inputs(signature, kwargs)
         return lm, config, signature, [_demo_dict(demo) for demo in demos], inputs
 
     def _finish(

@@ -6,52 +6,33 @@ a class or as a string (``Signature("question, ctx: list[str] -> answer: int")``
 every edit (``prepend``, ``with_instructions``, ...) returns a new class, so signatures
 can be shared freely between modules and threads.
 
-Field metadata lives in ``FieldInfo.json_schema_extra`` exactly where DSPy keeps it
-(``__dspy_field_type``, ``desc``, ``prefix``, ``constraints``), because saved programs
-and prompts depend on it.
+Fields and their DSPy metadata are declared in :mod:`dspyq.core.signature_fields`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import re
 import sys
 import weakref
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, cast, get_args
+from typing import Any, ClassVar, cast
 
 import pydantic
 from pydantic._internal._model_construction import ModelMetaclass
 from pydantic.fields import FieldInfo
 
-from dspyq.core.types import annotation_name, type_adapter
-from dspyq.errors import InputError, SignatureError
-
-FieldRole = Literal["input", "output"]
-
-# Keys of InputField/OutputField kwargs that are DSPy metadata, not pydantic options.
-_DSPY_FIELD_KEYS = ("desc", "prefix", "format", "parser", "__dspy_field_type")
-
-# Pydantic constraints, in the order DSPy lists them on the "Constraints:" line.
-_CONSTRAINT_LABELS = (
-    ("min_length", "minimum length"),
-    ("max_length", "maximum length"),
-    ("gt", "greater than"),
-    ("ge", "greater than or equal to"),
-    ("lt", "less than"),
-    ("le", "less than or equal to"),
+from dspyq.core.signature_errors import SignatureTypeError, SignatureValueError
+from dspyq.core.signature_fields import (
+    FieldRole,
+    InputField,
+    OutputField,
+    describe_constraints,
+    field_extra,
+    field_role,
+    infer_prefix,
 )
-
-
-def describe_constraints(**kwargs: Any) -> str:
-    """The human-readable constraint line DSPy shows for a field (``""`` when none)."""
-    return ", ".join(
-        f"{label}: {kwargs[key]}" for key, label in _CONSTRAINT_LABELS if key in kwargs
-    )
-
-
-_PYDANTIC_FIELD_KEYS = frozenset(inspect.signature(pydantic.Field).parameters) - {"extra"}
+from dspyq.errors import SignatureError
 
 _ROLE_FIELDS: weakref.WeakKeyDictionary[
     type, dict[str, tuple[dict[str, FieldInfo], dict[str, FieldInfo]]]
@@ -59,67 +40,20 @@ _ROLE_FIELDS: weakref.WeakKeyDictionary[
 """Each signature class's input and output fields, with the fields dict they came from."""
 
 
-def _field(role: FieldRole, kwargs: dict[str, Any]) -> Any:
-    extra: dict[str, Any] = {}
-    pydantic_kwargs: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if key in _DSPY_FIELD_KEYS:
-            extra[key] = value
-        elif key in _PYDANTIC_FIELD_KEYS:
-            pydantic_kwargs[key] = value
-        else:
-            raise SignatureError(
-                f"Unknown option `{key}` for an {role} field: use desc=, prefix= or a pydantic "
-                "Field option such as ge=, le=, min_length=, default=."
-            )
-    extra["__dspy_field_type"] = role
-    if "description" in kwargs and "desc" not in extra:
-        extra["desc"] = kwargs["description"]
-    constraints = describe_constraints(**kwargs)
-    if constraints:
-        extra["constraints"] = constraints
-    try:
-        return pydantic.Field(json_schema_extra=extra, **pydantic_kwargs)
-    except (TypeError, ValueError) as exc:
-        raise SignatureError(f"Invalid option for an {role} field: {exc}") from exc
-
-
-def InputField(**kwargs: Any) -> Any:
-    """Declare an input field: ``desc=``, ``prefix=`` and any pydantic constraint (``ge=``, ...)."""
-    return _field("input", kwargs)
-
-
-def OutputField(**kwargs: Any) -> Any:
-    """Declare an output field: ``desc=``, ``prefix=`` and any pydantic constraint (``ge=``, ...)."""
-    return _field("output", kwargs)
-
-
-def infer_prefix(name: str) -> str:
-    """Turn a field name into DSPy's display prefix: ``search_query`` -> ``Search Query``.
-
-    camelCase is split, letters and digits are separated (``text2number`` ->
-    ``Text 2 Number``) and all-caps words (acronyms) are kept as they are.
-    """
-    snake = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", snake)
-    snake = re.sub(r"([a-zA-Z])(\d)", r"\1_\2", snake)
-    snake = re.sub(r"(\d)([a-zA-Z])", r"\1_\2", snake)
-    return " ".join(word if word.isupper() else word.capitalize() for word in snake.split("_"))
-
-
-def field_role(field: FieldInfo) -> str | None:
-    """``"input"``/``"output"`` for a signature field, None for anything else."""
-    extra = field.json_schema_extra
-    if isinstance(extra, dict):
-        role = extra.get("__dspy_field_type")
-        return role if isinstance(role, str) else None
-    return None
-
-
-def field_extra(field: FieldInfo) -> dict[str, Any]:
-    """The DSPy metadata dict of a signature field."""
-    extra = field.json_schema_extra
-    return extra if isinstance(extra, dict) else {}
+__all__ = [
+    "FieldRole",
+    "InputField",
+    "OutputField",
+    "Signature",
+    "SignatureMeta",
+    "default_instructions",
+    "describe_constraints",
+    "ensure_signature",
+    "field_extra",
+    "field_role",
+    "infer_prefix",
+    "make_signature",
+]
 
 
 def default_instructions(input_names: list[str], output_names: list[str]) -> str:
@@ -148,7 +82,11 @@ class SignatureMeta(ModelMetaclass):
         annotations = dict(namespace.get("__annotations__", {}))
         field_order = [key for key, value in namespace.items() if isinstance(value, FieldInfo)]
         for key in field_order:
-            annotations.setdefault(key, str)  # fields declared without a type are str
+            if key not in annotations:  # fields declared without a type are str, marked as such
+                annotations[key] = str
+                extra = namespace[key].json_schema_extra
+                if isinstance(extra, dict):
+                    extra["IS_TYPE_UNDEFINED"] = True
         ordered = {key: annotations[key] for key in field_order}
         ordered.update({key: value for key, value in annotations.items() if key not in ordered})
         namespace["__annotations__"] = ordered
@@ -181,7 +119,7 @@ class SignatureMeta(ModelMetaclass):
         model_fields: dict[str, FieldInfo] = cls.model_fields  # type: ignore[attr-defined]
         for field_name, field in model_fields.items():
             if field_role(field) not in ("input", "output"):
-                raise SignatureError(
+                raise SignatureTypeError(
                     f"Field `{field_name}` in signature `{name}` must be declared with "
                     "InputField or OutputField."
                 )
@@ -316,7 +254,7 @@ class Signature(pydantic.BaseModel, metaclass=SignatureMeta):
         if cls.instructions != other.instructions or list(cls.fields) != list(other.fields):
             return False
         return all(
-            field_extra(field) == field_extra(other.fields[name])
+            _compared_extra(field) == _compared_extra(other.fields[name])
             and field.annotation == other.fields[name].annotation
             for name, field in cls.fields.items()
         )
@@ -361,47 +299,16 @@ class Signature(pydantic.BaseModel, metaclass=SignatureMeta):
 
     @classmethod
     def validate_inputs(cls, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """Check that every required input is present and of its declared type.
+        """Check that every required input is present and of its declared type (the queue
+        edge's strict check; in-process calls only warn, as DSPy does)."""
+        from dspyq.core.signature_validation import validate_inputs
 
-        Returns the inputs unchanged (as a new dict): values are not coerced, so the
-        prompt shows exactly what was given. ``str`` fields accept any value, as in
-        DSPy (a list given to a str field is rendered as a numbered list).
-        """
-        for name, field in cls.input_fields.items():
-            if name not in inputs:
-                if field.is_required() and not _allows_none(field.annotation):
-                    raise InputError(
-                        f"Missing input field `{name}` for signature `{cls.signature}`.",
-                        context={"field": name, "signature": cls.signature},
-                    )
-                continue
-            problem = _type_problem(field.annotation, inputs[name])
-            if problem is not None:
-                raise InputError(
-                    f"Input field `{name}` expects {_type_label(field.annotation)}: {problem}",
-                    context={"field": name, "signature": cls.signature},
-                )
-        return dict(inputs)
+        return validate_inputs(cls, inputs)
 
 
-def _allows_none(annotation: Any) -> bool:
-    return annotation is None or type(None) in get_args(annotation)
-
-
-def _type_label(annotation: Any) -> str:
-    return annotation_name(annotation)
-
-
-def _type_problem(annotation: Any, value: Any) -> str | None:
-    """Why ``value`` does not fit ``annotation`` (pydantic lax mode), or None if it fits."""
-    if annotation is str or annotation is Any:
-        return None
-    try:
-        type_adapter(annotation).validate_python(value)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {"msg": str(exc)}
-        return f"{first['msg']} (got {type(value).__name__} {value!r:.200})"
-    return None
+def _compared_extra(field: FieldInfo) -> dict[str, Any]:
+    """Field metadata that makes two signatures differ (the untyped mark only affects warnings)."""
+    return {k: v for k, v in field_extra(field).items() if k != "IS_TYPE_UNDEFINED"}
 
 
 def _copy_fields(signature: type[Signature]) -> dict[str, tuple[Any, FieldInfo]]:
@@ -435,21 +342,23 @@ def make_signature(
             elif isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], FieldInfo):
                 annotation, field = spec
             else:
-                raise SignatureError(
+                raise SignatureValueError(
                     f"Field `{name}` must be an InputField/OutputField or a (type, field) pair."
                 )
             fields[str(name)] = (str if annotation is None else annotation, field)
     else:
-        raise SignatureError(
+        raise SignatureValueError(
             f"A signature is built from a string or a dict of fields, not {type(signature).__name__}."
         )
     for name, (_, field) in fields.items():
         if not name.isidentifier() or name.startswith("_"):
-            raise SignatureError(
+            raise SignatureValueError(
                 f"Invalid field name {name!r}: use a Python identifier not starting with '_'."
             )
         if field_role(field) not in ("input", "output"):
-            raise SignatureError(f"Field `{name}` must be declared with InputField or OutputField.")
+            raise SignatureValueError(
+                f"Field `{name}` must be declared with InputField or OutputField."
+            )
     namespace: dict[str, Any] = {"__annotations__": {}, "__doc__": instructions or None}
     for name, (annotation, field) in fields.items():
         namespace["__annotations__"][name] = annotation

@@ -130,6 +130,8 @@ def signature_to_json(signature: type[Signature]) -> dict[str, Any]:
             "desc": extra.get("desc"),
             "prefix": extra.get("prefix"),
         }
+        if "IS_TYPE_UNDEFINED" in extra:  # declared without a type (DSPy keeps the mark)
+            entry["type_undefined"] = bool(extra["IS_TYPE_UNDEFINED"])
         constraints = _constraints(field)
         if constraints:
             entry["constraints"] = constraints
@@ -184,6 +186,8 @@ def signature_from_json(data: Mapping[str, Any]) -> type[Signature]:
                     kwargs[key] = entry[key]
             if "default" in entry:
                 kwargs["default"] = entry["default"]
+            if "type_undefined" in entry:
+                kwargs["IS_TYPE_UNDEFINED"] = bool(entry["type_undefined"])
             make_field = InputField if entry["io"] == "input" else OutputField
             if entry["io"] not in ("input", "output"):
                 raise SignatureError(

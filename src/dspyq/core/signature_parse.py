@@ -20,8 +20,8 @@ from typing import Any, Literal, Union, get_origin
 
 from pydantic.fields import FieldInfo
 
+from dspyq.core.signature_errors import SignatureSyntaxError, SignatureValueError
 from dspyq.core.types import History
-from dspyq.errors import SignatureError
 
 _BUILTIN_TYPES: dict[str, Any] = {
     name: getattr(builtins, name)
@@ -77,12 +77,17 @@ class _Resolver:
             for scope in (frame_locals, frame_globals):
                 if name in scope and is_type_like(scope[name]):
                     return scope[name]
-        for table in (_TYPING_NAMES, _BUILTIN_TYPES, _DSPYQ_TYPES):
+        # dspyq's own names only for the JSON form: a user's string signature needs
+        # History in scope (or in custom_types), as in DSPy.
+        tables = (_TYPING_NAMES, _BUILTIN_TYPES) + (
+            (_DSPYQ_TYPES,) if self.keep_union_operator else ()
+        )
+        for table in tables:
             if name in table:
                 return table[name]
         if name in sys.modules:
             return sys.modules[name]
-        raise SignatureError(
+        raise SignatureValueError(
             f"Unknown name `{name}` in signature {self.spec!r}: pass the type with "
             "custom_types={...} or import it where the signature is built."
         )
@@ -90,7 +95,7 @@ class _Resolver:
     def resolve(self, node: ast.expr) -> Any:
         value = self._evaluate(node)
         if not is_type_like(value):
-            raise SignatureError(
+            raise SignatureValueError(
                 f"Field types must be types; `{ast.unparse(node)}` in signature {self.spec!r} is "
                 f"a {type(value).__name__}."
             )
@@ -104,7 +109,7 @@ class _Resolver:
         if isinstance(node, ast.Constant):
             if node.value is None or node.value is Ellipsis:
                 return node.value
-            raise SignatureError(
+            raise SignatureValueError(
                 f"Field types must be types; `{ast.unparse(node)}` in signature {self.spec!r} "
                 "is a constant."
             )
@@ -120,7 +125,7 @@ class _Resolver:
             return self._subscript(node)
         if isinstance(node, ast.List):  # argument lists, as in Callable[[int], str]
             return [self.resolve(item) for item in node.elts]
-        raise SignatureError(
+        raise SignatureValueError(
             f"Unsupported type expression `{ast.unparse(node)}` in signature {self.spec!r}."
         )
 
@@ -131,7 +136,7 @@ class _Resolver:
             parts.insert(0, current.attr)
             current = current.value
         if not isinstance(current, ast.Name):
-            raise SignatureError(f"Unsupported type expression `{ast.unparse(node)}`.")
+            raise SignatureValueError(f"Unsupported type expression `{ast.unparse(node)}`.")
         value = self.lookup(current.id)
         path = current.id
         for part in parts:
@@ -141,7 +146,7 @@ class _Resolver:
             elif path in sys.modules:
                 value = sys.modules[path]
             else:
-                raise SignatureError(f"Unknown name `{path}` in signature {self.spec!r}.")
+                raise SignatureValueError(f"Unknown name `{path}` in signature {self.spec!r}.")
         return value
 
     def _subscript(self, node: ast.Subscript) -> Any:
@@ -152,7 +157,7 @@ class _Resolver:
             try:
                 args = [ast.literal_eval(element) for element in elements]
             except (ValueError, SyntaxError) as exc:
-                raise SignatureError(
+                raise SignatureValueError(
                     f"Literal values must be constants in signature {self.spec!r}: {exc}"
                 ) from exc
         else:
@@ -160,7 +165,7 @@ class _Resolver:
         try:
             return base[tuple(args)] if len(args) > 1 else base[args[0]]
         except (TypeError, AttributeError) as exc:
-            raise SignatureError(
+            raise SignatureValueError(
                 f"Invalid type `{ast.unparse(node)}` in signature {self.spec!r}: {exc}"
             ) from exc
 
@@ -183,7 +188,7 @@ def _parse_side(text: str, spec: str) -> list[tuple[str, ast.expr | None]]:
     try:
         module = ast.parse(f"def f({text}): pass")
     except SyntaxError as exc:
-        raise SignatureError(
+        raise SignatureSyntaxError(
             f"Invalid signature {spec!r}: `{text.strip()}` is not a comma-separated list of "
             f"field names with optional types ({exc.msg})."
         ) from exc
@@ -193,7 +198,7 @@ def _parse_side(text: str, spec: str) -> list[tuple[str, ast.expr | None]]:
         or len(module.body[0].body) != 1
         or not isinstance(module.body[0].body[0], ast.Pass)
     ):
-        raise SignatureError(f"Invalid signature {spec!r}.")
+        raise SignatureValueError(f"Invalid signature {spec!r}.")
     arguments = module.body[0].args
     # Like DSPy: defaults are ignored; *args, **kwargs and keyword-only names are dropped.
     return [(arg.arg, arg.annotation) for arg in [*arguments.posonlyargs, *arguments.args]]
@@ -206,25 +211,28 @@ def parse_signature(
     from dspyq.core.signature import InputField, OutputField
 
     if spec.count("->") != 1:
-        raise SignatureError(
+        raise SignatureValueError(
             f"Invalid signature {spec!r}: it must contain exactly one '->' between inputs and outputs."
         )
     input_text, output_text = spec.split("->")
     resolver = _Resolver(spec, custom_types)
     inputs: dict[str, Any] = {}
     outputs: dict[str, Any] = {}
+    untyped: set[str] = set()
     for side, target in ((input_text, inputs), (output_text, outputs)):
         for name, annotation in _parse_side(side, spec):
             target[name] = str if annotation is None else resolver.resolve(annotation)
+            if annotation is None:
+                untyped.add(name)
     overlap = [name for name in inputs if name in outputs]
     if overlap:
-        raise SignatureError(
+        raise SignatureValueError(
             f"Invalid signature {spec!r}: input and output fields must have distinct names "
             f"({', '.join(overlap)})."
         )
     fields: dict[str, tuple[Any, FieldInfo]] = {}
     for name, annotation in inputs.items():
-        fields[name] = (annotation, InputField())
+        fields[name] = (annotation, InputField(IS_TYPE_UNDEFINED=name in untyped))
     for name, annotation in outputs.items():
         fields[name] = (annotation, OutputField())
     return fields
@@ -235,5 +243,5 @@ def parse_type_expression(source: str, custom_types: Mapping[str, Any] | None = 
     try:
         node = ast.parse(source, mode="eval").body
     except SyntaxError as exc:
-        raise SignatureError(f"Invalid type expression {source!r}: {exc.msg}.") from exc
+        raise SignatureValueError(f"Invalid type expression {source!r}: {exc.msg}.") from exc
     return _Resolver(source, custom_types, keep_union_operator=True).resolve(node)

@@ -8,7 +8,8 @@ annotation the way DSPy 3.4.1 prints it in prompts (``list[str]``, ``Literal['a'
 from __future__ import annotations
 
 import functools
-from typing import Any, Literal, get_args, get_origin
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
 
@@ -30,12 +31,26 @@ class History(pydantic.BaseModel):
     )
 
 
+def allows_none(annotation: Any) -> bool:
+    """Whether ``annotation`` admits None (``X | None``, ``Optional[X]``, ``None``)."""
+    if annotation is None or annotation is type(None):
+        return True
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return bool(get_args(annotation)) and allows_none(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(allows_none(arg) for arg in get_args(annotation))
+    return False
+
+
 def quote_literal_string(text: str) -> str:
     """Quote a string member of a ``Literal`` for display, preferring single quotes."""
     has_single = "'" in text
     has_double = '"' in text
     if has_single and not has_double:
         return f'"{text}"'
+    if has_double and not has_single:
+        return f"'{text}'"
     if has_single and has_double:
         return "'" + text.replace("'", "\\'") + "'"
     return f"'{text}'"
@@ -44,6 +59,8 @@ def quote_literal_string(text: str) -> str:
 def annotation_name(annotation: Any) -> str:
     """Render a type annotation as DSPy shows it in prompts."""
     origin = get_origin(annotation)
+    if origin is types.UnionType:  # `int | None` is shown as Union[int, NoneType]
+        origin = Union
     if origin is None:
         name = getattr(annotation, "__name__", None)
         return name if isinstance(name, str) else str(annotation)
