@@ -276,9 +276,7 @@ class DeploymentRecord(StoreTable, table=True):
 
     __tablename__ = "deployments"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('running', 'succeeded', 'canary', 'failed')", name="status"
-        ),
+        CheckConstraint("status IN ('running', 'succeeded', 'canary', 'failed')", name="status"),
     )
 
     id: str = Field(sa_type=_id(), primary_key=True)
