@@ -44,6 +44,17 @@ class ResolvedProgram:
     reference: str
     canary: bool = False
 
+    @classmethod
+    def of(cls, record: ProgramRecord, reference: str, canary: bool = False) -> ResolvedProgram:
+        return cls(
+            name=record.name,
+            version=record.version,
+            spec=record.spec,
+            kind=record.kind,
+            reference=reference,
+            canary=canary,
+        )
+
 
 def canary_share(job_id: str) -> float:
     """A number in [0, 1) fixed by ``job_id``, spread evenly over job ids."""
@@ -86,15 +97,7 @@ class ProgramResolver:
         version = ref.version
         if ref.alias is not None:
             version, canary = choose_version(self.target(ref.name, ref.alias), job_id)
-        record = self.record(ref.name, version)
-        return ResolvedProgram(
-            name=record.name,
-            version=record.version,
-            spec=record.spec,
-            kind=record.kind,
-            reference=str(ref),
-            canary=canary,
-        )
+        return ResolvedProgram.of(self.record(ref.name, version), str(ref), canary)
 
     def record(self, name: str, version: int | None = None) -> ProgramRecord:
         """A saved version (the latest when None); InputError listing saved versions if not."""
