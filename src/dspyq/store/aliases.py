@@ -75,22 +75,30 @@ class AliasStore:
         }
         with write_transaction(self.engine, f"move alias {name}@{alias}") as conn:
             if expected_revision is None:
-                result = conn.execute(
-                    dialect_insert(conn, AliasRecord)
-                    .values(name=name, alias=alias, revision=1, **values)
-                    .on_conflict_do_nothing(index_elements=["name", "alias"])
+                won = (
+                    conn.execute(
+                        dialect_insert(conn, AliasRecord)
+                        .values(name=name, alias=alias, revision=1, **values)
+                        .on_conflict_do_nothing(index_elements=["name", "alias"])
+                        .returning(col(AliasRecord.id))
+                    ).scalar()
+                    is not None
                 )
             else:
-                result = conn.execute(
-                    update(AliasRecord)
-                    .where(
-                        col(AliasRecord.name) == name,
-                        col(AliasRecord.alias) == alias,
-                        col(AliasRecord.revision) == expected_revision,
-                    )
-                    .values(revision=AliasRecord.revision + 1, **values)
+                won = (
+                    conn.execute(
+                        update(AliasRecord)
+                        .where(
+                            col(AliasRecord.name) == name,
+                            col(AliasRecord.alias) == alias,
+                            col(AliasRecord.revision) == expected_revision,
+                        )
+                        .values(revision=AliasRecord.revision + 1, **values)
+                        .returning(col(AliasRecord.id))
+                    ).scalar()
+                    is not None
                 )
-            if result.rowcount != 1:
+            if not won:
                 return None
             finish_deployment(conn, move.deployment_id, move.status, step=move.step)
             row = (
