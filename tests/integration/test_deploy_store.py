@@ -65,22 +65,29 @@ def test_an_alias_moves_only_from_the_revision_the_mover_read(store_engine: Engi
     assert [a.alias for a in aliases.list("qa")] == ["production"]
 
 
-def _move_in_child(url: str, version: int, barrier: Barrier, results: Queue[Any]) -> None:
+def _in_child(url: str, task: str, argument: int, barrier: Barrier, results: Queue[Any]) -> None:
+    """One competing process: prepare, wait for the others at ``barrier``, race, report."""
     engine = make_engine(url)
     try:
-        deployment = f"race-{version}"
-        DeploymentStore(engine).start(
-            DeploymentRecord(id=deployment, name="qa", alias="production", version=version)
-        )
-        barrier.wait()
-        moved = AliasStore(engine).move(
-            "qa", "production", AliasMove(version, deployment), expected_revision=1
-        )
-        results.put(None if moved is None else moved.version)
+        results.put(_RACES[task](engine, argument, barrier))
     except Exception as exc:
         results.put(f"{type(exc).__name__}: {exc}")
     finally:
         engine.dispose()
+
+
+def _race_to_move(engine: Engine, version: int, barrier: Barrier) -> int | None:
+    _deployment(engine, f"race-{version}", version)
+    barrier.wait()
+    move = AliasMove(version, f"race-{version}")
+    moved = AliasStore(engine).move("qa", "production", move, expected_revision=1)
+    return None if moved is None else moved.version
+
+
+def _race_to_alert(engine: Engine, _: int, barrier: Barrier) -> bool:
+    alert = _alert()
+    barrier.wait()
+    return AlertStore(engine).record(alert)
 
 
 def test_of_deployments_racing_from_one_revision_exactly_one_wins(
@@ -91,7 +98,7 @@ def test_of_deployments_racing_from_one_revision_exactly_one_wins(
         "qa", "production", AliasMove(1, _deployment(store_engine, "d0", 1)), expected_revision=None
     )
     outcomes = outcomes_of_processes_at_once(
-        process_context, _move_in_child, [(store_url, v) for v in (2, 3, 4, 5)]
+        process_context, _in_child, [(store_url, "move", v) for v in (2, 3, 4, 5)]
     )
     winners = [o for o in outcomes if o is not None]
     assert len(winners) == 1 and winners[0] in (2, 3, 4, 5), outcomes
@@ -169,24 +176,17 @@ def test_an_alert_is_stored_once_per_window(store_engine: Engine) -> None:
     assert len(alerts.since(program_name="qa")) == 3 and alerts.since(program_name="x") == []
 
 
-def _alert_in_child(url: str, barrier: Barrier, results: Queue[Any]) -> None:
-    engine = make_engine(url)
-    try:
-        alert = _alert()
-        barrier.wait()
-        results.put(AlertStore(engine).record(alert))
-    except Exception as exc:
-        results.put(f"{type(exc).__name__}: {exc}")
-    finally:
-        engine.dispose()
-
-
 def test_watchers_raising_one_window_s_alert_at_once_store_it_once(
     store_engine: Engine, store_url: str, process_context: ProcessContext
 ) -> None:
-    outcomes = outcomes_of_processes_at_once(process_context, _alert_in_child, [(store_url,)] * 4)
+    outcomes = outcomes_of_processes_at_once(
+        process_context, _in_child, [(store_url, "alert", 0)] * 4
+    )
     assert sorted(outcomes, key=str) == [False, False, False, True]
     assert len(AlertStore(store_engine).since()) == 1
+
+
+_RACES = {"move": _race_to_move, "alert": _race_to_alert}
 
 
 def test_lineage_walks_back_through_parents(store_engine: Engine) -> None:

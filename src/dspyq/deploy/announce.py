@@ -19,6 +19,8 @@ from dspyq.resilience.redis_client import redis_errors
 if TYPE_CHECKING:
     from redis import Redis
 
+    from dspyq.store.models import AliasRecord
+
 __all__ = ["AliasAnnouncer", "AliasMessage", "alias_channel", "parse_alias_message"]
 
 
@@ -56,6 +58,15 @@ class AliasAnnouncer:
     def __init__(self, redis: Redis, key_prefix: str) -> None:
         self.redis = redis
         self.channel = alias_channel(key_prefix)
+
+    def moved(self, row: AliasRecord) -> int:
+        """Announce that ``row`` is the alias's committed target now."""
+        fields = row.model_dump(
+            include={"name", "alias", "version", "canary_version", "canary_fraction", "revision"}
+        )
+        return self.publish(
+            AliasMessage(event="moved", deployment_id=str(row.deployment_id), **fields)
+        )
 
     def publish(self, message: AliasMessage) -> int:
         """Send ``message``; returns how many subscribers received it."""

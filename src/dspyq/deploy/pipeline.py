@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from dspyq.deploy.announce import AliasAnnouncer, AliasMessage
+from dspyq.deploy.announce import AliasAnnouncer
 from dspyq.deploy.plan import (
     STEPS,
     Deployment,
@@ -204,18 +204,7 @@ class Deployer:
         # The move is committed: a lost announcement is caught up by the subscribers'
         # periodic re-read of the alias rows, so it does not fail the deployment.
         try:
-            self.announcer.publish(
-                AliasMessage(
-                    event="moved",
-                    name=moved.name,
-                    alias=moved.alias,
-                    version=moved.version,
-                    canary_version=moved.canary_version,
-                    canary_fraction=moved.canary_fraction,
-                    revision=moved.revision,
-                    deployment_id=str(moved.deployment_id),
-                )
-            )
+            self.announcer.moved(moved)
         except DspyqError:
             logger.warning(
                 "could not announce the move of %s@%s", moved.name, moved.alias, exc_info=True

@@ -70,20 +70,7 @@ class Deployment(BaseModel):
 
     @classmethod
     def from_record(cls, record: DeploymentRecord) -> Deployment:
-        return cls(
-            name=record.name,
-            alias=record.alias,
-            version=record.version,
-            previous_version=record.previous_version,
-            correlation_id=record.id,
-            steps=list(record.steps),
-            created_at=record.created_at,
-            status=record.status,
-            action=record.action,
-            canary_fraction=record.canary_fraction,
-            finished_at=record.finished_at,
-            error=record.error,
-        )
+        return cls(correlation_id=record.id, **record.model_dump(exclude={"id"}))
 
 
 @dataclass

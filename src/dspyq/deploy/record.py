@@ -48,29 +48,21 @@ class DeploymentLog:
         self.events = EventStore(engine)
 
     def started(self, plan: Plan) -> None:
-        self.store.start(
-            DeploymentRecord(
-                id=plan.deployment_id,
-                name=plan.name,
-                alias=plan.alias,
-                action=plan.action,
-                version=plan.version,
-                previous_version=plan.previous_version,
-                canary_fraction=plan.canary,
-                created_at=utcnow(),
-            )
-        )
-        self._emit(
-            plan.deployment_id,
-            "started",
-            STARTED,
+        record = DeploymentRecord(
+            id=plan.deployment_id,
             name=plan.name,
             alias=plan.alias,
+            action=plan.action,
             version=plan.version,
             previous_version=plan.previous_version,
-            action=plan.action,
-            canary=plan.canary,
+            canary_fraction=plan.canary,
+            created_at=utcnow(),
         )
+        self.store.start(record)
+        shown = record.model_dump(
+            include={"name", "alias", "version", "previous_version", "action"}
+        )
+        self._emit(plan.deployment_id, "started", STARTED, canary=plan.canary, **shown)
 
     def step_complete(
         self, plan: Plan, step: str, result: dict[str, Any], *, stored: bool = False
