@@ -10,18 +10,20 @@ from multiprocessing.synchronize import Barrier
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from alembic import command
 from deploy_fixtures import record_execution, save_versions
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 from store_fixtures import outcomes_of_processes_at_once
 
 from dspyq.errors import InputError
-from dspyq.store import make_engine
+from dspyq.store import ExecutionStore, init_db, make_engine
 from dspyq.store.alerts import AlertStore
 from dspyq.store.aliases import AliasMove, AliasStore
 from dspyq.store.columns import utcnow
 from dspyq.store.deployments import DeploymentStore
 from dspyq.store.feedback import FeedbackStore
 from dspyq.store.lineage import LineageStore
+from dspyq.store.migrate import alembic_config
 from dspyq.store.models import AlertRecord, DeploymentRecord
 from dspyq.store.resolve import ProgramResolver, choose_version
 
@@ -36,6 +38,18 @@ def _deployment(engine: Engine, deployment_id: str, version: int) -> str:
         DeploymentRecord(id=deployment_id, name="qa", alias="production", version=version)
     )
     return deployment_id
+
+
+def test_the_migration_downgrades_and_upgrades_again(store_engine: Engine) -> None:
+    record_execution(store_engine, "job-1", "qa", 2)
+    with store_engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0003")
+    tables = set(inspect(store_engine).get_table_names())
+    assert not tables & {"program_aliases", "deployments", "feedback", "alerts", "program_lineage"}
+    columns = {c["name"] for c in inspect(store_engine).get_columns("executions")}
+    assert "program_version" not in columns
+    init_db(store_engine)
+    assert ExecutionStore(store_engine).get("job-1") is not None  # rows kept through both ways
 
 
 def test_an_alias_moves_only_from_the_revision_the_mover_read(store_engine: Engine) -> None:
