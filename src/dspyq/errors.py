@@ -121,6 +121,14 @@ class JobCancelledError(DspyqError):
     code = 2004
 
 
+class DeploymentError(DspyqError):
+    """A step of the deployment pipeline failed; the alias was left where it was.
+
+    ``context`` names the ``step`` and the ``deployment_id`` (its correlation id)."""
+
+    code = 2005
+
+
 class StoreError(DspyqError):
     """The SQL store refused an operation (bad data, missing schema, constraint)."""
 
@@ -282,6 +290,7 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         ToolError,
         JobTimeoutError,
         JobCancelledError,
+        DeploymentError,
         StoreError,
         StoreUnavailableError,
         RedisOperationError,

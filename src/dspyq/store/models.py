@@ -83,6 +83,9 @@ class ExecutionRecord(StoreTable, table=True):
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     duration_ms: float | None = None
+    # The saved program version that served the job (None: the job carried its program).
+    program_name: str | None = Field(default=None, sa_type=String(255))
+    program_version: int | None = None
 
 
 class EventRecord(StoreTable, table=True):
@@ -237,3 +240,117 @@ class OptimizationRunRecord(StoreTable, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# --- the production loop: aliases, deployments, feedback, alerts, lineage ------------
+
+DEPLOYMENT_STATUSES = ("running", "succeeded", "canary", "failed")
+
+
+class AliasRecord(StoreTable, table=True):
+    """Where an alias of a program points: its version, and a canary taking a share.
+
+    ``revision`` grows by one at every move; a move names the revision it read, so two
+    deployments racing for one alias cannot both win (compare-and-set).
+    """
+
+    __tablename__ = "program_aliases"
+    __table_args__ = (UniqueConstraint("name", "alias"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(255))
+    alias: str = Field(sa_type=String(255))
+    version: int
+    canary_version: int | None = None
+    canary_fraction: float | None = None
+    revision: int = 1
+    deployment_id: str | None = Field(default=None, sa_type=_id())
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DeploymentRecord(StoreTable, table=True):
+    """One run of the deployment pipeline (``id`` is its correlation id), kept as history.
+
+    ``steps`` lists each step as it ended: ``{"step", "status", "at", "result"|"error"}``.
+    """
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'succeeded', 'canary', 'failed')", name="status"),
+    )
+
+    id: str = Field(sa_type=_id(), primary_key=True)
+    name: str = Field(sa_type=String(255), index=True)
+    alias: str = Field(sa_type=String(255))
+    action: str = Field(default="deploy", sa_type=String(32))
+    version: int
+    previous_version: int | None = None
+    canary_fraction: float | None = None
+    status: str = Field(default="running", sa_type=String(16))
+    steps: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONColumn)
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSONColumn, nullable=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class FeedbackRecord(StoreTable, table=True):
+    """A score a user gave one job's answer, tied to the program version that served it."""
+
+    __tablename__ = "feedback"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    task_id: str = Field(sa_type=_id(), index=True)
+    program_name: str | None = Field(default=None, sa_type=String(255), index=True)
+    program_version: int | None = None
+    score: float
+    label: str | None = Field(default=None, sa_type=String(255))
+    comment: str | None = Field(default=None, sa_type=String(4096))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AlertRecord(StoreTable, table=True):
+    """A threshold crossed in one window, stored once however many watchers saw it.
+
+    The unique key holds no NULLs (SQL lets NULLs repeat): ``""`` and ``0`` stand for
+    "no program" / "no pool" / "no version".
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint(
+            "kind",
+            "program_name",
+            "program_version",
+            "pool",
+            "window_start",
+            "window_end",
+            name="uq_alerts_window",  # the generated name passes PostgreSQL's 63 characters
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    kind: str = Field(sa_type=String(255))
+    observed: float
+    threshold: float
+    window_start: datetime = Field(sa_type=UTCDateTime)
+    window_end: datetime = Field(sa_type=UTCDateTime)
+    program_name: str = Field(default="", sa_type=String(255))
+    program_version: int = 0
+    pool: str = Field(default="", sa_type=String(255))
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONColumn)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class LineageRecord(StoreTable, table=True):
+    """Where a saved version came from: its parent, the run and the feedback it learned on."""
+
+    __tablename__ = "program_lineage"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_type=String(255))
+    version: int
+    parent_version: int | None = None
+    run_id: str | None = Field(default=None, sa_type=_id())
+    feedback_ids: list[int] = Field(default_factory=list, sa_type=JSONColumn)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

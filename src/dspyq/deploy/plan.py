@@ -1,0 +1,142 @@
+"""A deployment as checked before anything is written: what moves where, and the results.
+
+:class:`Deployment` is what ``deploy`` returns and ``deployments`` lists; a
+:class:`Plan` is one run's input, validated (InputError, nothing changed) before the
+pipeline starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from dspyq.errors import InputError
+from dspyq.store.models import AliasRecord, DeploymentRecord
+
+__all__ = [
+    "STEPS",
+    "Deployment",
+    "LiveWorkers",
+    "Plan",
+    "RunSmoke",
+    "checked_canary",
+    "checked_name",
+    "checked_smoke",
+]
+
+STEPS = (
+    "validate_resources",
+    "prepare_modules",
+    "configure_services",
+    "deploy_infrastructure",
+    "verify_deployment",
+    "enable_traffic",
+)
+"""The seed's deployment steps, in the order they run."""
+
+LiveWorkers = Callable[[str], int]
+"""How many live workers serve a pool (``"openai"``): Celery inspect, ``Client.pools()``."""
+
+RunSmoke = Callable[[str, Sequence[Any], Any], float | None]
+"""Runs smoke examples through the queue: ``(reference "qa:3", examples, metric or None)``
+-> the score (as ``client.evaluate`` reports it; None without a metric). Raises when
+the examples could not run."""
+
+Action = Literal["deploy", "rollback"]
+
+
+class Deployment(BaseModel):
+    """One deployment of a program version to an alias, as recorded in SQL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    alias: str
+    version: int
+    previous_version: int | None
+    correlation_id: str
+    steps: list[dict[str, Any]]
+    created_at: datetime
+    status: str
+    action: str
+    canary_fraction: float | None = None
+    finished_at: datetime | None = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def from_record(cls, record: DeploymentRecord) -> Deployment:
+        return cls(correlation_id=record.id, **record.model_dump(exclude={"id"}))
+
+
+@dataclass
+class Plan:
+    """One run of the pipeline: checked input, the alias as read, and each step's result."""
+
+    name: str
+    alias: str
+    version: int
+    spec: dict[str, Any]
+    current: AliasRecord | None
+    action: Action = "deploy"
+    canary: float | None = None
+    smoke: list[Any] | None = None
+    metric: Any = None
+    min_score: float | None = None
+    lm: str | None = None
+    deployment_id: str = ""
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def previous_version(self) -> int | None:
+        """The version serving the alias before this deployment (None: a new alias)."""
+        if self.current is None:
+            return None
+        if self.action == "rollback" and self.current.canary_version is not None:
+            return self.current.canary_version
+        return self.current.version
+
+    @property
+    def reference(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+def checked_canary(canary: object) -> float | None:
+    """``canary`` if it is None or a fraction strictly between 0 and 1; InputError if not."""
+    if canary is None:
+        return None
+    if isinstance(canary, bool) or not isinstance(canary, int | float):
+        raise InputError(f"canary is a fraction of traffic in (0, 1), not {canary!r:.80}")
+    if not (math.isfinite(canary) and 0.0 < canary < 1.0):
+        raise InputError(
+            f"canary must be strictly between 0 and 1 (e.g. 0.1 for 10% of traffic), not {canary}",
+            context={"canary": float(canary) if math.isfinite(canary) else str(canary)},
+        )
+    return float(canary)
+
+
+def checked_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"a program name is a non-empty string, not {name!r:.80}")
+    return name.strip()
+
+
+def checked_smoke(
+    smoke: Sequence[Any] | None, metric: Any, min_score: object
+) -> tuple[list[Any] | None, float | None]:
+    """(smoke examples, min score) if they fit together; InputError if not."""
+    examples = None if smoke is None else list(smoke)
+    if examples is not None and not examples:
+        raise InputError("smoke examples were given but the list is empty")
+    if min_score is not None:
+        if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+            raise InputError(f"min_score is a number, not {min_score!r:.80}")
+        if metric is None or examples is None:
+            raise InputError("min_score needs smoke examples and a metric to score them with")
+    if metric is not None and examples is None:
+        raise InputError("a metric was given without smoke examples to run it on")
+    return examples, None if min_score is None else float(min_score)

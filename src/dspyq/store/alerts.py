@@ -1,0 +1,56 @@
+"""The ``alerts`` table: each threshold crossed, stored once per window.
+
+Several watchers may judge the same window; the unique key (kind, program, version,
+pool, window) makes :meth:`AlertStore.record` an idempotent insert, and it says whether
+this call was the one that stored the alert (so only that watcher emits the event).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+from sqlmodel import col
+
+from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.models import AlertRecord
+
+__all__ = ["AlertStore"]
+
+_KEY = ["kind", "program_name", "program_version", "pool", "window_start", "window_end"]
+
+
+class AlertStore:
+    """Records and reads alerts through ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record(self, alert: AlertRecord) -> bool:
+        """Store ``alert`` unless its window's alert is stored already; True if stored now."""
+        values = alert.model_dump(exclude={"id"})
+        with write_transaction(self.engine, f"record alert {alert.kind}") as conn:
+            result = conn.execute(
+                dialect_insert(conn, AlertRecord)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=_KEY)
+                .returning(col(AlertRecord.id))
+            )
+            inserted = result.scalar()
+        if inserted is None:
+            return False
+        alert.id = int(inserted)
+        return True
+
+    def since(
+        self, since: datetime | None = None, *, program_name: str | None = None
+    ) -> list[AlertRecord]:
+        """Alerts stored at or after ``since`` (all when None), oldest first."""
+        query = select(AlertRecord).order_by(col(AlertRecord.created_at), col(AlertRecord.id))
+        if since is not None:
+            query = query.where(col(AlertRecord.created_at) >= since)
+        if program_name is not None:
+            query = query.where(col(AlertRecord.program_name) == program_name)
+        with read_connection(self.engine, "read alerts") as conn:
+            rows = conn.execute(query).mappings().all()
+        return [AlertRecord.model_validate(dict(row)) for row in rows]
