@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
-import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -27,35 +24,18 @@ from pydantic import SecretStr
 from dspyq.core.context import current
 from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
+from dspyq.lm.attempt import agated, aopen_stream, cached_or_peek, gated, open_stream
 from dspyq.lm.cache import default_cache
-from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
 from dspyq.lm.degrade import stale_answer
-from dspyq.lm.gate import PeekingGate, estimate_tokens, provider_gate
-from dspyq.lm.layered_cache import LayeredCache
-from dspyq.lm.observe import report_lm_request
-from dspyq.lm.pricing import Price, PriceTable, price_table
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
-from dspyq.lm.request import LMChunk, LMResponse, Usage
-from dspyq.lm.truncation import warn_if_truncated
+from dspyq.lm.recording import CallRecorder, lm_price_table
+from dspyq.lm.request import LMResponse
+from dspyq.lm.saved_state import lm_args_from_state, lm_state
 from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import get_settings, split_model
 
-logger = logging.getLogger("dspyq.lm")
-
-T = TypeVar("T")
-
-# Conventional variables read when neither the argument nor the settings hold a key.
-_STANDARD_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-
-# Keys of DSPy's saved LM form that describe DSPy internals, not our LM's options.
-_DSPY_STATE_ONLY = frozenset(
-    {"_dspy_lm_class", "engine", "model_type", "finetuning_model", "launch_kwargs", "train_kwargs"}
-)
-_UNSAFE_STATE = frozenset({"api_base", "base_url", "api_key", "model_list"})
-
-_unpriced_noted: set[str] = set()
-_unpriced_lock = threading.Lock()
+__all__ = ["LM", "split_model"]
 
 
 class LM:
@@ -96,13 +76,6 @@ class LM:
         provider_name, model_name = split_model(model)
         provider_settings = settings.provider(provider_name)
         cls = provider_class(provider_settings.kind)
-        base = api_base or provider_settings.api_base
-        if not base:
-            raise ConfigurationError(
-                f"no api_base for provider {provider_name!r}: pass api_base= or set "
-                f"DSPYQ_PROVIDERS__{provider_name.upper()}__API_BASE",
-                context={"provider": provider_name, "model": model},
-            )
         self._init_args: dict[str, Any] = {
             "model": model,
             "api_base": api_base,
@@ -115,12 +88,13 @@ class LM:
             "async_http_client": async_http_client,
             "retry_policy": retry_policy,
         }
-        config = ProviderConfig(
-            name=provider_name,
-            kind=provider_settings.kind,
-            api_base=base,
-            api_key=self._resolve_key(api_key, provider_settings.api_key, provider_name),
-            timeout=float(timeout if timeout is not None else provider_settings.timeout),
+        config = ProviderConfig.for_model(
+            model,
+            provider_name,
+            provider_settings,
+            api_base=api_base,
+            api_key=api_key,
+            timeout=timeout,
         )
         self.provider: HTTPProvider = cls(config, http_client, async_http_client)
         self.model = model
@@ -138,34 +112,10 @@ class LM:
         }
         self.history: list[dict[str, Any]] = []
         self._retry_template = retry_policy or RetryPolicy()
-        self._prices = self._price_table(prices)
-        self._history_lock = threading.Lock()
-
-    # --- construction helpers ---------------------------------------------------------
-
-    @staticmethod
-    def _resolve_key(
-        given: str | SecretStr | None, configured: SecretStr | None, provider_name: str
-    ) -> SecretStr | None:
-        if isinstance(given, SecretStr):
-            return given
-        if given:
-            return SecretStr(given)
-        if configured is not None and configured.get_secret_value():
-            return configured
-        env_name = _STANDARD_KEY_ENV.get(provider_name)
-        value = os.environ.get(env_name) if env_name else None
-        return SecretStr(value) if value else None
-
-    def _price_table(self, prices: Any) -> PriceTable:
-        if prices is None:
-            return price_table()
-        per_model = isinstance(prices, Mapping) and not (
-            {"input", "output", "input_per_million", "output_per_million"} & set(prices)
+        self._recorder = CallRecorder(
+            model, provider_name, model_type, lm_price_table(model, prices)
         )
-        if per_model:
-            return PriceTable(prices, fallback=price_table())
-        return PriceTable({self.model: Price.coerce(prices)}, fallback=price_table())
+        self._history_lock = threading.Lock()
 
     @property
     def supports_response_schema(self) -> bool:
@@ -208,153 +158,41 @@ class LM:
         call.policy = dataclasses.replace(call.policy, on_retry=record_retried)
         return call
 
-    @staticmethod
-    def _cached(call: PreparedCall) -> LMResponse | None:
-        return default_cache().get(call.key) if call.key is not None else None
-
-    @staticmethod
-    def _cached_or_peek(call: PreparedCall) -> tuple[LMResponse | None, CachePeek | None]:
-        """As :meth:`_cached`, but a shared layer's read may be left to the gate, to make
-        in its own Redis round trip (see :mod:`dspyq.lm.cache_peek`)."""
-        if call.key is None:
-            return None, None
-        cache = default_cache()
-        can_peek = getattr(provider_gate(), "can_peek", None)
-        if can_peek is not None and isinstance(cache, LayeredCache):
-            return cache.get_or_peek(call.key, can_peek)
-        return cache.get(call.key), None
-
-    # --- recording ------------------------------------------------------------------------
-
-    def _cost(self, response: LMResponse) -> tuple[float, bool]:
-        price = self._prices.lookup(self.model)
-        if price is None:
-            with _unpriced_lock:
-                first = self.model not in _unpriced_noted
-                _unpriced_noted.add(self.model)
-            if first:
-                logger.info("no price known for %s; its calls are counted at $0", self.model)
-            return 0.0, False
-        return price.cost(response.usage), True
+    def _from_cache(
+        self, call: PreparedCall, started: float, *, stream: bool = False
+    ) -> LMResponse | None:
+        """The cached answer, recorded as a hit; None on a miss."""
+        cached = default_cache().get(call.key) if call.key is not None else None
+        if cached is not None:
+            self._record(call, cached, started, cache_hit=True, stream=stream)
+        return cached
 
     def _record(
-        self,
-        call: PreparedCall,
-        response: LMResponse,
-        started: float,
-        *,
-        cache_hit: bool,
-        stream: bool = False,
-        stale: bool = False,
+        self, call: PreparedCall, response: LMResponse, started: float, **outcome: bool
     ) -> None:
-        if cache_hit:
-            usage, cost, priced = Usage(), 0.0, True
-        else:
-            usage = response.usage
-            cost, priced = self._cost(response)
-            warn_if_truncated(response, call.request.params)
-            if call.key is not None:
-                default_cache().put(call.key, response)
-        entry: dict[str, Any] = {
-            "prompt": call.prompt,
-            "messages": call.request.messages,
-            "kwargs": call.history_kwargs,
-            "outputs": list(response.outputs),
-            "usage": usage.model_dump(),
-            "cost": cost,
-            "cost_known": priced,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "cache_hit": cache_hit,
-            "stream": stream,
-            "stale": stale,
-            "model": self.model,
-            "response_model": response.model,
-            "provider": self.provider_name,
-            "model_type": self.model_type,
-            "finish_reasons": list(response.finish_reasons),
-            "rate_limit": None if cache_hit else response.rate_limit,
-            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "uuid": uuid.uuid4().hex,
-        }
-        with self._history_lock:
-            self.history.append(entry)
-            overflow = len(self.history) - global_history.MAX_HISTORY
-            if overflow > 0:
-                del self.history[:overflow]
-        global_history.record(entry)
-        report_lm_request(
-            request_id=entry["uuid"],
-            provider=self.provider_name,
-            model=self.model,
-            messages=call.request.messages,
-            usage=usage,
-            cost_usd=cost,
-            duration_ms=entry["duration_ms"],
-            cache_hit=cache_hit,
-            stream=stream,
-        )
-
-    def _stale(self, call: PreparedCall, error: Exception) -> LMResponse | None:
-        """The last resort when the provider is unavailable (see :mod:`dspyq.lm.degrade`)."""
-        return stale_answer(
-            default_cache(), call.key, error, provider=self.provider_name, model=self.model
+        """See :meth:`CallRecorder.answered` (``cache_hit``, ``stream``, ``stale``)."""
+        self._recorder.answered(
+            self.history, self._history_lock, call, response, started, **outcome
         )
 
     def _record_failure(
         self, call: PreparedCall, started: float, error: Exception, *, stream: bool = False
     ) -> None:
-        report_lm_request(
-            request_id=uuid.uuid4().hex,
-            provider=self.provider_name,
-            model=self.model,
-            messages=call.request.messages,
-            usage=Usage(),
-            cost_usd=0.0,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            cache_hit=False,
-            stream=stream,
-            error=error,
+        self._recorder.failed(call, started, error, stream=stream)
+
+    def _stale_or_raise(
+        self, call: PreparedCall, started: float, error: Exception, *, stream: bool = False
+    ) -> LMResponse:
+        """The last resort when the provider is unavailable (see :mod:`dspyq.lm.degrade`):
+        a stale cached answer, recorded; else the failure is recorded and ``error`` raised."""
+        stale = stale_answer(
+            default_cache(), call.key, error, provider=self.provider_name, model=self.model
         )
-
-    # --- one provider attempt, through the gate (rate limiter, circuit breaker) -------------
-
-    def _gated(self, call: PreparedCall, send: Callable[[], T], peek: CachePeek | None = None) -> T:
-        if peek is None:
-            call.report_redaction(self.provider_name, self.model)
-            return provider_gate().run(self.provider_name, estimate_tokens(call.request), send)
-
-        def sending() -> T:  # the request leaves only if the cache did not answer
-            call.report_redaction(self.provider_name, self.model)
-            return send()
-
-        gate = cast(PeekingGate, provider_gate())
-        return gate.run(self.provider_name, estimate_tokens(call.request), sending, peek)
-
-    async def _agated(self, call: PreparedCall, send: Callable[[], Awaitable[T]]) -> T:
-        call.report_redaction(self.provider_name, self.model)
-        return await provider_gate().arun(self.provider_name, estimate_tokens(call.request), send)
-
-    def _open_stream(self, call: PreparedCall) -> Iterator[LMChunk]:
-        # The gate sees the stream open: the request goes out and its first chunk comes
-        # back inside it, so the limiter counts it and the breaker judges the answer.
-        chunks = self.provider.stream(call.request)
-        first = self._gated(call, lambda: next(chunks, None))
-        if first is not None:
-            yield first
-            yield from chunks
-
-    async def _aopen_stream(self, call: PreparedCall) -> AsyncIterator[LMChunk]:
-        chunks = self.provider.astream(call.request)
-        try:
-            first = await self._agated(call, lambda: anext(chunks, None))
-            if first is not None:
-                yield first
-                async for chunk in chunks:
-                    yield chunk
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        if stale is None:
+            self._record_failure(call, started, error, stream=stream)
+            raise error
+        self._record(call, stale, started, cache_hit=True, stream=stream, stale=True)
+        return stale
 
     # --- calling ----------------------------------------------------------------------------
 
@@ -384,21 +222,17 @@ class LM:
         send = current().get("send_stream")
         if send is not None and call.request.n == 1:
             return self._forward_streamed(call, started, send)
-        cached, peek = self._cached_or_peek(call)
+        cached, peek = cached_or_peek(call)
         if cached is not None:
             self._record(call, cached, started, cache_hit=True)
             return cached
+        send = lambda: self.provider.complete(call.request)  # noqa: E731
         try:
             response = call.policy.call(
-                lambda: self._gated(call, lambda: self.provider.complete(call.request), peek)
+                lambda: gated(self.provider_name, self.model, call, send, peek)
             )
         except Exception as error:
-            stale = self._stale(call, error)
-            if stale is None:
-                self._record_failure(call, started, error)
-                raise
-            self._record(call, stale, started, cache_hit=True, stale=True)
-            return stale
+            return self._stale_or_raise(call, started, error)
         hit = peek is not None and response is peek.hit
         self._record(call, response, started, cache_hit=hit)
         return response
@@ -409,21 +243,16 @@ class LM:
         """Async twin of :meth:`forward`."""
         started = time.perf_counter()
         call = self._prepare(prompt, messages, kwargs)
-        cached = self._cached(call)
+        cached = self._from_cache(call, started)
         if cached is not None:
-            self._record(call, cached, started, cache_hit=True)
             return cached
+        send = lambda: self.provider.acomplete(call.request)  # noqa: E731
         try:
             response = await call.policy.acall(
-                lambda: self._agated(call, lambda: self.provider.acomplete(call.request))
+                lambda: agated(self.provider_name, self.model, call, send)
             )
         except Exception as error:
-            stale = self._stale(call, error)
-            if stale is None:
-                self._record_failure(call, started, error)
-                raise
-            self._record(call, stale, started, cache_hit=True, stale=True)
-            return stale
+            return self._stale_or_raise(call, started, error)
         self._record(call, response, started, cache_hit=False)
         return response
 
@@ -455,23 +284,22 @@ class LM:
                 return done.value
 
     def _stream(self, call: PreparedCall, started: float) -> Generator[str, None, LMResponse]:
-        cached = self._cached(call)
+        cached = self._from_cache(call, started, stream=True)
         if cached is not None:
-            self._record(call, cached, started, cache_hit=True, stream=True)
             yield cached.outputs[0]
             return cached
         builder = StreamedResponse(self.model_name)
+        opened = lambda: open_stream(self.provider, self.provider_name, self.model, call)  # noqa: E731
         try:
-            for chunk in call.policy.iterate(lambda: self._open_stream(call)):
+            for chunk in call.policy.iterate(opened):
                 builder.add(chunk)
                 if chunk.text:
                     yield chunk.text
         except Exception as error:
-            stale = None if builder.parts else self._stale(call, error)
-            if stale is None:
+            if builder.parts:  # part of the answer is out: a stale one cannot replace it
                 self._record_failure(call, started, error, stream=True)
                 raise
-            self._record(call, stale, started, cache_hit=True, stream=True, stale=True)
+            stale = self._stale_or_raise(call, started, error, stream=True)
             yield stale.outputs[0]
             return stale
         response = builder.response()
@@ -487,14 +315,14 @@ class LM:
         return self._astream(call, started)
 
     async def _astream(self, call: PreparedCall, started: float) -> AsyncIterator[str]:
-        cached = self._cached(call)
+        cached = self._from_cache(call, started, stream=True)
         if cached is not None:
-            self._record(call, cached, started, cache_hit=True, stream=True)
             yield cached.outputs[0]
             return
         builder = StreamedResponse(self.model_name)
+        opened = lambda: aopen_stream(self.provider, self.provider_name, self.model, call)  # noqa: E731
         try:
-            async for chunk in call.policy.aiterate(lambda: self._aopen_stream(call)):
+            async for chunk in call.policy.aiterate(opened):
                 builder.add(chunk)
                 if chunk.text:
                     yield chunk.text
@@ -537,18 +365,7 @@ class LM:
 
     def dump_state(self) -> dict[str, Any]:
         """The LM in DSPy's saved form (so DSPy can load it); never the key or the base URL."""
-        return {
-            "_dspy_lm_class": "dspy.clients.lm.LM",
-            "model": self.model,
-            "model_type": self.model_type,
-            "cache": self.cache,
-            "num_retries": self.num_retries,
-            **copy.deepcopy(self.kwargs),
-            "engine": "litellm",
-            "finetuning_model": None,
-            "launch_kwargs": {},
-            "train_kwargs": {},
-        }
+        return lm_state(self.model, self.model_type, self.cache, self.num_retries, self.kwargs)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False) -> LM:
@@ -557,12 +374,4 @@ class LM:
         Endpoints and keys found in a saved state are dropped unless
         ``allow_unsafe_lm_state``: a loaded program must not redirect calls.
         """
-        args = {k: v for k, v in state.items() if k not in _DSPY_STATE_ONLY}
-        if not allow_unsafe_lm_state:
-            for name in _UNSAFE_STATE:
-                args.pop(name, None)
-        if "model" not in args:
-            raise ConfigurationError(
-                "saved LM state has no 'model'", context={"keys": sorted(state)}
-            )
-        return cls(**args)
+        return cls(**lm_args_from_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state))
