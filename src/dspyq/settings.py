@@ -81,6 +81,21 @@ class BootstrapSettings(BaseModel):
     max_labeled_demos: int = 16
     max_rounds: int = 1
 
+    def limits(
+        self,
+        max_bootstrapped_demos: int | None,
+        max_labeled_demos: int | None,
+        max_rounds: int | None,
+    ) -> tuple[int, int, int]:
+        """A bootstrapping optimizer's demo counts and rounds: each one given, or ours."""
+        return (
+            self.max_bootstrapped_demos
+            if max_bootstrapped_demos is None
+            else max_bootstrapped_demos,
+            self.max_labeled_demos if max_labeled_demos is None else max_labeled_demos,
+            self.max_rounds if max_rounds is None else max_rounds,
+        )
+
 
 class OptimizationSettings(BaseModel):
     model_config = ConfigDict(extra="allow")

@@ -29,7 +29,7 @@ from dspyq.errors import DspyqError, InputError
 from dspyq.optimize.bootstrap_trace import BootstrapOutcome, bootstrap_example
 from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, Metric
 from dspyq.optimize.labeled import LabeledFewShot
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.optimize.teleprompter import CompileInputs, Teleprompter
 from dspyq.settings import get_settings
 
 __all__ = ["BootstrapFewShot", "BootstrapOutcome", "bootstrap_example"]
@@ -71,38 +71,25 @@ class BootstrapFewShot(Teleprompter):
         max_errors: int | None = None,
         num_threads: int | None = None,
     ) -> None:
-        defaults = get_settings().optimization.bootstrap
         self.num_threads = num_threads
         self.metric = metric
         self.metric_threshold = metric_threshold
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
-        self.max_bootstrapped_demos = (
-            defaults.max_bootstrapped_demos
-            if max_bootstrapped_demos is None
-            else max_bootstrapped_demos
+        self.max_bootstrapped_demos, self.max_labeled_demos, self.max_rounds = (
+            get_settings().optimization.bootstrap.limits(
+                max_bootstrapped_demos, max_labeled_demos, max_rounds
+            )
         )
-        self.max_labeled_demos = (
-            defaults.max_labeled_demos if max_labeled_demos is None else max_labeled_demos
-        )
-        self.max_rounds = defaults.max_rounds if max_rounds is None else max_rounds
         self.max_errors = max_errors
         self.error_count = 0
 
-    def compile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
-        **kwargs: Any,
-    ) -> Module:
+    def _compile(self, inputs: CompileInputs) -> Module:
         """A compiled copy of ``student`` with bootstrapped and labelled demos.
 
         ``valset`` is accepted for the common call shape and not used: bootstrapping
         validates on the trainset.
         """
-        self._refuse_options(kwargs)
+        student, trainset, teacher = inputs.student, inputs.trainset, inputs.teacher
         self.trainset = list(trainset)
         self.error_count = 0
         self._prepare_student_and_teacher(student, teacher)

@@ -45,7 +45,7 @@ from dspyq.optimize.instructions import (
 )
 from dspyq.optimize.local_executor import run_rounds
 from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.optimize.teleprompter import CompileInputs, Teleprompter
 from dspyq.settings import get_settings
 
 __all__ = [
@@ -156,15 +156,11 @@ class COPRO(Teleprompter):
 
     # --- the search ---------------------------------------------------------------------
 
-    def compile(
+    def _compile(
         self,
-        student: Module,
+        inputs: CompileInputs,
         *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
         eval_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
     ) -> Module:
         """Optimize ``student``'s instructions on ``trainset``; return the best program.
 
@@ -172,7 +168,7 @@ class COPRO(Teleprompter):
         (``num_threads``, ``display_progress`` ...). ``teacher`` and ``valset`` are
         accepted for the common call shape and not used: COPRO scores on the trainset.
         """
-        self._refuse_options(kwargs)
+        student, trainset = inputs.student, inputs.trainset
         module = student.deepcopy()
         evaluate = Evaluate(devset=list(trainset), metric=self.metric, **dict(eval_kwargs or {}))
 

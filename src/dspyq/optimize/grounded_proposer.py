@@ -64,16 +64,22 @@ _NO_DEMOS = "No task demos provided."
 # --- describing the program -----------------------------------------------------------------
 
 
-class DescribeProgram(Signature):
-    """Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe what type of task this program appears to be designed to solve, and how it appears to work."""
-
-    program_code: str = InputField(
+def _program_code_field() -> Any:
+    return InputField(
         desc="Pseudocode for a language model program designed to solve a particular task.",
         prefix="PROGRAM CODE:",
     )
-    program_example: str = InputField(
-        desc="An example of the program in use.", prefix="EXAMPLE OF PROGRAM IN USE:"
-    )
+
+
+def _program_example_field() -> Any:
+    return InputField(desc="An example of the program in use.", prefix="EXAMPLE OF PROGRAM IN USE:")
+
+
+class DescribeProgram(Signature):
+    """Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe what type of task this program appears to be designed to solve, and how it appears to work."""
+
+    program_code: str = _program_code_field()
+    program_example: str = _program_example_field()
     program_description: str = OutputField(
         desc="Describe what task the program is designed to solve, and how it goes about solving this task.",
         prefix="SUMMARY OF PROGRAM ABOVE:",
@@ -83,13 +89,8 @@ class DescribeProgram(Signature):
 class DescribeModule(Signature):
     """Below is some pseudo-code for a pipeline that solves tasks with calls to language models. Please describe the purpose of one of the specified module in this pipeline."""
 
-    program_code: str = InputField(
-        desc="Pseudocode for a language model program designed to solve a particular task.",
-        prefix="PROGRAM CODE:",
-    )
-    program_example: str = InputField(
-        desc="An example of the program in use.", prefix="EXAMPLE OF PROGRAM IN USE:"
-    )
+    program_code: str = _program_code_field()
+    program_example: str = _program_example_field()
     program_description: str = InputField(
         desc="Summary of the task the program is designed to solve, and how it goes about solving it.",
         prefix="SUMMARY OF PROGRAM ABOVE:",

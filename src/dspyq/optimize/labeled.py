@@ -7,12 +7,9 @@ uses it to give its teacher demos before running it.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Any
 
-from dspyq.core.example import Example
 from dspyq.core.module import Module
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.optimize.teleprompter import CompileInputs, Teleprompter
 
 __all__ = ["LabeledFewShot"]
 
@@ -28,15 +25,11 @@ class LabeledFewShot(Teleprompter):
     def __init__(self, k: int = 16) -> None:
         self.k = k
 
-    def compile(
+    def _compile(
         self,
-        student: Module,
+        inputs: CompileInputs,
         *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
         sample: bool = True,
-        **kwargs: Any,
     ) -> Module:
         """A reset copy of ``student`` whose predictors hold labelled demos.
 
@@ -44,7 +37,7 @@ class LabeledFewShot(Teleprompter):
         As in DSPy the result is not marked compiled: its predictors stay tunable by a
         later optimizer.
         """
-        self._refuse_options(kwargs)
+        student, trainset = inputs.student, inputs.trainset
         self.student = student.reset_copy()
         self.trainset = list(trainset)
         if not self.trainset:

@@ -49,7 +49,7 @@ from dspyq.optimize.mipro_search import (
     split_valset,
 )
 from dspyq.optimize.strategy import Bench
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.optimize.teleprompter import CompileInputs, Teleprompter
 
 __all__ = ["AUTO_RUN_SETTINGS", "MIPROv2"]
 
@@ -125,13 +125,10 @@ class MIPROv2(Teleprompter):
                 "through dspyq.configure(lm=...)"
             )
 
-    def compile(
+    def _compile(
         self,
-        student: Module,
+        inputs: CompileInputs,
         *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
         num_trials: int | None = None,
         max_bootstrapped_demos: int | None = None,
         max_labeled_demos: int | None = None,
@@ -146,10 +143,8 @@ class MIPROv2(Teleprompter):
         fewshot_aware_proposer: bool = True,
         requires_permission_to_run: bool | None = None,
         provide_traceback: bool | None = None,
-        **kwargs: Any,
     ) -> Module:
         """The best program found (a copy: ``student`` is left as it was)."""
-        self._refuse_options(kwargs)
         if requires_permission_to_run is False:
             logger.warning(
                 "'requires_permission_to_run' is deprecated and will be removed in a future version."
@@ -186,12 +181,18 @@ class MIPROv2(Teleprompter):
             display_progress=True,
             provide_traceback=provide_traceback,
         )
-        program = student.deepcopy()
+        program = inputs.student.deepcopy()
+        valset = inputs.valset
         rounds = MiproRounds(self, seed, options, log_dir=self.log_dir)
         with context(lm=self.task_model):
             run = run_rounds(
                 rounds,
-                Bench(program, list(trainset), None if valset is None else list(valset), teacher),
+                Bench(
+                    program,
+                    list(inputs.trainset),
+                    None if valset is None else list(valset),
+                    inputs.teacher,
+                ),
                 score=lambda candidate, devset: score_params(evaluate, candidate, devset),
             )
         return self._best_program(run.state, program)

@@ -31,7 +31,7 @@ from dspyq.optimize.evaluate import DEFAULT_MAX_ERRORS, CandidateScore, Evaluate
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.local_executor import run_rounds
 from dspyq.optimize.strategy import Bench, Candidate, Folded, Outcome, RoundStrategy
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.optimize.teleprompter import CompileInputs, Teleprompter
 from dspyq.settings import get_settings
 
 __all__ = [
@@ -119,24 +119,19 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
         stop_at_score: float | None = None,
         metric_threshold: float | None = None,
     ) -> None:
-        defaults = get_settings().optimization.bootstrap
         self.metric = metric
         self.teacher_settings: dict[str, Any] = dict(teacher_settings or {})
-        self.max_rounds = defaults.max_rounds if max_rounds is None else max_rounds
         self.num_threads = num_threads
         self.stop_at_score = stop_at_score
         self.metric_threshold = metric_threshold
         self.min_num_samples = 1
-        self.max_num_samples = (
-            defaults.max_bootstrapped_demos
-            if max_bootstrapped_demos is None
-            else max_bootstrapped_demos
+        self.max_num_samples, self.max_labeled_demos, self.max_rounds = (
+            get_settings().optimization.bootstrap.limits(
+                max_bootstrapped_demos, max_labeled_demos, max_rounds
+            )
         )
         self.max_errors = max_errors
         self.num_candidate_sets = num_candidate_programs
-        self.max_labeled_demos = (
-            defaults.max_labeled_demos if max_labeled_demos is None else max_labeled_demos
-        )
         logger.info(
             "Going to sample between %d and %d traces per predictor; "
             "will attempt to bootstrap %d candidate sets.",
@@ -145,26 +140,21 @@ class BootstrapFewShotWithRandomSearch(Teleprompter):
             self.num_candidate_sets,
         )
 
-    def compile(
+    def _compile(
         self,
-        student: Module,
+        inputs: CompileInputs,
         *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
         restrict: Container[int] | None = None,
         labeled_sample: bool = True,
-        **kwargs: Any,
     ) -> Module:
         """The best candidate program; ``restrict`` limits the search to those seeds."""
-        self._refuse_options(kwargs)
-        self.trainset = list(trainset)
-        self.valset = list(valset or trainset)
+        self.trainset = list(inputs.trainset)
+        self.valset = list(inputs.valset or inputs.trainset)
         bench = Bench(
-            student,
+            inputs.student,
             self.trainset,
             self.valset,
-            teacher,
+            inputs.teacher,
             options={"labeled_sample": labeled_sample},
         )
         strategy = RandomSearchRounds(self, restrict)

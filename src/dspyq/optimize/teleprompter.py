@@ -7,13 +7,25 @@ new program, leaving the student untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 
-__all__ = ["Teleprompter"]
+__all__ = ["CompileInputs", "Teleprompter"]
+
+
+@dataclass(frozen=True)
+class CompileInputs:
+    """What every ``compile`` call is given: the student and the data to learn from."""
+
+    student: Module
+    trainset: Sequence[Example]
+    teacher: Module | None = None
+    valset: Sequence[Example] | None = None
 
 
 class Teleprompter:
@@ -22,6 +34,10 @@ class Teleprompter:
     Subclasses keep their configuration as attributes, so :meth:`get_params` reports
     it (and what the last ``compile`` left behind, as DSPy does).
     """
+
+    _compile: Callable[..., Module]
+    """The optimizer's algorithm, called by :meth:`compile` with the
+    :class:`CompileInputs` and the optimizer's own keyword-only options."""
 
     def compile(
         self,
@@ -32,8 +48,15 @@ class Teleprompter:
         valset: Sequence[Example] | None = None,
         **kwargs: Any,
     ) -> Module:
-        """Optimize ``student`` on ``trainset`` and return the optimized copy."""
-        raise NotImplementedError(f"{type(self).__name__} must define compile()")
+        """Optimize ``student`` on ``trainset`` and return the optimized copy.
+
+        ``kwargs`` are the optimizer's own options: the keyword parameters of its
+        ``_compile``, which holds its algorithm.
+        """
+        if getattr(self, "_compile", None) is None:
+            raise NotImplementedError(f"{type(self).__name__} must define compile()")
+        self._refuse_options(kwargs)
+        return self._compile(CompileInputs(student, trainset, teacher, valset), **kwargs)
 
     def get_params(self) -> dict[str, Any]:
         """The optimizer's attributes: its settings and the state of its last run."""
@@ -45,8 +68,13 @@ class Teleprompter:
         ``compile`` accepts ``**kwargs`` only to keep one call shape across optimizers;
         silently ignoring a misspelt option would hide a mistake.
         """
-        if options:
-            names = ", ".join(repr(name) for name in options)
+        parameters = inspect.signature(self._compile).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return  # a _compile taking **options checks them itself
+        accepted = {p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        unknown = [name for name in options if name not in accepted]
+        if unknown:
+            names = ", ".join(repr(name) for name in unknown)
             raise TypeError(
                 f"{type(self).__name__}.compile() got unexpected keyword arguments: {names}"
             )
