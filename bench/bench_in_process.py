@@ -37,7 +37,7 @@ from harness import FakeLMProcess, Report
 import dspyq
 from dspyq.lm import LM
 from dspyq.settings import Settings
-from dspyq.tasks.environment import HTTP_TIMEOUT, ThreadHTTPClients
+from dspyq.tasks.resources import HTTP_TIMEOUT, ThreadHTTPClients
 
 REDIS_URL = os.environ.get("DSPYQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WHAT = ("predict", "submit", "map1")

@@ -32,7 +32,7 @@ ABSENT_AFTER_CLIENT_IMPORT = (
     "dspyq.tasks.evaluate",
     "dspyq.tasks.optimize",
     "dspyq.tasks.optimization",
-    "dspyq.tasks.environment",
+    "dspyq.tasks.context",
     "dspyq.tasks.messages",
     "dspyq.api_client.runs",
     "dspyq.api_client.evaluation",

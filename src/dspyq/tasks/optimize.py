@@ -20,6 +20,7 @@ from dspyq.store.models import TERMINAL_RUN_STATUSES
 from dspyq.store.runs import RunStore
 from dspyq.tasks import optimize_rounds as rounds
 from dspyq.tasks import optimize_work as work
+from dspyq.tasks.context import worker_context
 from dspyq.tasks.mipro_run import MIPRO
 from dspyq.tasks.optimization import (
     CandidateOutcome,
@@ -117,7 +118,7 @@ def optimize_fanout(
 ) -> None:
     """Score a round's built candidates (a list), or the candidates its preparation made
     possible (once, however often this is delivered)."""
-    environment = rounds.env()
+    environment = worker_context()
     runs = RunStore(environment.engine)
     run = runs.get(run_id)
     if run is None or run.status in TERMINAL_RUN_STATUSES:
@@ -164,7 +165,7 @@ def optimize_bootstrapped(
     (DSPy's walk, hence its demos) and score the compiled candidate, or bootstrap the
     next wave when the walk needs examples not run yet (once per wave, however often
     this is delivered)."""
-    environment = rounds.env()
+    environment = worker_context()
     runs = RunStore(environment.engine)
     run = runs.get(run_id)
     if run is None or run.status in TERMINAL_RUN_STATUSES:

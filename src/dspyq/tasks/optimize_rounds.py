@@ -33,7 +33,7 @@ from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.programs import ProgramStore
 from dspyq.store.runs import RunStore
-from dspyq.tasks.environment import TaskEnvironment, task_environment
+from dspyq.tasks.context import WorkerContext, worker_context
 from dspyq.tasks.mipro_run import MIPRO
 from dspyq.tasks.optimization import (
     SINGLE_BOOTSTRAP,
@@ -58,25 +58,20 @@ BOOTSTRAP_TASK = "dspyq.optimize.bootstrap"
 BOOTSTRAPPED_TASK = "dspyq.optimize.bootstrapped"
 
 
-def env() -> TaskEnvironment:
-    """The worker's environment (the one place the optimization tasks get it)."""
-    return task_environment()
-
-
 def valsets(plan: RunPlan) -> tuple[list[Any], list[Any] | None]:
     trainset = [e.example() for e in plan.trainset]
     valset = [e.example() for e in plan.valset] if plan.valset_given else None
     return trainset, valset
 
 
-def bench_of(environment: TaskEnvironment, plan: RunPlan) -> Bench:
+def bench_of(environment: WorkerContext, plan: RunPlan) -> Bench:
     """The run's student and data, live."""
     trainset, valset = valsets(plan)
     return Bench(environment.programs.build(plan.program), trainset, valset)
 
 
 def strategy_state(
-    environment: TaskEnvironment, plan: RunPlan, checkpoint: RunCheckpoint
+    environment: WorkerContext, plan: RunPlan, checkpoint: RunCheckpoint
 ) -> tuple[RoundStrategy[Any], Any]:
     """The run's strategy (for planning and folding: no metric, no LM) and its state as
     checkpointed (the start state before the first round)."""
@@ -108,7 +103,7 @@ def _as_outcome(outcome: CandidateOutcome) -> Outcome:
 
 
 def _merge(
-    environment: TaskEnvironment,
+    environment: WorkerContext,
     run: OptimizationRunRecord,
     plan: RunPlan,
     checkpoint: RunCheckpoint,
@@ -156,7 +151,7 @@ def _merge(
     checkpoint.round += 1
 
 
-def spent(environment: TaskEnvironment, run: OptimizationRunRecord) -> tuple[int, float]:
+def spent(environment: WorkerContext, run: OptimizationRunRecord) -> tuple[int, float]:
     """The run's LM calls that reached a provider (cache hits are free) and their cost."""
     usage = LMRequestStore(environment.engine).usage(correlation_id=run.correlation_id)
     return usage.requests - usage.cache_hits, usage.cost_usd
@@ -172,7 +167,7 @@ def budget_reason(plan: RunPlan, lm_calls: int, cost_usd: float) -> str | None:
 
 
 def _save_best(
-    environment: TaskEnvironment,
+    environment: WorkerContext,
     run: OptimizationRunRecord,
     plan: RunPlan,
     checkpoint: RunCheckpoint,
@@ -194,7 +189,7 @@ def _save_best(
 
 
 def finish(
-    environment: TaskEnvironment,
+    environment: WorkerContext,
     run: OptimizationRunRecord,
     plan: RunPlan,
     checkpoint: RunCheckpoint,
@@ -336,7 +331,7 @@ def devset_size(candidates: list[Candidate]) -> int | None:
 
 def advance(run_id: str, round_index: int | None, outcomes: list[dict[str, Any]]) -> None:
     """Merge round ``round_index`` (if not merged yet), then send the next round or finish."""
-    environment = env()
+    environment = worker_context()
     runs = RunStore(environment.engine)
     run = runs.get(run_id)
     if run is None:

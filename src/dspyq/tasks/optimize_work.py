@@ -32,7 +32,7 @@ from dspyq.optimize.strategy import Candidate
 from dspyq.store.buffer import PendingRecords, active_records, pending_records
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
-from dspyq.tasks.environment import TaskEnvironment
+from dspyq.tasks.context import WorkerContext, worker_context
 from dspyq.tasks.metrics import resolve_metric
 from dspyq.tasks.optimization import (
     CandidateOutcome,
@@ -42,7 +42,7 @@ from dspyq.tasks.optimization import (
     part_of,
     strategy_for,
 )
-from dspyq.tasks.optimize_rounds import bench_of, budget_reason, env, spent
+from dspyq.tasks.optimize_rounds import bench_of, budget_reason, spent
 
 logger = logging.getLogger(__name__)
 
@@ -75,21 +75,21 @@ def error_of(exc: Exception) -> dict[str, Any]:
     return {"type": type(exc).__name__, "message": f"{type(exc).__name__}: {exc}"}
 
 
-def _write_held(environment: TaskEnvironment, held: PendingRecords) -> None:
+def _write_held(environment: WorkerContext, held: PendingRecords) -> None:
     """Store a task's held-back LM records (events and rows) in one transaction."""
     events, rows = held.events, held.lm_requests
     environment.recorder.record(events, rows)
     held.discard(events, rows)
 
 
-def _live_run(run_id: str) -> tuple[TaskEnvironment, OptimizationRunRecord | None]:
-    environment = env()
+def _live_run(run_id: str) -> tuple[WorkerContext, OptimizationRunRecord | None]:
+    environment = worker_context()
     run = RunStore(environment.engine).get(run_id)
     return environment, None if run is None or run.status in TERMINAL_RUN_STATUSES else run
 
 
 def _guarded(
-    environment: TaskEnvironment, task_id: str, work: Callable[[], dict[str, Any]]
+    environment: WorkerContext, task_id: str, work: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     """``work()`` with its LM records held back and written once; an error as a result."""
     with pending_records() as held:
@@ -133,11 +133,11 @@ def prepare(task_id: str, run_id: str) -> dict[str, Any]:
     return _guarded(environment, task_id, work)
 
 
-def _teacher(environment: TaskEnvironment, plan: RunPlan) -> LM | None:
+def _teacher(environment: WorkerContext, plan: RunPlan) -> LM | None:
     return None if plan.teacher_lm is None else LM(plan.teacher_lm, http_client=environment.http)
 
 
-def bootstrapper(environment: TaskEnvironment, plan: RunPlan) -> BootstrapFewShot:
+def bootstrapper(environment: WorkerContext, plan: RunPlan) -> BootstrapFewShot:
     """The run's BootstrapFewShot, with its threads and teacher LM, as its strategy makes it."""
     metric = resolve_metric(plan.metric, environment.settings.allowed_imports)
     optimizer: BootstrapFewShot = strategy_for(plan, metric, _teacher(environment, plan)).optimizer  # type: ignore[attr-defined]
@@ -174,7 +174,7 @@ def bootstrap(task_id: str, run_id: str, start: int, stop: int) -> dict[str, Any
 def candidate(task_id: str, run_id: str, round_index: int, job: CandidateJob) -> dict[str, Any]:
     """Build (and unless ``build_only``, score part ``job.part`` of) one candidate: a
     :class:`CandidateOutcome` dict, with the error when the candidate failed."""
-    environment = env()
+    environment = worker_context()
     run = RunStore(environment.engine).get(run_id)
     outcome = CandidateOutcome(
         iteration=job.iteration, seed=job.seed, round=round_index, task_id=task_id,
@@ -192,7 +192,7 @@ def candidate(task_id: str, run_id: str, round_index: int, job: CandidateJob) ->
 
 
 def _run_candidate(
-    environment: TaskEnvironment,
+    environment: WorkerContext,
     run: OptimizationRunRecord,
     outcome: CandidateOutcome,
     job: CandidateJob,
@@ -243,7 +243,7 @@ def _as_number(subscore: Any) -> float:
 
 
 def _score_within_budget(
-    environment: TaskEnvironment,
+    environment: WorkerContext,
     run: OptimizationRunRecord,
     plan: RunPlan,
     program: Any,
