@@ -28,12 +28,14 @@ from dspyq.store.models import AlertRecord, FeedbackRecord, LineageRecord
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from dspyq.api_client.client import Client
     from dspyq.api_client.pools import PoolStatus
     from dspyq.core.module import Module
 
 __all__ = [
     "SMOKE_METRIC",
     "alerts",
+    "client_deployer",
     "completed",
     "deployer",
     "deployments",
@@ -105,6 +107,16 @@ def deployer(
     """A :class:`~dspyq.deploy.Deployer` announcing on the settings' Redis and prefix."""
     announcer = AliasAnnouncer(redis_from_url(settings.effective_redis_url), settings.key_prefix)
     return Deployer(engine, announcer, settings, live_workers=live_workers, run_smoke=run_smoke)
+
+
+def client_deployer(client: Client) -> Deployer:
+    """The deployer of ``client``: its pools' live workers, smoke runs on its queue."""
+    return deployer(
+        client.settings,
+        client.engine,
+        live_workers=live_workers_from(client.pools),
+        run_smoke=smoke_runner(client.load_program, client.evaluate),
+    )
 
 
 def deployments(engine: Engine, name: str, alias: str | None = None) -> list[Deployment]:
