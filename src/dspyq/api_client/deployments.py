@@ -10,7 +10,8 @@ submits jobs never loads the deployment machinery.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +38,13 @@ __all__ = [
     "alerts",
     "client_deployer",
     "completed",
+    "deploy",
     "deployer",
     "deployments",
     "feedback",
     "lineage",
     "live_workers_from",
+    "rollback",
     "smoke_runner",
 ]
 
@@ -117,6 +120,31 @@ def client_deployer(client: Client) -> Deployer:
         live_workers=live_workers_from(client.pools),
         run_smoke=smoke_runner(client.load_program, client.evaluate),
     )
+
+
+def deploy(client: Client, name: str, version: int | None, **options: Any) -> Deployment:
+    """``Client.deploy``: the pipeline run with ``client``'s pools and queue."""
+    with _moving(client, name) as deployer:
+        return deployer.deploy(name, version, **options)
+
+
+def rollback(client: Client, name: str, alias: str) -> Deployment:
+    """``Client.rollback``: back to the version ``name@alias`` served before."""
+    with _moving(client, name) as deployer:
+        return deployer.rollback(name, alias)
+
+
+@contextmanager
+def _moving(client: Client, name: object) -> Iterator[Deployer]:
+    """A deployer for one move of ``name``'s alias; its Redis connection closed after."""
+    deployer = client_deployer(client)
+    try:
+        yield deployer
+    finally:
+        deployer.announcer.redis.close()
+        # The client's own submits by reference check inputs against the new target now.
+        if client._references is not None and isinstance(name, str):
+            client._references.forget(name.strip())
 
 
 def deployments(engine: Engine, name: str, alias: str | None = None) -> list[Deployment]:
