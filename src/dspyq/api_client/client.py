@@ -22,9 +22,12 @@ from dspyq.tasks.app import make_app
 from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from celery import Celery
     from sqlalchemy.engine import Engine
 
+    from dspyq.api_client.improve import Improvement
     from dspyq.api_client.pools import PoolStatus
     from dspyq.api_client.programs import ProgramRegistry
     from dspyq.api_client.runs import Run
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.evaluate import EvaluationResult
     from dspyq.optimize.teleprompter import Teleprompter
     from dspyq.store.models import (
+        AlertRecord,
         EvaluationRecord,
         EvaluationRowRecord,
         ExecutionRecord,
@@ -310,3 +314,40 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- watching and improving -------------------------------------------------------
+
+    def alerts(self, since: datetime | None = None) -> list[AlertRecord]:
+        """The alerts ``dspyq watch`` raised since ``since`` (all when None), oldest first."""
+        from dspyq.api_client.deployments import alerts
+
+        return alerts(self.engine, since)
+
+    def improve(
+        self,
+        name: str,
+        *,
+        alias: str = "production",
+        optimizer: Teleprompter | None = None,
+        metric: Metric | str,
+        min_gain: float = 0.0,
+        min_feedback: int = 20,
+        canary: float | None = 0.1,
+        **options: Any,
+    ) -> Improvement:
+        """Re-optimize ``name@alias`` from its feedback and deploy the candidate (as a
+        canary) only if it beats the current version by ``min_gain`` on held-out feedback.
+        ``options``: ``holdout``, ``canary_window``, ``min_samples``, ``timeout``."""
+        from dspyq.api_client.improve import improve
+
+        return improve(
+            self,
+            name,
+            alias=alias,
+            optimizer=optimizer,
+            metric=metric,
+            min_gain=min_gain,
+            min_feedback=min_feedback,
+            canary=canary,
+            **options,
+        )

@@ -136,9 +136,15 @@ class Watcher:
                 try:
                     report = self.look()
                     for alert in report.alerts:
-                        logger.warning("alert %s on %s:%s (%s): %s > %s", alert.kind,
-                                       alert.program_name, alert.program_version, alert.pool,
-                                       alert.observed, alert.threshold)  # fmt: skip
+                        logger.warning(
+                            "alert %s on %s:%s (%s): %s > %s",
+                            alert.kind,
+                            alert.program_name,
+                            alert.program_version,
+                            alert.pool,
+                            alert.observed,
+                            alert.threshold,
+                        )
                 except DspyqError:
                     logger.exception("the watcher's look failed; trying again")
                 stop.wait(self.settings().watch.interval_seconds)
@@ -251,9 +257,13 @@ class Watcher:
             float(len(verdict.reasons)),
             0.0,
             (verdict.name, verdict.version, ""),
-            {"alias": verdict.alias, "reasons": verdict.reasons, **verdict.measured,
-             "p95_ms": canary.get("p95_ms")},
-        )  # fmt: skip
+            {
+                "alias": verdict.alias,
+                "reasons": verdict.reasons,
+                **verdict.measured,
+                "p95_ms": canary.get("p95_ms"),
+            },
+        )
         alert = self._raise(crossing, window)
         if alert is not None:
             report.alerts.append(alert)
