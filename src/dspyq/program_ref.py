@@ -5,15 +5,31 @@ the job starts (a canary may send a share of jobs to another version); ``qa:3`` 
 version 3; ``qa`` alone is the latest saved version. Parsing is pure (no SQL, no Redis),
 so the client checks a reference before sending and the worker parses the same text;
 resolving it against the store is :mod:`dspyq.store.resolve`.
+
+A program loaded from (or saved to) the registry remembers which version it is
+(:func:`remember_saved`), so a job that carries it whole still records that version
+while it is unchanged (:func:`saved_version_of`).
 """
 
 from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from dspyq.errors import InputError
 
-__all__ = ["MAX_NAME_LENGTH", "ProgramRef", "check_alias", "parse_program_ref"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "ProgramRef",
+    "check_alias",
+    "parse_program_ref",
+    "remember_saved",
+    "saved_version_of",
+]
 
 MAX_NAME_LENGTH = 255
 """Longest program name or alias (the width of their SQL columns)."""
@@ -104,3 +120,27 @@ def check_alias(alias: object) -> str:
     if not isinstance(alias, str):
         raise InputError(f"an alias is a string, not {type(alias).__name__}")
     return _alias(alias, f"?@{alias}")
+
+
+# Program objects -> (name, version, spec when saved or loaded); a program held nowhere
+# else is forgotten with it.
+_saved: weakref.WeakKeyDictionary[Any, tuple[str, int, Mapping[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def remember_saved(program: object, name: str, version: int, spec: Mapping[str, Any]) -> None:
+    """``program`` is version ``version`` of ``name``, as long as its spec is ``spec``."""
+    with contextlib.suppress(TypeError):  # not weakly referenceable: not remembered
+        _saved[program] = (name, version, spec)
+
+
+def saved_version_of(program: object, spec: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(name, version) of the saved version ``program`` is, if its spec is still ``spec``."""
+    try:
+        found = _saved.get(program)
+    except TypeError:
+        return None
+    if found is None or found[2] != spec:
+        return None
+    return found[0], found[1]

@@ -30,10 +30,12 @@ if TYPE_CHECKING:
     from dspyq.api_client.improve import Improvement
     from dspyq.api_client.pools import PoolStatus
     from dspyq.api_client.programs import ProgramRegistry
+    from dspyq.api_client.references import References
     from dspyq.api_client.runs import Run
     from dspyq.api_client.stream import AsyncStream, Stream
     from dspyq.core.example import Example
     from dspyq.core.module import Module
+    from dspyq.deploy.plan import Deployment
     from dspyq.events import Event
     from dspyq.optimize.evaluate import EvaluationResult
     from dspyq.optimize.teleprompter import Teleprompter
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
         EvaluationRecord,
         EvaluationRowRecord,
         ExecutionRecord,
+        FeedbackRecord,
+        LineageRecord,
         ProgramRecord,
     )
     from dspyq.tasks.metrics import Metric
@@ -55,12 +59,13 @@ class Client:
         self.app = app or make_app(self.settings)
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
+        self._references: References | None = None  # saved programs by reference
 
     # --- submitting -------------------------------------------------------------------
 
     def submit(
         self,
-        program: Module,
+        program: Module | str,
         lm: str | None = None,
         *,
         fallbacks: Sequence[str] = (),
@@ -68,7 +73,12 @@ class Client:
         correlation_id: str | None = None,
         **inputs: Any,
     ) -> Job:
-        """Validate and enqueue one execution of ``program`` on ``lm``'s provider pool."""
+        """Validate and enqueue one execution of ``program`` on ``lm``'s provider pool.
+
+        ``program`` is a module, or a saved program's reference: ``"qa@production"``
+        (the version the alias points to when the job starts), ``"qa:3"``, ``"qa"``
+        (the latest version). It works the same in ``map``, ``stream``, ``evaluate``
+        and ``optimize``."""
         request, task_name = build_request(
             self, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
         )
@@ -76,7 +86,7 @@ class Client:
 
     def map(
         self,
-        program: Module,
+        program: Module | str,
         inputs: Iterable[Mapping[str, Any]],
         lm: str | None = None,
         *,
@@ -90,18 +100,27 @@ class Client:
         """
         return send_many(self, program, inputs, lm, fallbacks, lm_kwargs)
 
-    async def asubmit(self, program: Module, lm: str | None = None, **kwargs: Any) -> Job:
+    async def asubmit(self, program: Module | str, lm: str | None = None, **kwargs: Any) -> Job:
         """Async twin of :meth:`submit` (publishing runs in a thread)."""
         return await asyncio.to_thread(self.submit, program, lm, **kwargs)
 
     async def amap(
-        self, program: Module, inputs: Iterable[Mapping[str, Any]], lm: str | None = None, **kw: Any
+        self,
+        program: Module | str,
+        inputs: Iterable[Mapping[str, Any]],
+        lm: str | None = None,
+        **kw: Any,
     ) -> list[Job]:
         """Async twin of :meth:`map`."""
         return await asyncio.to_thread(self.map, program, list(inputs), lm, **kw)
 
     def stream(
-        self, program: Module, lm: str | None = None, *, timeout: float | None = None, **kwargs: Any
+        self,
+        program: Module | str,
+        lm: str | None = None,
+        *,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> Stream:
         """Submit like :meth:`submit` and follow the job's LM text as the worker receives it.
 
@@ -113,7 +132,12 @@ class Client:
         return Stream(self, start_stream(self, program, lm, **kwargs), timeout)
 
     def astream(
-        self, program: Module, lm: str | None = None, *, timeout: float | None = None, **kwargs: Any
+        self,
+        program: Module | str,
+        lm: str | None = None,
+        *,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> AsyncStream:
         """Async twin of :meth:`stream`: ``async for item in client.astream(...)``."""
         from dspyq.api_client.stream import AsyncStream, start_stream
@@ -128,7 +152,7 @@ class Client:
 
     def evaluate(
         self,
-        program: Module,
+        program: Module | str,
         devset: Sequence[Example],
         metric: Metric | str,
         lm: str | None = None,
@@ -145,7 +169,8 @@ class Client:
         ``metric`` is a module-level function (or its ``"pkg.mod:func"`` path): workers
         import it, so lambdas and closures are refused here, before anything is enqueued.
         Returns ``.score`` (percentage) and ``.results`` rows in devset order, plus the
-        ``evaluation_id`` of the ``evaluations`` row recorded in SQL.
+        ``evaluation_id`` of the ``evaluations`` row recorded in SQL. A reference is
+        resolved once: the whole devset runs on the version it names at the start.
         """
         from dspyq.api_client.evaluation import evaluate_on_pool
 
@@ -180,7 +205,7 @@ class Client:
     def optimize(
         self,
         optimizer: Teleprompter,
-        program: Module,
+        program: Module | str,
         *,
         trainset: Sequence[Example],
         valset: Sequence[Example] | None = None,
@@ -206,6 +231,10 @@ class Client:
         """
         from dspyq.api_client.runs import start_run
 
+        if isinstance(program, str):  # the version the reference names now
+            from dspyq.api_client.references import references_of
+
+            program = references_of(self).lookup(program).program.deepcopy()
         return start_run(
             self,
             optimizer,
@@ -260,6 +289,62 @@ class Client:
         """Load DSPy's JSON state from ``path`` into ``program_template``'s structure and save
         it as a new version of ``name``; returns that version."""
         return self.programs.import_state(name, program_template, path)
+
+    # --- the production loop ------------------------------------------------------------
+
+    def deploy(
+        self,
+        name: str,
+        version: int | None = None,
+        *,
+        alias: str = "production",
+        smoke: Sequence[Any] | None = None,
+        metric: Metric | str | None = None,
+        min_score: float | None = None,
+        canary: float | None = None,
+    ) -> Deployment:
+        """Point ``name@alias`` at ``version`` (the latest when None) through the deployment
+        pipeline; running workers serve it within a second. ``smoke`` examples run on the
+        queue first (with ``metric``, their score must reach ``min_score``, a percentage);
+        ``canary=0.1`` sends 10% of the alias's jobs to the new version first."""
+        from dspyq.api_client.deployments import deploy
+
+        return deploy(
+            self,
+            name,
+            version,
+            alias=alias,
+            smoke=smoke,
+            metric=metric,
+            min_score=min_score,
+            canary=canary,
+        )
+
+    def rollback(self, name: str, alias: str = "production") -> Deployment:
+        """Move ``name@alias`` back to the version it served before (off a running canary)."""
+        from dspyq.api_client.deployments import rollback
+
+        return rollback(self, name, alias)
+
+    def deployments(self, name: str) -> list[Deployment]:
+        """The deployments and rollbacks of ``name``'s aliases, newest first."""
+        from dspyq.api_client.deployments import deployments
+
+        return deployments(self.engine, name)
+
+    def feedback(
+        self, job_id: str, score: float, label: str | None = None, comment: str | None = None
+    ) -> FeedbackRecord:
+        """Store a score for a job's answer, tied to the program version that served it."""
+        from dspyq.api_client.deployments import feedback
+
+        return feedback(self.engine, job_id, score, label=label, comment=comment)
+
+    def lineage(self, name: str, version: int) -> list[LineageRecord]:
+        """Where ``name`` version ``version`` came from, back to its first ancestor."""
+        from dspyq.api_client.deployments import lineage
+
+        return lineage(self.engine, name, version)
 
     # --- reading back -------------------------------------------------------------------
 

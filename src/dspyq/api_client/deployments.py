@@ -10,7 +10,8 @@ submits jobs never loads the deployment machinery.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,18 +29,22 @@ from dspyq.store.models import AlertRecord, FeedbackRecord, LineageRecord
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from dspyq.api_client.client import Client
     from dspyq.api_client.pools import PoolStatus
     from dspyq.core.module import Module
 
 __all__ = [
     "SMOKE_METRIC",
     "alerts",
+    "client_deployer",
     "completed",
+    "deploy",
     "deployer",
     "deployments",
     "feedback",
     "lineage",
     "live_workers_from",
+    "rollback",
     "smoke_runner",
 ]
 
@@ -105,6 +110,41 @@ def deployer(
     """A :class:`~dspyq.deploy.Deployer` announcing on the settings' Redis and prefix."""
     announcer = AliasAnnouncer(redis_from_url(settings.effective_redis_url), settings.key_prefix)
     return Deployer(engine, announcer, settings, live_workers=live_workers, run_smoke=run_smoke)
+
+
+def client_deployer(client: Client) -> Deployer:
+    """The deployer of ``client``: its pools' live workers, smoke runs on its queue."""
+    return deployer(
+        client.settings,
+        client.engine,
+        live_workers=live_workers_from(client.pools),
+        run_smoke=smoke_runner(client.load_program, client.evaluate),
+    )
+
+
+def deploy(client: Client, name: str, version: int | None, **options: Any) -> Deployment:
+    """``Client.deploy``: the pipeline run with ``client``'s pools and queue."""
+    with _moving(client, name) as deployer:
+        return deployer.deploy(name, version, **options)
+
+
+def rollback(client: Client, name: str, alias: str) -> Deployment:
+    """``Client.rollback``: back to the version ``name@alias`` served before."""
+    with _moving(client, name) as deployer:
+        return deployer.rollback(name, alias)
+
+
+@contextmanager
+def _moving(client: Client, name: object) -> Iterator[Deployer]:
+    """A deployer for one move of ``name``'s alias; its Redis connection closed after."""
+    deployer = client_deployer(client)
+    try:
+        yield deployer
+    finally:
+        deployer.announcer.redis.close()
+        # The client's own submits by reference check inputs against the new target now.
+        if client._references is not None and isinstance(name, str):
+            client._references.forget(name.strip())
 
 
 def deployments(engine: Engine, name: str, alias: str | None = None) -> list[Deployment]:

@@ -18,7 +18,8 @@ from celery import group, signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import GroupResult
 
-from dspyq.api_client.submit import build_request
+from dspyq.api_client.references import Referenced
+from dspyq.api_client.submit import build_request, referenced
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
 from dspyq.core.program import program_to_spec
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 def evaluate_on_pool(
     client: Client,
-    program: Module,
+    program: Module | str,
     devset: Sequence[Example],
     *,
     metric: Metric | str,
@@ -58,13 +59,17 @@ def evaluate_on_pool(
     examples = list(devset)
     evaluation_id = uuid.uuid4().hex
     correlation_id = new_correlation_id()
+    target: Module | Referenced = (
+        program if isinstance(program, Module) else _pinned(client, program)
+    )
     requests = _requests(
-        client, program, examples, lm, fallbacks, lm_kwargs, correlation_id, evaluation_id
+        client, target, examples, lm, fallbacks, lm_kwargs, correlation_id, evaluation_id
     )
     lm_name = requests[0].lm if requests else (lm or "")
+    module = target.program if isinstance(target, Referenced) else target
     store = EvaluationStore(client.engine)
     store.open(
-        evaluation_id, correlation_id, program_to_spec(program).kind, path, lm_name, len(examples)
+        evaluation_id, correlation_id, program_to_spec(module).kind, path, lm_name, len(examples)
     )
     if not examples:
         store.finish(evaluation_id, score=0.0, errors=0)
@@ -150,9 +155,20 @@ def evaluate_on_pool(
     return _result(score, rows, evaluation_id, correlation_id)
 
 
+def _pinned(client: Client, program: object) -> Referenced:
+    """The version a reference names now, as ``name:version``: one version serves the
+    whole devset, whatever moves while it runs."""
+    if not isinstance(program, str):
+        raise InputError(
+            f"evaluate() takes a dspyq Module (Predict, ChainOfThought, ...) or a saved "
+            f"program's reference ('qa@production', 'qa:3'), not {type(program).__name__}"
+        )
+    return referenced(client, referenced(client, program).pinned)
+
+
 def _requests(
     client: Client,
-    program: Module,
+    program: Module | Referenced,
     examples: list[Example],
     lm: str | None,
     fallbacks: Sequence[str],
@@ -161,12 +177,9 @@ def _requests(
     evaluation_id: str,
 ) -> list[ExecutionRequest]:
     """One execution request per example, all checked before any is sent."""
-    if not isinstance(program, Module):
-        raise InputError(
-            f"evaluate() takes a dspyq Module (Predict, ChainOfThought, ...), "
-            f"not {type(program).__name__}"
-        )
-    spec = program_to_spec(program).model_dump(mode="json")
+    spec = None
+    if isinstance(program, Module):
+        spec = program_to_spec(program).model_dump(mode="json")
     requests = []
     for index, example in enumerate(examples):
         if not isinstance(example, Example):

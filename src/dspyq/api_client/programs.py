@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from dspyq.core.module import Module
 from dspyq.core.program import program_from_spec, program_to_spec
 from dspyq.errors import InputError
+from dspyq.program_ref import remember_saved
 from dspyq.store.models import ProgramRecord
 from dspyq.store.programs import ProgramStore
 
@@ -38,10 +39,9 @@ class ProgramRegistry:
             )
         if not isinstance(program, Module):
             raise InputError(f"save_program() takes a dspyq Module, not {type(program).__name__}")
-        spec = program_to_spec(program)
-        record = self.store.save(
-            name, spec.kind, spec.model_dump(mode="json"), score=score, run_id=run_id
-        )
+        spec = program_to_spec(program).model_dump(mode="json")
+        record = self.store.save(name, spec["kind"], spec, score=score, run_id=run_id)
+        remember_saved(program, name, record.version, spec)
         return record.version
 
     def list(self, name: str | None = None) -> builtins.list[ProgramRecord]:
@@ -63,7 +63,10 @@ class ProgramRegistry:
 
     def load(self, name: str, version: int | None = None) -> Module:
         """The program saved as ``name`` (the latest version by default), rebuilt."""
-        return program_from_spec(self.record(name, version).spec, self.allowed_prefixes)
+        record = self.record(name, version)
+        program = program_from_spec(record.spec, self.allowed_prefixes)
+        remember_saved(program, record.name, record.version, record.spec)
+        return program
 
     def export(self, name: str, version: int | None, path: str | Path) -> Path:
         """Write a saved version's state as DSPy's JSON (``program.save``) to ``path``."""

@@ -54,7 +54,7 @@ class StreamChunk:
     call: int = 0
 
 
-def start_stream(client: Client, program: Module, lm: str | None, **kwargs: Any) -> Job:
+def start_stream(client: Client, program: Module | str, lm: str | None, **kwargs: Any) -> Job:
     """Submit ``program`` as a streamed job; the arguments are :meth:`Client.submit`'s."""
     inputs = dict(kwargs)
     options = {
@@ -71,8 +71,9 @@ def start_stream(client: Client, program: Module, lm: str | None, **kwargs: Any)
         spec=None,
     )
     if task_name != EXECUTE_TASK:
+        shown = program if isinstance(program, str) else type(program).__name__
         raise InputError(
-            f"{type(program).__name__} runs as several hops and cannot be streamed; "
+            f"{shown} runs as several hops and cannot be streamed; "
             "stream a single module (Predict, ChainOfThought, ...)"
         )
     return send(client, task_name, request.model_copy(update={"stream": True}))

@@ -17,6 +17,7 @@ from dspyq.api_client.job import Job
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.module import Module
 from dspyq.errors import ConfigurationError, InputError, new_correlation_id
+from dspyq.program_ref import saved_version_of
 from dspyq.settings import split_model
 from dspyq.tasks.protocol import (
     BATCH_TASK,
@@ -33,6 +34,7 @@ from dspyq.telemetry.tracing import submit_span
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client
+    from dspyq.api_client.references import Referenced
 
 
 def program_spec(program: Module) -> dict[str, Any]:
@@ -61,9 +63,18 @@ def program_lm(client: Client, program: Module) -> str:
     )
 
 
+def referenced(client: Client, program: str | Referenced) -> Referenced:
+    """The reference ``program`` is, checked: InputError if it names nothing saved."""
+    from dspyq.api_client.references import references_of
+
+    if isinstance(program, str):
+        return references_of(client).lookup(program)
+    return program
+
+
 def build_request(
     client: Client,
-    program: Module,
+    program: Module | str | Referenced,
     lm: str | None,
     fallbacks: Sequence[str],
     lm_kwargs: Mapping[str, Any] | None,
@@ -76,18 +87,30 @@ def build_request(
     from dspyq.core.context import current
     from dspyq.core.multihop import MultiHopQA
 
+    by_reference = None
+    if not isinstance(program, Module) and _is_reference(program):
+        by_reference = referenced(client, program)
+        program = by_reference.program
     if not isinstance(program, Module):
         raise InputError(
-            f"submit() takes a dspyq Module (Predict, ChainOfThought, ...), "
-            f"not {type(program).__name__}"
+            f"submit() takes a dspyq Module (Predict, ChainOfThought, ...) or a saved "
+            f"program's reference ('qa@production', 'qa:3'), not {type(program).__name__}"
         )
     model = lm or program_lm(client, program)
     check_models(client, [model, *fallbacks])
     validate_program_inputs(program, inputs)
     validate_input_json(inputs, client.settings.max_input_bytes)
+    origin: dict[str, Any] = {}
+    if by_reference is not None:  # the worker resolves it when the job starts
+        origin = {"program": {}, "program_ref": by_reference.reference}
+    else:
+        origin = {"program": spec or program_spec(program)}
+        saved = saved_version_of(program, origin["program"])
+        if saved is not None:
+            origin["program_name"], origin["program_version"] = saved
     try:
         request = ExecutionRequest(
-            program=spec or program_spec(program),
+            **origin,
             inputs=inputs,
             lm=model,
             lm_kwargs=dict(lm_kwargs or {}),
@@ -103,16 +126,17 @@ def build_request(
 
 def send_many(
     client: Client,
-    program: Module,
+    program: Module | str,
     inputs: Iterable[Mapping[str, Any]],
     lm: str | None,
     fallbacks: Sequence[str],
     lm_kwargs: Mapping[str, Any] | None,
 ) -> list[Job]:
     """``Client.map``: every request checked first, then sent in batches on one producer."""
-    spec = program_spec(program)
+    target = referenced(client, program) if isinstance(program, str) else program
+    spec = program_spec(target) if isinstance(target, Module) else None
     prepared = [
-        build_request(client, program, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
+        build_request(client, target, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
         for item in inputs
     ]
     with client.app.producer_or_acquire() as producer:
@@ -139,7 +163,7 @@ def send(client: Client, task_name: str, request: ExecutionRequest, producer: An
             task_id=task_id,
             producer=producer,
             # Flower shows these instead of the raw JSON request.
-            shadow=f"{task_name}[{request.program.get('kind', '?').rpartition(':')[2]}]",
+            shadow=f"{task_name}[{_shown_program(request)}]",
             kwargsrepr=_shown_arguments(request),
         )
     return Job(client, task_id, request.correlation_id)
@@ -149,7 +173,7 @@ def _send_batch(client: Client, requests: list[ExecutionRequest], producer: Any)
     if len(requests) == 1:
         return [send(client, EXECUTE_TASK, requests[0], producer=producer)]
     items = [BatchItem(uuid.uuid4().hex, r.model_dump(mode="json")) for r in requests]
-    kind = requests[0].program.get("kind", "?").rpartition(":")[2]
+    kind = _shown_program(requests[0])
     client.app.send_task(
         BATCH_TASK,
         kwargs=batch_message(items),
@@ -162,6 +186,19 @@ def _send_batch(client: Client, requests: list[ExecutionRequest], producer: Any)
     return [
         Job(client, item.task_id, r.correlation_id) for item, r in zip(items, requests, strict=True)
     ]
+
+
+def _is_reference(program: object) -> bool:
+    from dspyq.api_client.references import Referenced
+
+    return isinstance(program, str | Referenced)
+
+
+def _shown_program(request: ExecutionRequest) -> str:
+    """The program as Flower names the message: its reference, else its class."""
+    if request.program_ref is not None:
+        return request.program_ref
+    return str(request.program.get("kind", "?")).rpartition(":")[2]
 
 
 _SHOWN = reprlib.Repr()

@@ -40,7 +40,13 @@ from dspyq.settings import get_settings
 MODULES = {"predict": "Predict", "cot": "ChainOfThought"}
 _EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
-SignatureArg = Annotated[str, typer.Argument(help='The signature, e.g. "question -> answer".')]
+SignatureArg = Annotated[
+    str,
+    typer.Argument(
+        help='The signature, e.g. "question -> answer", or a saved program: qa@production '
+        "(an alias), qa:3 (a version), qa (the latest)."
+    ),
+]
 LMOption = Annotated[
     str | None,
     typer.Option("--lm", help="Model as provider/name (default: DSPYQ_DEFAULT_LM)."),
@@ -133,8 +139,15 @@ def _wait(job: Any, timeout: float) -> Any:
 
 
 def _prepare(ctx: typer.Context, signature: str, module: str) -> tuple[Any, Any, dict[str, str]]:
-    """The client, program and inputs of ``run``/``submit``, all checked before sending."""
+    """The client, program and inputs of ``run``/``submit``, all checked before sending.
+
+    A saved program's reference (no ``->`` in it) is sent as such: the client checks it
+    and the inputs against the version it names, the worker resolves it."""
     fields = _field_pairs(ctx.args)
+    if "->" not in signature:
+        from dspyq.program_ref import parse_program_ref
+
+        return connected_client(get_settings()), str(parse_program_ref(signature)), fields
     program = _program(signature, module, fields)
     return connected_client(get_settings()), program, fields
 
@@ -157,6 +170,7 @@ def run(
     """Run a signature on the workers and print its outputs; inputs are --field value pairs.
 
     Example: dspyq run "question -> answer" --question "What is 2+2?" --lm openai/gpt-4o-mini
+    (or a saved program: dspyq run qa@production --question "What is 2+2?")
     """
     with errors_as_one_line():
         client, program, fields = _prepare(ctx, signature, module)

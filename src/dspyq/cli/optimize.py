@@ -110,27 +110,35 @@ def _input_names(program: Module) -> list[str]:
 
 
 def load_program(client: Client, spec: str) -> Module:
-    """``pkg.mod:obj`` (a Module, a Module class, or a function returning one), or the
-    name of a saved program (``name`` or ``name@version``)."""
+    """``pkg.mod:obj`` (a Module, a Module class, or a function returning one), or a saved
+    program's reference: ``qa@production`` (an alias), ``qa:3`` (a version; ``qa@3``
+    is read the same way), ``qa`` (the latest)."""
     from dspyq.core.imports import resolve_import
     from dspyq.core.module import Module
+    from dspyq.program_ref import parse_program_ref
 
-    if ":" in spec:
+    _, colon, tail = spec.rpartition(":")
+    if colon and not tail.strip().isdigit():
         found = resolve_import(spec, client.settings.allowed_imports)
         if isinstance(found, type) or (callable(found) and not isinstance(found, Module)):
             found = found()
         if not isinstance(found, Module):
             raise InputError(f"{spec} is a {type(found).__name__}, not a dspyq Module")
         return found
-    name, _, version = spec.partition("@")
-    if version and not version.isdigit():
-        raise InputError(f"program {spec!r}: the version after @ must be a number")
-    if not client.list_programs(name):
+    name, at, alias = spec.partition("@")
+    if at and alias.strip().isdigit():
+        spec = f"{name}:{alias.strip()}"
+    ref = parse_program_ref(spec)
+    if not client.list_programs(ref.name):
         raise InputError(
-            f"no saved program named {name!r}; give an import path (pkg.module:obj) "
-            "or the name of a saved program"
+            f"no saved program named {ref.name!r}; give an import path (pkg.module:obj) "
+            "or a saved program's reference (qa@production, qa:3, qa)"
         )
-    return client.load_program(name, int(version) if version else None)
+    if ref.alias is None:
+        return client.load_program(ref.name, ref.version)
+    from dspyq.api_client.references import references_of
+
+    return references_of(client).lookup(ref).program.deepcopy()
 
 
 def build_optimizer(
@@ -189,7 +197,8 @@ def optimize(
     program: Annotated[
         str,
         typer.Argument(
-            help="Import path pkg.module:obj, or a saved program's name (name@VERSION for one version)."
+            help="Import path pkg.module:obj, or a saved program: qa@production (an alias), "
+            "qa:3 (a version), qa (the latest)."
         ),
     ],
     trainset: Annotated[

@@ -87,6 +87,8 @@ def pending_start(
     module_type: str | None = None,
     lm: str | None = None,
     inputs: dict[str, Any] | None = None,
+    program_name: str | None = None,
+    program_version: int | None = None,
 ) -> PendingStart:
     """What :meth:`AttemptRecorder.start` records, to record later or with others."""
     now = utcnow()
@@ -98,6 +100,8 @@ def pending_start(
         "module_type": module_type,
         "lm": lm,
         "inputs": inputs,
+        "program_name": program_name,
+        "program_version": program_version,
         "status": "running",
         "attempts": 1,
         "node": node,
@@ -340,6 +344,13 @@ def _build(conn: Connection) -> _Statements:
             "attempts": col(ExecutionRecord.attempts) + 1,
             "node": running.excluded.node,
             "started_at": running.excluded.started_at,
+            # A job by reference that starts again may be served by another version.
+            "program_name": func.coalesce(
+                running.excluded.program_name, col(ExecutionRecord.program_name)
+            ),
+            "program_version": func.coalesce(
+                running.excluded.program_version, col(ExecutionRecord.program_version)
+            ),
         },
         where=may_move_sql(status, "running"),
     ).returning(col(ExecutionRecord.task_id), col(ExecutionRecord.attempts))

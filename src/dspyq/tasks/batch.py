@@ -44,6 +44,7 @@ from dspyq.tasks.protocol import (
     batch_size,
 )
 from dspyq.tasks.recording import pending_start_of
+from dspyq.tasks.references import resolve_reference
 
 # The message's parts are re-exported for the modules that import them from here.
 __all__ = ["BATCH_TASK", "JOBS_HEADER", "BatchItem", "batch_message", "batch_size", "execute_batch"]
@@ -144,13 +145,19 @@ def _job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
     batch.backend.mark_as_failure(item.task_id, exc)
 
 
-def _parsed(batch: Task, item: BatchItem) -> ExecutionRequest | None:
+def _parsed(env: WorkerContext, batch: Task, item: BatchItem) -> ExecutionRequest | None:
     """The job's request, or None (and the job failed) if it does not read as one."""
     try:
         request = ExecutionRequest.model_validate(item.request)
     except Exception as exc:
         _job_failed(batch, item, exc)
         return None
+    if request.program_ref is not None and not request.resolved:
+        try:
+            return resolve_reference(env, request, item.task_id)
+        except Exception:  # resolved again on the job's own path, which handles outages
+            logger.warning("could not resolve %s ahead", request.program_ref, exc_info=True)
+            return request
     # The batch's one spec object, not the copy validation made: the worker's program
     # cache then recognises it without serialising it again for each job.
     request.program = item.request["program"]
@@ -165,6 +172,8 @@ def _begin_all(
     If that fails (the store is down), each job records its own start when it runs,
     and meets the outage on its own path.
     """
+    if any(not request.resolved for _, request in jobs):
+        return [None] * len(jobs)  # each job resolves its reference and starts on its own
     starts = [pending_start_of(env, request, item.task_id) for item, request in jobs]
     try:
         return list(env.recorder.begin_many(starts))
@@ -198,7 +207,7 @@ def execute_batch(
     mark_started(self.backend, [(item.task_id, raw) for item, raw in todo])
     readable: list[tuple[BatchItem, ExecutionRequest]] = []
     for item, _ in todo:
-        request = _parsed(self, item)
+        request = _parsed(env, self, item)
         if request is None:
             env.batch.job_ended(batch_id)
         else:

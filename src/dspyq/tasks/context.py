@@ -58,6 +58,8 @@ from dspyq.tasks.resources import (
 if TYPE_CHECKING:
     from redis import Redis
 
+    from dspyq.deploy.cache import ProgramCache as DeployedPrograms
+
 __all__ = [
     "WorkerContext",
     "build_task_context",
@@ -95,6 +97,8 @@ class WorkerContext:
     outage: OutageClock = field(default_factory=OutageClock)
     runtime: Any = None
     """The worker runtime this context was built with (``dspyq.workers.runtime``), if any."""
+    deployed: DeployedPrograms | None = None
+    """Saved programs by reference, following alias moves (see :meth:`deployed_programs`)."""
     closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
     """Called by :meth:`close`, last first: what this context built and owns."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -130,6 +134,24 @@ class WorkerContext:
                 self.redis = client
                 self.closers.append(client.close)
             return self.redis
+
+    def deployed_programs(self) -> DeployedPrograms:
+        """The alias-aware cache jobs by reference resolve through, started on first use:
+        it follows alias moves over Redis pub/sub (:mod:`dspyq.deploy.cache`)."""
+        with self._lock:
+            if self.deployed is None:
+                from dspyq.deploy.cache import ProgramCache as DeployedPrograms
+
+                redis = self.redis
+                if redis is None:
+                    from dspyq.resilience.redis_client import redis_from_url
+
+                    redis = self.redis = redis_from_url(self.settings.effective_redis_url)
+                    self.closers.append(redis.close)
+                cache = DeployedPrograms(self.engine, redis, self.settings.key_prefix)
+                self.deployed = cache.start()
+                self.closers.append(cache.stop)
+            return self.deployed
 
     def close(self) -> None:
         """Close what this context owns (idempotent)."""

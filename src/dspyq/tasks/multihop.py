@@ -14,9 +14,11 @@ from celery import Task, chord, shared_task, signature
 
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.cancel import skip_if_cancelled
+from dspyq.tasks.context import worker_context
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.protocol import MULTIHOP_TASK
+from dspyq.tasks.references import resolve_reference
 
 SYNTHESIZE_TASK = "dspyq.multihop.synthesize"
 
@@ -25,8 +27,9 @@ SYNTHESIZE_TASK = "dspyq.multihop.synthesize"
 def multihop_run(self: Task, request: dict[str, Any]) -> Any:
     """Decompose, then fan the hops out and synthesize (replacing this task)."""
     skip_if_cancelled(self)
-    root = ExecutionRequest.model_validate(request)
     root_id = str(self.request.id)
+    # Resolved once: the decomposition, every hop and the synthesis run on one version.
+    root = resolve_reference(worker_context(), ExecutionRequest.model_validate(request), root_id)
     question = root.inputs.get("question")
     step = root.model_copy(
         update={"method": "decompose", "inputs": {"question": question}, "parent_id": root_id}

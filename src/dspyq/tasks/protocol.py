@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dspyq.core.example import Prediction
+from dspyq.errors import InputError
+from dspyq.program_ref import parse_program_ref
 from dspyq.settings import split_model
 
 # --- task names ---------------------------------------------------------------------
@@ -61,11 +63,20 @@ SECRET_KEYS = frozenset({"api_key", "api_base", "authorization", "x-api-key"})
 
 
 class ExecutionRequest(BaseModel):
-    """One module execution: the program as JSON, its inputs and the LM to run it on."""
+    """One module execution: the program as JSON, its inputs and the LM to run it on.
+
+    A saved program travels as ``program_ref`` (``"qa@production"``, ``"qa:3"``) with an
+    empty ``program``: the worker resolves it when the execution starts, filling
+    ``program`` with that version's spec and ``program_name`` / ``program_version``
+    (which a client also sets for a program it knows to be a saved version).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    program: dict[str, Any]
+    program: dict[str, Any] = Field(default_factory=dict)
+    program_ref: str | None = None
+    program_name: str | None = None
+    program_version: int | None = Field(default=None, ge=1)
     inputs: dict[str, Any]
     lm: str
     lm_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -89,6 +100,27 @@ class ExecutionRequest(BaseModel):
                 f"{sorted(leaked)} must not travel in a job; workers read them from settings"
             )
         return value
+
+    @field_validator("program_ref")
+    @classmethod
+    def _reference(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(parse_program_ref(value))
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _has_program(self) -> ExecutionRequest:
+        if not self.program and self.program_ref is None:
+            raise ValueError("a job carries a program spec or a program reference")
+        return self
+
+    @property
+    def resolved(self) -> bool:
+        """The request carries its program's spec (a reference not resolved yet does not)."""
+        return bool(self.program)
 
     @field_validator("lm", "fallbacks")
     @classmethod
@@ -151,7 +183,7 @@ def batch_message(items: Sequence[BatchItem]) -> dict[str, Any]:
     once per job: the message is encoded, stored and decoded that much smaller.
     """
     program = items[0].request.get("program") if items else None
-    if program is None or any(item.request.get("program") != program for item in items):
+    if not program or any(item.request.get("program") != program for item in items):
         return {"jobs": [item.to_json() for item in items]}
     jobs = [{"task_id": item.task_id, "request": _without_program(item.request)} for item in items]
     return {"jobs": jobs, "program": program}

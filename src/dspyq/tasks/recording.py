@@ -72,6 +72,8 @@ def pending_start_of(env: WorkerContext, request: ExecutionRequest, record_id: s
         module_type=module_type,
         lm=request.lm,
         inputs=request.inputs,
+        program_name=request.program_name,
+        program_version=request.program_version,
     )
 
 
