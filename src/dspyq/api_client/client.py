@@ -302,11 +302,15 @@ class Client:
         metric: Metric | str | None = None,
         min_score: float | None = None,
         canary: float | None = None,
+        canary_window: float | None = None,
+        min_samples: int | None = None,
     ) -> Deployment:
         """Point ``name@alias`` at ``version`` (the latest when None) through the deployment
         pipeline; running workers serve it within a second. ``smoke`` examples run on the
         queue first (with ``metric``, their score must reach ``min_score``, a percentage);
-        ``canary=0.1`` sends 10% of the alias's jobs to the new version first."""
+        ``canary=0.1`` sends 10% of the alias's jobs to the new version first: ``dspyq
+        watch`` promotes it after ``canary_window`` seconds and ``min_samples`` jobs, or
+        rolls it back if it does worse (defaults: the ``watch`` settings)."""
         from dspyq.api_client.deployments import deploy
 
         return deploy(
@@ -318,6 +322,8 @@ class Client:
             metric=metric,
             min_score=min_score,
             canary=canary,
+            canary_window=canary_window,
+            min_samples=min_samples,
         )
 
     def rollback(self, name: str, alias: str = "production") -> Deployment:

@@ -210,12 +210,7 @@ def _deploy(
     canary_window: float | None,
     min_samples: int | None,
 ) -> Any:
-    from dspyq.api_client.deployments import deployer, live_workers_from
-
-    pipeline = deployer(
-        client.settings, client.engine, live_workers=live_workers_from(client.pools)
-    )
-    return pipeline.deploy(
+    return client.deploy(
         outcome.name,
         outcome.version,
         alias=outcome.alias,
