@@ -132,6 +132,8 @@ class WatchSettings(BaseModel):
     # LM failure rate the stable one's by this margin, or its mean feedback score falls
     # below the stable one's by this margin.
     canary_p95_ratio: float = Field(default=1.5, ge=1)
+    # p95s under this are not compared: a few milliseconds more is noise, not a breach.
+    canary_min_p95_ms: float = Field(default=250.0, ge=0)
     canary_failure_rate_margin: float = Field(default=0.05, ge=0)
     canary_score_margin: float = Field(default=0.1, ge=0)
     # Start an improvement run (client.improve) for a program whose alias alerted.

@@ -30,6 +30,7 @@ from dspyq.tasks.metrics import metric_path
 
 if TYPE_CHECKING:
     from dspyq.api_client.client import Client
+    from dspyq.core.module import Module
     from dspyq.optimize.teleprompter import Teleprompter
 
 __all__ = ["ADAPTATION_EVENTS", "Improvement", "improve"]
@@ -157,7 +158,7 @@ def _run(
         chosen, current, trainset=data.train, metric=metric, run_name=f"{outcome.name}-candidates"
     )
     outcome.run_id = run.id
-    candidate = run.result(timeout=timeout)
+    candidate = _with_lms_of(run.result(timeout=timeout), current)
     outcome.current_score = _score(client, current, data.heldout, metric, timeout)
     outcome.candidate_score = _score(client, candidate, data.heldout, metric, timeout)
     if outcome.candidate_score <= outcome.current_score + min_gain:
@@ -186,6 +187,16 @@ def _run(
         f"version {version} scored {outcome.candidate_score:.1f} against "
         f"{outcome.current_score:.1f}; deployed to {outcome.name}@{outcome.alias} as {share}"
     )
+
+
+def _with_lms_of(candidate: Module, current: Module) -> Module:
+    """``candidate`` serving on the LMs ``current`` was saved with (a run saves its
+    programs without them), so it deploys to the same pool."""
+    lms = {name: predictor.lm for name, predictor in current.named_predictors()}
+    for name, predictor in candidate.named_predictors():
+        if predictor.lm is None and lms.get(name) is not None:
+            predictor.lm = lms[name]
+    return candidate
 
 
 def _default_optimizer(metric: str) -> Teleprompter:

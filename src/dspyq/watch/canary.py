@@ -5,7 +5,8 @@ traffic moved) and served at least ``min_samples`` jobs; until then it keeps its
 The window is the whole time it ran, so a breach must last it, not flare once. Its
 figures are compared with the stable version's over that same window:
 
-- p95 above the stable p95 times ``canary_p95_ratio`` (or above the absolute p95 limit);
+- p95 above the stable p95 times ``canary_p95_ratio`` (when above ``canary_min_p95_ms``),
+  or above the absolute p95 limit;
 - LM or execution failure rate above the stable one plus ``canary_failure_rate_margin``;
 - mean feedback score below the stable one minus ``canary_score_margin`` (when both
   versions have feedback).
@@ -76,7 +77,11 @@ def breaches(canary: VersionStats, stable: VersionStats | None, limits: WatchSet
             found.append(
                 f"p95 {c_p95:.0f} ms is above the limit {limits.module_execution_p95_ms:.0f} ms"
             )
-        elif s_p95 is not None and c_p95 > s_p95 * limits.canary_p95_ratio:
+        elif (
+            s_p95 is not None
+            and c_p95 > limits.canary_min_p95_ms
+            and c_p95 > s_p95 * limits.canary_p95_ratio
+        ):
             found.append(
                 f"p95 {c_p95:.0f} ms is above {limits.canary_p95_ratio:g}x the stable "
                 f"version's {s_p95:.0f} ms"
