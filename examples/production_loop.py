@@ -119,7 +119,7 @@ def main() -> None:
             for canary in watcher.look().canaries:
                 verdict = canary.action or verdict
         console.print(f"canary {verdict}")
-        target = [d for d in client.deployments("qa") if d.action == "deploy"][0]
+        target = next(d for d in client.deployments("qa") if d.action == "deploy")
         console.print(f"qa@production -> version {target.version}, status {target.status}")
         console.print(f"mean feedback now: {serve_with_feedback(client):.2f}")
         client.close()
