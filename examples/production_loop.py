@@ -69,7 +69,12 @@ def main() -> None:
     os.environ.setdefault("DSPYQ_WATCH__WINDOW_SECONDS", "30")
     os.environ.setdefault("DSPYQ_WATCH__INTERVAL_SECONDS", "1")
     settings = get_settings()
-    with DevStack(settings, pools=["openai", "optimize"], flower_port=0, fake_lm_port=0) as stack:
+    # The example looks through its own watcher (at the moments it chooses) instead of
+    # the stack's `dspyq watch` process.
+    stack = DevStack(
+        settings, pools=["openai", "optimize"], flower_port=0, fake_lm_port=0, watch=False
+    )
+    with stack:
         stack.wait_ready(timeout=120)
         teach_fake_lm(stack)
         client = dspyq.Client(settings)
