@@ -80,7 +80,7 @@ def test_improve_changes_nothing_without_enough_feedback_or_a_better_candidate(
     _served_with_feedback(client, 12)  # 12 distinct questions, each answered the same way
     flat = client.improve("qa", metric=METRIC, min_feedback=10)
     assert flat.status == "unchanged", flat.reason
-    assert flat.run_id is not None and flat.optimizer == "AdaptiveOptimizer"
+    assert flat.run_id is not None and flat.optimizer == "AdaptiveOptimizer:BootstrapFewShot"
     assert (flat.current_score, flat.candidate_score) == (100.0, 100.0)
     assert "not better by more than min_gain=0" in flat.reason
     assert [r.version for r in client.list_programs("qa")] == [1]  # nothing saved

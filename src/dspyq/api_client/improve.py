@@ -158,6 +158,9 @@ def _run(
         chosen, current, trainset=data.train, metric=metric, run_name=f"{outcome.name}-candidates"
     )
     outcome.run_id = run.id
+    choice = getattr(run, "choice", None)  # an AdaptiveOptimizer's run: what it chose
+    if isinstance(choice, dict):
+        outcome.optimizer = f"{outcome.optimizer}:{choice.get('strategy')}"
     candidate = _with_lms_of(run.result(timeout=timeout), current)
     outcome.current_score = _score(client, current, data.heldout, metric, timeout)
     outcome.candidate_score = _score(client, candidate, data.heldout, metric, timeout)
