@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from watch_fixtures import client_on
 
 import dspyq
 from dspyq.api_client import Client
 from dspyq.errors import InputError
-from dspyq.settings import Settings
 from dspyq.store.events import EventStore
-from dspyq.testing.cluster import SECRET_KEY, Cluster, make_cluster
+from dspyq.testing.cluster import Cluster, make_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +35,7 @@ def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
 
 @pytest.fixture
 def client(cluster: Cluster, sqlite_url: str) -> Iterator[Client]:
-    settings = Settings(
-        broker_url=cluster.redis_url,
-        key_prefix=cluster.prefix,
-        database_url=sqlite_url,
-        providers={"openai": {"api_key": SECRET_KEY, "api_base": cluster.fake_lm.openai_base}},
-    )
-    with Client(settings) as client:
+    with client_on(cluster, sqlite_url) as client:
         yield client
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from watch_fixtures import client_on
 
 import dspyq
 from dspyq.api_client import Client
-from dspyq.settings import Settings
 from dspyq.store.aliases import AliasStore
 from dspyq.store.events import EventStore
-from dspyq.testing.cluster import SECRET_KEY, Cluster, make_cluster
+from dspyq.testing.cluster import Cluster, make_cluster
 from dspyq.watch import Watcher
 
 pytestmark = pytest.mark.integration
@@ -34,14 +34,7 @@ def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
 
 @pytest.fixture
 def client(cluster: Cluster, sqlite_url: str) -> Iterator[Client]:
-    settings = Settings(
-        broker_url=cluster.redis_url,
-        key_prefix=cluster.prefix,
-        database_url=sqlite_url,
-        providers={"openai": {"api_key": SECRET_KEY, "api_base": cluster.fake_lm.openai_base}},
-        watch={"interval_seconds": 1.0},
-    )
-    with Client(settings) as client:
+    with client_on(cluster, sqlite_url, watch={"interval_seconds": 1.0}) as client:
         yield client
 
 

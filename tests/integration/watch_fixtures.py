@@ -9,10 +9,12 @@ from datetime import datetime, timedelta
 import redis
 from sqlalchemy import Engine
 
+from dspyq.api_client import Client
 from dspyq.settings import Settings
 from dspyq.store.engine import write_transaction
 from dspyq.store.lm_requests import LMRequestStore
 from dspyq.store.models import ExecutionRecord, FeedbackRecord
+from dspyq.testing.cluster import SECRET_KEY, Cluster
 from dspyq.watch import Watcher
 
 LM = "openai/gpt-4o-mini"
@@ -87,3 +89,16 @@ def make_watcher(engine: Engine, redis_url: str, prefix: str, **watch: object) -
     """A watcher over ``engine`` with ``watch`` settings (seconds-long windows in tests)."""
     settings = Settings(key_prefix=prefix, watch={"interval_seconds": 1.0, **watch})
     return Watcher(settings, engine, redis.Redis.from_url(redis_url))
+
+
+def client_on(cluster: Cluster, database_url: str, **settings: object) -> Client:
+    """A client of ``cluster`` whose ``openai`` provider is the cluster's fake LM."""
+    return Client(
+        Settings(
+            broker_url=cluster.redis_url,
+            key_prefix=cluster.prefix,
+            database_url=database_url,
+            providers={"openai": {"api_key": SECRET_KEY, "api_base": cluster.fake_lm.openai_base}},
+            **settings,  # type: ignore[arg-type]
+        )
+    )
