@@ -12,8 +12,11 @@ from watch_fixtures import client_on
 
 import dspyq
 from dspyq.api_client import Client
+from dspyq.core.program import program_to_spec
 from dspyq.errors import InputError
+from dspyq.optimize.adaptive import program_fingerprint
 from dspyq.store.events import EventStore
+from dspyq.tasks.adaptive_history import SQLOptimizationHistory
 from dspyq.testing.cluster import Cluster, make_cluster
 
 pytestmark = pytest.mark.integration
@@ -44,6 +47,10 @@ def _served_with_feedback(client: Client, count: int) -> None:
     for job in jobs:
         job.result(timeout=60)
         client.feedback(job.id, 1.0)
+
+
+def spec_of(program: dspyq.Module) -> dict[str, object]:
+    return program_to_spec(program).model_dump(mode="json")
 
 
 def _adaptation_events(client: Client, correlation_id: str) -> list[tuple[str, str | None]]:
@@ -83,6 +90,10 @@ def test_improve_changes_nothing_without_enough_feedback_or_a_better_candidate(
         "real_time_adaptation_failed",
         flat.reason,
     )
+    # The AdaptiveOptimizer saw bootstrapping gain nothing here: next time it falls back.
+    history = SQLOptimizationHistory(client.engine).entries(program_fingerprint(spec_of(program)))
+    assert [(h.optimizer, h.gain) for h in history] == [("BootstrapFewShot", 0.0)]
+    assert dspyq.AdaptiveOptimizer(METRIC).choose(12, history).strategy == "COPRO"
 
 
 def test_bad_input_to_improve_is_refused_before_anything_runs(

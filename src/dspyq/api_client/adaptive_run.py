@@ -73,6 +73,12 @@ class AdaptiveRun(Run):
         self.adaptive_id = adaptive_id
         self.choice = choice
 
+    def scored(self, baseline: float, final: float) -> None:
+        """Record the student's and the result's scores measured after the run (e.g. on
+        held-out examples): the history then knows this run's gain."""
+        figures = {"baseline_score": baseline, "final_score": final, "scored_on": "heldout"}
+        self.history.emit(COMPLETED, self.adaptive_id, {**self.choice, **figures}, ":scored")
+
     def wait(self, timeout: float | None = None, progress: bool = False) -> str:
         status = super().wait(timeout, progress)
         record = self.record()

@@ -164,6 +164,8 @@ def _run(
     candidate = _with_lms_of(run.result(timeout=timeout), current)
     outcome.current_score = _score(client, current, data.heldout, metric, timeout)
     outcome.candidate_score = _score(client, candidate, data.heldout, metric, timeout)
+    if hasattr(run, "scored"):  # the AdaptiveOptimizer learns this run's held-out gain
+        run.scored(outcome.current_score, outcome.candidate_score)
     if outcome.candidate_score <= outcome.current_score + min_gain:
         outcome.reason = (
             f"the candidate scored {outcome.candidate_score:.1f} on {len(data.heldout)} held-out "

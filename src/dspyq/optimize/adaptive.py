@@ -72,7 +72,9 @@ class OptimizationHistory(Protocol):
 
     def entries(self, fingerprint: str) -> list[HistoryEntry]: ...
 
-    def emit(self, event_type: str, correlation_id: str, data: dict[str, Any]) -> None: ...
+    def emit(
+        self, event_type: str, correlation_id: str, data: dict[str, Any], suffix: str = ""
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,10 @@ class SQLOptimizationHistory:
         init_db(engine)
         return cls(engine)
 
-    def emit(self, event_type: str, correlation_id: str, data: dict[str, Any]) -> None:
-        suffix = event_type.rsplit("_", 1)[-1]
+    def emit(
+        self, event_type: str, correlation_id: str, data: dict[str, Any], suffix: str = ""
+    ) -> None:
+        suffix = event_type.rsplit("_", 1)[-1] + suffix
         self.events.append(
             Event(
                 event_id=f"{correlation_id}:{suffix}",
@@ -70,8 +72,10 @@ class SQLOptimizationHistory:
             ]
         found: list[HistoryEntry] = []
         adaptive_runs = set()
-        for data in recorded:
+        for data in recorded:  # newest first: a run's later, better-scored outcome wins
             if data.get("fingerprint") != fingerprint:
+                continue
+            if data.get("run_id") is not None and data.get("run_id") in adaptive_runs:
                 continue
             adaptive_runs.add(data.get("run_id"))
             found.append(
