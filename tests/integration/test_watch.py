@@ -198,3 +198,40 @@ def test_a_canary_slower_than_the_stable_version_is_rolled_back_with_its_figures
     assert failed.data["error"]["measured"]["stable"]["p95_ms"] == 100.0
     [alert] = [a for a in report.alerts if a.kind == "canary_rollback"]
     assert (alert.program_name, alert.program_version) == ("qa", 2)
+
+
+def test_alerts_are_exported_to_prometheus(
+    store_engine: Engine, redis_url: str, prefix: str
+) -> None:
+    from prometheus_client import generate_latest
+
+    from dspyq.telemetry.metrics import WorkerMetrics
+    from dspyq.watch import Watcher
+
+    served(store_engine, "qa", 4, at=NOW - timedelta(seconds=5), duration_ms=6500, count=5)
+    metrics = WorkerMetrics()
+    settings = Settings(key_prefix=prefix, watch={"interval_seconds": 1.0})
+    watcher = Watcher(settings, store_engine, redis.Redis.from_url(redis_url), metrics=metrics)
+    watcher.look(NOW)
+    text = generate_latest(metrics.registry).decode()
+    assert 'dspyq_alerts_total{kind="module_execution_p95",pool="openai",program="qa"} 1.0' in text
+    assert (
+        'dspyq_alert_observed{kind="module_execution_p95",pool="openai",program="qa",version="4"}'
+        " 6500.0" in text
+    )
+
+
+def test_a_canary_policy_without_a_canary_or_below_zero_is_refused(
+    store_engine: Engine, redis_url: str, prefix: str
+) -> None:
+    from dspyq.errors import InputError
+
+    save_versions(store_engine, "qa", 2)
+    deployer = make_deployer(store_engine, redis_url, prefix)
+    deployer.deploy("qa", 1)
+    with pytest.raises(InputError, match="canary_window is given but no canary"):
+        deployer.deploy("qa", 2, canary_window=10)
+    with pytest.raises(InputError, match="min_samples must be positive"):
+        deployer.deploy("qa", 2, canary=0.1, min_samples=0)
+    alias = AliasStore(store_engine).get("qa", "production")
+    assert alias is not None and (alias.version, alias.revision) == (1, 1)
