@@ -37,15 +37,20 @@ def test_a_slow_version_raises_one_alert_and_one_event_per_window(
     assert report.leader
     [alert] = report.alerts
     assert (alert.kind, alert.program_name, alert.program_version, alert.pool) == (
-        "module_execution_p95", "qa", 2, "openai",
-    )  # fmt: skip
+        "module_execution_p95",
+        "qa",
+        2,
+        "openai",
+    )
     assert (alert.observed, alert.threshold) == (6000.0, 5000.0)
     assert alert.window_end - alert.window_start == timedelta(seconds=300)
     [event] = EventStore(store_engine).by_correlation(f"alert-{alert.id}")
     assert event.event_type == PERFORMANCE_DEGRADATION
     assert (event.data["threshold"], event.data["observed"], event.data["version"]) == (
-        "module_execution_p95", 6000.0, 2,
-    )  # fmt: skip
+        "module_execution_p95",
+        6000.0,
+        2,
+    )
     assert event.data["window_start"] == alert.window_start.isoformat()
     # The same degradation seen again inside its window is not a new alert.
     assert watcher.look(NOW + timedelta(seconds=20)).alerts == []
@@ -111,15 +116,24 @@ def test_an_optimization_without_progress_for_ten_iterations_is_stagnant(
     scores = [0.5, 0.7] + [0.6] * 10
     candidates = [{"iteration": i, "seed": i, "score": s} for i, s in enumerate(scores)]
     run = OptimizationRunRecord(
-        id="run1", correlation_id="c1", optimizer="COPRO", program="Predict", lm="openai/x",
-        status="running", config={"run_name": "qa"}, checkpoint={"candidates": candidates},
-    )  # fmt: skip
+        id="run1",
+        correlation_id="c1",
+        optimizer="COPRO",
+        program="Predict",
+        lm="openai/x",
+        status="running",
+        config={"run_name": "qa"},
+        checkpoint={"candidates": candidates},
+    )
     with write_transaction(store_engine, "write a run") as conn:
         conn.execute(OptimizationRunRecord.__table__.insert().values(**run.model_dump()))  # type: ignore[attr-defined]
     [alert] = make_watcher(store_engine, redis_url, prefix).look(NOW).alerts
     assert (alert.kind, alert.program_name, alert.observed, alert.threshold) == (
-        "optimization_stagnation", "qa", 10.0, 10.0,
-    )  # fmt: skip
+        "optimization_stagnation",
+        "qa",
+        10.0,
+        10.0,
+    )
     assert alert.details["run_id"] == "run1"
 
 
@@ -235,3 +249,40 @@ def test_a_canary_policy_without_a_canary_or_below_zero_is_refused(
         deployer.deploy("qa", 2, canary=0.1, min_samples=0)
     alias = AliasStore(store_engine).get("qa", "production")
     assert alias is not None and (alias.version, alias.revision) == (1, 1)
+
+
+def test_an_alert_starts_an_improvement_run_when_configured(
+    sqlite_url: str, redis_url: str, prefix: str
+) -> None:
+    import time
+
+    from dspyq.api_client import Client
+    from dspyq.cli.watch import ImproveOnAlert
+    from dspyq.watch import Watcher
+
+    watch = {
+        "interval_seconds": 1.0,
+        "improve_on_alert": True,
+        "improve_metric": "dspyq.metrics:answer_exact_match",
+    }
+    settings = Settings(
+        key_prefix=prefix, broker_url=redis_url, database_url=sqlite_url, watch=watch
+    )
+    with Client(settings) as client:
+        save_versions(client.engine, "qa", 1)
+        make_deployer(client.engine, redis_url, prefix).deploy("qa")
+        served(client.engine, "qa", 1, at=NOW - timedelta(seconds=5), duration_ms=6000, count=5)
+        watcher = Watcher(
+            settings,
+            client.engine,
+            redis.Redis.from_url(redis_url),
+            on_alert=ImproveOnAlert(client),
+        )
+        [alert] = watcher.look(NOW).alerts
+        events = EventStore(client.engine)
+        deadline = time.monotonic() + 30
+        while not events.count(event_type="real_time_adaptation_failed"):
+            assert time.monotonic() < deadline, "no improvement run followed the alert"
+            time.sleep(0.1)
+        assert events.count(event_type="real_time_adaptation_start") == 1
+        assert alert.program_name == "qa"
