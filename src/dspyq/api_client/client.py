@@ -17,17 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from dspyq.api_client.job import Job
 from dspyq.api_client.submit import build_request, program_lm, send, send_many
+from dspyq.api_client.watching import WatchingMethods
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.app import make_app
 from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from celery import Celery
     from sqlalchemy.engine import Engine
 
-    from dspyq.api_client.improve import Improvement
     from dspyq.api_client.pools import PoolStatus
     from dspyq.api_client.programs import ProgramRegistry
     from dspyq.api_client.references import References
@@ -40,7 +38,6 @@ if TYPE_CHECKING:
     from dspyq.optimize.evaluate import EvaluationResult
     from dspyq.optimize.teleprompter import Teleprompter
     from dspyq.store.models import (
-        AlertRecord,
         EvaluationRecord,
         EvaluationRowRecord,
         ExecutionRecord,
@@ -51,7 +48,7 @@ if TYPE_CHECKING:
     from dspyq.tasks.metrics import Metric
 
 
-class Client:
+class Client(WatchingMethods):
     """Submit programs to dspyq's worker pools: ``dspyq.Client().submit(program, **inputs)``."""
 
     def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
@@ -302,15 +299,12 @@ class Client:
         metric: Metric | str | None = None,
         min_score: float | None = None,
         canary: float | None = None,
-        canary_window: float | None = None,
-        min_samples: int | None = None,
+        **canary_policy: float | None,
     ) -> Deployment:
         """Point ``name@alias`` at ``version`` (the latest when None) through the deployment
         pipeline; running workers serve it within a second. ``smoke`` examples run on the
         queue first (with ``metric``, their score must reach ``min_score``, a percentage);
-        ``canary=0.1`` sends 10% of the alias's jobs to the new version first: ``dspyq
-        watch`` promotes it after ``canary_window`` seconds and ``min_samples`` jobs, or
-        rolls it back if it does worse (defaults: the ``watch`` settings)."""
+        ``canary=0.1`` sends 10% of the alias's jobs to the new version first."""
         from dspyq.api_client.deployments import deploy
 
         return deploy(
@@ -322,8 +316,7 @@ class Client:
             metric=metric,
             min_score=min_score,
             canary=canary,
-            canary_window=canary_window,
-            min_samples=min_samples,
+            **canary_policy,  # canary_window=, min_samples=: how dspyq watch judges it
         )
 
     def rollback(self, name: str, alias: str = "production") -> Deployment:
@@ -405,40 +398,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- watching and improving -------------------------------------------------------
-
-    def alerts(self, since: datetime | None = None) -> list[AlertRecord]:
-        """The alerts ``dspyq watch`` raised since ``since`` (all when None), oldest first."""
-        from dspyq.api_client.deployments import alerts
-
-        return alerts(self.engine, since)
-
-    def improve(
-        self,
-        name: str,
-        *,
-        alias: str = "production",
-        optimizer: Teleprompter | None = None,
-        metric: Metric | str,
-        min_gain: float = 0.0,
-        min_feedback: int = 20,
-        canary: float | None = 0.1,
-        **options: Any,
-    ) -> Improvement:
-        """Re-optimize ``name@alias`` from its feedback and deploy the candidate (as a
-        canary) only if it beats the current version by ``min_gain`` on held-out feedback.
-        ``options``: ``holdout``, ``canary_window``, ``min_samples``, ``timeout``."""
-        from dspyq.api_client.improve import improve
-
-        return improve(
-            self,
-            name,
-            alias=alias,
-            optimizer=optimizer,
-            metric=metric,
-            min_gain=min_gain,
-            min_feedback=min_feedback,
-            canary=canary,
-            **options,
-        )
