@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     )
     from dspyq.lm import LM, inspect_history
     from dspyq.metrics import answer_exact_match, answer_passage_match
+    from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.bootstrap import BootstrapFewShot
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
@@ -106,6 +107,7 @@ _NAMES_BY_MODULE = {
     ),
     "dspyq.lm": ("LM", "inspect_history"),
     "dspyq.metrics": ("answer_exact_match", "answer_passage_match"),
+    "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
     "dspyq.optimize.copro": ("COPRO",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
@@ -162,6 +164,7 @@ __all__ = [
     "LM",
     "Adapter",
     "AdapterParseError",
+    "AdaptiveOptimizer",
     "AuthenticationError",
     "BadRequestError",
     "BestOfN",

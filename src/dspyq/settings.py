@@ -123,6 +123,42 @@ class TelemetrySettings(BaseModel):
     service_name: str = "dspyq"
 
 
+class WatchSettings(BaseModel):
+    """The performance watcher (``dspyq watch``): its windows, the seed's thresholds, and
+    how it judges canaries. Live: ``dspyq config set watch.module_execution_p95_ms 3000``."""
+
+    window_seconds: float = Field(default=300.0, gt=0)
+    # How often the watcher looks; window ends are aligned to it, so every watcher
+    # judges the same windows.
+    interval_seconds: float = Field(default=15.0, gt=0)
+    module_execution_p95_ms: float = Field(default=5000.0, gt=0)
+    lm_request_failure_rate: float = Field(default=0.05, ge=0, le=1)
+    # Iterations of a running optimization without a better score.
+    optimization_stagnation: int = Field(default=10, ge=1)
+    # Executions (or LM calls) a window needs before its p95 (or failure rate) is judged.
+    min_samples: int = Field(default=5, ge=1)
+    # Alert when an alias served jobs in the previous window and none in this one.
+    traffic_stopped: bool = False
+    # Canary defaults (each deployment may set its own): executions the canary needs
+    # before it is judged, and how long it runs before promotion.
+    canary_min_samples: int = Field(default=20, ge=1)
+    canary_window_seconds: float = Field(default=300.0, gt=0)
+    # A canary breaches when its p95 exceeds the stable version's by this factor, its
+    # LM failure rate the stable one's by this margin, or its mean feedback score falls
+    # below the stable one's by this margin.
+    canary_p95_ratio: float = Field(default=1.5, ge=1)
+    # p95s under this are not compared: a few milliseconds more is noise, not a breach.
+    canary_min_p95_ms: float = Field(default=250.0, ge=0)
+    canary_failure_rate_margin: float = Field(default=0.05, ge=0)
+    canary_score_margin: float = Field(default=0.1, ge=0)
+    # Start an improvement run (client.improve) for a program whose alias alerted.
+    improve_on_alert: bool = False
+    improve_metric: str | None = None
+    improve_alias: str = "production"
+    # Seconds the leading watcher holds its Redis lock without renewing it.
+    leader_ttl_seconds: float = Field(default=30.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of dspyq's settings. Application keys beyond dspyq's own are kept, not dropped."""
 
@@ -152,6 +188,7 @@ class Settings(BaseSettings):
     optimization: OptimizationSettings = OptimizationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     degradation: DegradationSettings = DegradationSettings()
+    watch: WatchSettings = WatchSettings()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -42,3 +42,14 @@ def test_quickstart_runs_through_the_queue(tmp_path: Path) -> None:
     assert "Paris, 2.1 million" in out
     assert "Flower: http://127.0.0.1:" in out
     assert (tmp_path / "dspyq.db").exists()
+
+
+def test_production_loop_deploys_alerts_improves_and_promotes(tmp_path: Path) -> None:
+    out = _run("production_loop.py", tmp_path)
+    assert "mean feedback of version 1: 0.50" in out
+    assert "ALERT lm_request_failure_rate on qa:1" in out
+    assert "deployed: version 2 scored 100.0" in out
+    assert "lineage: version 2 <- version 1" in out
+    assert "canary promoted" in out
+    assert "qa@production -> version 2, status succeeded" in out
+    assert "mean feedback now: 1.00" in out

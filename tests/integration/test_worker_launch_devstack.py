@@ -29,7 +29,7 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_dev_stack_starts_fake_lm_workers_and_flower_then_stops_every_child(
+def test_dev_stack_starts_fake_lm_workers_watcher_and_flower_then_stops_every_child(
     tmp_path: Path, broker_url: str
 ) -> None:
     settings = Settings(broker_url=broker_url, database_url="sqlite:///dspyq.db")
@@ -50,6 +50,7 @@ def test_dev_stack_starts_fake_lm_workers_and_flower_then_stops_every_child(
             "fake-lm",
             "worker-openai",
             "worker-anthropic",
+            "watch",
             "flower",
         }
 
@@ -91,7 +92,7 @@ def test_dev_stack_starts_and_stops_its_own_redis_when_none_answers(tmp_path: Pa
         assert len(stack.redis_servers) == 1
         stack.wait_ready(timeout=60)
         assert stack.fake_lm_url is None
-        assert [child.name for child in stack.children] == ["worker-optimize", "flower"]
+        assert [child.name for child in stack.children] == ["worker-optimize", "watch", "flower"]
     finally:
         stack.stop()
     assert not redis_reachable(url)

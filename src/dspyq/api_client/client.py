@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dspyq.api_client.job import Job
 from dspyq.api_client.submit import build_request, program_lm, send, send_many
+from dspyq.api_client.watching import WatchingMethods
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.app import make_app
 from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from dspyq.tasks.metrics import Metric
 
 
-class Client:
+class Client(WatchingMethods):
     """Submit programs to dspyq's worker pools: ``dspyq.Client().submit(program, **inputs)``."""
 
     def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
@@ -298,6 +299,7 @@ class Client:
         metric: Metric | str | None = None,
         min_score: float | None = None,
         canary: float | None = None,
+        **canary_policy: float | None,
     ) -> Deployment:
         """Point ``name@alias`` at ``version`` (the latest when None) through the deployment
         pipeline; running workers serve it within a second. ``smoke`` examples run on the
@@ -314,6 +316,7 @@ class Client:
             metric=metric,
             min_score=min_score,
             canary=canary,
+            **canary_policy,  # canary_window=, min_samples=: how dspyq watch judges it
         )
 
     def rollback(self, name: str, alias: str = "production") -> Deployment:

@@ -28,6 +28,7 @@ from dspyq.errors import (
     JobTimeoutError,
     new_correlation_id,
 )
+from dspyq.optimize.adaptive import AdaptiveOptimizer
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
@@ -84,6 +85,25 @@ def start_run(
     """Validate, record the run and send its coordinator (see :meth:`Client.optimize`)."""
     if not isinstance(program, Module):
         raise InputError(f"optimize() takes a dspyq Module, not {type(program).__name__}")
+    if isinstance(optimizer, AdaptiveOptimizer):
+        from dspyq.api_client.adaptive_run import start_adaptive_run
+
+        return start_adaptive_run(
+            client,
+            optimizer,
+            program,
+            trainset=trainset,
+            valset=valset,
+            lm=lm,
+            teacher_lm=teacher_lm,
+            metric=metric,
+            budget_usd=budget_usd,
+            max_lm_calls=max_lm_calls,
+            run_name=run_name,
+            candidates_per_round=candidates_per_round,
+            lm_kwargs=lm_kwargs,
+            compile_options=compile_options,
+        )
     settings = optimizer_config(optimizer, compile_options)
     if type(optimizer).__name__ == INSTRUCTION_SEARCH:
         only_predictor_name(program)

@@ -9,6 +9,8 @@ from dspyq.cli import optimize  # noqa: F401  (optimize)
 from dspyq.cli import runs  # noqa: F401  (runs, runs show)
 from dspyq.cli import pools  # noqa: F401  (registers its commands)
 from dspyq.cli import serve  # noqa: F401  (registers its commands)
+from dspyq.cli import watch  # noqa: F401  (watch, alerts)
+from dspyq.cli import improve  # noqa: F401  (improve)
 from dspyq.cli._common import app
 
 # isort: on

@@ -27,6 +27,7 @@ from dspyq.deploy.plan import (
     Plan,
     RunSmoke,
     checked_canary,
+    checked_canary_policy,
     checked_name,
     checked_smoke,
 )
@@ -77,10 +78,16 @@ class Deployer:
         min_score: float | None = None,
         canary: float | None = None,
         lm: str | None = None,
+        canary_window: float | None = None,
+        min_samples: int | None = None,
     ) -> Deployment:
-        """Deploy ``name`` version ``version`` (the latest when None) to ``alias``."""
+        """Deploy ``name`` version ``version`` (the latest when None) to ``alias``.
+
+        A canary is judged by the watcher after ``canary_window`` seconds once it served
+        ``min_samples`` jobs (defaults: ``watch.canary_window_seconds`` / ``_min_samples``)."""
         name, alias = checked_name(name), check_alias(alias)
         fraction = checked_canary(canary)
+        policy = checked_canary_policy(fraction, canary_window, min_samples)
         examples, floor = checked_smoke(smoke, metric, min_score)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise InputError(f"a version is a whole number, not {version!r:.80}")
@@ -95,6 +102,7 @@ class Deployer:
             spec=record.spec,
             current=current,
             canary=fraction,
+            canary_policy=policy,
             smoke=examples,
             metric=metric,
             min_score=floor,
@@ -176,11 +184,13 @@ class Deployer:
         stable = plan.version
         if canary_version is not None and plan.current is not None:
             stable = plan.current.version
-        result = {
+        result: dict[str, Any] = {
             "version": stable,
             "canary_version": canary_version,
             "canary_fraction": plan.canary,
         }
+        if canary_version is not None:
+            result["canary_policy"] = plan.canary_policy
         move = AliasMove(
             version=stable,
             deployment_id=plan.deployment_id,

@@ -25,6 +25,7 @@ __all__ = [
     "Plan",
     "RunSmoke",
     "checked_canary",
+    "checked_canary_policy",
     "checked_name",
     "checked_smoke",
 ]
@@ -84,6 +85,8 @@ class Plan:
     current: AliasRecord | None
     action: Action = "deploy"
     canary: float | None = None
+    canary_policy: dict[str, float] = field(default_factory=dict)
+    """How the watcher judges the canary (``window_seconds``, ``min_samples``), if set."""
     smoke: list[Any] | None = None
     metric: Any = None
     min_score: float | None = None
@@ -117,6 +120,30 @@ def checked_canary(canary: object) -> float | None:
             context={"canary": float(canary) if math.isfinite(canary) else str(canary)},
         )
     return float(canary)
+
+
+def checked_canary_policy(
+    canary: float | None, window: object, min_samples: object
+) -> dict[str, float]:
+    """The canary's own judging policy; InputError for values that are not positive."""
+    policy: dict[str, float] = {}
+    given = (
+        ("canary_window", "window_seconds", window),
+        ("min_samples", "min_samples", min_samples),
+    )
+    for argument, key, value in given:
+        if value is None:
+            continue
+        if canary is None:
+            raise InputError(f"{argument} is given but no canary is deployed (canary=None)")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{argument} is a positive number, not {value!r:.80}")
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(f"{argument} must be positive, not {value}")
+        if key == "min_samples" and not float(value).is_integer():
+            raise InputError(f"min_samples is a whole number, not {value}")
+        policy[key] = float(value)
+    return policy
 
 
 def checked_name(name: object) -> str:

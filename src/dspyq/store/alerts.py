@@ -42,6 +42,25 @@ class AlertStore:
         alert.id = int(inserted)
         return True
 
+    def latest(
+        self, kind: str, program_name: str, program_version: int, pool: str
+    ) -> AlertRecord | None:
+        """The newest alert of ``kind`` for one version and pool (by window end)."""
+        query = (
+            select(AlertRecord)
+            .where(
+                col(AlertRecord.kind) == kind,
+                col(AlertRecord.program_name) == program_name,
+                col(AlertRecord.program_version) == program_version,
+                col(AlertRecord.pool) == pool,
+            )
+            .order_by(col(AlertRecord.window_end).desc())
+            .limit(1)
+        )
+        with read_connection(self.engine, "read the latest alert") as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else AlertRecord.model_validate(dict(row))
+
     def since(
         self, since: datetime | None = None, *, program_name: str | None = None
     ) -> list[AlertRecord]:

@@ -17,6 +17,8 @@ as Prometheus names them):
 ``dspyq.cache.hit_rate``            ``dspyq_cache_hit_rate`` (gauge), with
                                     ``dspyq_cache_hits_total{layer}`` and
                                     ``dspyq_cache_misses_total`` to rate over a window
+``performance_degradation_detected`` ``dspyq_alerts_total{kind,program,pool}`` and
+                                    ``dspyq_alert_observed`` (gauge), from ``dspyq watch``
 =================================== ==================================================
 
 The seed has tokens and cost as gauges; here they are counters, because a gauge of the
@@ -140,6 +142,18 @@ class WorkerMetrics:
             ["provider"],
             registry=r,
         )
+        self.alerts = Counter(
+            "dspyq_alerts",
+            "Thresholds the watcher saw crossed, one per window (performance_degradation_detected).",
+            ["kind", "program", "pool"],
+            registry=r,
+        )
+        self.alert_observed = Gauge(
+            "dspyq_alert_observed",
+            "The value measured when the latest alert of its kind was raised.",
+            ["kind", "program", "version", "pool"],
+            registry=r,
+        )
         self._breaker_seen: dict[str, str] = {}
         self._breaker_states = breaker_states
         self._cache_stats = cache_stats
@@ -172,6 +186,13 @@ class WorkerMetrics:
             self._child(self.module_success, module, provider).inc()
         else:
             self._child(self.module_error, module, provider, error).inc()
+
+    def record_alert(self, alert: Any) -> None:
+        """Count one alert the watcher raised (an :class:`~dspyq.store.models.AlertRecord`)."""
+        program, pool = str(alert.program_name), str(alert.pool)
+        self.alerts.labels(alert.kind, program, pool).inc()
+        labels = (alert.kind, program, str(alert.program_version), pool)
+        self.alert_observed.labels(*labels).set(float(alert.observed))
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # prometheus-client's labels() costs several microseconds (a lock, validation);

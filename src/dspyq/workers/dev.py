@@ -2,7 +2,7 @@
 
 :class:`DevStack` brings up everything a laptop needs to run dspyq distributed:
 Redis (an embedded one when none answers at the broker URL), the fake LM server,
-one ``dspyq worker`` process per pool, and Flower; SQLite lives in the working
+one ``dspyq worker`` process per pool, the performance watcher (``dspyq watch``) and Flower; SQLite lives in the working
 directory. Children are separate processes (``python -m dspyq ...``) that get their
 settings through ``DSPYQ_*`` environment variables, and write their output to
 ``.dspyq/logs/<name>.log``. With the fake LM on, every provider's ``api_base``
@@ -93,7 +93,8 @@ class Child:
 
 
 class DevStack:
-    """Redis, the fake LM, one worker per pool and Flower, started and stopped together.
+    """Redis, the fake LM, one worker per pool, the watcher and Flower, started and
+    stopped together.
 
     ``settings`` give the broker and database URLs and the providers; they reach the
     children as environment variables (settings made in code beyond those do not).
@@ -114,6 +115,7 @@ class DevStack:
         workdir: Path | None = None,
         host: str = "127.0.0.1",
         loglevel: str = "info",
+        watch: bool = True,
     ) -> None:
         if not pools:
             raise ConfigurationError("the dev stack needs at least one worker pool")
@@ -126,6 +128,7 @@ class DevStack:
         self.flower_port = flower_port or free_port(host)
         self.fake_lm_port = fake_lm_port or free_port(host)
         self.fake_lm = fake_lm
+        self.watch = watch  # the performance watcher, `dspyq watch`
         given = flower_auth or os.environ.get("FLOWER_BASIC_AUTH")
         self.flower_auth_generated = not given
         self.flower_auth = given or f"dspyq:{secrets.token_urlsafe(12)}"
@@ -208,6 +211,8 @@ class DevStack:
                 }
                 args = [*python, "worker", *(part for pair in options.items() for part in pair)]
                 self._spawn(f"worker-{spec.pool}", args, env)
+            if self.watch:
+                self._spawn("watch", [*python, "watch"], env)
             flower = [sys.executable, "-m", "celery", "-A", CELERY_APP_MODULE, "flower"]
             flower += [f"--port={self.flower_port}", f"--address={self.host}"]
             # The login goes through the environment, not argv, where `ps` would show it.
