@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from dspyq.masking import install_log_masking
+
+install_log_masking()  # no secret in any log record of a process that uses dspyq
+
 if TYPE_CHECKING:
     from dspyq import metrics
     from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter

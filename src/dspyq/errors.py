@@ -14,6 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Literal
 
+from dspyq.masking import mask, mask_text
+
 RetryStrategy = Literal["none", "immediate", "backoff", "after"]
 Severity = Literal["low", "medium", "high", "critical"]
 
@@ -39,10 +41,12 @@ class DspyqError(Exception):
         context: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # What an error says is logged, stored and shown: never with a secret in it.
+        message = mask_text(message)
         super().__init__(message)
         self.message = message
         self.correlation_id = correlation_id or new_correlation_id()
-        self.context: dict[str, Any] = dict(context or {})
+        self.context: dict[str, Any] = mask(dict(context or {}))
         self.retry_after = retry_after
 
     @property

@@ -17,6 +17,7 @@ from dspyq.api_client.job import Job
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.module import Module
 from dspyq.errors import ConfigurationError, InputError, new_correlation_id
+from dspyq.masking import mask
 from dspyq.settings import split_model
 from dspyq.tasks.protocol import (
     BATCH_TASK,
@@ -178,7 +179,7 @@ def _shown_arguments(request: ExecutionRequest, jobs: int = 1) -> str:
     shown: dict[str, Any] = {
         "lm": request.lm,
         "correlation_id": request.correlation_id,
-        "inputs": request.inputs,
+        "inputs": mask(request.inputs),  # an input named like a secret is shown masked
     }
     if jobs > 1:
         shown = {"jobs": jobs, **shown}

@@ -41,6 +41,7 @@ from dspyq.errors import (
     StoreUnavailableError,
 )
 from dspyq.lm.lm import split_model
+from dspyq.masking import mask_exception
 from dspyq.store.buffer import PendingRecords
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.context import WorkerContext
@@ -228,6 +229,10 @@ def apply_policies(failure: Failure, policies: Sequence[FailurePolicy] = JOB_POL
         policy(failure)
         if failure.handled:
             break
+    # The job's error and what it was raised from are stored with their tracebacks
+    # (result backend, task events, logs): their messages are masked first.
+    mask_exception(failure.error)
+    mask_exception(failure.cause)
     if failure.error is failure.cause:
         raise failure.cause
     raise failure.error from failure.cause

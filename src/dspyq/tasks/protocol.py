@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dspyq.core.example import Prediction
+from dspyq.masking import is_secret_key
 from dspyq.settings import split_model
 
 # --- task names ---------------------------------------------------------------------
@@ -60,6 +61,15 @@ DEFAULT_CANDIDATES_PER_ROUND = 4
 SECRET_KEYS = frozenset({"api_key", "api_base", "authorization", "x-api-key"})
 
 
+def _keys(value: Any) -> list[str]:
+    """Every dict key in ``value``, at any depth."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in [str(k), *_keys(v)]]
+    if isinstance(value, list | tuple):
+        return [k for v in value for k in _keys(v)]
+    return []
+
+
 class ExecutionRequest(BaseModel):
     """One module execution: the program as JSON, its inputs and the LM to run it on."""
 
@@ -82,8 +92,9 @@ class ExecutionRequest(BaseModel):
     @field_validator("lm_kwargs")
     @classmethod
     def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Workers hold the keys; a message that carries one is refused on both ends.
-        leaked = SECRET_KEYS.intersection(k.lower() for k in value)
+        # Workers hold the keys; a message that carries one (at any depth, e.g. in
+        # extra_headers) is refused on both ends. Only the key names are said.
+        leaked = {k.lower() for k in _keys(value) if k.lower() in SECRET_KEYS or is_secret_key(k)}
         if leaked:
             raise ValueError(
                 f"{sorted(leaked)} must not travel in a job; workers read them from settings"
