@@ -266,6 +266,16 @@ class MalformedResponseError(ProviderError):
     default_retry = "backoff"
 
 
+class PrivacyViolationError(DspyqError):
+    """A completion gave away what the privacy level protects: personal data redacted
+    from the job's inputs, or a secret-shaped value. ``context["kinds"]`` says which
+    kinds (never the values)."""
+
+    code = 3301
+    category = "data"
+    severity = "high"
+
+
 # --- circuit breaker (5xxx) and rate limiter (6xxx) -------------------------------
 
 
@@ -312,5 +322,6 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         MalformedResponseError,
         CircuitOpenError,
         RateLimitExceededError,
+        PrivacyViolationError,
     )
 }

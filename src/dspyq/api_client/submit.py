@@ -95,6 +95,7 @@ def build_request(
             correlation_id=correlation_id or new_correlation_id(),
             fallbacks=list(fallbacks),
             max_parse_retries=current().get("max_parse_retries"),
+            privacy=current().get("privacy"),
         )
     except ValueError as exc:
         raise InputError(f"invalid job: {exc}") from None

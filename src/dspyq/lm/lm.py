@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 import httpx
 from pydantic import SecretStr
 
-from dspyq.core.context import current
+from dspyq.core.context import current, setting
 from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
 from dspyq.lm.cache import default_cache
@@ -35,6 +35,7 @@ from dspyq.lm.gate import PeekingGate, estimate_tokens, provider_gate
 from dspyq.lm.layered_cache import LayeredCache
 from dspyq.lm.observe import report_lm_request
 from dspyq.lm.pricing import Price, PriceTable, price_table
+from dspyq.lm.privacy import REDACT_MESSAGES_KEY
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
 from dspyq.lm.request import LMChunk, LMResponse, Usage
 from dspyq.lm.truncation import warn_if_truncated
@@ -193,7 +194,7 @@ class LM:
         if not settings.cache.enabled:  # the settings switch beats any per-call wish
             call.key = None
         provider = settings.providers.get(self.provider_name)
-        if provider is not None and provider.redact:
+        if (provider is not None and provider.redact) or setting(REDACT_MESSAGES_KEY):
             call.redact()
         # An attempt that failed and is retried is recorded as an lm_request of its own,
         # with its cause, so a 5xx burst or a 429 storm shows in the trace even when the

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dspyq.core.example import Prediction
 from dspyq.masking import is_secret_key
-from dspyq.settings import split_model
+from dspyq.settings import PrivacyLevel, split_model
 
 # --- task names ---------------------------------------------------------------------
 
@@ -88,6 +88,9 @@ class ExecutionRequest(BaseModel):
     stream: bool = False
     # The submitter's dspyq.configure(max_parse_retries=N); None: the worker's setting.
     max_parse_retries: int | None = Field(default=None, ge=0)
+    # The submitter's dspyq.context(privacy=...); the strictest of it, the pool's and the
+    # deployment's level applies.
+    privacy: PrivacyLevel | None = None
 
     @field_validator("lm_kwargs")
     @classmethod
