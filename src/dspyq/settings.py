@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = 3600
     task_time_limit: int = 600
     default_lm: str | None = None
+    # Address a worker's Prometheus /metrics listens on: this machine only unless widened
+    # (e.g. 0.0.0.0), as Flower's --address is.
+    metrics_host: str = "127.0.0.1"
     # Client.map sends up to this many jobs per message (1: one message per job).
     map_batch_size: int = Field(default=20, ge=1, le=1000)
     allowed_imports: list[str] | None = None
