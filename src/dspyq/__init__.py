@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from dspyq.masking import install_log_masking
+
+install_log_masking()  # no secret in any log record of a process that uses dspyq
+
 if TYPE_CHECKING:
     from dspyq import metrics
     from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
         ContextWindowExceededError,
         DspyqError,
         InputError,
+        PrivacyViolationError,
         ProviderError,
         ProviderUnavailableError,
         QuotaExceededError,
@@ -93,6 +98,7 @@ _NAMES_BY_MODULE = {
         "AuthenticationError",
         "BadRequestError",
         "CircuitOpenError",
+        "PrivacyViolationError",
         "ConfigurationError",
         "ContextWindowExceededError",
         "DspyqError",
@@ -193,6 +199,7 @@ __all__ = [
     "OutputField",
     "Predict",
     "Prediction",
+    "PrivacyViolationError",
     "ProviderError",
     "ProviderUnavailableError",
     "QuotaExceededError",

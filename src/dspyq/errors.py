@@ -14,6 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Literal
 
+from dspyq.masking import mask, mask_text
+
 RetryStrategy = Literal["none", "immediate", "backoff", "after"]
 Severity = Literal["low", "medium", "high", "critical"]
 
@@ -39,10 +41,12 @@ class DspyqError(Exception):
         context: dict[str, Any] | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # What an error says is logged, stored and shown: never with a secret in it.
+        message = mask_text(message)
         super().__init__(message)
         self.message = message
         self.correlation_id = correlation_id or new_correlation_id()
-        self.context: dict[str, Any] = dict(context or {})
+        self.context: dict[str, Any] = mask(dict(context or {}))
         self.retry_after = retry_after
 
     @property
@@ -262,6 +266,16 @@ class MalformedResponseError(ProviderError):
     default_retry = "backoff"
 
 
+class PrivacyViolationError(DspyqError):
+    """A completion gave away what the privacy level protects: personal data redacted
+    from the job's inputs, or a secret-shaped value. ``context["kinds"]`` says which
+    kinds (never the values)."""
+
+    code = 3301
+    category = "data"
+    severity = "high"
+
+
 # --- circuit breaker (5xxx) and rate limiter (6xxx) -------------------------------
 
 
@@ -308,5 +322,6 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         MalformedResponseError,
         CircuitOpenError,
         RateLimitExceededError,
+        PrivacyViolationError,
     )
 }

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dspyq.masking import mask
+
 DEFAULT_MAX_DATA_BYTES = 64 * 1024
 """Largest JSON form of ``Event.data`` kept as is; bigger payloads are cut down."""
 
@@ -54,6 +56,13 @@ class Event(BaseModel):
     parent_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     truncated: bool = False
+
+    @field_validator("data")
+    @classmethod
+    def _masked(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Secrets never reach a record: masked by key (and shape) as the event is built.
+        masked: dict[str, Any] = mask(value)
+        return masked
 
     @field_validator("timestamp")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +24,17 @@ def parse_rate(rate: str) -> tuple[float, float]:
     if not match:
         raise ValueError(f"rate limit {rate!r} must look like N/s, N/m or N/h (e.g. 600/m)")
     return float(match.group(1)), _PERIOD_SECONDS[match.group(2)]
+
+
+PrivacyLevel = Literal["standard", "medium", "high"]
+"""How much a job's data is protected: see :mod:`dspyq.lm.privacy`."""
+
+
+class PrivacySettings(BaseModel):
+    """``standard``: as sent. ``medium``: personal data redacted from a job's inputs.
+    ``high``: also from demos and history, and completions are checked (see README)."""
+
+    level: PrivacyLevel = "standard"
 
 
 class ProviderSettings(BaseModel):
@@ -44,6 +55,8 @@ class ProviderSettings(BaseModel):
     breaker_fail_max: int = 5
     breaker_reset_timeout: float = 30.0
     redact: bool = False
+    # This pool's privacy level (see PrivacySettings); the strictest that applies wins.
+    privacy_level: PrivacyLevel | None = None
 
     @field_validator("rate_limit")
     @classmethod
@@ -176,6 +189,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = 3600
     task_time_limit: int = 600
     default_lm: str | None = None
+    # Address a worker's Prometheus /metrics listens on: this machine only unless widened
+    # (e.g. 0.0.0.0), as Flower's --address is.
+    metrics_host: str = "127.0.0.1"
     # Client.map sends up to this many jobs per message (1: one message per job).
     map_batch_size: int = Field(default=20, ge=1, le=1000)
     allowed_imports: list[str] | None = None
@@ -189,6 +205,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     degradation: DegradationSettings = DegradationSettings()
     watch: WatchSettings = WatchSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -322,3 +322,21 @@ def test_a_failure_counted_during_a_clean_call_waits_for_the_next_success(
     assert storage.snapshot().fail_counter == 1  # admitted clean: nothing to reset then
     breaker.call(Provider().answer)
     assert storage.snapshot().fail_counter == 0  # the next success saw it and reset it
+
+
+def test_a_probe_whose_lease_ran_out_no_longer_decides(client: redis.Redis, prefix: str) -> None:
+    breaker = CircuitBreaker(
+        client, "openai", fail_max=1, reset_timeout=0.1, key_prefix=prefix, probe_timeout=0.2
+    )
+    _fail(breaker, 1)
+    time.sleep(0.15)
+    first = breaker.admitted(breaker.storage.admit(breaker.reset_timeout, breaker.probe_timeout))
+    time.sleep(0.25)  # the first probe's lease ran out: the next caller holds the breaker
+    second = breaker.admitted(breaker.storage.admit(breaker.reset_timeout, breaker.probe_timeout))
+    assert first.probe and second.probe and first.token != second.token
+
+    with pytest.raises(ProviderUnavailableError):  # the stale probe's failure is not counted
+        breaker.call_admitted(first, Provider().fail)
+    assert breaker.state == "half-open"
+    assert breaker.call_admitted(second, Provider().answer) == "ok"
+    assert breaker.state == "closed"

@@ -1,8 +1,9 @@
-"""The provider gate against a real Redis: limiter and breaker asked in one round trip,
-with the rules of asking them one after the other."""
+"""The provider gate against a real Redis: breaker and limiter asked in one round trip,
+the breaker first."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -69,9 +70,7 @@ def _gate(
 
 
 def _load_scripts(gate: RedisProviderGate) -> None:
-    guards = gate.guards("openai")
-    guards.limiter.load_scripts()
-    guards.breaker.storage.load_scripts()
+    gate.load_scripts("openai")
 
 
 def _down() -> str:
@@ -85,7 +84,7 @@ def test_a_granted_call_to_a_closed_breaker_asks_redis_once(
     _load_scripts(gate)  # as on any call but a worker's first (or the first after a flush)
     counting.round_trips = 0
     assert gate.run("openai", 0, lambda: "answer") == "answer"
-    assert counting.round_trips == 1  # limiter and breaker together
+    assert counting.round_trips == 1  # breaker and limiter together
     assert gate.guards("openai").limiter.usage().requests == 1
 
 
@@ -186,7 +185,7 @@ def test_a_cached_answer_is_served_while_the_limiter_or_the_breaker_would_refuse
         gate.run("openai", 0, _down)  # the minute's one request spent, the breaker open
     cache.put("k1", CACHED)
     assert gate.run("openai", 0, _never, cache.peek("k1")) == CACHED
-    with pytest.raises(RateLimitExceededError):
+    with pytest.raises(CircuitOpenError):  # the breaker is asked first: no waiting on the limiter
         gate.run("openai", 0, _sent, cache.peek("absent"))
     assert gate.guards("openai").limiter.usage().requests == 1
 
@@ -249,3 +248,71 @@ def test_a_gate_on_another_redis_client_cannot_take_the_read(
         assert not _gate(counting, prefix).can_peek(_cache(other, prefix).peek("k1"))
     finally:
         other.close()
+
+
+# --- the breaker first, in both paths ------------------------------------------------------
+
+
+def test_an_open_breaker_refuses_at_once_without_spending_the_limiters_budget(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate = _gate(counting, prefix, max_inline_wait=5.0, rate_limit="1/m", breaker_fail_max=1)
+    with pytest.raises(ProviderUnavailableError):
+        gate.run("openai", 0, _down)  # the minute's one request spent, the breaker open
+    started = time.monotonic()
+    for _ in range(20):
+        with pytest.raises(CircuitOpenError):
+            gate.run("openai", 0, _never)
+    assert time.monotonic() - started < 1.0  # no waiting for the limiter's next slot
+    assert gate.guards("openai").limiter.usage().requests == 1
+
+
+def test_the_async_path_asks_the_breaker_first_too(counting: CountingRedis, prefix: str) -> None:
+    gate = _gate(counting, prefix, max_inline_wait=5.0, rate_limit="1/m", breaker_fail_max=1)
+
+    async def down() -> str:
+        raise ProviderUnavailableError("provider answered 503")
+
+    async def never() -> str:
+        raise AssertionError("sent through an open breaker")
+
+    async def scenario() -> float:
+        with pytest.raises(ProviderUnavailableError):
+            await gate.arun("openai", 0, down)
+        started = time.monotonic()
+        for _ in range(20):
+            with pytest.raises(CircuitOpenError):
+                await gate.arun("openai", 0, never)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 1.0
+    assert gate.guards("openai").limiter.usage().requests == 1
+
+
+def test_concurrent_async_callers_send_one_probe_to_a_half_open_breaker(
+    counting: CountingRedis, prefix: str
+) -> None:
+    gate = _gate(counting, prefix, breaker_fail_max=1, breaker_reset_timeout=0.2)
+    with pytest.raises(ProviderUnavailableError):
+        gate.run("openai", 0, _down)
+    time.sleep(0.3)
+    sent: list[int] = []
+
+    async def slow_probe() -> str:
+        sent.append(1)
+        await asyncio.sleep(0.3)
+        return "up"
+
+    async def attempt() -> str:
+        try:
+            return await gate.arun("openai", 0, slow_probe)
+        except CircuitOpenError:
+            return "refused"
+
+    async def scenario() -> list[str]:
+        return list(await asyncio.gather(*(attempt() for _ in range(12))))
+
+    outcomes = asyncio.run(scenario())
+    assert sent == [1]
+    assert sorted(outcomes) == ["refused"] * 11 + ["up"]
+    assert gate.guards("openai").breaker.state == "closed"

@@ -164,7 +164,7 @@ def test_metrics_port_in_use_is_a_clear_error(make) -> None:  # type: ignore[no-
 
     cluster = make()
     with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))
+        taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
@@ -173,5 +173,5 @@ def test_metrics_port_in_use_is_a_clear_error(make) -> None:  # type: ignore[no-
             env=cluster.env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 1
-    assert f"cannot serve metrics on port {port}" in result.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import uuid
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -114,3 +115,32 @@ def test_tracing_is_off_and_free_without_an_endpoint() -> None:
     settings = Settings(telemetry=TelemetrySettings(otlp_endpoint=None))
     assert tracer_for(settings) is None
     assert isinstance(submit_span(settings, "cid", "task"), contextlib.nullcontext)
+
+
+def _listening_address(port: int) -> str:
+    """The local address a listening TCP socket of this machine on ``port`` is bound to."""
+    import socket
+
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                return socket.inet_ntoa(bytes.fromhex(address)[::-1])
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.mark.parametrize(("host", "expected"), [(None, "127.0.0.1"), ("0.0.0.0", "0.0.0.0")])
+def test_metrics_endpoint_binds_loopback_unless_widened(
+    monkeypatch: pytest.MonkeyPatch, host: str | None, expected: str
+) -> None:
+    from dspyq.telemetry.worker import install_worker_telemetry
+
+    if host is not None:
+        monkeypatch.setenv("DSPYQ_METRICS_HOST", host)
+    telemetry = install_worker_telemetry(Settings(), pool="openai", metrics_port=0)
+    try:
+        assert telemetry.metrics_port
+        assert _listening_address(telemetry.metrics_port) == expected
+    finally:
+        telemetry.uninstall()

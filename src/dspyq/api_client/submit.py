@@ -17,6 +17,7 @@ from dspyq.api_client.job import Job
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.module import Module
 from dspyq.errors import ConfigurationError, InputError, new_correlation_id
+from dspyq.masking import mask
 from dspyq.program_ref import saved_version_of
 from dspyq.settings import split_model
 from dspyq.tasks.protocol import (
@@ -117,6 +118,7 @@ def build_request(
             correlation_id=correlation_id or new_correlation_id(),
             fallbacks=list(fallbacks),
             max_parse_retries=current().get("max_parse_retries"),
+            privacy=current().get("privacy"),
         )
     except ValueError as exc:
         raise InputError(f"invalid job: {exc}") from None
@@ -215,7 +217,7 @@ def _shown_arguments(request: ExecutionRequest, jobs: int = 1) -> str:
     shown: dict[str, Any] = {
         "lm": request.lm,
         "correlation_id": request.correlation_id,
-        "inputs": request.inputs,
+        "inputs": mask(request.inputs),  # an input named like a secret is shown masked
     }
     if jobs > 1:
         shown = {"jobs": jobs, **shown}

@@ -21,13 +21,14 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from dspyq.core.context import current
+from dspyq.core.context import current, setting
 from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
 from dspyq.lm.attempt import agated, aopen_stream, cached_or_peek, gated, open_stream
 from dspyq.lm.cache import default_cache
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
 from dspyq.lm.degrade import stale_answer
+from dspyq.lm.privacy import REDACT_MESSAGES_KEY
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
 from dspyq.lm.recording import CallRecorder, lm_price_table
 from dspyq.lm.request import LMResponse
@@ -143,7 +144,7 @@ class LM:
         if not settings.cache.enabled:  # the settings switch beats any per-call wish
             call.key = None
         provider = settings.providers.get(self.provider_name)
-        if provider is not None and provider.redact:
+        if (provider is not None and provider.redact) or setting(REDACT_MESSAGES_KEY):
             call.redact()
         # An attempt that failed and is retried is recorded as an lm_request of its own,
         # with its cause, so a 5xx burst or a 429 storm shows in the trace even when the

@@ -84,11 +84,14 @@ def _sub_checked(
     kind: str,
     found: Counter[str],
     check: Callable[[str], bool],
+    values: dict[str, str] | None = None,
 ) -> str:
     def replace(match: re.Match[str]) -> str:
         if not check(match.group(0)):
             return match.group(0)
         found[kind] += 1
+        if values is not None:
+            values[match.group(0)] = kind
         return _placeholder(kind)
 
     return pattern.sub(replace, text)
@@ -99,15 +102,19 @@ def _is_card(candidate: str) -> bool:
     return 13 <= len(digits) <= 19 and luhn.is_valid(digits)
 
 
-def _redact_accounts(text: str, found: Counter[str]) -> str:
+def _redact_accounts(text: str, found: Counter[str], values: dict[str, str] | None) -> str:
     def replace(match: re.Match[str]) -> str:
         found[ACCOUNT] += 1
+        if values is not None:
+            values[match.group("number")] = ACCOUNT
         return match.group("label") + _placeholder(ACCOUNT)
 
     return _ACCOUNT_RE.sub(replace, text)
 
 
-def _redact_phones(text: str, found: Counter[str], region: str) -> str:
+def _redact_phones(
+    text: str, found: Counter[str], region: str, values: dict[str, str] | None
+) -> str:
     if not any(ch.isdigit() for ch in text):
         return text
     spans = [
@@ -117,21 +124,29 @@ def _redact_phones(text: str, found: Counter[str], region: str) -> str:
         )
     ]
     for start, end in reversed(spans):
+        if values is not None:
+            values[text[start:end]] = PHONE
         text = text[:start] + _placeholder(PHONE) + text[end:]
         found[PHONE] += 1
     return text
 
 
-def redact_text(text: str, found: Counter[str] | None = None, region: str = PHONE_REGION) -> str:
-    """``text`` with personal data replaced by placeholders; counts go into ``found``."""
+def redact_text(
+    text: str,
+    found: Counter[str] | None = None,
+    region: str = PHONE_REGION,
+    values: dict[str, str] | None = None,
+) -> str:
+    """``text`` with personal data replaced by placeholders; counts go into ``found``,
+    and each value removed (with its kind) into ``values``, which stay in memory."""
     counts = found if found is not None else Counter()
     # E-mails first (they may hold digits), then the checksummed numbers, then the
     # looser kinds, so a card number is never half-eaten as a phone number.
-    text = _sub_checked(_EMAIL_RE, text, EMAIL, counts, lambda _: True)
-    text = _sub_checked(_IBAN_RE, text, ACCOUNT, counts, lambda s: iban.is_valid(s))
-    text = _sub_checked(_CARD_RE, text, CARD, counts, _is_card)
-    text = _redact_accounts(text, counts)
-    return _redact_phones(text, counts, region)
+    text = _sub_checked(_EMAIL_RE, text, EMAIL, counts, lambda _: True, values)
+    text = _sub_checked(_IBAN_RE, text, ACCOUNT, counts, lambda s: iban.is_valid(s), values)
+    text = _sub_checked(_CARD_RE, text, CARD, counts, _is_card, values)
+    text = _redact_accounts(text, counts, values)
+    return _redact_phones(text, counts, region, values)
 
 
 def _redact_content(content: Any, found: Counter[str], region: str) -> Any:

@@ -31,7 +31,7 @@ from dspyq.errors import (
     InputError,
     RateLimitExceededError,
 )
-from dspyq.resilience.breaker_storage import RedisBreakerStorage
+from dspyq.resilience.breaker_storage import AdmitReply, RedisBreakerStorage
 from dspyq.settings import get_settings
 
 __all__ = [
@@ -71,14 +71,19 @@ _US = 1_000_000
 class Admission:
     """A call let through by the breaker.
 
-    ``probe``: it is the half-open breaker's one probe. ``clean``: the breaker was closed
+    ``token``: set when it is the half-open breaker's one probe, which holds the breaker
+    like a lock (only the holder's outcome counts). ``clean``: the breaker was closed
     with no failures counted, so its success has nothing to record (skipping that
     record saves a Redis round trip on nearly every call; a failure counted by another
     process meanwhile is reset by the next success whose admission sees it).
     """
 
-    probe: bool
     clean: bool
+    token: str = ""
+
+    @property
+    def probe(self) -> bool:
+        return bool(self.token)
 
 
 @dataclass(frozen=True)
@@ -189,10 +194,10 @@ class CircuitBreaker:
         """Run ``fn`` unless the breaker is open; record the outcome for every process."""
         return self.call_admitted(self._admit(), fn, *args, **kwargs)
 
-    def admitted(self, admission: tuple[int, float, str, int]) -> Admission:
+    def admitted(self, admission: AdmitReply) -> Admission:
         """Judge a reply of :meth:`RedisBreakerStorage.admit` (fetched by the caller, e.g.
-        in a pipeline with the rate limiter): raises CircuitOpenError while open."""
-        verdict, wait, old, failures = admission
+        in one script with the rate limiter): raises CircuitOpenError while open."""
+        verdict, wait, old, failures, token = admission
         if old:
             self._notify(old, pybreaker.STATE_HALF_OPEN)
         if verdict == 0:
@@ -202,30 +207,29 @@ class CircuitBreaker:
                 context={"provider": self.provider, "fail_max": self.fail_max},
                 retry_after=wait,
             )
-        return Admission(probe=verdict == 2, clean=verdict == 1 and failures == 0)
+        return Admission(clean=verdict == 1 and failures == 0, token=token if verdict == 2 else "")
 
     def give_back(self, admission: Admission) -> None:
         """An admitted call that will not run: a probe gives its turn to the next caller."""
         if admission.probe:
-            self._release_probe()
+            self._release_probe(admission.token)
 
     def call_admitted(
         self, admission: Admission, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run ``fn``, already admitted (see :meth:`admitted`); record its outcome."""
-        probe, clean = admission.probe, admission.clean
+        token = admission.token
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            self._record_error(exc, probe)
+            self._record_error(exc, token)
             raise
         except BaseException:
             # Interrupted, not failed: say nothing about the provider.
-            if probe:
-                self._release_probe()
+            self.give_back(admission)
             raise
-        if not clean:
-            self._record_success(probe)
+        if not admission.clean:
+            self._record_success(token)
         return result
 
     async def call_async(
@@ -233,19 +237,28 @@ class CircuitBreaker:
     ) -> T:
         """:meth:`call` for coroutine functions; Redis calls run off the event loop."""
         admission = await asyncio.to_thread(self._admit)
-        probe, clean = admission.probe, admission.clean
+        return await self.call_admitted_async(admission, coro_fn, *args, **kwargs)
+
+    async def call_admitted_async(
+        self,
+        admission: Admission,
+        coro_fn: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """:meth:`call_admitted` for coroutine functions."""
+        token = admission.token
         try:
             result = await coro_fn(*args, **kwargs)
         except Exception as exc:
-            await asyncio.to_thread(self._record_error, exc, probe)
+            await asyncio.to_thread(self._record_error, exc, token)
             raise
         except BaseException:
             # Cancelled: release synchronously, a second cancellation cannot skip it.
-            if probe:
-                self._release_probe()
+            self.give_back(admission)
             raise
-        if not clean:
-            await asyncio.to_thread(self._record_success, probe)
+        if not admission.clean:
+            await asyncio.to_thread(self._record_success, token)
         return result
 
     # --- internals -------------------------------------------------------------------
@@ -254,7 +267,7 @@ class CircuitBreaker:
         """Ask Redis whether a call may run now (see :class:`Admission`)."""
         return self.admitted(self.storage.admit(self.reset_timeout, self.probe_timeout))
 
-    def _record_error(self, exc: Exception, probe: bool) -> None:
+    def _record_error(self, exc: Exception, probe: str) -> None:
         if not self._policy.is_system_error(exc):
             self._record_success(probe)
             return
@@ -267,7 +280,7 @@ class CircuitBreaker:
         if old:
             self._notify(old, pybreaker.STATE_OPEN)
 
-    def _record_success(self, probe: bool) -> None:
+    def _record_success(self, probe: str) -> None:
         try:
             old = self.storage.record_success(probe)
         except Exception:
@@ -276,9 +289,9 @@ class CircuitBreaker:
         if old:
             self._notify(old, pybreaker.STATE_CLOSED)
 
-    def _release_probe(self) -> None:
+    def _release_probe(self, token: str) -> None:
         try:
-            self.storage.release_probe()
+            self.storage.release_probe(token)
         except Exception:
             logger.exception("could not release the probe of provider %r", self.provider)
 

@@ -24,7 +24,7 @@ from redis import Redis
 
 from dspyq.resilience.redis_client import redis_errors
 
-__all__ = ["RedisBreakerStorage"]
+__all__ = ["ADMIT", "AdmitReply", "RedisBreakerStorage"]
 
 _US = 1_000_000
 
@@ -36,43 +36,53 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 """
 
 # ARGV: reset_timeout_us, probe lease_us, ttl_ms.
-# Returns {verdict, wait_us, old state if this call made a transition else '', failures};
-# verdict 0 = refuse, 1 = pass (closed), 2 = pass as the one half-open probe; failures
-# is the closed breaker's count of failures since the last success (else 0).
-_ADMIT = (
+# Returns {verdict, wait_us, old state if this call made a transition else '', failures,
+# probe token}; verdict 0 = refuse, 1 = pass (closed), 2 = pass as the one half-open
+# probe; failures is the closed breaker's count of failures since the last success (else
+# 0). The probe holds the half-open breaker like a lock with a TTL: field 'probe' is its
+# token (only its holder's outcome counts), 'probe_until' the end of its lease.
+ADMIT = (
     _LUA_PRELUDE
     + """
 if state == 'closed' then
-  return {1, 0, '', tonumber(redis.call('HGET', KEYS[1], 'fail_counter') or '0')}
+  return {1, 0, '', tonumber(redis.call('HGET', KEYS[1], 'fail_counter') or '0'), ''}
 end
 local reset = tonumber(ARGV[1])
+local function take_probe(old)
+  local token = us(now) .. ':' .. redis.call('HINCRBY', KEYS[1], 'probe_seq', 1)
+  redis.call('HSET', KEYS[1], 'state', 'half-open', 'probe', token,
+             'probe_until', us(now + tonumber(ARGV[2])))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {2, 0, old, 0, token}
+end
 if state == 'open' then
   local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at') or '0')
   local wait = opened + reset - now
-  if wait > 0 then return {0, wait, '', 0} end
-  redis.call('HSET', KEYS[1], 'state', 'half-open', 'success_counter', 0,
-             'probe_until', us(now + tonumber(ARGV[2])))
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return {2, 0, 'open', 0}
+  if wait > 0 then return {0, wait, '', 0, ''} end
+  redis.call('HSET', KEYS[1], 'success_counter', 0)
+  return take_probe('open')
 end
 local probe_until = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
-if probe_until > now then return {0, math.min(probe_until - now, reset), '', 0} end
--- No probe in flight (the last one was lost): this caller becomes the probe.
-redis.call('HSET', KEYS[1], 'probe_until', us(now + tonumber(ARGV[2])))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {2, 0, '', 0}
+if probe_until > now then return {0, math.min(probe_until - now, reset), '', 0, ''} end
+-- No probe in flight (the last one gave its turn back or its lease ran out): this
+-- caller becomes the probe.
+return take_probe('')
 """
 )
 
-# ARGV: fail_max, probe (0/1), ttl_ms. Returns the old state if the breaker opened, else ''.
-# Outcomes of calls admitted while closed are ignored once the breaker left 'closed':
-# they describe the provider before it was judged down.
+# ARGV: fail_max, probe token ('' for a call admitted while closed), ttl_ms. Returns the
+# old state if the breaker opened, else ''. Outcomes of calls admitted while closed are
+# ignored once the breaker left 'closed' (they describe the provider before it was
+# judged down), and so are those of a probe whose lease another probe has taken.
 _FAILURE = (
     _LUA_PRELUDE
     + """
-if ARGV[2] == '1' then
-  if state ~= 'half-open' then return '' end
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', us(now), 'probe_until', 0)
+if ARGV[2] ~= '' then
+  if state ~= 'half-open' or redis.call('HGET', KEYS[1], 'probe') ~= ARGV[2] then
+    return ''
+  end
+  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', us(now), 'probe_until', 0,
+             'probe', '')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 'half-open'
 end
@@ -87,13 +97,15 @@ return ''
 """
 )
 
-# ARGV: probe (0/1), ttl_ms. Returns the old state if the breaker closed, else ''.
+# ARGV: probe token ('' if not the probe), ttl_ms. Returns the old state if the breaker
+# closed, else ''.
 _SUCCESS = (
     _LUA_PRELUDE
     + """
-if ARGV[1] == '1' and state == 'half-open' then
+if ARGV[1] ~= '' and state == 'half-open'
+   and redis.call('HGET', KEYS[1], 'probe') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'state', 'closed', 'fail_counter', 0, 'success_counter', 1,
-             'probe_until', 0)
+             'probe_until', 0, 'probe', '')
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 'half-open'
 end
@@ -105,11 +117,14 @@ return ''
 """
 )
 
-# A probe that was cancelled gives its turn back. No ARGV.
+# A probe that will not run (cancelled, or refused by the limiter) gives its turn back.
+# ARGV: its token.
 _RELEASE = (
     _LUA_PRELUDE
     + """
-if state == 'half-open' then redis.call('HSET', KEYS[1], 'probe_until', 0) end
+if state == 'half-open' and redis.call('HGET', KEYS[1], 'probe') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'probe_until', 0, 'probe', '')
+end
 return ''
 """
 )
@@ -133,6 +148,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return ''
 """
 )
+
+
+AdmitReply = tuple[int, float, str, int, str]
+"""A reply of the admit script: (verdict, wait, old state, failures, probe token)."""
 
 
 def _text(value: Any) -> str:
@@ -164,7 +183,7 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
         self.redis = redis
         self.key = key
         self.ttl_ms = int(ttl * 1000)
-        self._admit = redis.register_script(_ADMIT)
+        self._admit = redis.register_script(ADMIT)
         self._failure = redis.register_script(_FAILURE)
         self._success = redis.register_script(_SUCCESS)
         self._release = redis.register_script(_RELEASE)
@@ -173,17 +192,12 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
 
     # --- atomic operations used by dspyq's CircuitBreaker ----------------------------
 
-    def admit(self, reset_timeout: float, probe_lease: float) -> tuple[int, float, str, int]:
+    def admit(self, reset_timeout: float, probe_lease: float) -> AdmitReply:
         """(verdict, seconds to wait, old state if this call moved open -> half-open,
-        failures counted by the closed breaker since its last success)."""
+        failures counted by the closed breaker since its last success, probe token)."""
         with redis_errors("circuit breaker admit", breaker=self.key):
-            reply = self._admit(keys=[self.key], args=self._admit_args(reset_timeout, probe_lease))
+            reply = self._admit(keys=[self.key], args=self.admit_args(reset_timeout, probe_lease))
         return self.admission(reply)
-
-    def queue_admit(self, pipe: Any, reset_timeout: float, probe_lease: float) -> None:
-        """Add :meth:`admit` to the Redis pipeline ``pipe``; read its reply with
-        :meth:`admission`. The caller executes the pipeline (see :meth:`load_scripts`)."""
-        pipe.evalsha(self._admit.sha, 1, self.key, *self._admit_args(reset_timeout, probe_lease))
 
     def load_scripts(self) -> None:
         """Make sure Redis knows the admit script (after a restart or a flush)."""
@@ -191,30 +205,32 @@ class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
             self.redis.script_load(self._admit.script)
 
     @staticmethod
-    def admission(reply: Any) -> tuple[int, float, str, int]:
+    def admission(reply: Any) -> AdmitReply:
         """What a reply of the admit script says, as :meth:`admit` returns it."""
-        verdict, wait_us, old, failures = reply
-        return int(verdict), int(wait_us) / _US, _text(old), int(failures)
+        verdict, wait_us, old, failures, token = reply
+        return int(verdict), int(wait_us) / _US, _text(old), int(failures), _text(token)
 
-    def _admit_args(self, reset_timeout: float, probe_lease: float) -> list[int]:
+    def admit_args(self, reset_timeout: float, probe_lease: float) -> list[int]:
         return [int(reset_timeout * _US), int(probe_lease * _US), self.ttl_ms]
 
-    def record_failure(self, fail_max: int, probe: bool) -> str:
-        """Count a failure; the old state if it opened the breaker, else ''."""
+    def record_failure(self, fail_max: int, probe: str) -> str:
+        """Count a failure (``probe``: the probe's token, '' for a call admitted while
+        closed); the old state if it opened the breaker, else ''."""
         with redis_errors("circuit breaker record_failure", breaker=self.key):
-            old = self._failure(keys=[self.key], args=[fail_max, int(probe), self.ttl_ms])
+            old = self._failure(keys=[self.key], args=[fail_max, probe, self.ttl_ms])
         return _text(old)
 
-    def record_success(self, probe: bool) -> str:
-        """Record a success; the old state if it closed the breaker, else ''."""
+    def record_success(self, probe: str) -> str:
+        """Record a success (``probe`` as for :meth:`record_failure`); the old state if
+        it closed the breaker, else ''."""
         with redis_errors("circuit breaker record_success", breaker=self.key):
-            old = self._success(keys=[self.key], args=[int(probe), self.ttl_ms])
+            old = self._success(keys=[self.key], args=[probe, self.ttl_ms])
         return _text(old)
 
-    def release_probe(self) -> None:
-        """Let the next caller probe (the current probe was cancelled)."""
+    def release_probe(self, probe: str) -> None:
+        """Let the next caller probe (the probe of token ``probe`` will not run)."""
         with redis_errors("circuit breaker release_probe", breaker=self.key):
-            self._release(keys=[self.key])
+            self._release(keys=[self.key], args=[probe])
 
     def snapshot(self) -> _Snapshot:
         with redis_errors("circuit breaker snapshot", breaker=self.key):

@@ -1,21 +1,24 @@
-"""The provider gate of a worker pool: a shared rate limiter, then a shared circuit breaker.
+"""The provider gate of a worker pool: a shared circuit breaker, then a shared rate limiter.
 
 :class:`RedisProviderGate` implements :class:`dspyq.lm.gate.ProviderGate`. For each
 provider it keeps one :class:`~dspyq.resilience.ratelimit.RateLimiter` and one
 :class:`~dspyq.resilience.breaker.CircuitBreaker`, configured from the provider's
 settings and shared through Redis by every process of the pool. An attempt:
 
-1. takes a request (and its estimated tokens) from the limiter. A short wait
-   (``max_inline_wait``) is slept through here; a longer one raises
-   :class:`~dspyq.errors.RateLimitExceededError` with ``retry_after`` so the task can
-   re-queue itself with a countdown instead of holding a worker slot while it waits;
-2. runs through the breaker, which fails fast with
-   :class:`~dspyq.errors.CircuitOpenError` while the provider is judged down;
-3. corrects the token budget with the real usage, once the provider has reported it.
+1. is refused at once with :class:`~dspyq.errors.CircuitOpenError` while the provider's
+   breaker is open (no limiter budget is spent, nothing is sent; a job with fallbacks
+   moves on to the next provider at once). In half-open state exactly one attempt of
+   the whole pool is let through as the probe;
+2. takes a request (and its estimated tokens) from the limiter. A short wait
+   (``max_inline_wait``) is slept through here, asking the breaker again on each try; a
+   longer one raises :class:`~dspyq.errors.RateLimitExceededError` with ``retry_after``
+   so the task can re-queue itself with a countdown instead of holding a worker slot;
+3. runs, its outcome recorded by the breaker (a refusal by the limiter never counts
+   as a provider failure or success), and corrects the token budget with the real
+   usage once the provider has reported it.
 
-The limiter comes first: a refusal by the limiter must not count as a provider failure
-or success in the breaker. Steps 1 and 2 usually share one Redis round trip: both are
-asked at once, and the breaker's answer is used only if the limiter granted the request.
+Steps 1 and 2 are one Lua script and one Redis round trip
+(:mod:`dspyq.resilience.admission`); the sync and async paths take the same steps.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from dspyq.core import observe
 from dspyq.errors import CircuitOpenError, RateLimitExceededError
 from dspyq.lm.cache_peek import CachePeek
 from dspyq.lm.request import LMResponse
-from dspyq.resilience.breaker import Admission, CircuitBreaker, RedisBreakerStorage
+from dspyq.resilience.admission import GateReply, GateScript
+from dspyq.resilience.breaker import Admission, CircuitBreaker
 from dspyq.resilience.ratelimit import RateLimiter
 from dspyq.resilience.redis_client import redis_errors
 from dspyq.settings import Settings, get_settings
@@ -97,6 +101,7 @@ class RedisProviderGate:
         self.max_inline_wait = max_inline_wait
         self._guards: dict[str, ProviderGuards] = {}
         self._lock = threading.Lock()
+        self._script = GateScript(redis)
 
     def guards(self, provider: str) -> ProviderGuards:
         """The limiter and breaker of ``provider``, built on first use."""
@@ -122,6 +127,9 @@ class RedisProviderGate:
                     reset_timeout=conf.breaker_reset_timeout,
                     key_prefix=self.key_prefix,
                     listeners=[_emit_state_change],
+                    # The probe's lease outlasts its request: a slow probe is not joined
+                    # by a second one.
+                    probe_timeout=max(conf.breaker_reset_timeout, conf.timeout + 5.0, 30.0),
                 )
                 guards = ProviderGuards(limiter, breaker)
                 self._guards[provider] = guards
@@ -140,7 +148,7 @@ class RedisProviderGate:
         fn: Callable[[], T],
         peek: CachePeek | None = None,
     ) -> T:
-        """One attempt at ``provider``: limiter, then breaker, then ``fn``.
+        """One attempt at ``provider``: breaker, then limiter, then ``fn``.
 
         With a ``peek`` (see :meth:`can_peek`) the cache entry is read in the same round
         trip; if it is there, it is the answer (``peek.hit``): ``fn`` is not called and
@@ -148,80 +156,105 @@ class RedisProviderGate:
         """
         guards = self.guards(provider)
         tokens = self._budgeted(guards.limiter, estimated_tokens)
-        if peek is not None and not peek.usable:
-            peek = None  # a retry of a call whose entry Redis could not read
-        admission = self._admission(provider, guards, tokens, peek)
-        if admission is None:
-            assert peek is not None and peek.hit is not None
-            return cast(T, peek.hit)
-        result = guards.breaker.call_admitted(admission, fn)
+        start = time.monotonic()
+        while True:
+            step = self._step(provider, guards, tokens, start, peek)
+            if isinstance(step, Admission):
+                break
+            if peek is not None and peek.hit is not None:
+                return cast(T, peek.hit)
+            time.sleep(step)
+        result = guards.breaker.call_admitted(step, fn)
         self._settle(guards.limiter, tokens, result)
+        return result
+
+    async def arun(self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]) -> T:
+        """Async twin of :meth:`run` (the same steps); Redis calls run off the event loop."""
+        guards = self.guards(provider)
+        tokens = self._budgeted(guards.limiter, estimated_tokens)
+        start = time.monotonic()
+        while True:
+            step = await asyncio.to_thread(self._step, provider, guards, tokens, start)
+            if isinstance(step, Admission):
+                break
+            await asyncio.sleep(step)
+        result = await guards.breaker.call_admitted_async(step, fn)
+        if guards.limiter.tokens_per_minute is not None and _tokens_used(result):
+            await asyncio.to_thread(self._settle, guards.limiter, tokens, result)
         return result
 
     def can_peek(self, peek: CachePeek) -> bool:
         """Whether this gate can make ``peek``'s read: its entry is in this gate's Redis."""
         return peek.redis is self.redis
 
-    def _admission(
-        self, provider: str, guards: ProviderGuards, tokens: int, peek: CachePeek | None = None
-    ) -> Admission | None:
-        """The breaker's admission once the limiter grants the request, waiting here for
-        the limiter up to ``max_inline_wait`` (beyond that: RateLimitExceededError, with
-        ``retry_after``); None when ``peek`` found the answer in the cache. Every try asks
-        the cache, the limiter and the breaker in one round trip."""
-        limiter = guards.limiter
-        start = time.monotonic()
-        while True:
-            admission, wait = self._admitted_at_once(guards, tokens, peek)
-            if admission is not None or (peek is not None and peek.hit is not None):
-                return admission
-            if peek is not None and not peek.usable:
-                peek = None  # the cache could not be read: ask without it
-            try:
-                pause = limiter.sleep_time(wait, start, self.max_inline_wait)
-            except RateLimitExceededError as error:
-                error.context.setdefault("provider", provider)
-                _emit_rejection(provider, error)
-                raise
-            time.sleep(pause)
+    def load_scripts(self, provider: str) -> None:
+        """Make sure Redis knows the scripts an attempt at ``provider`` runs."""
+        guards = self.guards(provider)
+        with redis_errors("provider gate script load", provider=provider):
+            self._script.load()
+        guards.limiter.load_scripts()
+
+    def _step(
+        self,
+        provider: str,
+        guards: ProviderGuards,
+        tokens: int,
+        start: float,
+        peek: CachePeek | None = None,
+    ) -> Admission | float:
+        """One try since ``start`` (``time.monotonic()``): the breaker's admission, or the
+        seconds to sleep before the next try (the cache answered when ``peek.hit`` is set).
+
+        Raises CircuitOpenError at once while the breaker is open, whatever the limiter
+        would say, and RateLimitExceededError (``retry_after`` set) when the limiter's
+        wait would outlast ``max_inline_wait``.
+        """
+        if peek is not None and not peek.usable:
+            peek = None  # the cache could not be read: ask without it
+        admission, wait = self._admitted_at_once(guards, tokens, peek)
+        if admission is not None or (peek is not None and peek.hit is not None):
+            return admission if admission is not None else 0.0
+        try:
+            return guards.limiter.sleep_time(wait, start, self.max_inline_wait)
+        except RateLimitExceededError as error:
+            error.context.setdefault("provider", provider)
+            _emit_rejection(provider, error)
+            raise
 
     def _admitted_at_once(
         self, guards: ProviderGuards, tokens: int, peek: CachePeek | None = None
     ) -> tuple[Admission | None, float]:
-        """Ask the limiter and the breaker (and read ``peek``'s entry) in one Redis round
-        trip: the breaker's admission if the limiter granted the request, else None and
-        the limiter's wait. Raises CircuitOpenError when the limiter granted the request
-        and the breaker is open. A cached answer found sets ``peek.hit`` and wins over a
-        grant: the grant is taken back and a probe's turn given back, since nothing
-        will be sent."""
+        """Ask the breaker, then the limiter (and read ``peek``'s entry) in one Redis round
+        trip: the breaker's admission if both let the call through, else None and the
+        limiter's wait. Raises CircuitOpenError while the breaker refuses (the limiter
+        was not asked). A cached answer found sets ``peek.hit`` and wins over both: a
+        grant is taken back and a probe's turn given back, since nothing will be sent."""
         limiter, breaker = guards.limiter, guards.breaker
         with redis_errors("provider gate", provider=limiter.name):
             try:
-                raw, limit_reply, admit_reply = self._ask_both(guards, tokens, peek)
+                raw, reply = self._ask(guards, tokens, peek)
             except NoScriptError:  # Redis restarted or was flushed: load the scripts again
+                self._script.load()
                 limiter.load_scripts()
-                breaker.storage.load_scripts()
-                raw, limit_reply, admit_reply = self._ask_both(guards, tokens, peek)
-        admission = RedisBreakerStorage.admission(admit_reply)
-        decision = limiter.decision(limit_reply, tokens)
+                raw, reply = self._ask(guards, tokens, peek)
         if peek is not None and self._found(peek, raw):
-            self._give_back(breaker, admission)
-            try:
-                limiter.release(decision)
-            except Exception:  # the answer is there; an unreleased grant only costs budget
-                logger.exception("could not take back an unused grant of %r", limiter.name)
+            if reply.limiter is not None and reply.limiter.granted:
+                self._give_back(breaker, reply)
+                try:
+                    limiter.release(reply.limiter)
+                except Exception:  # the answer is there; an unreleased grant only costs budget
+                    logger.exception("could not take back an unused grant of %r", limiter.name)
             return None, 0.0
-        if decision.granted:
-            return breaker.admitted(admission), 0.0
-        # Whether the breaker is open is said once the limiter grants a request; a probe's
-        # turn given here goes back.
-        self._give_back(breaker, admission)
-        return None, decision.wait
+        admission = breaker.admitted(reply.breaker)  # raises CircuitOpenError when refused
+        assert reply.limiter is not None
+        if reply.limiter.granted:
+            return admission, 0.0
+        return None, reply.limiter.wait  # a probe's turn was given back by the script
 
     @staticmethod
-    def _give_back(breaker: CircuitBreaker, admission: tuple[int, float, str, int]) -> None:
+    def _give_back(breaker: CircuitBreaker, reply: GateReply) -> None:
         with contextlib.suppress(CircuitOpenError):
-            breaker.give_back(breaker.admitted(admission))
+            breaker.give_back(breaker.admitted(reply.breaker))
 
     @staticmethod
     def _found(peek: CachePeek, raw: Any) -> bool:
@@ -231,38 +264,20 @@ class RedisProviderGate:
             return False
         return peek.found(raw)
 
-    def _ask_both(
+    def _ask(
         self, guards: ProviderGuards, tokens: int, peek: CachePeek | None
-    ) -> tuple[Any, Any, Any]:
+    ) -> tuple[Any, GateReply]:
         """The cache entry's raw value (None without ``peek``; an exception if it could
-        not be read), the limiter's and the breaker's replies, from one round trip."""
-        breaker = guards.breaker
+        not be read) and the admission script's reply, from one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             if peek is not None:
                 pipe.get(peek.key)
-            guards.limiter.queue_attempt(pipe, tokens)
-            breaker.storage.queue_admit(pipe, breaker.reset_timeout, breaker.probe_timeout)
+            self._script.queue(pipe, guards.breaker, guards.limiter, tokens)
             replies = pipe.execute(raise_on_error=False)
-        raw = replies.pop(0) if peek is not None else None
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return raw, replies[0], replies[1]
-
-    async def arun(self, provider: str, estimated_tokens: int, fn: Callable[[], Awaitable[T]]) -> T:
-        """Async twin of :meth:`run`; Redis calls run off the event loop."""
-        guards = self.guards(provider)
-        tokens = self._budgeted(guards.limiter, estimated_tokens)
-        try:
-            await guards.limiter.acquire_async(tokens, timeout=self.max_inline_wait)
-        except RateLimitExceededError as error:
-            error.context.setdefault("provider", provider)
-            _emit_rejection(provider, error)
-            raise
-        result = await guards.breaker.call_async(fn)
-        if guards.limiter.tokens_per_minute is not None and _tokens_used(result):
-            await asyncio.to_thread(self._settle, guards.limiter, tokens, result)
-        return result
+        raw = replies[0] if peek is not None else None
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]
+        return raw, GateScript.reply(replies[-1], tokens)
 
     @staticmethod
     def _budgeted(limiter: RateLimiter, estimated_tokens: int) -> int:

@@ -173,19 +173,10 @@ class RateLimiter:
         Nothing is recorded when refused. Raises ConfigurationError when ``tokens``
         alone exceed the per-minute budget, since waiting would never help.
         """
-        keys, args = self._acquire_call(tokens)
+        keys, args = self.acquire_call(tokens)
         with redis_errors("rate limiter acquire", rate_limiter=self.name):
             reply = self._acquire_script(keys=keys, args=args)
         return self.decision(reply, tokens)
-
-    def queue_attempt(self, pipe: Any, tokens: int = 0) -> None:
-        """Add :meth:`attempt` to the Redis pipeline ``pipe``, to share its round trip;
-        read its reply with :meth:`decision`. The pipeline must be executed by the
-        caller, who handles a script Redis does not know yet (``NoScriptError``) with
-        :meth:`load_scripts`.
-        """
-        keys, args = self._acquire_call(tokens)
-        pipe.evalsha(self._acquire_script.sha, len(keys), *keys, *args)
 
     def release(self, decision: Decision) -> None:
         """Take back a grant whose request will not be made (its answer was found
@@ -214,7 +205,9 @@ class RateLimiter:
             return Decision(granted=False, wait=wait_us / _US, at=now_us / _US)
         return Decision(True, 0.0, now_us / _US, grant=f"{now_us}:{seq}", tokens=tokens)
 
-    def _acquire_call(self, tokens: int) -> tuple[list[str], list[int]]:
+    def acquire_call(self, tokens: int) -> tuple[list[str], list[int]]:
+        """The keys and arguments of the acquire script for ``tokens`` (for a caller that
+        runs it inside its own script, see :mod:`dspyq.resilience.admission`)."""
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
         if self.tokens_per_minute is not None and tokens > self.tokens_per_minute:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
+from celery.utils.saferepr import saferepr
 
+from dspyq.masking import mask
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
 
@@ -57,6 +60,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class MaskedArgsAMQP(AMQP):
+    """Celery's message builder, with every task's ``argsrepr``/``kwargsrepr`` (what task
+    events, Flower and worker logs show of its arguments) masked: a job's inputs named
+    like secrets, or a URL with a password in them, are never shown. The message body
+    itself still carries the arguments the task needs."""
+
+    def as_task_v2(
+        self,
+        task_id: str,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        *rest: Any,
+        **options: Any,
+    ) -> Any:
+        if options.get("argsrepr") is None:
+            options["argsrepr"] = saferepr(mask(list(args or ())), self.argsrepr_maxsize)
+        if options.get("kwargsrepr") is None:
+            options["kwargsrepr"] = saferepr(mask(dict(kwargs or {})), self.kwargsrepr_maxsize)
+        return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
+
+
 WORKER_TASK_CLASS = "dspyq.tasks.base:ContextTask"
 """The task class of a worker's app: its tasks run with the worker's context bound."""
 
@@ -68,6 +93,6 @@ def make_app(settings: Settings | None = None, *, task_cls: str | None = None) -
     client's app, which only sends tasks, never imports it).
     """
     settings = settings or get_settings()
-    app = Celery("dspyq", task_cls=task_cls)
+    app = Celery("dspyq", task_cls=task_cls, amqp=MaskedArgsAMQP)
     app.conf.update(celery_config(settings))
     return app

@@ -90,10 +90,18 @@ class _JobTask:
         return AfterCommit(store_committed_results, self.result)
 
     def replace(self, sig: Signature) -> NoReturn:
-        options = {k: v for k, v in sig.options.items() if k in {"queue", "countdown"}}
-        self.app.send_task(
-            EXECUTE_TASK, args=sig.args, kwargs=sig.kwargs, task_id=self.request.id, **options
-        )
+        keep = {"queue", "countdown", "retry", "retry_policy"}
+        options = {k: v for k, v in sig.options.items() if k in keep}
+        send = {"args": sig.args, "kwargs": sig.kwargs, "task_id": self.request.id, **options}
+        try:
+            self.app.send_task(EXECUTE_TASK, **send)
+        except Exception:
+            # The pooled connection broke with the broker (a partition): its channel can
+            # fail in ways kombu does not retry. A connection of its own, retried until
+            # the broker answers again, sends the job on; the job is never dropped.
+            logger.warning("could not send job %s on; retrying", self.request.id, exc_info=True)
+            with self.app.connection_for_write() as conn:
+                self.app.send_task(EXECUTE_TASK, connection=conn, **send)
         raise _SentOn()
 
 

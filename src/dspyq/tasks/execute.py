@@ -17,6 +17,8 @@ from celery import Task, shared_task
 from dspyq.core.context import context
 from dspyq.core.module import Module
 from dspyq.lm.lm import LM
+from dspyq.lm.privacy import REDACT_MESSAGES_KEY, PrivacyGuard, strictest
+from dspyq.settings import PrivacyLevel
 from dspyq.store.attempts import AttemptStart
 from dspyq.store.buffer import PendingRecords, pending_records
 from dspyq.tasks.cancel import skip_if_cancelled
@@ -47,6 +49,13 @@ def build_program(env: WorkerContext, request: ExecutionRequest) -> Module:
 def build_lm(env: WorkerContext, model: str, lm_kwargs: dict[str, Any]) -> LM:
     """A fresh LM for one job (its history is the job's calls) over its thread's HTTP pool."""
     return LM(model, http_client=env.job_http.get(), **lm_kwargs)
+
+
+def job_privacy_level(env: WorkerContext, request: ExecutionRequest) -> PrivacyLevel:
+    """The strictest of the deployment's, the job's pool's and the submitter's level."""
+    settings = env.settings
+    pool = settings.providers.get(request.provider)
+    return strictest(settings.privacy.level, pool.privacy_level if pool else None, request.privacy)
 
 
 def _usage(lm: LM) -> dict[str, Any]:
@@ -132,6 +141,7 @@ def _run(
     """
     try:
         program = build_program(env, request)
+        guard = PrivacyGuard(job_privacy_level(env, request))
         with context(
             lm=lm,
             correlation_id=request.correlation_id,
@@ -142,8 +152,11 @@ def _run(
             allow_stale=not request.fallbacks,
             # This worker's LM cache and gate, and the job thread's HTTP client.
             **env.lm_bindings(env.job_http.get()),
+            **{REDACT_MESSAGES_KEY: guard.redacts_messages},
         ):
-            result = getattr(program, request.method)(**request.inputs)
+            inputs = guard.redact_inputs(request.inputs)
+            result = getattr(program, request.method)(**inputs)
+            guard.check_outputs(outputs_as_json(result))
     except Exception as exc:
         apply_policies(Failure(task, env, request, record_id, pending, started, exc))
     duration_ms = round((time.perf_counter() - started) * 1000, 3)

@@ -41,6 +41,7 @@ from dspyq.errors import (
     StoreUnavailableError,
 )
 from dspyq.lm.lm import split_model
+from dspyq.masking import mask_exception
 from dspyq.store.buffer import PendingRecords
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.context import WorkerContext
@@ -69,6 +70,17 @@ logger = logging.getLogger(__name__)
 MAX_COUNTDOWN_SHARE = 0.5
 """A job re-queued to wait must come back well before Redis's visibility timeout (this
 share of it), or Redis would also hand the waiting message to a second worker."""
+
+RESEND_RETRY_POLICY = {
+    "max_retries": 120,
+    "interval_start": 0.5,
+    "interval_step": 0.5,
+    "interval_max": 2.0,
+}
+"""How long a job sent on (re-queued, moved to a fallback) waits for an unreachable
+broker: up to about four minutes, retrying every two seconds. The job's own delivery
+cannot be acknowledged meanwhile either, so giving up sooner would leave it to Redis's
+visibility timeout (an hour by default)."""
 
 INFRA_ERRORS = (StoreUnavailableError, RedisUnavailableError)
 """Not the job's failure: the SQL store or Redis could not be reached."""
@@ -120,6 +132,8 @@ def requeue(
         kwargs=kwargs if kwargs is not None else task.request.kwargs,
         queue=queue or delivery.get("routing_key"),
         countdown=countdown,
+        retry=True,
+        retry_policy=RESEND_RETRY_POLICY,
     )
     raise task.replace(again)
 
@@ -228,6 +242,10 @@ def apply_policies(failure: Failure, policies: Sequence[FailurePolicy] = JOB_POL
         policy(failure)
         if failure.handled:
             break
+    # The job's error and what it was raised from are stored with their tracebacks
+    # (result backend, task events, logs): their messages are masked first.
+    mask_exception(failure.error)
+    mask_exception(failure.cause)
     if failure.error is failure.cause:
         raise failure.cause
     raise failure.error from failure.cause

@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dspyq.core.example import Prediction
 from dspyq.errors import InputError
+from dspyq.masking import is_secret_key
 from dspyq.program_ref import parse_program_ref
-from dspyq.settings import split_model
+from dspyq.settings import PrivacyLevel, split_model
 
 # --- task names ---------------------------------------------------------------------
 
@@ -62,6 +63,15 @@ DEFAULT_CANDIDATES_PER_ROUND = 4
 SECRET_KEYS = frozenset({"api_key", "api_base", "authorization", "x-api-key"})
 
 
+def _keys(value: Any) -> list[str]:
+    """Every dict key in ``value``, at any depth."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() for k in [str(k), *_keys(v)]]
+    if isinstance(value, list | tuple):
+        return [k for v in value for k in _keys(v)]
+    return []
+
+
 class ExecutionRequest(BaseModel):
     """One module execution: the program as JSON, its inputs and the LM to run it on.
 
@@ -89,12 +99,16 @@ class ExecutionRequest(BaseModel):
     stream: bool = False
     # The submitter's dspyq.configure(max_parse_retries=N); None: the worker's setting.
     max_parse_retries: int | None = Field(default=None, ge=0)
+    # The submitter's dspyq.context(privacy=...); the strictest of it, the pool's and the
+    # deployment's level applies.
+    privacy: PrivacyLevel | None = None
 
     @field_validator("lm_kwargs")
     @classmethod
     def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Workers hold the keys; a message that carries one is refused on both ends.
-        leaked = SECRET_KEYS.intersection(k.lower() for k in value)
+        # Workers hold the keys; a message that carries one (at any depth, e.g. in
+        # extra_headers) is refused on both ends. Only the key names are said.
+        leaked = {k.lower() for k in _keys(value) if k.lower() in SECRET_KEYS or is_secret_key(k)}
         if leaked:
             raise ValueError(
                 f"{sorted(leaked)} must not travel in a job; workers read them from settings"

@@ -12,6 +12,7 @@ from typing import Any
 
 from dspyq.errors import DspyqError
 from dspyq.events import Event
+from dspyq.masking import mask
 from dspyq.store.attempts import PendingStart, pending_start
 from dspyq.store.buffer import PendingRecords
 from dspyq.tasks.context import WorkerContext
@@ -71,7 +72,7 @@ def pending_start_of(env: WorkerContext, request: ExecutionRequest, record_id: s
         program=kind,
         module_type=module_type,
         lm=request.lm,
-        inputs=request.inputs,
+        inputs=mask(request.inputs),  # a record: an input named like a secret is masked
         program_name=request.program_name,
         program_version=request.program_version,
     )

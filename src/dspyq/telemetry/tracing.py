@@ -27,10 +27,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dspyq.errors import ConfigurationError
 from dspyq.events import Event
+from dspyq.masking import mask, mask_text
 from dspyq.settings import Settings
 
 if TYPE_CHECKING:
@@ -127,9 +128,54 @@ def _build_tracer(endpoint: str, service_name: str) -> Tracer:
         resource=Resource.create({"service.name": service_name, "process.pid": os.getpid()}),
         id_generator=CorrelationIds(),
     )
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    exporter = MaskingExporter(OTLPSpanExporter(endpoint=url))
+    provider.add_span_processor(BatchSpanProcessor(cast(Any, exporter)))  # SpanExporter's shape
     _providers.append(provider)
     return provider.get_tracer(INSTRUMENTATION_NAME)
+
+
+class MaskingExporter:
+    """Exports spans through ``inner`` with their secrets masked: every attribute of the
+    span and of its events (an exception's message and stack trace among them) and its
+    status text, by key and by shape (:mod:`dspyq.masking`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def export(self, spans: Any) -> Any:
+        return self.inner.export([_masked_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+def _masked_span(span: Any) -> Any:
+    from opentelemetry.sdk.trace import Event as SpanEvent
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import Status
+
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, mask_text(status.description))
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=mask(dict(span.attributes or {})),
+        events=[
+            SpanEvent(e.name, mask(dict(e.attributes or {})), e.timestamp) for e in span.events
+        ],
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def flush(timeout_millis: int = 5000) -> None:

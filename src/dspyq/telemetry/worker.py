@@ -175,23 +175,26 @@ def install_worker_telemetry(
         telemetry._undo.append(observe.add_sink(job_tracer.observe_event))
     if metrics is not None and metrics_port is not None:
         try:
-            server, _thread = _start_http_server(metrics_port, metrics)
+            server, _thread = _start_http_server(settings.metrics_host, metrics_port, metrics)
         except OSError as exc:
             telemetry.uninstall()
             raise ConfigurationError(
-                f"cannot serve metrics on port {metrics_port}: {exc.strerror or exc}",
-                context={"metrics_port": metrics_port},
+                f"cannot serve metrics on {settings.metrics_host}:{metrics_port}: "
+                f"{exc.strerror or exc}",
+                context={"metrics_port": metrics_port, "metrics_host": settings.metrics_host},
             ) from None
         telemetry.metrics_port = server.server_port
         telemetry._undo.append(server.shutdown)
-        logger.info("Prometheus metrics on http://0.0.0.0:%d/metrics", server.server_port)
+        logger.info(
+            "Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, server.server_port
+        )
     return telemetry
 
 
-def _start_http_server(port: int, metrics: WorkerMetrics) -> tuple[Any, Any]:
+def _start_http_server(host: str, port: int, metrics: WorkerMetrics) -> tuple[Any, Any]:
     from prometheus_client import start_http_server
 
-    return start_http_server(port, registry=metrics.registry)
+    return start_http_server(port, addr=host, registry=metrics.registry)
 
 
 def _runtime_cache_stats() -> tuple[Sequence[int], int] | None:

@@ -1,0 +1,104 @@
+"""Privacy levels on real workers: what the provider receives at each level, and
+completions that give away protected data failing the job at ``high``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+
+import pytest
+
+import dspyq
+from dspyq.errors import PrivacyViolationError
+from dspyq.testing.cluster import Cluster, running_cluster
+
+pytestmark = pytest.mark.integration
+
+INPUT_EMAIL = "alice.liddell@example.com"
+DEMO_EMAIL = "demo.person@example.org"
+LEAKED_KEY = "sk-leakedkey1234567890abcdef"
+
+
+def _program() -> dspyq.Predict:
+    program = dspyq.Predict("question -> answer")
+    program.demos = [dspyq.Example(question=f"Who is {DEMO_EMAIL}?", answer="a demo person")]
+    return program
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("privacy")
+    with running_cluster(
+        tmp, f"sqlite:///{tmp / 'store.db'}", latency=0.0, DSPYQ_PROVIDERS__OPENAI__NUM_RETRIES="0"
+    ) as cluster:
+        server = cluster.fake_lm
+        server.answer_fields({"answer": f"write to {INPUT_EMAIL}"}, match="echo-email")
+        server.answer_fields({"answer": f"the key is {LEAKED_KEY}"}, match="echo-key")
+        server.answer_fields({"answer": "fine"})
+        cluster.start_worker("w1", concurrency=2)
+        yield cluster
+
+
+def _run(cluster: Cluster, marker: str, level: str | None) -> tuple[dspyq.Job, str]:
+    """Submit one job at ``level``; its result (or error) and what the provider got."""
+    question = f"{marker}: what should I tell {INPUT_EMAIL}?"
+    if level is None:
+        job = cluster.client.submit(_program(), lm="openai/m", question=question)
+    else:
+        with dspyq.context(privacy=level):
+            job = cluster.client.submit(_program(), lm="openai/m", question=question)
+    with contextlib.suppress(PrivacyViolationError):  # asserted by the tests that expect it
+        job.result(timeout=30)
+    sent = [
+        json.dumps(r["body"]) for r in cluster.fake_lm.requests if marker in json.dumps(r["body"])
+    ]
+    assert len(sent) == 1
+    return job, sent[0]
+
+
+def _events(cluster: Cluster, job: dspyq.Job, kind: str) -> list[dict[str, object]]:
+    return [e.data for e in cluster.client.events(job.correlation_id) if e.event_type == kind]
+
+
+def test_standard_sends_inputs_and_demos_as_they_are(cluster: Cluster) -> None:
+    job, sent = _run(cluster, "standard-case", None)
+    assert INPUT_EMAIL in sent and DEMO_EMAIL in sent
+    assert job.result(timeout=5).answer == "fine"
+    assert _events(cluster, job, "pii_redacted") == []
+
+
+def test_medium_redacts_the_inputs_only(cluster: Cluster) -> None:
+    job, sent = _run(cluster, "medium-case", "medium")
+    assert INPUT_EMAIL not in sent and "[REDACTED_EMAIL]" in sent
+    assert DEMO_EMAIL in sent  # demos are the program's, not the job's data
+    assert _events(cluster, job, "pii_redacted") == [{"scope": "inputs", "counts": {"email": 1}}]
+    # No output check at medium: an answer naming the address is returned.
+    echo, _ = _run(cluster, "medium echo-email", "medium")
+    assert INPUT_EMAIL in echo.result(timeout=5).answer
+
+
+def test_high_redacts_demos_too(cluster: Cluster) -> None:
+    job, sent = _run(cluster, "high-case", "high")
+    assert INPUT_EMAIL not in sent and DEMO_EMAIL not in sent
+    assert job.result(timeout=5).answer == "fine"
+
+
+def test_high_fails_a_completion_that_gives_back_a_redacted_input(cluster: Cluster) -> None:
+    job, _ = _run(cluster, "high echo-email", "high")
+    with pytest.raises(PrivacyViolationError) as info:
+        job.result(timeout=5)
+    assert info.value.context["kinds"] == ["email"]
+    [event] = _events(cluster, job, "privacy_violation")
+    assert event == {"level": "high", "kinds": ["email"]}  # kinds, never the values
+    [row] = cluster.client.executions(job.correlation_id)
+    assert row.status == "failed" and row.outputs in (None, {})
+    assert INPUT_EMAIL not in json.dumps(row.error)
+
+
+def test_high_fails_a_completion_holding_a_secret_shaped_value(cluster: Cluster) -> None:
+    job, _ = _run(cluster, "high echo-key", "high")
+    with pytest.raises(PrivacyViolationError) as info:
+        job.result(timeout=5)
+    assert info.value.context["kinds"] == ["api_key"]
+    assert LEAKED_KEY not in str(info.value)
