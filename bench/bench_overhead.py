@@ -130,6 +130,13 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "rounds_ms_per_job": [r["ms_per_job"] for r in rows]}
 
 
+BATCH_TARGET = 1.2
+"""A batch's ms per job, at most this many times the bare Celery no-op's."""
+
+LONE_TARGET = 1.3
+"""A lone job's p50 latency, at most this many times a bare Celery task making the same POST."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
@@ -182,7 +189,15 @@ def main() -> None:
         summary["lone-job ratio dspyq/raw-http (p50)"] = round(
             ours["lone_p50_ms"] / http["lone_p50_ms"], 2
         )
-    summary["target"] = "dspyq within 1.5x of the bare Celery no-op"
+    batch_ratio = ours["ms_per_job"] / noop["ms_per_job"]
+    lone_ratio = ours["lone_p50_ms"] / http["lone_p50_ms"] if http is not None else None
+    summary["target"] = (
+        f"batch <= {BATCH_TARGET}x the no-op; lone-job p50 <= {LONE_TARGET}x the bare HTTP task"
+    )
+    summary["met"] = {
+        "batch": batch_ratio <= BATCH_TARGET,
+        "lone": None if lone_ratio is None else lone_ratio <= LONE_TARGET,
+    }
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     report.print(summary)
 

@@ -1,10 +1,12 @@
 """``Client.evaluate``: a devset scored by the worker pools, as ``Evaluate`` does in-process.
 
 Every check happens before anything is enqueued (the metric must have an import path,
-each example's inputs must fit the program and be JSON). The examples then go out as
-one Celery group on the program's provider pool; results are taken as they arrive, with
-a rich progress bar on stderr, and put back in devset order. The evaluation and each
-example's row are recorded in SQL (``evaluations``, ``evaluation_rows``).
+each example's inputs must fit the program and be JSON). The examples then go out in
+batch messages on the program's provider pool, as ``map`` sends its jobs (see
+:mod:`dspyq.tasks.batch`), each with its own task id; outcomes are taken as they arrive
+(:mod:`dspyq.api_client.evaluation_results`, which also hedges stragglers), with a rich
+progress bar on stderr, and put back in devset order. The evaluation and each example's
+row are recorded in SQL (``evaluations``, ``evaluation_rows``), the rows in one statement.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from celery import group, signature
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import GroupResult
 
+from dspyq.api_client.evaluation_results import Outcomes
 from dspyq.api_client.references import Referenced
-from dspyq.api_client.submit import build_request, referenced
+from dspyq.api_client.submit import build_request, publish_batch, referenced
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
 from dspyq.core.program import program_to_spec
@@ -29,11 +30,12 @@ from dspyq.store.evaluations import EvaluationStore
 from dspyq.tasks.cancel import cancel_job
 from dspyq.tasks.metrics import Metric, metric_path, metric_score
 from dspyq.tasks.protocol import (
-    EVALUATE_TASK,
+    EVALUATE_BATCH_TASK,
+    BatchItem,
     ExampleOutcome,
     ExampleScoring,
     ExecutionRequest,
-    lm_queue,
+    batch_size,
 )
 
 if TYPE_CHECKING:
@@ -75,36 +77,27 @@ def evaluate_on_pool(
         store.finish(evaluation_id, score=0.0, errors=0)
         return _result(0.0, [], evaluation_id, correlation_id)
 
-    fan_out = group(
-        (
-            signature(
-                EVALUATE_TASK,
-                kwargs={
-                    "request": request.model_dump(mode="json"),
-                    "scoring": ExampleScoring(
-                        evaluation_id=evaluation_id,
-                        index=index,
-                        metric=path,
-                        example=dict(example.items()),
-                        input_keys=sorted(example.inputs().keys()),
-                        failure_score=failure_score,
-                    ).model_dump(mode="json"),
-                },
-                queue=lm_queue(request.provider),
-                shadow=f"{EVALUATE_TASK}[{index}]",
-                app=client.app,
-            )
-            for index, (example, request) in enumerate(zip(examples, requests, strict=True))
-        ),
-        app=client.app,
-    )
+    items = [
+        BatchItem(
+            uuid.uuid4().hex,
+            request.model_dump(mode="json"),
+            ExampleScoring(
+                evaluation_id=evaluation_id,
+                index=index,
+                metric=path,
+                example=dict(example.items()),
+                input_keys=sorted(example.inputs().keys()),
+                failure_score=failure_score,
+            ).model_dump(mode="json"),
+        )
+        for index, (example, request) in enumerate(zip(examples, requests, strict=True))
+    ]
+    outcomes = Outcomes(client.app, items, requests[0].provider)
     try:
-        results: GroupResult = fan_out.apply_async()
+        _send(client, items, requests[0])
     except BaseException:
         store.finish(evaluation_id, score=None, errors=0, status="failed")
         raise
-    index_of = {child.id: index for index, child in enumerate(results.results)}
-    outcomes: list[ExampleOutcome | None] = [None] * len(examples)
     limit = DEFAULT_MAX_ERRORS if max_errors is None else max_errors
     errors = 0
     total = 0.0
@@ -112,10 +105,8 @@ def evaluate_on_pool(
     try:
         with metric_progress(display_progress, len(examples)) as advance:
 
-            def take(task_id: str, value: Any) -> None:
+            def take(outcome: ExampleOutcome) -> None:
                 nonlocal errors, total
-                outcome = _outcome(task_id, index_of[task_id], value)
-                outcomes[outcome.index] = outcome
                 if outcome.error is not None:
                     errors += 1
                     if errors >= limit:  # as Evaluate: stop when the count reaches it
@@ -130,27 +121,26 @@ def evaluate_on_pool(
                     total += metric_score(outcome.score)
                 advance(total)
 
-            results.join_native(
-                timeout=timeout, propagate=False, callback=take, disable_sync_subtasks=False
-            )
+            outcomes.collect(timeout, take)
     except CeleryTimeoutError:
-        _abandon(client, results, store, evaluation_id, errors)
+        _abandon(client, outcomes, store, evaluation_id, errors, failure_score)
         raise JobTimeoutError(
             f"evaluation {evaluation_id} did not finish within {timeout} s",
             correlation_id=correlation_id,
             context={"evaluation_id": evaluation_id, "timeout": timeout},
         ) from None
     except BaseException:
-        _abandon(client, results, store, evaluation_id, errors)
+        _abandon(client, outcomes, store, evaluation_id, errors, failure_score)
         raise
 
     rows: list[tuple[Example, Prediction, Any]] = []
-    for example, outcome in zip(examples, outcomes, strict=True):
+    for example, outcome in zip(examples, outcomes.outcomes, strict=True):
         if outcome is None or outcome.error is not None or outcome.score is None:
             rows.append((example, Prediction(), failure_score))
         else:
             rows.append((example, Prediction(**(outcome.outputs or {})), outcome.score))
     score = round(100 * total / len(examples), 2)
+    store.record_rows(evaluation_id, _rows(outcomes, failure_score))
     store.finish(evaluation_id, score=score, errors=errors)
     return _result(score, rows, evaluation_id, correlation_id)
 
@@ -164,6 +154,30 @@ def _pinned(client: Client, program: object) -> Referenced:
             f"program's reference ('qa@production', 'qa:3'), not {type(program).__name__}"
         )
     return referenced(client, referenced(client, program).pinned)
+
+
+def _send(client: Client, items: list[BatchItem], first: ExecutionRequest) -> None:
+    """The examples in batch messages, as ``map`` sends its jobs (each keeps its task id)."""
+    size = batch_size(len(items), client.settings.map_batch_size)
+    with client.app.producer_or_acquire() as producer:
+        for start in range(0, len(items), size):
+            publish_batch(client, EVALUATE_BATCH_TASK, items[start : start + size], first, producer)
+
+
+def _rows(
+    outcomes: Outcomes, failure_score: float
+) -> list[tuple[int, str, float, dict[str, Any] | None]]:
+    """The rows of the examples scored so far: (index, task id, score, error)."""
+    return [
+        (
+            o.index,
+            o.task_id,
+            failure_score if o.score is None else float(o.score),
+            o.error,
+        )
+        for o in outcomes.outcomes
+        if o is not None
+    ]
 
 
 def _requests(
@@ -203,26 +217,19 @@ def _requests(
     return requests
 
 
-def _outcome(task_id: str, index: int, value: Any) -> ExampleOutcome:
-    """A finished task's value; a task that failed outright becomes its example's error."""
-    if isinstance(value, dict):
-        return ExampleOutcome.model_validate(value)
-    error = value if isinstance(value, DspyqError) else None
-    if error is None:
-        error = DspyqError(
-            f"example {index} failed: {type(value).__name__}: {value}",
-            context={"task_id": task_id, "exception": type(value).__name__},
-        )
-    return ExampleOutcome(index=index, task_id=task_id, error=error.to_dict())
-
-
 def _abandon(
-    client: Client, results: GroupResult, store: EvaluationStore, evaluation_id: str, errors: int
+    client: Client,
+    outcomes: Outcomes,
+    store: EvaluationStore,
+    evaluation_id: str,
+    errors: int,
+    failure_score: float,
 ) -> None:
-    """Cancel the examples not yet done and record the evaluation as failed."""
-    for child in results.results:
-        if not child.ready():
-            cancel_job(client.app, child.id)
+    """Cancel the examples not yet done, keep the rows of those that are, and record
+    the evaluation as failed."""
+    for task_id in outcomes.pending():
+        cancel_job(client.app, task_id)
+    store.record_rows(evaluation_id, _rows(outcomes, failure_score))
     store.finish(evaluation_id, score=None, errors=errors, status="failed")
 
 

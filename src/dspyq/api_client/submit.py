@@ -175,16 +175,7 @@ def _send_batch(client: Client, requests: list[ExecutionRequest], producer: Any)
     if len(requests) == 1:
         return [send(client, EXECUTE_TASK, requests[0], producer=producer)]
     items = [BatchItem(uuid.uuid4().hex, r.model_dump(mode="json")) for r in requests]
-    kind = _shown_program(requests[0])
-    client.app.send_task(
-        BATCH_TASK,
-        kwargs=batch_message(items),
-        queue=lm_queue(requests[0].provider),
-        producer=producer,
-        shadow=f"{BATCH_TASK}[{kind} x{len(items)}]",
-        kwargsrepr=_shown_arguments(requests[0], len(items)),
-        headers={JOBS_HEADER: len(items)},  # the worker's prefetch counts the jobs
-    )
+    publish_batch(client, BATCH_TASK, items, requests[0], producer)
     return [
         Job(client, item.task_id, r.correlation_id) for item, r in zip(items, requests, strict=True)
     ]
@@ -201,6 +192,26 @@ def _shown_program(request: ExecutionRequest) -> str:
     if request.program_ref is not None:
         return request.program_ref
     return str(request.program.get("kind", "?")).rpartition(":")[2]
+
+
+def publish_batch(
+    client: Client,
+    task_name: str,
+    items: Sequence[BatchItem],
+    first: ExecutionRequest,
+    producer: Any,
+) -> None:
+    """Publish one batch message of ``items`` (all on ``first``'s provider queue)."""
+    kind = _shown_program(first)
+    client.app.send_task(
+        task_name,
+        kwargs=batch_message(items),
+        queue=lm_queue(first.provider),
+        producer=producer,
+        shadow=f"{task_name}[{kind} x{len(items)}]",
+        kwargsrepr=_shown_arguments(first, len(items)),
+        headers={JOBS_HEADER: len(items)},  # the worker's prefetch counts the jobs
+    )
 
 
 _SHOWN = reprlib.Repr()

@@ -100,7 +100,7 @@ def read_examples(path: Path, inputs: list[str] | None, what: str) -> list[Examp
     return examples
 
 
-def _input_names(program: Module) -> list[str]:
+def input_names(program: Module) -> list[str]:
     """The input fields of the program's first predictor (what examples feed it)."""
     for predictor in program.predictors():
         signature = getattr(predictor, "signature", None)
@@ -263,7 +263,7 @@ def optimize(
             fail("no model: pass --lm provider/name or set DSPYQ_DEFAULT_LM", USAGE_ERROR)
         student = load_program(client, program)
         keys = [k.strip() for k in inputs.split(",") if k.strip()] if inputs else None
-        keys = keys or _input_names(student)
+        keys = keys or input_names(student)
         if not keys:
             fail("cannot tell the examples' inputs: pass --inputs question,...", USAGE_ERROR)
         train = read_examples(trainset, keys, "trainset")

@@ -2,7 +2,8 @@
 the score of each of its examples.
 
 The client opens the evaluation (status ``running``) before any example is enqueued and
-closes it with the final score; workers record each example's row as it is scored.
+closes it with the final score, writing the rows of the examples scored in batches in one
+statement; an example sent on its own message records its row on the worker.
 Rows are keyed by (evaluation, example index), so a redelivered example overwrites its
 own row instead of adding a second one.
 """
@@ -10,6 +11,7 @@ own row instead of adding a second one.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, select, update
@@ -65,6 +67,34 @@ class EvaluationStore:
                 statement.on_conflict_do_update(
                     index_elements=["evaluation_id", "example_index"], set_=values
                 )
+            )
+
+    def record_rows(
+        self,
+        evaluation_id: str,
+        rows: Sequence[tuple[int, str, float | None, dict[str, Any] | None]],
+    ) -> None:
+        """Record (or overwrite) many rows at once: (index, task id, score, error) each."""
+        if not rows:
+            return
+        values = [
+            {
+                "evaluation_id": evaluation_id,
+                "example_index": index,
+                "task_id": task_id,
+                "score": score,
+                "error": error,
+            }
+            for index, task_id, score, error in rows
+        ]
+        with write_transaction(self.engine, f"record rows of {evaluation_id}") as conn:
+            statement = dialect_insert(conn, EvaluationRowRecord)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["evaluation_id", "example_index"],
+                    set_={name: statement.excluded[name] for name in ("task_id", "score", "error")},
+                ),
+                values,
             )
 
     def finish(

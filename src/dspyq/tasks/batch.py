@@ -21,6 +21,7 @@ the jobs that had already succeeded return their recorded result without an LM c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -37,6 +38,7 @@ from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.protocol import (
     BATCH_TASK,
+    EVALUATE_TASK,
     JOBS_HEADER,
     BatchItem,
     batch_items,
@@ -47,13 +49,23 @@ from dspyq.tasks.recording import pending_start_of
 from dspyq.tasks.references import resolve_reference
 
 # The message's parts are re-exported for the modules that import them from here.
-__all__ = ["BATCH_TASK", "JOBS_HEADER", "BatchItem", "batch_message", "batch_size", "execute_batch"]
+__all__ = [
+    "BATCH_TASK",
+    "JOBS_HEADER",
+    "BatchItem",
+    "JobTask",
+    "SentOn",
+    "batch_message",
+    "batch_size",
+    "execute_batch",
+    "run_batch",
+]
 
 logger = logging.getLogger(__name__)
 
 
-class _SentOn(Exception):
-    """The job left the batch as a message of its own (see :meth:`_JobTask.replace`)."""
+class SentOn(Exception):
+    """The job left the batch as a message of its own (see :meth:`JobTask.replace`)."""
 
 
 @dataclass
@@ -67,25 +79,30 @@ class _JobRequest:
     headers: dict[str, Any] = field(default_factory=dict)
 
 
-class _JobTask:
+class JobTask:
     """One job of a batch, seen by :func:`run_execution` as if it were its own task.
 
     The execution path touches its task only to send the job on (a rate-limit wait or a
-    fallback): here that publishes a single-job message under the job's own task id.
+    fallback): here that publishes a single-job message under the job's own task id
+    (``dspyq.evaluate_example`` for an example of an evaluation, which keeps its scoring).
     """
-
-    name = EXECUTE_TASK
 
     def __init__(self, batch: Task, item: BatchItem, delivery_info: dict[str, Any]) -> None:
         self.app = batch.app
-        self.request = _JobRequest(
-            id=item.task_id, kwargs={"request": item.request}, delivery_info=delivery_info
-        )
+        self.name = EXECUTE_TASK if item.scoring is None else EVALUATE_TASK
+        kwargs = {"request": item.request}
+        if item.scoring is not None:
+            kwargs["scoring"] = item.scoring
+        self.request = _JobRequest(id=item.task_id, kwargs=kwargs, delivery_info=delivery_info)
         self.result = JobResult(batch.app, item.task_id)
+        self.scored = item.scoring is not None
 
-    def after_success(self, result: dict[str, Any]) -> AfterCommit:
+    def after_success(self, result: dict[str, Any]) -> AfterCommit | None:
         """Store ``result`` in the result backend with the success's records, once they
-        are committed: the thread that commits a group stores its results together."""
+        are committed: the thread that commits a group stores its results together.
+        An example's result is its scored outcome, stored once the metric has run."""
+        if self.scored:
+            return None
         self.result.value = result
         return AfterCommit(store_committed_results, self.result)
 
@@ -94,15 +111,22 @@ class _JobTask:
         options = {k: v for k, v in sig.options.items() if k in keep}
         send = {"args": sig.args, "kwargs": sig.kwargs, "task_id": self.request.id, **options}
         try:
-            self.app.send_task(EXECUTE_TASK, **send)
+            self.app.send_task(sig.task, **send)
         except Exception:
             # The pooled connection broke with the broker (a partition): its channel can
             # fail in ways kombu does not retry. A connection of its own, retried until
             # the broker answers again, sends the job on; the job is never dropped.
             logger.warning("could not send job %s on; retrying", self.request.id, exc_info=True)
             with self.app.connection_for_write() as conn:
-                self.app.send_task(EXECUTE_TASK, connection=conn, **send)
-        raise _SentOn()
+                self.app.send_task(sig.task, connection=conn, **send)
+        raise SentOn()
+
+
+JobRunner = Callable[
+    [WorkerContext, Task, BatchItem, ExecutionRequest, "AttemptStart | None", dict[str, Any]],
+    None,
+]
+"""Runs one job of a batch and stores its outcome under the job's own task id."""
 
 
 def _run_item(
@@ -113,6 +137,7 @@ def _run_item(
     begun: AttemptStart | None,
     delivery_info: dict[str, Any],
     batch_id: str,
+    run_job: JobRunner,
 ) -> None:
     """Run one job of the batch and store its state under its own task id.
 
@@ -120,9 +145,14 @@ def _run_item(
     empty: what it needs of the batch's delivery comes as ``delivery_info``.
     """
     try:
-        _run_job(env, batch, item, request, begun, delivery_info)
+        run_job(env, batch, item, request, begun, delivery_info)
     finally:
         env.batch.job_ended(batch_id)
+
+
+def job_delivery(request: ExecutionRequest, delivery_info: dict[str, Any]) -> dict[str, Any]:
+    """The delivery a batch job's execution sees: its own provider queue's."""
+    return {"routing_key": lm_queue(request.provider), **delivery_info}
 
 
 def _run_job(
@@ -134,19 +164,19 @@ def _run_job(
     delivery_info: dict[str, Any],
 ) -> None:
     try:
-        job = _JobTask(batch, item, {"routing_key": lm_queue(request.provider), **delivery_info})
+        job = JobTask(batch, item, job_delivery(request, delivery_info))
         result = run_execution(job, request, item.task_id, begun=begun)
-    except _SentOn:
+    except SentOn:
         return  # its own message now carries it; its Job follows the same task id
     except Exception as exc:
-        _job_failed(batch, item, exc)
+        job_failed(batch, item, exc)
         return
     if not job.result.stored:  # a success recorded earlier, returned without a new commit
         job.result.value = result
         env.batch.results(job.result)
 
 
-def _job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
+def job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
     if not isinstance(exc, DspyqError):
         # Not the job's own failure (those are DspyqErrors): keep the worker's view.
         logger.exception("job %s of a batch failed outside its execution", item.task_id)
@@ -158,7 +188,7 @@ def _parsed(env: WorkerContext, batch: Task, item: BatchItem) -> ExecutionReques
     try:
         request = ExecutionRequest.model_validate(item.request)
     except Exception as exc:
-        _job_failed(batch, item, exc)
+        job_failed(batch, item, exc)
         return None
     if request.program_ref is not None and not request.resolved:
         try:
@@ -201,6 +231,13 @@ def execute_batch(
     ``program``: the spec shared by jobs whose request carries none (see
     :func:`batch_message`).
     """
+    run_batch(self, jobs, program, _run_job)
+
+
+def run_batch(
+    self: Task, jobs: list[dict[str, Any]], program: dict[str, Any] | None, run_job: JobRunner
+) -> None:
+    """Run every job of a batch message at once, each through ``run_job``."""
     env = worker_context()
     items = batch_items(jobs, program)
     delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
@@ -222,7 +259,7 @@ def execute_batch(
             readable.append((item, request))
     begun = _begin_all(env, readable)
     runs = [
-        (env, self, item, request, start, delivery, batch_id)
+        (env, self, item, request, start, delivery, batch_id, run_job)
         for (item, request), start in zip(readable, begun, strict=True)
     ]
     if len(runs) == 1:

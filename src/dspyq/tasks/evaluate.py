@@ -19,13 +19,21 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from dspyq.core.example import Example
 from dspyq.errors import DspyqError
+from dspyq.store.attempts import AttemptStart
 from dspyq.store.evaluations import EvaluationStore
+from dspyq.tasks.batch import JobTask, SentOn, job_delivery, job_failed, run_batch
 from dspyq.tasks.cancel import skip_if_cancelled
-from dspyq.tasks.context import worker_context
+from dspyq.tasks.context import WorkerContext, worker_context
 from dspyq.tasks.execute import run_execution
 from dspyq.tasks.messages import ExecutionRequest, ExecutionResult
 from dspyq.tasks.metrics import metric_score, resolve_metric
-from dspyq.tasks.protocol import EVALUATE_TASK, ExampleOutcome, ExampleScoring
+from dspyq.tasks.protocol import (
+    EVALUATE_BATCH_TASK,
+    EVALUATE_TASK,
+    BatchItem,
+    ExampleOutcome,
+    ExampleScoring,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,28 +45,23 @@ def _metric_value(value: Any) -> bool | int | float:
     return metric_score(value)
 
 
-@shared_task(name=EVALUATE_TASK, bind=True, max_retries=None)
-def evaluate_example(
-    self: Task, request: dict[str, Any], scoring: dict[str, Any]
-) -> dict[str, Any]:
-    """Run the program on one example's inputs and score it; returns an ExampleOutcome dict.
-
-    ``request`` keeps the name ``execute_module`` gives it, so rate-limit waits and
-    provider fallbacks re-queue this task the same way.
-    """
-    skip_if_cancelled(self)
-    parsed = ExecutionRequest.model_validate(request)
-    job = ExampleScoring.model_validate(scoring)
-    task_id = str(self.request.id)
-    env = worker_context()
+def _score(
+    task: Any,
+    env: WorkerContext,
+    parsed: ExecutionRequest,
+    job: ExampleScoring,
+    task_id: str,
+    begun: AttemptStart | None = None,
+) -> ExampleOutcome:
+    """Run the program on the example's inputs and score it with the metric."""
     outcome = ExampleOutcome(index=job.index, task_id=task_id)
     try:
         metric = resolve_metric(job.metric, env.settings.allowed_imports)
-        result = ExecutionResult.model_validate(run_execution(self, parsed, task_id))
+        result = ExecutionResult.model_validate(run_execution(task, parsed, task_id, begun=begun))
         outcome.outputs = result.outputs
         example = Example(**job.example).with_inputs(*job.input_keys)
         outcome.score = _metric_value(metric(example, result.prediction()))
-    except (Ignore, Retry, Reject):
+    except (Ignore, Retry, Reject, SentOn):
         raise  # re-queued (rate limit, fallback): the new delivery scores the example
     except DspyqError as exc:
         outcome.error = exc.to_dict()
@@ -75,11 +78,65 @@ def evaluate_example(
             job.evaluation_id,
             outcome.error.get("message"),
         )
+    return outcome
+
+
+def row_score(job: ExampleScoring, outcome: ExampleOutcome) -> float:
+    """What an example's row records: the metric's value, or the failure score."""
+    return job.failure_score if outcome.score is None else float(outcome.score)
+
+
+@shared_task(name=EVALUATE_TASK, bind=True, max_retries=None)
+def evaluate_example(
+    self: Task, request: dict[str, Any], scoring: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the program on one example's inputs and score it; returns an ExampleOutcome dict.
+
+    ``request`` keeps the name ``execute_module`` gives it, so rate-limit waits and
+    provider fallbacks re-queue this task the same way. An example sent on its own (out
+    of a batch) records its row itself; a hedged copy leaves that to the client.
+    """
+    skip_if_cancelled(self)
+    parsed = ExecutionRequest.model_validate(request)
+    job = ExampleScoring.model_validate(scoring)
+    task_id = str(self.request.id)
+    env = worker_context()
+    outcome = _score(self, env, parsed, job, task_id)
+    if job.hedge:  # the client records the copy that ends first
+        return outcome.model_dump(mode="json")
     EvaluationStore(env.engine).record_row(
-        job.evaluation_id,
-        job.index,
-        task_id,
-        job.failure_score if outcome.score is None else float(outcome.score),
-        outcome.error,
+        job.evaluation_id, job.index, task_id, row_score(job, outcome), outcome.error
     )
     return outcome.model_dump(mode="json")
+
+
+def _score_job(
+    env: WorkerContext,
+    batch: Task,
+    item: BatchItem,
+    request: ExecutionRequest,
+    begun: AttemptStart | None,
+    delivery_info: dict[str, Any],
+) -> None:
+    """One example of an evaluation batch: its outcome is stored under its own task id
+    as soon as it is scored (the client's progress bar follows each one); the client
+    writes the evaluation's rows together at the end."""
+    try:
+        job = ExampleScoring.model_validate(item.scoring)
+        task = JobTask(batch, item, job_delivery(request, delivery_info))
+        outcome = _score(task, env, request, job, item.task_id, begun)
+    except SentOn:
+        return  # its own message now carries it, under the same task id
+    except Exception as exc:
+        job_failed(batch, item, exc)
+        return
+    task.result.value = outcome.model_dump(mode="json")
+    env.batch.results(task.result)
+
+
+@shared_task(name=EVALUATE_BATCH_TASK, bind=True, ignore_result=True)
+def evaluate_batch(
+    self: Task, jobs: list[dict[str, Any]], program: dict[str, Any] | None = None
+) -> None:
+    """Score every example of the batch at once (see :func:`dspyq.tasks.batch.run_batch`)."""
+    run_batch(self, jobs, program, _score_job)

@@ -25,6 +25,7 @@ EXECUTE_TASK = "dspyq.execute_module"
 BATCH_TASK = "dspyq.execute_batch"
 MULTIHOP_TASK = "dspyq.multihop.run"
 EVALUATE_TASK = "dspyq.evaluate_example"
+EVALUATE_BATCH_TASK = "dspyq.evaluate_batch"
 RUN_TASK = "dspyq.optimize.run"
 """The coordinator of an optimization run, on :data:`OPTIMIZE_QUEUE`."""
 
@@ -180,13 +181,18 @@ def batch_size(jobs: int, largest: int) -> int:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One job of a batch message: its task id and its execution request."""
+    """One job of a batch message: its task id and its execution request (and, for an
+    example of an evaluation, its :class:`ExampleScoring` dict)."""
 
     task_id: str
     request: dict[str, Any]
+    scoring: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "request": self.request}
+    def to_json(self, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        job = {"task_id": self.task_id, "request": self.request if request is None else request}
+        if self.scoring is not None:
+            job["scoring"] = self.scoring
+        return job
 
 
 def batch_message(items: Sequence[BatchItem]) -> dict[str, Any]:
@@ -199,7 +205,7 @@ def batch_message(items: Sequence[BatchItem]) -> dict[str, Any]:
     program = items[0].request.get("program") if items else None
     if not program or any(item.request.get("program") != program for item in items):
         return {"jobs": [item.to_json() for item in items]}
-    jobs = [{"task_id": item.task_id, "request": _without_program(item.request)} for item in items]
+    jobs = [item.to_json(_without_program(item.request)) for item in items]
     return {"jobs": jobs, "program": program}
 
 
@@ -214,7 +220,7 @@ def batch_items(jobs: list[dict[str, Any]], program: dict[str, Any] | None) -> l
         request = job["request"]
         if program is not None and "program" not in request:
             request = {**request, "program": program}  # one spec object for the batch
-        items.append(BatchItem(task_id=str(job["task_id"]), request=request))
+        items.append(BatchItem(str(job["task_id"]), request, job.get("scoring")))
     return items
 
 
@@ -232,6 +238,8 @@ class ExampleScoring(BaseModel):
     example: dict[str, Any]
     input_keys: list[str]
     failure_score: float = 0.0
+    hedge: bool = False
+    """A second copy of a straggling example: the client records whichever ends first."""
 
 
 class ExampleOutcome(BaseModel):
