@@ -7,6 +7,7 @@ from typing import Any
 from celery import Celery
 
 from dspyq.settings import Settings, get_settings
+from dspyq.tasks.broker import NamedAMQP, broker_config
 from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
 
 __all__ = ["LM_QUEUE_PREFIX", "OPTIMIZE_QUEUE", "celery_config", "lm_queue", "make_app"]
@@ -28,16 +29,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # LM calls are slow and uneven: a worker takes one job per free slot, no more.
         "worker_prefetch_multiplier": 1,
-        # After this long without an ack, Redis hands an unacked job to another worker.
-        # Every key (queues, results) lives under the deployment's prefix, so several
-        # deployments or test runs can share one Redis without seeing each other.
-        "broker_transport_options": {
-            "visibility_timeout": settings.broker_visibility_timeout,
-            "global_keyprefix": f"{settings.key_prefix}:",
-            # Look for jobs of dead workers every few seconds rather than every ~100 s.
-            "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout // 4)),
-            "unacked_restore_throttle": 1,
-        },
         "result_backend_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
             "global_keyprefix": f"{settings.key_prefix}:",
@@ -54,6 +45,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        **broker_config(settings),
     }
 
 
@@ -68,6 +60,6 @@ def make_app(settings: Settings | None = None, *, task_cls: str | None = None) -
     client's app, which only sends tasks, never imports it).
     """
     settings = settings or get_settings()
-    app = Celery("dspyq", task_cls=task_cls)
+    app = Celery("dspyq", task_cls=task_cls, amqp=NamedAMQP)
     app.conf.update(celery_config(settings))
     return app
