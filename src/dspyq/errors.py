@@ -159,6 +159,13 @@ class RedisUnavailableError(RedisOperationError):
     default_retry = "backoff"
 
 
+class BrokerUnavailableError(DspyqError):
+    """The broker (Redis or RabbitMQ) cannot be reached; retrying may succeed."""
+
+    code = 2300
+    default_retry = "backoff"
+
+
 # --- data (3xxx) -----------------------------------------------------------------
 
 
@@ -309,6 +316,7 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         StoreUnavailableError,
         RedisOperationError,
         RedisUnavailableError,
+        BrokerUnavailableError,
         SignatureError,
         InputError,
         AdapterParseError,

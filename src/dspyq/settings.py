@@ -172,6 +172,20 @@ class WatchSettings(BaseModel):
     leader_ttl_seconds: float = Field(default=30.0, gt=0)
 
 
+class BrokerSettings(BaseModel):
+    """How jobs are queued on a RabbitMQ broker (see README, Scaling out)."""
+
+    # Declare every queue as a quorum queue (replicated, at-least-once): x-queue-type quorum.
+    quorum_queues: bool = False
+    # Deliveries of one message before a quorum queue drops it (a job that kills every
+    # worker that takes it). None: RabbitMQ's own default.
+    delivery_limit: int | None = Field(default=20, ge=1)
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+"""URL schemes of a Redis server: plain, TLS, a Unix socket, or found through Sentinel."""
+
+
 class Settings(BaseSettings):
     """All of dspyq's settings. Application keys beyond dspyq's own are kept, not dropped."""
 
@@ -206,6 +220,7 @@ class Settings(BaseSettings):
     degradation: DegradationSettings = DegradationSettings()
     watch: WatchSettings = WatchSettings()
     privacy: PrivacySettings = PrivacySettings()
+    broker: BrokerSettings = BrokerSettings()
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -223,8 +238,30 @@ class Settings(BaseSettings):
         return merged
 
     @property
+    def broker_is_redis(self) -> bool:
+        """Whether the broker is a Redis server (else RabbitMQ or another kombu transport)."""
+        return self.broker_url.partition("://")[0].lower() in REDIS_SCHEMES
+
+    @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or self.broker_url
+        """The Redis of shared state (results, limiter, breaker, caches, pub/sub).
+
+        ``DSPYQ_REDIS_URL``, or the broker when the broker is a Redis. Raises
+        :class:`~dspyq.errors.ConfigurationError` for any other broker without one.
+        """
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_is_redis:
+            return self.broker_url
+        from dspyq.errors import ConfigurationError
+
+        scheme = self.broker_url.partition("://")[0] or self.broker_url
+        raise ConfigurationError(
+            f"the broker is {scheme}://, not Redis, and dspyq keeps results, rate limits, "
+            "breakers and caches in Redis: set DSPYQ_REDIS_URL=redis://host:6379/0 "
+            "(or sentinel://host:26379,host:26380/mymaster)",
+            context={"broker_scheme": scheme},
+        )
 
     def provider(self, name: str) -> ProviderSettings:
         from dspyq.errors import ConfigurationError

@@ -5,8 +5,8 @@ and any other queue a live worker consumes):
 
 - its workers, from one Celery broadcast (``active_queues`` and ``active`` asked at once,
   answered within ``timeout``);
-- its queue depth: ``LLEN`` of the queue's Redis lists under the deployment's key prefix,
-  one per kombu priority level;
+- its queue depth: the messages waiting, asked of the broker (Redis or RabbitMQ) under
+  the deployment's key prefix;
 - the provider's shared circuit breaker and rate-limiter use, read from their Redis keys;
 - its recent error rate: executions that ended in the last ``window_minutes``, from SQL.
 
@@ -28,11 +28,13 @@ from sqlmodel import col
 
 from dspyq.resilience.breaker import BreakerStatus, CircuitBreaker
 from dspyq.resilience.ratelimit import RateLimiter, RateLimitUsage
-from dspyq.resilience.redis_client import redis_errors, redis_from_url
+from dspyq.resilience.redis_client import redis_from_url
 from dspyq.settings import Settings
 from dspyq.store.columns import utcnow
 from dspyq.store.engine import read_connection
 from dspyq.store.models import ExecutionRecord
+from dspyq.tasks.broker import queue_alias
+from dspyq.tasks.broker_status import check_broker, queue_depths
 from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
 
 __all__ = ["PoolStatus", "WorkerStatus", "pool_statuses"]
@@ -40,10 +42,6 @@ __all__ = ["PoolStatus", "WorkerStatus", "pool_statuses"]
 OPTIMIZE_POOL = "optimize"
 DEFAULT_WINDOW_MINUTES = 15
 DEFAULT_TIMEOUT = 1.0
-
-# kombu's Redis transport keeps one list per priority step; 0 is the bare queue name.
-_PRIORITY_STEPS = (0, 3, 6, 9)
-_PRIORITY_SEP = "\x06\x16"
 
 
 @dataclass(frozen=True)
@@ -99,10 +97,11 @@ def pool_statuses(
 ) -> list[PoolStatus]:
     """Every pool, configured or served, with its workers, queue, breaker, limiter, errors.
 
-    Raises :class:`~dspyq.errors.RedisOperationError` if Redis cannot be reached and
+    Raises :class:`~dspyq.errors.BrokerUnavailableError` if the broker cannot be reached,
+    :class:`~dspyq.errors.RedisOperationError` if Redis cannot, and
     :class:`~dspyq.errors.StoreError` if the database cannot be read.
     """
-    _check_broker(settings)  # fail in a moment, not after Celery's connection retries
+    check_broker(app)  # fail in a moment, not after Celery's connection retries
     with ThreadPoolExecutor(max_workers=1) as pool:
         # The broadcast waits out its timeout; everything else is read meanwhile.
         workers_future = pool.submit(_workers_by_queue, app, timeout)
@@ -110,11 +109,11 @@ def pool_statuses(
         names = [*sorted(settings.providers), OPTIMIZE_POOL]
         queues = {name: _queue_of(name) for name in names}
         workers = workers_future.result()
-    for queue in workers:
+    for queue in sorted(workers):
         if queue not in queues.values():
             name = queue.removeprefix(LM_QUEUE_PREFIX)
             queues[name] = queue
-    depths = _queue_depths(settings, list(queues.values()))
+    depths = queue_depths(app, list(queues.values()))
     guards = redis_from_url(settings.effective_redis_url)
     try:
         statuses = []
@@ -144,15 +143,6 @@ def _queue_of(pool: str) -> str:
     return OPTIMIZE_QUEUE if pool == OPTIMIZE_POOL else lm_queue(pool)
 
 
-def _check_broker(settings: Settings) -> None:
-    client = redis_from_url(settings.broker_url)
-    try:
-        with redis_errors("reach the broker", settings.broker_url):
-            client.ping()
-    finally:
-        client.close()
-
-
 def _workers_by_queue(app: Celery, timeout: float) -> dict[str, list[WorkerStatus]]:
     inspect = app.control.inspect(timeout=timeout)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -165,27 +155,8 @@ def _workers_by_queue(app: Celery, timeout: float) -> dict[str, list[WorkerStatu
         running = active.get(worker)
         status = WorkerStatus(worker, None if running is None else len(running))
         for queue in consumed or []:
-            by_queue[str(queue.get("name"))].append(status)
+            by_queue[queue_alias(queue)].append(status)
     return dict(by_queue)
-
-
-def _queue_depths(settings: Settings, queues: list[str]) -> dict[str, int]:
-    prefix = f"{settings.key_prefix}:"
-    client = redis_from_url(settings.broker_url)
-    try:
-        with redis_errors("queue depth", settings.broker_url):
-            pipe = client.pipeline(transaction=False)
-            for queue in queues:
-                for step in _PRIORITY_STEPS:
-                    pipe.llen(prefix + (f"{queue}{_PRIORITY_SEP}{step}" if step else queue))
-            lengths = pipe.execute()
-    finally:
-        client.close()
-    steps = len(_PRIORITY_STEPS)
-    return {
-        queue: sum(int(n) for n in lengths[i * steps : (i + 1) * steps])
-        for i, queue in enumerate(queues)
-    }
 
 
 def _guards(settings: Settings, client: Any, provider: str) -> tuple[BreakerStatus, RateLimitUsage]:

@@ -75,22 +75,25 @@ def errors_as_one_line() -> Iterator[None]:
 
 
 def connected_client(settings: Settings | None = None) -> Client:
-    """A client whose broker answered a ping, so a dead Redis is one line, not a hang."""
+    """A client whose broker answered, so a dead broker is one line, not a hang."""
     from dspyq.api_client import Client
-    from dspyq.errors import RedisUnavailableError
-    from dspyq.resilience.redis_client import redacted_url, redis_from_url
+    from dspyq.errors import BrokerUnavailableError
+    from dspyq.resilience.redis_client import redacted_url
     from dspyq.settings import get_settings
+    from dspyq.tasks.broker_status import check_broker
 
     settings = settings or get_settings()
+    client = Client(settings)
     try:
-        redis_from_url(settings.broker_url).close()
-    except RedisUnavailableError:
+        check_broker(client.app)
+    except BrokerUnavailableError:
+        client.close()
         fail(
-            f"the broker at {redacted_url(settings.broker_url)} is unreachable: start Redis "
-            "(dspyq dev runs one) or set DSPYQ_BROKER_URL",
+            f"the broker at {redacted_url(settings.broker_url)} is unreachable: start it "
+            "(dspyq dev runs a Redis) or set DSPYQ_BROKER_URL",
             RUNTIME_ERROR,
         )
-    return Client(settings)
+    return client
 
 
 def pydantic_summary(exc: ValidationError) -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 
 from dspyq.masking import mask
 from dspyq.settings import Settings, get_settings
+from dspyq.tasks.broker import NamedAMQP, broker_config
 from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
 
 __all__ = ["LM_QUEUE_PREFIX", "OPTIMIZE_QUEUE", "celery_config", "lm_queue", "make_app"]
@@ -31,16 +31,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # LM calls are slow and uneven: a worker takes one job per free slot, no more.
         "worker_prefetch_multiplier": 1,
-        # After this long without an ack, Redis hands an unacked job to another worker.
-        # Every key (queues, results) lives under the deployment's prefix, so several
-        # deployments or test runs can share one Redis without seeing each other.
-        "broker_transport_options": {
-            "visibility_timeout": settings.broker_visibility_timeout,
-            "global_keyprefix": f"{settings.key_prefix}:",
-            # Look for jobs of dead workers every few seconds rather than every ~100 s.
-            "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout // 4)),
-            "unacked_restore_throttle": 1,
-        },
         "result_backend_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
             "global_keyprefix": f"{settings.key_prefix}:",
@@ -57,11 +47,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        **broker_config(settings),
     }
 
 
-class MaskedArgsAMQP(AMQP):
-    """Celery's message builder, with every task's ``argsrepr``/``kwargsrepr`` (what task
+class MaskedArgsAMQP(NamedAMQP):
+    """Celery's message builder (with the prefixed queues of :class:`NamedAMQP`), with every task's ``argsrepr``/``kwargsrepr`` (what task
     events, Flower and worker logs show of its arguments) masked: a job's inputs named
     like secrets, or a URL with a password in them, are never shown. The message body
     itself still carries the arguments the task needs."""

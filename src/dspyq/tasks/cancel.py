@@ -15,19 +15,22 @@ from celery.exceptions import Ignore
 from celery.result import AsyncResult
 
 
-def _mark(task_id: str) -> str:
-    return f"dspyq-cancelled-{task_id}"
+def _mark(app: Celery, task_id: str) -> str:
+    # Under the deployment's key prefix, as the results are (Celery prefixes only the
+    # keys it names itself, not those set through backend.set).
+    options = app.conf.result_backend_transport_options or {}
+    return f"{options.get('global_keyprefix', '')}dspyq-cancelled-{task_id}"
 
 
 def cancel_job(app: Celery, task_id: str) -> None:
     """Revoke now (live workers) and mark the job so any later delivery skips it."""
-    app.backend.set(_mark(task_id), b"1")
+    app.backend.set(_mark(app, task_id), b"1")
     AsyncResult(task_id, app=app).revoke()
 
 
 def is_cancelled(app: Celery, task_id: str) -> bool:
     """Whether the client cancelled job ``task_id``."""
-    return app.backend.get(_mark(task_id)) is not None
+    return app.backend.get(_mark(app, task_id)) is not None
 
 
 def cancelled_and_states(app: Celery, task_ids: list[str]) -> tuple[set[str], list[Any]]:
@@ -36,7 +39,7 @@ def cancelled_and_states(app: Celery, task_ids: list[str]) -> tuple[set[str], li
     if not task_ids:
         return set(), []
     backend = app.backend
-    keys = [_mark(task_id) for task_id in task_ids]
+    keys = [_mark(app, task_id) for task_id in task_ids]
     keys += [backend.get_key_for_task(task_id) for task_id in task_ids]
     values = backend.mget(keys)
     marks, states = values[: len(task_ids)], values[len(task_ids) :]

@@ -37,15 +37,18 @@ class Cluster:
         fake_lm: FakeLMServer,
         database_url: str,
         redis_url: str | None = None,
+        broker_url: str | None = None,
+        prefix: str | None = None,
         **env: str,
     ) -> None:
         self.tmp_path = tmp_path
         self.fake_lm = fake_lm
         self.redis_url = redis_url or REDIS_URL  # a private server (password, TLS, restarts)
-        self.prefix = f"dspyqt{uuid.uuid4().hex[:10]}"
+        self.broker_url = broker_url or self.redis_url  # RabbitMQ, or the same Redis
+        self.prefix = prefix or f"dspyqt{uuid.uuid4().hex[:10]}"
         self.env = {
             **os.environ,
-            "DSPYQ_BROKER_URL": self.redis_url,
+            "DSPYQ_BROKER_URL": self.broker_url,
             "DSPYQ_KEY_PREFIX": self.prefix,
             "DSPYQ_DATABASE_URL": database_url,
             "DSPYQ_PROVIDERS__OPENAI__API_BASE": fake_lm.openai_base,
@@ -54,10 +57,14 @@ class Cluster:
             "DSPYQ_PROVIDERS__ANTHROPIC__API_KEY": SECRET_KEY,
             "DSPYQ_PROVIDERS__OPENAI__RATE_LIMIT": "100000/m",
             "DSPYQ_PROVIDERS__ANTHROPIC__RATE_LIMIT": "100000/m",
+            **({"DSPYQ_REDIS_URL": self.redis_url} if broker_url else {}),
             **env,
         }
         self.settings = Settings(
-            broker_url=self.redis_url, key_prefix=self.prefix, database_url=database_url
+            broker_url=self.broker_url,
+            redis_url=self.redis_url if broker_url else None,
+            key_prefix=self.prefix,
+            database_url=database_url,
         )
         self.client = Client(self.settings)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -115,6 +122,8 @@ class Cluster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
         self.workers.clear()
+        if not self.settings.broker_is_redis:
+            delete_queues(self.client)
         self.client.close()
         try:
             r = redis.Redis.from_url(self.redis_url)
@@ -148,15 +157,34 @@ class Cluster:
         return "\n".join(chunks)
 
 
+def delete_queues(client: Client) -> None:
+    """Delete the deployment's queues from a RabbitMQ broker (Redis ones go with the keys)."""
+    from dspyq.workers.launch import pool_queue, worker_pools
+
+    with client.app.connection_for_write() as connection:
+        for pool in worker_pools(client.settings):
+            channel = connection.channel()
+            try:
+                channel.queue_delete(client.app.amqp.queues[pool_queue(pool)].name)
+            except connection.channel_errors:
+                pass  # never declared
+            finally:
+                try:
+                    channel.close()
+                except connection.channel_errors + connection.connection_errors:
+                    pass
+
+
 def make_cluster(
     tmp_path: Path,
     database_url: str,
     latency: float = 0.05,
     redis_url: str | None = None,
+    broker_url: str | None = None,
     **env: str,
 ) -> tuple[Cluster, FakeLMServer]:
     server = FakeLMServer(latency=latency).start()
-    return Cluster(tmp_path, server, database_url, redis_url, **env), server
+    return Cluster(tmp_path, server, database_url, redis_url, broker_url, **env), server
 
 
 @contextmanager
@@ -165,10 +193,11 @@ def running_cluster(
     database_url: str,
     latency: float = 0.05,
     redis_url: str | None = None,
+    broker_url: str | None = None,
     **env: str,
 ) -> Iterator[Cluster]:
     """A :func:`make_cluster` deployment for the block; its workers and fake LM stop after."""
-    cluster, server = make_cluster(tmp_path, database_url, latency, redis_url, **env)
+    cluster, server = make_cluster(tmp_path, database_url, latency, redis_url, broker_url, **env)
     try:
         yield cluster
     finally:

@@ -189,7 +189,10 @@ class DevStack:
             ensure_port_free(self.host, port, what)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
-            for url in dict.fromkeys([self.settings.broker_url, self.settings.effective_redis_url]):
+            redis_urls = [self.settings.effective_redis_url]
+            if self.settings.broker_is_redis:
+                redis_urls.insert(0, self.settings.broker_url)
+            for url in dict.fromkeys(redis_urls):
                 server = ensure_redis(url, self.state_dir / "redis")
                 if server is not None:
                     self.redis_servers.append(server)
