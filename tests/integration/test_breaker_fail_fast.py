@@ -8,6 +8,7 @@ breaker lets exactly one probe of the whole pool reach the provider.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,21 @@ SEED_RATE = "50/m"
 
 def _qa() -> dspyq.Predict:
     return dspyq.Predict("question -> answer")
+
+
+def _at_seed_rate(
+    tmp_path: Path, sqlite_url: str, fail_max: int
+) -> AbstractContextManager[Cluster]:
+    """A deployment at the seed's rate limit whose breaker opens after ``fail_max``
+    failures, without retries (each job's one request is its only one)."""
+    return running_cluster(
+        tmp_path,
+        sqlite_url,
+        latency=0.0,
+        DSPYQ_PROVIDERS__OPENAI__RATE_LIMIT=SEED_RATE,
+        DSPYQ_PROVIDERS__OPENAI__BREAKER_FAIL_MAX=str(fail_max),
+        DSPYQ_PROVIDERS__OPENAI__NUM_RETRIES="0",
+    )
 
 
 def _open_breaker(cluster: Cluster, fail_max: int) -> None:
@@ -57,14 +73,7 @@ def _errors(jobs: list[dspyq.Job], timeout: float = 30) -> list[str]:
 def test_forty_jobs_meeting_an_open_breaker_fail_in_seconds_and_send_nothing(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    with running_cluster(
-        tmp_path,
-        sqlite_url,
-        latency=0.0,
-        DSPYQ_PROVIDERS__OPENAI__RATE_LIMIT=SEED_RATE,
-        DSPYQ_PROVIDERS__OPENAI__BREAKER_FAIL_MAX="3",
-        DSPYQ_PROVIDERS__OPENAI__NUM_RETRIES="0",
-    ) as cluster:
+    with _at_seed_rate(tmp_path, sqlite_url, fail_max=3) as cluster:
         cluster.fake_lm.fail_next(1000, 500)
         cluster.start_worker("w1", concurrency=4)
         cluster.start_worker("w2", concurrency=4)
@@ -90,14 +99,7 @@ def test_forty_jobs_meeting_an_open_breaker_fail_in_seconds_and_send_nothing(
 def test_jobs_meeting_an_open_breaker_move_to_their_fallback_at_once(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    with running_cluster(
-        tmp_path,
-        sqlite_url,
-        latency=0.0,
-        DSPYQ_PROVIDERS__OPENAI__RATE_LIMIT=SEED_RATE,
-        DSPYQ_PROVIDERS__OPENAI__BREAKER_FAIL_MAX="2",
-        DSPYQ_PROVIDERS__OPENAI__NUM_RETRIES="0",
-    ) as cluster:
+    with _at_seed_rate(tmp_path, sqlite_url, fail_max=2) as cluster:
         server = cluster.fake_lm
         server.fail_next(2, 500)  # the primary's last two answers before the fallback's
         server.answer_fields({"answer": "from anthropic"})
