@@ -111,30 +111,20 @@ def _run_item(
     empty: what it needs of the batch's delivery comes as ``delivery_info``.
     """
     try:
-        _run_job(env, batch, item, request, begun, delivery_info)
+        try:
+            routing = {"routing_key": lm_queue(request.provider), **delivery_info}
+            job = _JobTask(batch, item, routing)
+            result = run_execution(job, request, item.task_id, begun=begun)
+        except _SentOn:
+            return  # its own message now carries it; its Job follows the same task id
+        except Exception as exc:
+            _job_failed(batch, item, exc)
+            return
+        if not job.result.stored:  # a success recorded earlier, returned without a new commit
+            job.result.value = result
+            env.batch.results(job.result)
     finally:
         env.batch.job_ended(batch_id)
-
-
-def _run_job(
-    env: WorkerContext,
-    batch: Task,
-    item: BatchItem,
-    request: ExecutionRequest,
-    begun: AttemptStart | None,
-    delivery_info: dict[str, Any],
-) -> None:
-    try:
-        job = _JobTask(batch, item, {"routing_key": lm_queue(request.provider), **delivery_info})
-        result = run_execution(job, request, item.task_id, begun=begun)
-    except _SentOn:
-        return  # its own message now carries it; its Job follows the same task id
-    except Exception as exc:
-        _job_failed(batch, item, exc)
-        return
-    if not job.result.stored:  # a success recorded earlier, returned without a new commit
-        job.result.value = result
-        env.batch.results(job.result)
 
 
 def _job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
