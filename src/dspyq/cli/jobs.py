@@ -141,10 +141,11 @@ def _wait(job: Any, timeout: float) -> Any:
 def _prepare(ctx: typer.Context, signature: str, module: str) -> tuple[Any, Any, dict[str, str]]:
     """The client, program and inputs of ``run``/``submit``, all checked before sending.
 
-    A saved program's reference (no ``->`` in it) is sent as such: the client checks it
-    and the inputs against the version it names, the worker resolves it."""
+    A saved program's reference (one word, no ``->`` in it) is sent as such: the client
+    checks it and the inputs against the version it names, the worker resolves it. Words
+    with spaces are a signature, whose error then says what a signature needs."""
     fields = _field_pairs(ctx.args)
-    if "->" not in signature:
+    if "->" not in signature and len(signature.split()) == 1:
         from dspyq.program_ref import parse_program_ref
 
         return connected_client(get_settings()), str(parse_program_ref(signature)), fields

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlmodel import col
 
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import dialect_insert, read_connection, read_records, write_transaction
 from dspyq.store.models import AlertRecord
 
 __all__ = ["AlertStore"]
@@ -70,6 +70,4 @@ class AlertStore:
             query = query.where(col(AlertRecord.created_at) >= since)
         if program_name is not None:
             query = query.where(col(AlertRecord.program_name) == program_name)
-        with read_connection(self.engine, "read alerts") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [AlertRecord.model_validate(dict(row)) for row in rows]
+        return read_records(self.engine, "read alerts", AlertRecord, query)

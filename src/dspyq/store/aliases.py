@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from dspyq.store.columns import utcnow
 from dspyq.store.deployments import finish_deployment
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import dialect_insert, read_connection, read_records, write_transaction
 from dspyq.store.models import AliasRecord
 
 __all__ = ["AliasMove", "AliasStore"]
@@ -56,9 +56,7 @@ class AliasStore:
         query = select(AliasRecord).order_by(col(AliasRecord.name), col(AliasRecord.alias))
         if name is not None:
             query = query.where(col(AliasRecord.name) == name)
-        with read_connection(self.engine, "list aliases") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [AliasRecord.model_validate(dict(row)) for row in rows]
+        return read_records(self.engine, "list aliases", AliasRecord, query)
 
     def move(
         self, name: str, alias: str, move: AliasMove, *, expected_revision: int | None

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, write_transaction
+from dspyq.store.engine import read_connection, read_records, write_transaction
 from dspyq.store.models import DeploymentRecord
 
 __all__ = ["DeploymentStore", "finish_deployment"]
@@ -71,9 +71,9 @@ class DeploymentStore:
         if status is not None:
             query = query.where(col(DeploymentRecord.status) == status)
         query = query.order_by(col(DeploymentRecord.created_at).desc(), col(DeploymentRecord.id))
-        with read_connection(self.engine, f"read the deployments of {name!r}") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [DeploymentRecord.model_validate(dict(row)) for row in rows]
+        return read_records(
+            self.engine, f"read the deployments of {name!r}", DeploymentRecord, query
+        )
 
 
 def finish_deployment(

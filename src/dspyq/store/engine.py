@@ -16,8 +16,9 @@ import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -107,6 +108,16 @@ def read_connection(engine: Engine, action: str) -> Iterator[Connection]:
     """A connection for reads, with errors mapped."""
     with store_errors(engine, action), engine.connect() as conn:
         yield conn
+
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+def read_records(engine: Engine, action: str, record: type[RecordT], query: Any) -> list[RecordT]:
+    """Every row ``query`` selects, as ``record`` models (one read connection)."""
+    with read_connection(engine, action) as conn:
+        rows = conn.execute(query).mappings().all()
+    return [record.model_validate(dict(row)) for row in rows]
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from dspyq.errors import InputError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, write_transaction
+from dspyq.store.engine import read_records, write_transaction
 from dspyq.store.models import ExecutionRecord, FeedbackRecord
 
 __all__ = ["MAX_COMMENT_CHARS", "MAX_LABEL_CHARS", "FeedbackStore", "checked_score"]
@@ -92,9 +92,7 @@ class FeedbackStore:
             query = query.where(col(FeedbackRecord.task_id) == job_id)
         if since is not None:
             query = query.where(col(FeedbackRecord.created_at) >= since)
-        with read_connection(self.engine, "read feedback") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [FeedbackRecord.model_validate(dict(row)) for row in rows]
+        return read_records(self.engine, "read feedback", FeedbackRecord, query)
 
 
 def checked_score(score: object) -> float:

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import dialect_insert, read_connection, read_records, write_transaction
 from dspyq.store.models import LMRequestRecord, LMRequestStatus
 
 
@@ -95,9 +95,9 @@ class LMRequestStore:
             .where(col(LMRequestRecord.correlation_id) == correlation_id)
             .order_by(col(LMRequestRecord.created_at), col(LMRequestRecord.id))
         )
-        with read_connection(self.engine, f"read LM requests of {correlation_id}") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [LMRequestRecord.model_validate(dict(row)) for row in rows]
+        return read_records(
+            self.engine, f"read LM requests of {correlation_id}", LMRequestRecord, query
+        )
 
     def usage(self, *, correlation_id: str | None = None, task_id: str | None = None) -> LMUsage:
         """Request count, cache hits, tokens and cost, for one job, one task, or all."""

@@ -16,7 +16,7 @@ from sqlmodel import col
 
 from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, write_transaction
+from dspyq.store.engine import read_connection, read_records, write_transaction
 from dspyq.store.models import ProgramRecord
 
 _SAVE_ATTEMPTS = 5
@@ -85,6 +85,4 @@ class ProgramStore:
         query = select(ProgramRecord).order_by(col(ProgramRecord.name), col(ProgramRecord.version))
         if name is not None:
             query = query.where(col(ProgramRecord.name) == name)
-        with read_connection(self.engine, "list programs") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [ProgramRecord.model_validate(dict(row)) for row in rows]
+        return read_records(self.engine, "list programs", ProgramRecord, query)

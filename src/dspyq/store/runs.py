@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, write_transaction
+from dspyq.store.engine import read_connection, read_records, write_transaction
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 
 
@@ -69,9 +69,7 @@ class RunStore:
             .order_by(col(OptimizationRunRecord.created_at).desc())
             .limit(limit)
         )
-        with read_connection(self.engine, "list optimization runs") as conn:
-            rows = conn.execute(query).mappings().all()
-        return [OptimizationRunRecord.model_validate(dict(row)) for row in rows]
+        return read_records(self.engine, "list optimization runs", OptimizationRunRecord, query)
 
     def update(self, run_id: str, **values: Any) -> bool:
         """Change an unfinished run (status, checkpoint, scores...); False if it had ended.

@@ -16,11 +16,11 @@ from celery import Task, shared_task
 from dspyq.core.program import program_to_spec
 from dspyq.optimize.bootstrap import BootstrapOutcome
 from dspyq.optimize.strategy import Candidate
-from dspyq.store.models import TERMINAL_RUN_STATUSES
+from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
 from dspyq.tasks import optimize_rounds as rounds
 from dspyq.tasks import optimize_work as work
-from dspyq.tasks.context import worker_context
+from dspyq.tasks.context import WorkerContext, worker_context
 from dspyq.tasks.mipro_run import MIPRO
 from dspyq.tasks.optimization import (
     CandidateOutcome,
@@ -118,13 +118,10 @@ def optimize_fanout(
 ) -> None:
     """Score a round's built candidates (a list), or the candidates its preparation made
     possible (once, however often this is delivered)."""
-    environment = worker_context()
-    runs = RunStore(environment.engine)
-    run = runs.get(run_id)
-    if run is None or run.status in TERMINAL_RUN_STATUSES:
+    live = _live_run(run_id)
+    if live is None:
         return
-    plan = RunPlan.model_validate(run.config)
-    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    environment, runs, run, plan, checkpoint = live
     if checkpoint.fanned_out >= round_index:
         return
     if isinstance(proposed, list):
@@ -165,13 +162,10 @@ def optimize_bootstrapped(
     (DSPy's walk, hence its demos) and score the compiled candidate, or bootstrap the
     next wave when the walk needs examples not run yet (once per wave, however often
     this is delivered)."""
-    environment = worker_context()
-    runs = RunStore(environment.engine)
-    run = runs.get(run_id)
-    if run is None or run.status in TERMINAL_RUN_STATUSES:
+    live = _live_run(run_id)
+    if live is None:
         return
-    plan = RunPlan.model_validate(run.config)
-    checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
+    environment, runs, run, plan, checkpoint = live
     state = checkpoint.bootstrap or {"outcomes": {}, "next": 0}
     if checkpoint.fanned_out >= round_index or int(state["next"]) > start:
         return
@@ -209,3 +203,16 @@ def optimize_bootstrapped(
     checkpoint.bootstrap = None  # its outcomes are in the candidate now
     checkpoint.fanned_out = round_index
     runs.update(run_id, checkpoint=checkpoint.model_dump(mode="json"))
+
+
+def _live_run(
+    run_id: str,
+) -> tuple[WorkerContext, RunStore, OptimizationRunRecord, RunPlan, RunCheckpoint] | None:
+    """A run still going, with its plan and checkpoint; None once it has ended (or is gone)."""
+    environment = worker_context()
+    runs = RunStore(environment.engine)
+    run = runs.get(run_id)
+    if run is None or run.status in TERMINAL_RUN_STATUSES:
+        return None
+    plan = RunPlan.model_validate(run.config)
+    return environment, runs, run, plan, RunCheckpoint.model_validate(run.checkpoint or {})
