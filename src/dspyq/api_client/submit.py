@@ -13,10 +13,17 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from kombu.exceptions import OperationalError as KombuOperationalError
+
 from dspyq.api_client.job import Job
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.module import Module
-from dspyq.errors import ConfigurationError, InputError, new_correlation_id
+from dspyq.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    InputError,
+    new_correlation_id,
+)
 from dspyq.masking import mask
 from dspyq.program_ref import saved_version_of
 from dspyq.settings import split_model
@@ -141,16 +148,21 @@ def send_many(
         build_request(client, target, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
         for item in inputs
     ]
-    with client.app.producer_or_acquire() as producer:
-        if any(name != EXECUTE_TASK for _, name in prepared):
-            return [send(client, name, request, producer=producer) for request, name in prepared]
-        requests = [request for request, _ in prepared]
-        size = batch_size(len(requests), client.settings.map_batch_size)
-        return [
-            job
-            for start in range(0, len(requests), size)
-            for job in _send_batch(client, requests[start : start + size], producer)
-        ]
+    try:
+        with client.app.producer_or_acquire() as producer:
+            if any(name != EXECUTE_TASK for _, name in prepared):
+                return [send(client, name, r, producer=producer) for r, name in prepared]
+            requests = [request for request, _ in prepared]
+            size = batch_size(len(requests), client.settings.map_batch_size)
+            return [
+                job
+                for start in range(0, len(requests), size)
+                for job in _send_batch(client, requests[start : start + size], producer)
+            ]
+    except KombuOperationalError as exc:  # kombu's retries ran out: the caller must know
+        raise BrokerUnavailableError(
+            f"the broker could not take the jobs ({exc}); map() again to send them"
+        ) from exc
 
 
 def send(client: Client, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
