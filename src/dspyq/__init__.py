@@ -38,6 +38,10 @@ if TYPE_CHECKING:
         infer_prefix,
         make_signature,
     )
+    from dspyq.core.custom_types import Type
+    from dspyq.core.file_type import File
+    from dspyq.core.media import Audio, Image
+    from dspyq.core.text_types import Code, Reasoning, ToolCalls
     from dspyq.core.types import History
     from dspyq.errors import (
         AdapterParseError,
@@ -92,6 +96,10 @@ _NAMES_BY_MODULE = {
         "infer_prefix",
         "make_signature",
     ),
+    "dspyq.core.custom_types": ("Type",),
+    "dspyq.core.file_type": ("File",),
+    "dspyq.core.media": ("Audio", "Image"),
+    "dspyq.core.text_types": ("Code", "Reasoning", "ToolCalls"),
     "dspyq.core.types": ("History",),
     "dspyq.errors": (
         "AdapterParseError",
@@ -171,6 +179,7 @@ __all__ = [
     "Adapter",
     "AdapterParseError",
     "AdaptiveOptimizer",
+    "Audio",
     "AuthenticationError",
     "BadRequestError",
     "BestOfN",
@@ -180,6 +189,7 @@ __all__ = [
     "ChatAdapter",
     "CircuitOpenError",
     "Client",
+    "Code",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
@@ -187,7 +197,9 @@ __all__ = [
     "Evaluate",
     "EvaluationResult",
     "Example",
+    "File",
     "History",
+    "Image",
     "InputError",
     "InputField",
     "JSONAdapter",
@@ -206,6 +218,7 @@ __all__ = [
     "RateLimitExceededError",
     "RateLimitedError",
     "ReAct",
+    "Reasoning",
     "Refine",
     "Run",
     "Signature",
@@ -214,6 +227,8 @@ __all__ = [
     "StreamChunk",
     "Teleprompter",
     "Tool",
+    "ToolCalls",
+    "Type",
     "__version__",
     "answer_exact_match",
     "answer_passage_match",

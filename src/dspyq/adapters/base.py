@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pydantic.fields import FieldInfo
 
 from dspyq.adapters.values import format_field_value, parse_value
+from dspyq.core.custom_types import Type, expand_custom_types
 from dspyq.core.signature import Signature, field_extra
 from dspyq.core.types import History, allows_none, annotation_name
 from dspyq.errors import AdapterParseError
@@ -67,6 +68,9 @@ def field_description_block(fields: Mapping[str, FieldInfo]) -> str:
         extra = field_extra(field)
         desc = extra.get("desc", "")
         desc = "" if desc == f"${{{name}}}" else desc
+        for custom in Type.extract_custom_type_from_annotation(field.annotation):
+            if custom.description():
+                desc += f"\n    Type description of {annotation_name(custom)}: {custom.description()}"
         line = f"{index}. `{name}` ({annotation_name(field.annotation)}): {desc}"
         if extra.get("constraints"):
             line += f"\nConstraints: {extra['constraints']}"
@@ -145,7 +149,7 @@ class Adapter:
         )
         if content:
             messages.append({"role": "user", "content": content})
-        return messages
+        return [expand_custom_types(message) for message in messages]
 
     def format_system_message(self, signature: type[Signature]) -> str:
         return (

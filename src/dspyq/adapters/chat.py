@@ -20,6 +20,7 @@ from dspyq.adapters.repair import ParseRepair, max_parse_retries
 from dspyq.adapters.schema import field_placeholder
 from dspyq.adapters.values import format_field_value
 from dspyq.core.signature import Signature
+from dspyq.core.text_types import ToolCalls
 from dspyq.core.types import annotation_name
 from dspyq.errors import AdapterParseError
 
@@ -46,6 +47,8 @@ def python_type_hint(field: FieldInfo) -> str:
     """`` (must be formatted as a valid Python T)`` for non-str fields, else ``""``."""
     if field.annotation is str:
         return ""
+    if field.annotation is ToolCalls:
+        return ' (must be a JSON object like {"tool_calls": [{"name": "...", "args": {...}}]})'
     return f" (must be formatted as a valid Python {annotation_name(field.annotation)})"
 
 

@@ -17,6 +17,7 @@ import pydantic
 from pydantic.fields import FieldInfo
 
 from dspyq.core.signature import Signature, field_role
+from dspyq.core.text_types import Code, Reasoning
 from dspyq.core.types import type_adapter
 
 _NOTE_INDENT = " " * 8
@@ -34,7 +35,7 @@ def type_first_sorted(value: Any) -> Any:
 
 def output_type_note(annotation: Any) -> str:
     """The note for an output of this type, without the ``# note:`` lead-in ("" for str)."""
-    if annotation is str:
+    if annotation is str or annotation is Reasoning:
         return ""
     if annotation is bool:
         return "must be True or False"
@@ -45,6 +46,8 @@ def output_type_note(annotation: Any) -> str:
     if get_origin(annotation) is Literal:
         choices = "; ".join(str(choice) for choice in get_args(annotation))
         return f"must exactly match (no extra characters) one of: {choices}"
+    if isinstance(annotation, type) and issubclass(annotation, Code) and annotation.description():
+        return ""  # its type description in the system message already says it all
     schema = type_first_sorted(type_adapter(annotation).json_schema())
     return f"must adhere to the JSON schema: {json.dumps(schema, ensure_ascii=False)}"
 

@@ -62,6 +62,8 @@ def annotation_name(annotation: Any) -> str:
     if origin is types.UnionType:  # `int | None` is shown as Union[int, NoneType]
         origin = Union
     if origin is None:
+        if _is_reasoning(annotation):  # DSPy keeps showing ChainOfThought's reasoning as str
+            return "str"
         name = getattr(annotation, "__name__", None)
         return name if isinstance(name, str) else str(annotation)
     args = get_args(annotation)
@@ -72,6 +74,12 @@ def annotation_name(annotation: Any) -> str:
     else:
         rendered = [annotation_name(a) for a in args]
     return f"{annotation_name(origin)}[{', '.join(rendered)}]"
+
+
+def _is_reasoning(annotation: Any) -> bool:
+    from dspyq.core.text_types import Reasoning  # custom types build on this module
+
+    return annotation is Reasoning
 
 
 @functools.lru_cache(maxsize=512)
