@@ -129,10 +129,26 @@ def _mask_prompt_field(match: re.Match[str]) -> str:
     return match.group("head") + MASK
 
 
+_DATA_URI = re.compile(r"data:([\w.+/-]+)((?:;[\w=.+-]+)*);base64,([A-Za-z0-9+/=]{64,})")
+
+
+def summarise_data_uris(text: str) -> str:
+    """``text`` with each long base64 data URI (an image, audio, a file) shown by type and size."""
+    return _DATA_URI.sub(
+        lambda m: f"data:{m.group(1)}{m.group(2)};base64,<{len(m.group(3))} chars>", text
+    )
+
+
 def mask_text(text: str) -> str:
-    """``text`` with every secret it shows masked (see the module's docstring)."""
+    """``text`` with every secret it shows masked (see the module's docstring).
+
+    Media data URIs are summarised too: records and logs keep their type and size, not
+    megabytes of base64.
+    """
     if not text:
         return text
+    if ";base64," in text:
+        text = summarise_data_uris(text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
     text = _BEARER.sub(lambda m: f"{m.group('scheme')} {MASK}", text)
     for pattern in SHAPES.values():

@@ -53,3 +53,11 @@ def test_production_loop_deploys_alerts_improves_and_promotes(tmp_path: Path) ->
     assert "canary promoted" in out
     assert "qa@production -> version 2, status succeeded" in out
     assert "mean feedback now: 1.00" in out
+
+
+def test_image_input_example_sends_content_parts_through_the_queue(tmp_path: Path) -> None:
+    out = _run("image_input.py", tmp_path)
+    assert out.count("animal: a cat") == 2
+    assert out.count("the provider received: ['text', 'image_url', 'text']") == 2
+    assert out.count("image sent intact: True") == 2
+    assert "base64,<812 chars>" in out  # the event shows the data URI summarised

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dspyq.api_client.job import Job
+from dspyq.core.custom_types import custom_types_to_json
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
 from dspyq.core.module import Module
 from dspyq.errors import (
@@ -107,6 +108,7 @@ def build_request(
     model = lm or program_lm(client, program)
     check_models(client, [model, *fallbacks])
     validate_program_inputs(program, inputs)
+    inputs = custom_types_to_json(inputs)  # Image, Audio ... travel as tagged JSON
     validate_input_json(inputs, client.settings.max_input_bytes)
     origin: dict[str, Any] = {}
     if by_reference is not None:  # the worker resolves it when the job starts

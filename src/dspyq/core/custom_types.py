@@ -103,3 +103,52 @@ def expand_custom_types(message: dict[str, Any]) -> dict[str, Any]:
     if CUSTOM_TYPE_START_IDENTIFIER not in content:
         return message
     return {**message, "content": split_content_parts(content)}
+
+
+# --- through the queue ----------------------------------------------------------------
+# A custom value crosses a process boundary as ``{TYPE_TAG: "module:Class", "fields": {...}}``
+# (its own fields, not the prompt form), and is rebuilt on the worker before the program runs.
+TYPE_TAG = "__dspyq_type__"
+
+
+def custom_types_to_json(value: Any) -> Any:
+    """``value`` with every custom-type instance (at any depth) as its tagged JSON form."""
+    if isinstance(value, Type):
+        cls = type(value)
+        fields = {name: custom_types_to_json(getattr(value, name)) for name in cls.model_fields}
+        return {TYPE_TAG: f"{cls.__module__}:{cls.__qualname__}", "fields": fields}
+    if isinstance(value, dict):
+        return {key: custom_types_to_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [custom_types_to_json(item) for item in value]
+    return value
+
+
+def _custom_class(path: str) -> type[Type]:
+    import importlib
+
+    from dspyq.errors import InputError
+
+    module_name, _, qualname = path.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"custom type {path!r} cannot be imported here: {exc}") from None
+    if not (isinstance(found, type) and issubclass(found, Type)):
+        raise InputError(f"{path!r} is not a custom type (a subclass of dspyq.Type)")
+    return found
+
+
+def custom_types_from_json(value: Any) -> Any:
+    """The inverse of :func:`custom_types_to_json`."""
+    if isinstance(value, dict):
+        if set(value) == {TYPE_TAG, "fields"} and isinstance(value[TYPE_TAG], str):
+            cls = _custom_class(value[TYPE_TAG])
+            fields = custom_types_from_json(value["fields"])
+            return cls.model_validate(fields)  # validated: a message is not trusted
+        return {key: custom_types_from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [custom_types_from_json(item) for item in value]
+    return value

@@ -1,7 +1,8 @@
 """``Image``, ``Audio`` and ``File``: media inputs, rendered as OpenAI content parts as DSPy 3.4.1 does.
 
 Values hold a URL or a base64 data URI, so they travel through the queue as JSON; events
-and logs show a summary of a data URI, never its bytes (see :func:`summarise_data_uris`).
+and logs show a summary of a data URI, never its bytes (see
+:func:`dspyq.masking.summarise_data_uris`).
 Construction never reads the filesystem or the network: ``from_path`` and ``from_url``
 do so explicitly.
 """
@@ -12,7 +13,6 @@ import base64
 import io
 import mimetypes
 import os
-import re
 import warnings
 from typing import Any
 from urllib.parse import urlparse
@@ -27,16 +27,6 @@ try:  # Pillow is optional: PIL images and raw image bytes need it
     from PIL import UnidentifiedImageError
 except ImportError:  # pragma: no cover - depends on the environment
     PILImage = None  # type: ignore[assignment]
-
-_DATA_URI = re.compile(r"data:([\w.+/-]+)((?:;[\w=.+-]+)*);base64,([A-Za-z0-9+/=]{64,})")
-
-
-def summarise_data_uris(text: str) -> str:
-    """``text`` with each long base64 data URI replaced by its type and size."""
-    return _DATA_URI.sub(
-        lambda m: f"data:{m.group(1)}{m.group(2)};base64,<{len(m.group(3))} chars>", text
-    )
-
 
 def _data_uri(mime_type: str, payload: bytes) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(payload).decode('utf-8')}"

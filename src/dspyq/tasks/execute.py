@@ -15,6 +15,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from dspyq.core.context import context
+from dspyq.core.custom_types import custom_types_from_json
 from dspyq.core.module import Module
 from dspyq.lm.lm import LM
 from dspyq.lm.privacy import REDACT_MESSAGES_KEY, PrivacyGuard, strictest
@@ -154,7 +155,8 @@ def _run(
             **env.lm_bindings(env.job_http.get()),
             **{REDACT_MESSAGES_KEY: guard.redacts_messages},
         ):
-            inputs = guard.redact_inputs(request.inputs)
+            # Custom values (Image ...) first, so redaction never rewrites their base64.
+            inputs = guard.redact_inputs(custom_types_from_json(request.inputs))
             result = getattr(program, request.method)(**inputs)
             guard.check_outputs(outputs_as_json(result))
     except Exception as exc:

@@ -5,7 +5,7 @@ message; ``max_tokens`` is required (default 1024); ``stop`` becomes
 ``stop_sequences``; ``temperature`` is clamped to Anthropic's range [0, 1]; there is
 no ``n``, so n > 1 makes n requests; and there is no JSON mode, so ``response_format``
 is ignored (the JSON adapter's prompt still asks for JSON, which Claude follows).
-OpenAI-style image parts are converted to Anthropic image blocks.
+OpenAI-style image and file parts are converted to Anthropic image and document blocks.
 """
 
 from __future__ import annotations
@@ -40,19 +40,35 @@ def _text_of(content: Any) -> str:
     return str(content)
 
 
-def _convert_part(part: Any) -> Any:
-    """An OpenAI content part as an Anthropic content block."""
-    if not isinstance(part, dict) or part.get("type") != "image_url":
-        return part
-    image = part.get("image_url") or {}
-    url = str(image.get("url", "") if isinstance(image, dict) else image)
+def _base64_source(url: str) -> dict[str, Any] | None:
     if url.startswith("data:") and ";base64," in url:
         header, data = url.split(";base64,", 1)
-        return {
-            "type": "image",
-            "source": {"type": "base64", "media_type": header[5:], "data": data},
-        }
-    return {"type": "image", "source": {"type": "url", "url": url}}
+        return {"type": "base64", "media_type": header[5:], "data": data}
+    return None
+
+
+def _convert_part(part: Any) -> Any:
+    """An OpenAI content part as an Anthropic content block (image, document)."""
+    if not isinstance(part, dict):
+        return part
+    if part.get("type") == "image_url":
+        image = part.get("image_url") or {}
+        url = str(image.get("url", "") if isinstance(image, dict) else image)
+        return {"type": "image", "source": _base64_source(url) or {"type": "url", "url": url}}
+    if part.get("type") == "file":
+        file = part.get("file") or {}
+        source = _base64_source(str(file.get("file_data") or ""))
+        if source is None and file.get("file_id"):
+            source = {"type": "file", "file_id": file["file_id"]}
+        if source is None:
+            raise BadRequestError("A file sent to Anthropic needs file_data or a file_id")
+        block: dict[str, Any] = {"type": "document", "source": source}
+        if file.get("filename"):
+            block["title"] = file["filename"]
+        return block
+    if part.get("type") == "input_audio":
+        raise BadRequestError("Anthropic's Messages API takes no audio input")
+    return part
 
 
 def _convert_message(message: dict[str, Any]) -> dict[str, Any]:
