@@ -19,8 +19,10 @@ import types
 from typing import Any, Literal, Union, cast, get_args, get_origin
 
 import json_repair
+import pydantic
 from pydantic.fields import FieldInfo
 
+from dspyq.core.custom_types import Type
 from dspyq.core.types import type_adapter
 
 
@@ -110,4 +112,15 @@ def parse_value(value: Any, annotation: Any) -> Any:
             candidate = ast.literal_eval(value)
         except (ValueError, SyntaxError):  # other errors propagate, as in DSPy
             candidate = value
-    return type_adapter(annotation).validate_python(candidate)
+    try:
+        return type_adapter(annotation).validate_python(candidate)
+    except pydantic.ValidationError:
+        if not (isinstance(annotation, type) and issubclass(annotation, Type)):
+            raise
+        # A custom type may parse its own raw text (e.g. Code from a fenced block); as
+        # in DSPy, the first error is the one raised when that fails too.
+        try:
+            return type_adapter(annotation).validate_python(value)
+        except pydantic.ValidationError:
+            pass
+        raise
