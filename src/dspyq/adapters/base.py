@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic.fields import FieldInfo
 
+from dspyq.adapters.native_tools import native_tool_calls, plan_tool_calls
 from dspyq.adapters.values import format_field_value, parse_value
 from dspyq.core.custom_types import Type, expand_custom_types
 from dspyq.core.signature import Signature, field_extra
@@ -122,6 +123,8 @@ class Adapter:
     """Formats prompts and parses completions for one prompt style (see subclasses)."""
 
     name: ClassVar[str] = "Adapter"
+    use_native_function_calling: bool = False
+    parallel_tool_calls: bool | None = None
 
     # --- prompt formatting -------------------------------------------------------
 
@@ -280,20 +283,48 @@ class Adapter:
         return None
 
     def _parse_outputs(
-        self, signature: type[Signature], outputs: Iterable[Any]
+        self,
+        signature: type[Signature],
+        outputs: Iterable[Any],
+        original: type[Signature] | None = None,
     ) -> list[dict[str, Any]]:
+        """Parse each completion; native tool calls fill ``original``'s ToolCalls field."""
+        original = original or signature
         values = []
         for output in outputs:
             text = output.get("text") if isinstance(output, Mapping) else output
-            if not text:
+            calls_name, calls = native_tool_calls(output, original)
+            if text and calls is None:
+                value = self.parse(signature, str(text))
+            elif calls is not None:
+                try:  # text beside the calls is read when it parses, as in DSPy
+                    value = self.parse(signature, str(text)) if text and signature.output_fields else {}
+                except AdapterParseError:
+                    value = {}
+                value = with_output_defaults(original, value)
+            else:
                 raise parse_failure(
-                    self.name, signature, str(output), message=EMPTY_RESPONSE_MESSAGE
+                    self.name, original, str(output), message=EMPTY_RESPONSE_MESSAGE
                 )
-            value = self.parse(signature, str(text))
-            for name in signature.output_fields:
+            for name in original.output_fields:
                 value.setdefault(name, None)
+            if calls_name is not None:
+                value[calls_name] = calls
             values.append(value)
         return values
+
+    def _plan(
+        self, lm: Any, lm_kwargs: dict[str, Any], signature: type[Signature], inputs: Mapping[str, Any]
+    ) -> type[Signature]:
+        """The signature the prompt shows (native tool calling takes fields out of it)."""
+        return plan_tool_calls(
+            self.use_native_function_calling,
+            lm,
+            lm_kwargs,
+            signature,
+            inputs,
+            self.parallel_tool_calls,
+        )
 
     def prepare_lm_kwargs(
         self, lm: Any, lm_kwargs: Mapping[str, Any], signature: type[Signature]
@@ -314,9 +345,12 @@ class Adapter:
         On a parse error the fallback adapter, if any, makes the call once more.
         """
         try:
-            messages = self.format(signature, demos, inputs)
-            outputs = lm(messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature))
-            return self._parse_outputs(signature, outputs)
+            kwargs = dict(lm_kwargs)
+            prompt_signature = self._plan(lm, kwargs, signature, inputs)
+            messages = self.format(prompt_signature, demos, inputs)
+            kwargs = self.prepare_lm_kwargs(lm, kwargs, prompt_signature)
+            outputs = lm(messages=messages, **kwargs)
+            return self._parse_outputs(prompt_signature, outputs, signature)
         except AdapterParseError:
             fallback = self._fallback_adapter()
             if fallback is None:
@@ -333,11 +367,12 @@ class Adapter:
     ) -> list[dict[str, Any]]:
         """Like calling the adapter, with ``await lm.acall(messages=..., **lm_kwargs)``."""
         try:
-            messages = self.format(signature, demos, inputs)
-            outputs = await lm.acall(
-                messages=messages, **self.prepare_lm_kwargs(lm, lm_kwargs, signature)
-            )
-            return self._parse_outputs(signature, outputs)
+            kwargs = dict(lm_kwargs)
+            prompt_signature = self._plan(lm, kwargs, signature, inputs)
+            messages = self.format(prompt_signature, demos, inputs)
+            kwargs = self.prepare_lm_kwargs(lm, kwargs, prompt_signature)
+            outputs = await lm.acall(messages=messages, **kwargs)
+            return self._parse_outputs(prompt_signature, outputs, signature)
         except AdapterParseError:
             fallback = self._fallback_adapter()
             if fallback is None:

@@ -71,8 +71,17 @@ class ChatAdapter(Adapter):
 
     name = "ChatAdapter"
 
-    def __init__(self, use_json_adapter_fallback: bool = True) -> None:
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = False,
+        use_json_adapter_fallback: bool = True,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        self.callbacks = callbacks or []
+        self.use_native_function_calling = use_native_function_calling
         self.use_json_adapter_fallback = use_json_adapter_fallback
+        self.parallel_tool_calls = parallel_tool_calls
 
     def format_field_structure(self, signature: type[Signature]) -> str:
         parts = [

@@ -53,8 +53,18 @@ class JSONAdapter(ChatAdapter):
 
     name = "JSONAdapter"
 
-    def __init__(self) -> None:
-        super().__init__(use_json_adapter_fallback=False)
+    def __init__(
+        self,
+        callbacks: list[Any] | None = None,
+        use_native_function_calling: bool = True,
+        parallel_tool_calls: bool | None = None,
+    ) -> None:
+        super().__init__(
+            callbacks=callbacks,
+            use_native_function_calling=use_native_function_calling,
+            use_json_adapter_fallback=False,
+            parallel_tool_calls=parallel_tool_calls,
+        )
 
     def _fallback_adapter(self) -> Adapter | None:
         """None: JSON is already the fallback, so its parse failure is final."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Literal, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import core_schema
 
 from dspyq.core.chain_of_thought import ChainOfThought
 from dspyq.core.context import current
@@ -141,6 +142,22 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r}, desc={self.desc!r}, args={self.args!r})"
+
+    def format_as_litellm_function_call(self) -> dict[str, Any]:
+        """The tool in OpenAI's ``tools`` form (what native function calling sends)."""
+        required = [name for name, schema in self.args.items() if "default" not in schema]
+        parameters = {"type": "object", "properties": self.args, "required": required}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.desc, "parameters": parameters},
+        }
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        # Usable as a field type (``tools: list[Tool]``); shown in prompts by its str().
+        return core_schema.is_instance_schema(
+            cls, serialization=core_schema.plain_serializer_function_ser_schema(str)
+        )
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
