@@ -31,7 +31,7 @@ from dspyq.lm.degrade import stale_answer
 from dspyq.lm.privacy import REDACT_MESSAGES_KEY
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
 from dspyq.lm.recording import CallRecorder, lm_price_table
-from dspyq.lm.request import LMResponse
+from dspyq.lm.request import LMResponse, choice_outputs
 from dspyq.lm.saved_state import lm_args_from_state, lm_state
 from dspyq.resilience.retry import RetryPolicy
 from dspyq.settings import get_settings, split_model
@@ -199,15 +199,16 @@ class LM:
 
     def __call__(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
-    ) -> list[str]:
-        """Complete the messages; one string per choice (``n`` of them)."""
-        return list(self.forward(prompt, messages, **kwargs).outputs)
+    ) -> list[Any]:
+        """Complete the messages; one string per choice (``n`` of them), or
+        ``{"text", "tool_calls"}`` for a choice that called tools."""
+        return choice_outputs(self.forward(prompt, messages, **kwargs))
 
     async def acall(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
-    ) -> list[str]:
+    ) -> list[Any]:
         """Async twin of ``__call__``."""
-        return list((await self.aforward(prompt, messages, **kwargs)).outputs)
+        return choice_outputs(await self.aforward(prompt, messages, **kwargs))
 
     def forward(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any

@@ -62,9 +62,22 @@ class LMResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     finish_reasons: list[str | None] = Field(default_factory=list)
+    # Per choice, the tool calls the model made, in OpenAI's shape (empty: none at all).
+    tool_calls: list[list[dict[str, Any]] | None] = Field(default_factory=list)
     # The answer's request id and rate-limit budget, as its headers said; not part of
     # the cached form (a cached answer says nothing about today's budget).
     rate_limit: dict[str, Any] | None = Field(default=None, exclude=True)
+
+
+def choice_outputs(response: LMResponse) -> list[Any]:
+    """What an LM call returns per choice: the text, or ``{"text", "tool_calls"}`` with calls."""
+    if not any(response.tool_calls):
+        return list(response.outputs)
+    calls = response.tool_calls + [None] * (len(response.outputs) - len(response.tool_calls))
+    return [
+        {"text": text, "tool_calls": made} if made else text
+        for text, made in zip(response.outputs, calls, strict=False)
+    ]
 
 
 class LMChunk(BaseModel):

@@ -29,7 +29,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 
 # Sampling options Anthropic accepts; anything else (OpenAI-only) is not sent.
-_PASSTHROUGH = ("temperature", "top_p", "top_k", "metadata", "tools", "tool_choice", "thinking")
+_PASSTHROUGH = ("temperature", "top_p", "top_k", "metadata", "thinking")
 
 
 def _text_of(content: Any) -> str:
@@ -76,6 +76,42 @@ def _convert_message(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(content, list):
         content = [_convert_part(p) for p in content]
     return {"role": message.get("role", "user"), "content": content}
+
+
+def _convert_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``tools`` entry as an Anthropic tool (already-Anthropic ones pass)."""
+    function = tool.get("function")
+    if tool.get("type") != "function" or not isinstance(function, dict):
+        return tool
+    converted = {"name": function["name"], "input_schema": function.get("parameters") or {}}
+    if function.get("description"):
+        converted["description"] = function["description"]
+    return converted
+
+
+def _tool_choice(params: dict[str, Any]) -> dict[str, Any] | None:
+    choice = params.get("tool_choice")
+    if isinstance(choice, str):
+        choice = {"type": {"required": "any"}.get(choice, choice)}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        choice = {"type": "tool", "name": choice["function"]["name"]}
+    if params.get("parallel_tool_calls") is False:
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return choice
+
+
+def _openai_tool_calls(blocks: list[Any]) -> list[dict[str, Any]] | None:
+    """``tool_use`` blocks in OpenAI's ``tool_calls`` shape (what adapters read)."""
+    calls = [
+        {
+            "id": block.get("id"),
+            "type": "function",
+            "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+        }
+        for block in blocks
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    ]
+    return calls or None
 
 
 def _usage(data: Any) -> Usage:
@@ -173,6 +209,11 @@ class AnthropicProvider(PacedHTTPProvider):
         for name in _PASSTHROUGH:
             if params.get(name) is not None:
                 body[name] = params[name]
+        if params.get("tools"):
+            body["tools"] = [_convert_tool(tool) for tool in params["tools"]]
+            choice = _tool_choice(params)
+            if choice is not None:
+                body["tool_choice"] = choice
         if "temperature" in body:
             body["temperature"] = min(1.0, max(0.0, float(body["temperature"])))
         stop = params.get("stop")
@@ -187,8 +228,10 @@ class AnthropicProvider(PacedHTTPProvider):
         if not isinstance(blocks, list):
             raise TypeError("content is not a list")
         text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+        calls = _openai_tool_calls(blocks)
         return LMResponse(
             outputs=[text],
+            tool_calls=[calls] if calls else [],
             usage=_usage(body.get("usage")),
             model=str(body.get("model") or request.model),
             finish_reasons=[body.get("stop_reason")],
@@ -207,6 +250,11 @@ class AnthropicProvider(PacedHTTPProvider):
             usage=usage,
             model=responses[0].model,
             finish_reasons=[f for r in responses for f in r.finish_reasons],
+            tool_calls=(
+                [(r.tool_calls or [None])[0] for r in responses]
+                if any(r.tool_calls for r in responses)
+                else []
+            ),
         )
 
     def complete(self, request: LMRequest) -> LMResponse:

@@ -102,9 +102,11 @@ class OpenAIProvider(PacedHTTPProvider):
         choices = sorted(body["choices"], key=lambda c: int(c.get("index", 0)))
         if not choices:
             raise ValueError("no choices in the answer")
-        outputs = [(c.get("message") or {}).get("content") or "" for c in choices]
+        messages = [c.get("message") or {} for c in choices]
+        calls = [m.get("tool_calls") or None for m in messages]
         return LMResponse(
-            outputs=[str(o) for o in outputs],
+            outputs=[str(m.get("content") or "") for m in messages],
+            tool_calls=calls if any(calls) else [],
             usage=_usage(body.get("usage")),
             model=str(body.get("model") or request.model),
             finish_reasons=[c.get("finish_reason") for c in choices],
