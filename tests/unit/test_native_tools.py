@@ -131,3 +131,64 @@ def test_async_tool_runs_through_acall() -> None:
     tool = dspyq.Tool(lookup)
     assert asyncio.run(tool.acall(key="ab")) == "AB"
     assert tool.format_as_litellm_function_call() == dspy.Tool(lookup).format_as_litellm_function_call()
+
+
+class McpTool:
+    """The shape of ``mcp.types.Tool`` (no mcp package needed)."""
+
+    def __init__(self) -> None:
+        self.name = "add"
+        self.description = "Add two numbers."
+        self.inputSchema = {
+            "type": "object",
+            "properties": {
+                "a": {"type": "integer", "description": "first"},
+                "b": {"$ref": "#/$defs/Num"},
+            },
+            "required": ["a"],
+            "$defs": {"Num": {"type": "number"}},
+        }
+
+
+class TextPart:
+    type = "text"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class CallResult:
+    def __init__(self, text: str, is_error: bool = False) -> None:
+        self.content = [TextPart(text)]
+        self.isError = is_error
+
+
+class AddingSession:
+    """A tiny MCP client: ``call_tool`` adds, as a real server's tool would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None = None) -> CallResult:
+        arguments = arguments or {}
+        self.calls.append((name, arguments))
+        if "a" not in arguments:
+            return CallResult("a is required", is_error=True)
+        return CallResult(str(arguments["a"] + arguments.get("b", 0)))
+
+
+def test_from_mcp_tool_matches_dspy() -> None:
+    import asyncio
+
+    session = AddingSession()
+    ours = dspyq.Tool.from_mcp_tool(session, McpTool())
+    theirs = dspy.Tool.from_mcp_tool(session, McpTool())
+    assert (ours.name, ours.desc, ours.args) == (theirs.name, theirs.desc, theirs.args)
+    assert ours.arg_desc == theirs.arg_desc
+    assert str(ours) == str(theirs)
+    assert ours.format_as_litellm_function_call() == theirs.format_as_litellm_function_call()
+    # DSPy needs the mcp package to read a call's result; ours reads the same shape without it.
+    assert asyncio.run(ours.acall(a=2, b=3)) == "5"
+    assert session.calls == [("add", {"a": 2, "b": 3})]
+    with pytest.raises(RuntimeError, match="a is required"):
+        asyncio.run(ours.acall(b=1))

@@ -143,6 +143,13 @@ class Tool:
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r}, desc={self.desc!r}, args={self.args!r})"
 
+    @classmethod
+    def from_mcp_tool(cls, session: Any, tool: Any, *, result_mode: str = "text") -> Tool:
+        """A Tool calling ``tool`` on an MCP ``session`` (see :mod:`dspyq.core.mcp_tools`)."""
+        from dspyq.core.mcp_tools import mcp_tool_parts
+
+        return cls(**mcp_tool_parts(session, tool, result_mode))
+
     def format_as_litellm_function_call(self) -> dict[str, Any]:
         """The tool in OpenAI's ``tools`` form (what native function calling sends)."""
         required = [name for name, schema in self.args.items() if "default" not in schema]
