@@ -188,7 +188,7 @@ def test_from_mcp_tool_matches_dspy() -> None:
     assert str(ours) == str(theirs)
     assert ours.format_as_litellm_function_call() == theirs.format_as_litellm_function_call()
     # DSPy needs the mcp package to read a call's result; ours reads the same shape without it.
-    assert asyncio.run(ours.acall(a=2, b=3)) == "5"
+    assert asyncio.run(ours.acall(a=2, b=3)) == "5.0"  # b is a JSON number: a float
     assert session.calls == [("add", {"a": 2, "b": 3})]
     with pytest.raises(RuntimeError, match="a is required"):
         asyncio.run(ours.acall(b=1))
