@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         StateError,
     )
     from dspyq.lm import LM, inspect_history
+    from dspyq.lm.base_lm import BaseLM
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.bootstrap import BootstrapFewShot
@@ -105,6 +106,7 @@ _NAMES_BY_MODULE = {
         "AdapterParseError",
         "AuthenticationError",
         "BadRequestError",
+    "BaseLM",
         "CircuitOpenError",
         "PrivacyViolationError",
         "ConfigurationError",
@@ -120,6 +122,7 @@ _NAMES_BY_MODULE = {
         "StateError",
     ),
     "dspyq.lm": ("LM", "inspect_history"),
+    "dspyq.lm.base_lm": ("BaseLM",),
     "dspyq.metrics": ("answer_exact_match", "answer_passage_match"),
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
