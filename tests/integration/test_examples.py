@@ -61,3 +61,11 @@ def test_image_input_example_sends_content_parts_through_the_queue(tmp_path: Pat
     assert out.count("the provider received: ['text', 'image_url', 'text']") == 2
     assert out.count("image sent intact: True") == 2
     assert "base64,<812 chars>" in out  # the event shows the data URI summarised
+
+
+def test_tool_calling_example_calls_tools_natively_through_the_queue(tmp_path: Path) -> None:
+    out = _run("tool_calling.py", tmp_path)
+    assert "answer: Sunny, 18 degrees; 2.1 million people." in out
+    assert "tools offered to the provider: ['get_weather', 'get_population']" in out
+    assert "get_weather: 18 degrees celsius and sunny in Paris" in out
+    assert "2100000" in out

@@ -44,6 +44,15 @@ _TYPING_NAMES: dict[str, Any] = {
     name: getattr(typing, name) for name in typing.__all__ if not name.startswith("_")
 }
 _DSPYQ_TYPES: dict[str, Any] = {"History": History}
+
+
+def _dspyq_types() -> dict[str, Any]:
+    """dspyq's own type names of the JSON form (Tool imported late: it builds on signatures)."""
+    if "Tool" not in _DSPYQ_TYPES:
+        from dspyq.core.react import Tool
+
+        _DSPYQ_TYPES["Tool"] = Tool
+    return _DSPYQ_TYPES
 _MAX_FRAMES = 64
 
 
@@ -80,7 +89,7 @@ class _Resolver:
         # dspyq's own names only for the JSON form: a user's string signature needs
         # History in scope (or in custom_types), as in DSPy.
         tables = (_TYPING_NAMES, _BUILTIN_TYPES) + (
-            (_DSPYQ_TYPES,) if self.keep_union_operator else ()
+            (_dspyq_types(),) if self.keep_union_operator else ()
         )
         for table in tables:
             if name in table:
