@@ -50,7 +50,9 @@ def main() -> None:
         client = dspyq.Client(settings)
 
         agent = ToolAgent(tools=[get_weather, get_population])
-        job = client.submit(agent, lm=LM, question="What is the weather in Paris, and how many live there?")
+        job = client.submit(
+            agent, lm=LM, question="What is the weather in Paris, and how many live there?"
+        )
         console.print(f"answer: {job.result(timeout=60).answer}")
 
         planning, answering = httpx.get(f"{stack.fake_lm_url}/_fake/requests").json()[-2:]

@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from dspyq.api_client.stream import StreamChunk
     from dspyq.core.chain_of_thought import ChainOfThought
     from dspyq.core.context import bind_context, configure, context, current
+    from dspyq.core.custom_types import Type
     from dspyq.core.example import Completions, Example, Prediction
+    from dspyq.core.file_type import File
+    from dspyq.core.media import Audio, Image
     from dspyq.core.module import Module
     from dspyq.core.multihop import MultiHopQA
     from dspyq.core.predict import Predict
@@ -38,9 +41,6 @@ if TYPE_CHECKING:
         infer_prefix,
         make_signature,
     )
-    from dspyq.core.custom_types import Type
-    from dspyq.core.file_type import File
-    from dspyq.core.media import Audio, Image
     from dspyq.core.text_types import Code, Reasoning, ToolCalls
     from dspyq.core.types import History
     from dspyq.errors import (
@@ -106,7 +106,6 @@ _NAMES_BY_MODULE = {
         "AdapterParseError",
         "AuthenticationError",
         "BadRequestError",
-    "BaseLM",
         "CircuitOpenError",
         "PrivacyViolationError",
         "ConfigurationError",
@@ -185,6 +184,7 @@ __all__ = [
     "Audio",
     "AuthenticationError",
     "BadRequestError",
+    "BaseLM",
     "BestOfN",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",

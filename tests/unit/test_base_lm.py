@@ -11,7 +11,9 @@ import pytest
 import dspyq
 
 
-def _response(content: str | None, tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _response(
+    content: str | None, tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = tool_calls

@@ -23,7 +23,9 @@ PDF = b"%PDF-1.4 fake document"
 def _signature(pkg: Any, fields: dict[str, tuple[str, Any]], doc: str = "Look closely.") -> Any:
     attrs: dict[str, Any] = {"__doc__": doc, "__annotations__": {}}
     for name, (role, annotation) in fields.items():
-        attrs["__annotations__"][name] = annotation if isinstance(annotation, type) else annotation(pkg)
+        attrs["__annotations__"][name] = (
+            annotation if isinstance(annotation, type) else annotation(pkg)
+        )
         attrs[name] = pkg.InputField() if role == "in" else pkg.OutputField()
     return type("Sig", (pkg.Signature,), attrs)
 
@@ -170,17 +172,26 @@ def test_from_path_reads_files_like_dspy(tmp_path: Any) -> None:
 
 
 PARSE_CASES = [
-    ({"code": lambda p: p.Code}, "[[ ## code ## ]]\n```python\nprint(1)\n```\n\n[[ ## completed ## ]]"),
+    (
+        {"code": lambda p: p.Code},
+        "[[ ## code ## ]]\n```python\nprint(1)\n```\n\n[[ ## completed ## ]]",
+    ),
     ({"code": lambda p: p.Code}, '[[ ## code ## ]]\n{"code": "x = 2"}\n\n[[ ## completed ## ]]'),
     ({"code": lambda p: p.Code}, "[[ ## code ## ]]\nplain = 3\n\n[[ ## completed ## ]]"),
     (
         {"calls": lambda p: p.ToolCalls},
         '[[ ## calls ## ]]\n{"tool_calls": [{"name": "search", "args": {"q": "cats"}}]}',
     ),
-    ({"calls": lambda p: p.ToolCalls}, '[[ ## calls ## ]]\n[{"name": "f", "arguments": "{\\"a\\": 1}"}]'),
+    (
+        {"calls": lambda p: p.ToolCalls},
+        '[[ ## calls ## ]]\n[{"name": "f", "arguments": "{\\"a\\": 1}"}]',
+    ),
     ({"calls": lambda p: p.ToolCalls}, '[[ ## calls ## ]]\n{"name": "f", "args": {}}'),
     ({"calls": lambda p: p.ToolCalls}, "[[ ## calls ## ]]\nnot json at all"),
-    ({"why": lambda p: p.Reasoning, "answer": str}, "[[ ## why ## ]]\nsteps\n\n[[ ## answer ## ]]\n4"),
+    (
+        {"why": lambda p: p.Reasoning, "answer": str},
+        "[[ ## why ## ]]\nsteps\n\n[[ ## answer ## ]]\n4",
+    ),
 ]
 
 
@@ -194,7 +205,10 @@ def _outcome(pkg: Any, adapter: str, outputs: dict[str, Any], completion: str) -
         parsed = getattr(pkg, adapter)().parse(sig, completion)
     except Exception as exc:
         return type(exc).__name__
-    return {name: (type(v).__name__, v.model_dump() if hasattr(v, "model_dump") else v) for name, v in parsed.items()}
+    return {
+        name: (type(v).__name__, v.model_dump() if hasattr(v, "model_dump") else v)
+        for name, v in parsed.items()
+    }
 
 
 def _json(value: Any) -> Any:
@@ -207,7 +221,9 @@ def test_parse_matches_dspy(adapter: str, index: int) -> None:
     outputs, completion = PARSE_CASES[index]
     if adapter == "JSONAdapter" and "not json" in completion:
         pytest.skip("the Chat case already fails before JSON")
-    assert _outcome(dspyq, adapter, outputs, completion) == _outcome(dspy, adapter, outputs, completion)
+    assert _outcome(dspyq, adapter, outputs, completion) == _outcome(
+        dspy, adapter, outputs, completion
+    )
 
 
 def test_tool_calls_from_provider_shapes_match_dspy() -> None:
@@ -226,6 +242,14 @@ def test_tool_calls_from_provider_shapes_match_dspy() -> None:
 
 def test_reasoning_behaves_as_its_text_like_dspy() -> None:
     ours, theirs = dspyq.Reasoning(content="Think."), dspy.Reasoning(content="Think.")
-    for probe in (str, repr, len, lambda r: r == "Think.", lambda r: "in" in r, lambda r: r + "!", lambda r: r.upper()):
+    for probe in (
+        str,
+        repr,
+        len,
+        lambda r: r == "Think.",
+        lambda r: "in" in r,
+        lambda r: r + "!",
+        lambda r: r.upper(),
+    ):
         assert probe(ours) == probe(theirs)
     assert dspyq.Code["java"].description() == dspy.Code["java"].description()

@@ -70,7 +70,10 @@ def test_anthropic_gets_image_and_document_blocks() -> None:
     }
     url_image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
     converted = _convert_message({"role": "user", "content": [url_image]})["content"][0]
-    assert converted == {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    assert converted == {
+        "type": "image",
+        "source": {"type": "url", "url": "https://example.com/a.png"},
+    }
     audio = {"type": "input_audio", "input_audio": {"data": "QUJD", "format": "wav"}}
     with pytest.raises(BadRequestError, match="no audio"):
         _convert_message({"role": "user", "content": [audio]})

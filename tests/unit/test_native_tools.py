@@ -130,7 +130,10 @@ def test_async_tool_runs_through_acall() -> None:
 
     tool = dspyq.Tool(lookup)
     assert asyncio.run(tool.acall(key="ab")) == "AB"
-    assert tool.format_as_litellm_function_call() == dspy.Tool(lookup).format_as_litellm_function_call()
+    assert (
+        tool.format_as_litellm_function_call()
+        == dspy.Tool(lookup).format_as_litellm_function_call()
+    )
 
 
 class McpTool:

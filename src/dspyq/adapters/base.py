@@ -71,7 +71,9 @@ def field_description_block(fields: Mapping[str, FieldInfo]) -> str:
         desc = "" if desc == f"${{{name}}}" else desc
         for custom in Type.extract_custom_type_from_annotation(field.annotation):
             if custom.description():
-                desc += f"\n    Type description of {annotation_name(custom)}: {custom.description()}"
+                desc += (
+                    f"\n    Type description of {annotation_name(custom)}: {custom.description()}"
+                )
         line = f"{index}. `{name}` ({annotation_name(field.annotation)}): {desc}"
         if extra.get("constraints"):
             line += f"\nConstraints: {extra['constraints']}"
@@ -298,7 +300,9 @@ class Adapter:
                 value = self.parse(signature, str(text))
             elif calls is not None:
                 try:  # text beside the calls is read when it parses, as in DSPy
-                    value = self.parse(signature, str(text)) if text and signature.output_fields else {}
+                    value = (
+                        self.parse(signature, str(text)) if text and signature.output_fields else {}
+                    )
                 except AdapterParseError:
                     value = {}
                 value = with_output_defaults(original, value)
@@ -314,7 +318,11 @@ class Adapter:
         return values
 
     def _plan(
-        self, lm: Any, lm_kwargs: dict[str, Any], signature: type[Signature], inputs: Mapping[str, Any]
+        self,
+        lm: Any,
+        lm_kwargs: dict[str, Any],
+        signature: type[Signature],
+        inputs: Mapping[str, Any],
     ) -> type[Signature]:
         """The signature the prompt shows (native tool calling takes fields out of it)."""
         return plan_tool_calls(

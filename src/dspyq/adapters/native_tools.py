@@ -23,7 +23,9 @@ _TOOL_KEYS = ("tools", "tool_choice", "parallel_tool_calls")
 def tools_input_name(signature: type[Signature]) -> str | None:
     for name, field in signature.input_fields.items():
         annotation = field.annotation
-        if annotation is Tool or (get_origin(annotation) is list and get_args(annotation)[:1] == (Tool,)):
+        if annotation is Tool or (
+            get_origin(annotation) is list and get_args(annotation)[:1] == (Tool,)
+        ):
             return name
     return None
 
@@ -68,7 +70,9 @@ def plan_tool_calls(
     return signature
 
 
-def native_tool_calls(output: Any, signature: type[Signature]) -> tuple[str | None, ToolCalls | None]:
+def native_tool_calls(
+    output: Any, signature: type[Signature]
+) -> tuple[str | None, ToolCalls | None]:
     """(output field name, the calls) when ``output`` carries native calls for ``signature``."""
     calls = output.get("tool_calls") if isinstance(output, Mapping) else None
     name = tool_calls_output_name(signature)

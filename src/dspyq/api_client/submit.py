@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dspyq.api_client.job import Job
-from dspyq.core.custom_types import custom_types_to_json
 from dspyq.api_client.validation import validate_input_json, validate_program_inputs
+from dspyq.core.custom_types import custom_types_to_json
 from dspyq.core.module import Module
 from dspyq.errors import (
     BrokerUnavailableError,

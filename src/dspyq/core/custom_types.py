@@ -76,7 +76,10 @@ def _payload_parts(payload: str) -> list[dict[str, Any]]:
         except Exception:
             continue
     if isinstance(parsed, list):
-        return [part if isinstance(part, dict) else {"type": "text", "text": str(part)} for part in parsed]
+        return [
+            part if isinstance(part, dict) else {"type": "text", "text": str(part)}
+            for part in parsed
+        ]
     return [{"type": "text", "text": payload}]
 
 

@@ -104,7 +104,9 @@ class File(Type):
             data = self.file_data
             size = len(data.split("base64,")[1]) if "base64," in data else len(data)
             if data.startswith("data:"):
-                parts.append(f"file_data=<DATA_URI({data.split(';')[0].split(':')[1]}, {size} chars)>")
+                parts.append(
+                    f"file_data=<DATA_URI({data.split(';')[0].split(':')[1]}, {size} chars)>"
+                )
             else:
                 parts.append(f"file_data=<DATA({len(data)} chars)>")
         if self.file_id is not None:

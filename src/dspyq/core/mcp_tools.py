@@ -63,7 +63,7 @@ def schema_to_tool_args(
     for name, prop in properties.items():
         prop = _inline_defs(prop, defs) if defs else prop
         args[name] = prop
-        arg_types[name] = _JSON_TYPES.get(prop.get("type"), Any)
+        arg_types[name] = _JSON_TYPES.get(str(prop.get("type")), Any)
         arg_desc[name] = prop.get("description", "No description provided.")
         if name in required:
             arg_desc[name] += " (Required)"

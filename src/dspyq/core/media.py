@@ -26,7 +26,8 @@ try:  # Pillow is optional: PIL images and raw image bytes need it
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
 except ImportError:  # pragma: no cover - depends on the environment
-    PILImage = None  # type: ignore[assignment]
+    PILImage = None
+
 
 def _data_uri(mime_type: str, payload: bytes) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(payload).decode('utf-8')}"
@@ -149,7 +150,7 @@ class Image(Type):
         return cls.from_path(file_path)
 
     @classmethod
-    def from_PIL(cls, pil_image: Any) -> Image:  # noqa: N802 - DSPy's name
+    def from_PIL(cls, pil_image: Any) -> Image:
         """Deprecated: ``Image(pil_image)`` does the same."""
         warnings.warn(
             "Image.from_PIL is deprecated and will be removed in 3.4; use Image(pil_image) instead.",
@@ -227,7 +228,9 @@ class Audio(Type):
         return encode_audio(values)
 
     def format(self) -> list[dict[str, Any]]:
-        return [{"type": "input_audio", "input_audio": {"data": self.data, "format": self.audio_format}}]
+        return [
+            {"type": "input_audio", "input_audio": {"data": self.data, "format": self.audio_format}}
+        ]
 
     @classmethod
     def from_url(cls, url: str, verify: bool = True, timeout: float | None = 30.0) -> Audio:

@@ -56,7 +56,10 @@ def type_to_source(annotation: Any, named: dict[str, Any]) -> str:
         return "Any"
     if annotation is History:
         return "History"
-    if getattr(annotation, "__module__", None) == "dspyq.core.react" and annotation.__name__ == "Tool":
+    if (
+        getattr(annotation, "__module__", None) == "dspyq.core.react"
+        and annotation.__name__ == "Tool"
+    ):
         return "Tool"  # named, not imported: react.py builds on signatures
     if annotation is Ellipsis:
         return "..."

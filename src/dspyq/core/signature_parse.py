@@ -53,6 +53,8 @@ def _dspyq_types() -> dict[str, Any]:
 
         _DSPYQ_TYPES["Tool"] = Tool
     return _DSPYQ_TYPES
+
+
 _MAX_FRAMES = 64
 
 

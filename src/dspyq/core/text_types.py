@@ -27,7 +27,7 @@ class Code(Type):
     code: str
     language: ClassVar[str] = "python"
 
-    def format(self) -> str:  # type: ignore[override]
+    def format(self) -> str:
         return f"{self.code}"
 
     @pydantic.model_serializer()
@@ -59,7 +59,7 @@ class Code(Type):
             return {"code": _strip_fence(data["code"])}
         raise ValueError(f"Received invalid value for `dspy.Code`: {data}")
 
-    def __class_getitem__(cls, language: Any) -> Any:  # type: ignore[override]
+    def __class_getitem__(cls, language: Any) -> Any:
         subclass = pydantic.create_model(f"{cls.__name__}_{language}", __base__=cls)
         subclass.language = language
         return subclass
@@ -70,7 +70,7 @@ class Reasoning(Type):
 
     content: str
 
-    def format(self) -> str:  # type: ignore[override]
+    def format(self) -> str:
         return f"{self.content}"
 
     @pydantic.model_validator(mode="before")
@@ -184,7 +184,9 @@ class ToolCall(Type):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
         # The LM is not asked for call ids: they are the provider's.
-        schema = handler.resolve_ref_schema(super().__get_pydantic_json_schema__(core_schema, handler))
+        schema = handler.resolve_ref_schema(
+            super().__get_pydantic_json_schema__(core_schema, handler)
+        )
         schema.get("properties", {}).pop("id", None)
         if isinstance(schema.get("required"), list):
             schema["required"] = [name for name in schema["required"] if name != "id"]
@@ -208,12 +210,15 @@ class ToolCall(Type):
             raise RuntimeError(f"Error executing tool '{self.name}': {exc}") from exc
 
 
+_Call = ToolCall  # the name ``ToolCall`` is also an attribute of ToolCalls, as in DSPy
+
+
 class ToolCalls(Type):
     # The tool calls an LM asked for (an output field), natively or written as JSON.
 
-    ToolCall: ClassVar[type[ToolCall]] = ToolCall
+    ToolCall: ClassVar[type[_Call]] = _Call
 
-    tool_calls: list[ToolCall]
+    tool_calls: list[_Call]
     tool_call_results: Any | None = None
 
     @classmethod
@@ -243,7 +248,9 @@ class ToolCalls(Type):
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
-        schema = handler.resolve_ref_schema(super().__get_pydantic_json_schema__(core_schema, handler))
+        schema = handler.resolve_ref_schema(
+            super().__get_pydantic_json_schema__(core_schema, handler)
+        )
         schema.get("properties", {}).pop("tool_call_results", None)
         return dict(schema)
 

@@ -71,7 +71,11 @@ class BaseLM:
         raise NotImplementedError("Subclasses of BaseLM implement aforward() for async use")
 
     def __call__(
-        self, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
     ) -> list[Any]:
         # As DSPy 3.4.1 calls a custom LM: forward gets this call's options only (its
         # defaults in ``self.kwargs`` are the subclass's to apply).
@@ -79,7 +83,11 @@ class BaseLM:
         return self._outputs(prompt, messages, {**self.kwargs, **kwargs}, response)
 
     async def acall(
-        self, prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+        self,
+        prompt: str | None = None,
+        *,
+        messages: list[dict[str, Any]] | None = None,
+        **kwargs: Any,
     ) -> list[Any]:
         response = await self.aforward(prompt=prompt, messages=messages, **kwargs)
         return self._outputs(prompt, messages, {**self.kwargs, **kwargs}, response)

@@ -106,7 +106,10 @@ def _openai_tool_calls(blocks: list[Any]) -> list[dict[str, Any]] | None:
         {
             "id": block.get("id"),
             "type": "function",
-            "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
+            "function": {
+                "name": block.get("name"),
+                "arguments": json.dumps(block.get("input") or {}),
+            },
         }
         for block in blocks
         if isinstance(block, dict) and block.get("type") == "tool_use"
