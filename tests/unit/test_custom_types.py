@@ -253,3 +253,22 @@ def test_reasoning_behaves_as_its_text_like_dspy() -> None:
     ):
         assert probe(ours) == probe(theirs)
     assert dspyq.Code["java"].description() == dspy.Code["java"].description()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda p: p.Code.model_validate({"other": 1}),
+        lambda p: p.Code.model_validate({"code": 3}),
+        lambda p: p.Reasoning.model_validate({"content": 3}),
+        lambda p: p.Reasoning.model_validate(4),
+        lambda p: p.ToolCalls.model_validate({"tool_calls": "x"}),
+    ],
+)
+def test_text_type_errors_match_dspy(bad: Any) -> None:
+    with pytest.raises(Exception) as theirs:
+        bad(dspy)
+    with pytest.raises(Exception) as ours:
+        bad(dspyq)
+    assert type(ours.value).__name__ == type(theirs.value).__name__
+    assert ours.value.errors()[0]["msg"] == theirs.value.errors()[0]["msg"]  # type: ignore[attr-defined]

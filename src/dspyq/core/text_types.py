@@ -21,6 +21,23 @@ def _strip_fence(code: str) -> str:
     return match.group(1).strip() if match else code
 
 
+def _one_text_field(cls: type, data: Any, key: str, kind: str, clean: Any) -> Any:
+    """Input of a type with one text field: an instance, the text, or ``{key: text}``."""
+    if isinstance(data, cls):
+        return data
+    if isinstance(data, str):
+        return {key: clean(data)}
+    if isinstance(data, dict):
+        if key not in data:
+            raise ValueError(f"`{key}` field is required for `dspy.{kind}`")
+        if not isinstance(data[key], str):
+            raise ValueError(
+                f"`{key}` field must be a string, but received type: {type(data[key])}"
+            )
+        return {key: clean(data[key])}
+    raise ValueError(f"Received invalid value for `dspy.{kind}`: {data}")
+
+
 class Code(Type):
     """Source code; ``Code["java"]`` names another language (``python`` by default)."""
 
@@ -45,19 +62,7 @@ class Code(Type):
     @pydantic.model_validator(mode="before")
     @classmethod
     def _validate_input(cls, data: Any) -> Any:
-        if isinstance(data, cls):
-            return data
-        if isinstance(data, str):
-            return {"code": _strip_fence(data)}
-        if isinstance(data, dict):
-            if "code" not in data:
-                raise ValueError("`code` field is required for `dspy.Code`")
-            if not isinstance(data["code"], str):
-                raise ValueError(
-                    f"`code` field must be a string, but received type: {type(data['code'])}"
-                )
-            return {"code": _strip_fence(data["code"])}
-        raise ValueError(f"Received invalid value for `dspy.Code`: {data}")
+        return _one_text_field(cls, data, "code", "Code", _strip_fence)
 
     def __class_getitem__(cls, language: Any) -> Any:
         subclass = pydantic.create_model(f"{cls.__name__}_{language}", __base__=cls)
@@ -76,19 +81,7 @@ class Reasoning(Type):
     @pydantic.model_validator(mode="before")
     @classmethod
     def _validate_input(cls, data: Any) -> Any:
-        if isinstance(data, cls):
-            return data
-        if isinstance(data, str):
-            return {"content": data}
-        if isinstance(data, dict):
-            if "content" not in data:
-                raise ValueError("`content` field is required for `dspy.Reasoning`")
-            if not isinstance(data["content"], str):
-                raise ValueError(
-                    f"`content` field must be a string, but received type: {type(data['content'])}"
-                )
-            return {"content": data["content"]}
-        raise ValueError(f"Received invalid value for `dspy.Reasoning`: {data}")
+        return _one_text_field(cls, data, "content", "Reasoning", lambda text: text)
 
     @classmethod
     def parse_lm_response(cls, response: str | dict[str, Any]) -> Reasoning | None:
