@@ -22,11 +22,13 @@ if TYPE_CHECKING:
     from dspyq.api_client import Client, Job
     from dspyq.api_client.runs import Run
     from dspyq.api_client.stream import StreamChunk
+    from dspyq.core.aggregation import majority
     from dspyq.core.chain_of_thought import ChainOfThought
     from dspyq.core.context import bind_context, configure, context, current
     from dspyq.core.example import Completions, Example, Prediction
     from dspyq.core.module import Module
     from dspyq.core.multihop import MultiHopQA
+    from dspyq.core.parallel import Parallel
     from dspyq.core.predict import Predict
     from dspyq.core.react import ReAct, Tool
     from dspyq.core.refine import BestOfN, Refine
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         infer_prefix,
         make_signature,
     )
+    from dspyq.core.sync_async import asyncify, syncify
     from dspyq.core.types import History
     from dspyq.errors import (
         AdapterParseError,
@@ -58,8 +61,10 @@ if TYPE_CHECKING:
         StateError,
     )
     from dspyq.lm import LM, inspect_history
+    from dspyq.lm.usage import track_usage
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
+    from dspyq.optimize.auto_evaluation import SemanticF1
     from dspyq.optimize.bootstrap import BootstrapFewShot
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.mipro import MIPROv2
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
     from dspyq.optimize.teleprompter import Teleprompter
+    from dspyq.teleprompt import BootstrapRS
 
 __version__ = "0.1.0"
 
@@ -76,7 +82,11 @@ _NAMES_BY_MODULE = {
     "dspyq.api_client": ("Client", "Job"),
     "dspyq.api_client.runs": ("Run",),
     "dspyq.api_client.stream": ("StreamChunk",),
+    "dspyq.core.aggregation": ("majority",),
     "dspyq.core.chain_of_thought": ("ChainOfThought",),
+    "dspyq.core.parallel": ("Parallel",),
+    "dspyq.core.sync_async": ("asyncify", "syncify"),
+    "dspyq.lm.usage": ("track_usage",),
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
     "dspyq.core.module": ("Module",),
@@ -120,6 +130,8 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
+    "dspyq.optimize.auto_evaluation": ("SemanticF1",),
+    "dspyq.teleprompt": ("BootstrapRS",),
     "dspyq.optimize.teleprompter": ("Teleprompter",),
 }
 _MODULE_OF = {name: module for module, names in _NAMES_BY_MODULE.items() for name in names}
@@ -133,6 +145,7 @@ _SUBMODULES = frozenset(
         "cli",
         "core",
         "errors",
+        "evaluate",
         "events",
         "lm",
         "metrics",
@@ -142,8 +155,10 @@ _SUBMODULES = frozenset(
         "settings_live",
         "store",
         "tasks",
+        "teleprompt",
         "telemetry",
         "testing",
+        "utils",
         "workers",
     }
 )
@@ -176,6 +191,7 @@ __all__ = [
     "BestOfN",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS",
     "ChainOfThought",
     "ChatAdapter",
     "CircuitOpenError",
@@ -197,6 +213,7 @@ __all__ = [
     "Module",
     "MultiHopQA",
     "OutputField",
+    "Parallel",
     "Predict",
     "Prediction",
     "PrivacyViolationError",
@@ -208,6 +225,7 @@ __all__ = [
     "ReAct",
     "Refine",
     "Run",
+    "SemanticF1",
     "Signature",
     "SignatureError",
     "StateError",
@@ -217,6 +235,7 @@ __all__ = [
     "__version__",
     "answer_exact_match",
     "answer_passage_match",
+    "asyncify",
     "bind_context",
     "configure",
     "context",
@@ -224,6 +243,9 @@ __all__ = [
     "ensure_signature",
     "infer_prefix",
     "inspect_history",
+    "majority",
     "make_signature",
     "metrics",
+    "syncify",
+    "track_usage",
 ]

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pydantic.fields import FieldInfo
 
 from dspyq.adapters.values import format_field_value, parse_value
+from dspyq.core.callbacks import with_callbacks
 from dspyq.core.signature import Signature, field_extra
 from dspyq.core.types import History, allows_none, annotation_name
 from dspyq.errors import AdapterParseError
@@ -119,8 +120,16 @@ class Adapter:
 
     name: ClassVar[str] = "Adapter"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's own format/parse get callbacks too, as DSPy wraps them.
+        super().__init_subclass__(**kwargs)
+        for method in ("format", "parse"):
+            if method in cls.__dict__:
+                setattr(cls, method, with_callbacks(cls.__dict__[method]))
+
     # --- prompt formatting -------------------------------------------------------
 
+    @with_callbacks
     def format(
         self, signature: type[Signature], demos: list[Any], inputs: Mapping[str, Any]
     ) -> list[Message]:
@@ -246,6 +255,7 @@ class Adapter:
 
     # --- parsing and calling -------------------------------------------------------
 
+    @with_callbacks
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         raise NotImplementedError
 
