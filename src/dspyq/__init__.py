@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     from dspyq.core.chain_of_thought import ChainOfThought
     from dspyq.core.context import bind_context, configure, context, current
     from dspyq.core.example import Completions, Example, Prediction
+    from dspyq.core.logging_switch import disable_logging, enable_logging
     from dspyq.core.module import Module
     from dspyq.core.multihop import MultiHopQA
     from dspyq.core.parallel import Parallel
     from dspyq.core.predict import Predict
     from dspyq.core.react import ReAct, Tool
     from dspyq.core.refine import BestOfN, Refine
+    from dspyq.core.saving import load
     from dspyq.core.signature import (
         InputField,
         OutputField,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
         infer_prefix,
         make_signature,
     )
+    from dspyq.core.streaming import streamify
     from dspyq.core.sync_async import asyncify, syncify
     from dspyq.core.types import History
     from dspyq.errors import (
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
         StateError,
     )
     from dspyq.lm import LM, inspect_history
+    from dspyq.lm.cache import configure_cache
     from dspyq.lm.usage import track_usage
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
@@ -86,6 +90,10 @@ _NAMES_BY_MODULE = {
     "dspyq.core.chain_of_thought": ("ChainOfThought",),
     "dspyq.core.parallel": ("Parallel",),
     "dspyq.core.sync_async": ("asyncify", "syncify"),
+    "dspyq.core.streaming": ("streamify",),
+    "dspyq.core.saving": ("load",),
+    "dspyq.core.logging_switch": ("disable_logging", "enable_logging"),
+    "dspyq.lm.cache": ("configure_cache",),
     "dspyq.lm.usage": ("track_usage",),
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
@@ -238,14 +246,19 @@ __all__ = [
     "asyncify",
     "bind_context",
     "configure",
+    "configure_cache",
     "context",
     "current",
+    "disable_logging",
+    "enable_logging",
     "ensure_signature",
     "infer_prefix",
     "inspect_history",
+    "load",
     "majority",
     "make_signature",
     "metrics",
+    "streamify",
     "syncify",
     "track_usage",
 ]

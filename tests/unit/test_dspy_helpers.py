@@ -19,16 +19,15 @@ from dspyq.core.context import reset_configuration
 def _clean_configuration() -> Any:
     reset_configuration()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    with dspy.context(lm=None, callbacks=[], track_usage=False):
-        yield
+    dspy.configure(lm=None, callbacks=[], track_usage=False)
+    yield
+    dspy.configure(lm=None, callbacks=[], track_usage=False)
     reset_configuration()
 
 
 def _both(run: Any) -> tuple[Any, Any]:
     """``run(pkg)`` on DSPy then on dspyq."""
-    with dspy.context():
-        theirs = run(dspy)
-    return theirs, run(dspyq)
+    return run(dspy), run(dspyq)
 
 
 def _answers(count: int) -> list[dict[str, str]]:
@@ -277,3 +276,112 @@ def test_semantic_f1_sends_dspys_prompt_and_scores_alike() -> None:
 
     theirs, ours = _both(run)
     assert ours == theirs
+
+
+def test_settings_configure_and_attributes_alias_the_runtime_configuration() -> None:
+    def run(pkg: Any) -> Any:
+        lm = pkg.utils.DummyLM(_answers(1))
+        pkg.settings.configure(lm=lm)
+        try:
+            seen = pkg.settings.lm is lm
+            with pkg.settings.context(lm=None):
+                inner = pkg.settings.lm
+            answer = pkg.Predict("question -> answer")(question="q").answer
+            return seen, inner, answer, pkg.settings.num_threads, pkg.settings.max_errors
+        finally:
+            pkg.settings.configure(lm=None)
+
+    theirs, ours = _both(run)
+    assert ours == theirs == (True, None, "a0", 8, 10)
+    assert dspyq.settings.get_settings() is not None  # the deployment settings stay
+
+
+def _program(pkg: Any) -> Any:
+    predict = pkg.Predict("question -> answer")
+    predict.demos = [pkg.Example(question="q0", answer="a0")]
+    return predict
+
+
+def test_pickled_state_needs_allow_pickle(tmp_path: Any) -> None:
+    def run(pkg: Any) -> Any:
+        path = tmp_path / f"{pkg.__name__}.pkl"
+        _program(pkg).save(str(path))
+        fresh = pkg.Predict("question -> answer")
+        with pytest.raises(ValueError) as refused:
+            fresh.load(str(path))
+        fresh.load(str(path), allow_pickle=True)
+        return str(refused.value), [dict(demo) for demo in fresh.demos]
+
+    theirs, ours = _both(run)
+    assert ours == theirs
+
+
+def test_save_program_and_load(tmp_path: Any) -> None:
+    def run(pkg: Any) -> Any:
+        directory = tmp_path / pkg.__name__
+        _program(pkg).save(str(directory), save_program=True)
+        with pytest.raises(ValueError) as refused:
+            pkg.load(str(directory))
+        loaded = pkg.load(str(directory), allow_pickle=True)
+        with pytest.raises(ValueError) as suffixed:
+            _program(pkg).save(str(tmp_path / "x.json"), save_program=True)
+        return (
+            sorted(p.name for p in directory.iterdir()),
+            str(refused.value),
+            type(loaded).__name__,
+            [dict(demo) for demo in loaded.demos],
+            str(suffixed.value),
+        )
+
+    theirs, ours = _both(run)
+    assert ours == theirs
+
+
+def test_configure_cache_off_repeats_no_answer_from_cache() -> None:
+    from dspyq.lm.cache import set_default_cache
+
+    try:
+        dspyq.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+        from dspyq.lm.cache import default_cache
+
+        assert default_cache().get("anything") is None
+        dspyq.configure_cache(enable_disk_cache=False, memory_max_entries=5)
+        assert default_cache().max_entries == 5  # type: ignore[attr-defined]
+    finally:
+        set_default_cache(None)
+
+
+def test_disable_logging_silences_dspyq_records(caplog: Any) -> None:
+    import logging
+
+    try:
+        dspyq.disable_logging()
+        logging.getLogger("dspyq.core.parallel").error("hidden")
+        dspyq.enable_logging()
+        logging.getLogger("dspyq.core.parallel").error("shown")
+    finally:
+        dspyq.enable_logging()
+    assert [r.getMessage() for r in caplog.records] == ["shown"]
+
+
+def test_streamify_ends_with_the_prediction() -> None:
+    def run(pkg: Any) -> Any:
+        program = pkg.streamify(pkg.Predict("question -> answer"))
+
+        async def main() -> Any:
+            with pkg.context(lm=pkg.utils.DummyLM(_answers(1))):
+                return [item async for item in program(question="q")]
+
+        items = asyncio.run(main())
+        return dict(items[-1]), type(items[-1]).__name__
+
+    theirs, ours = _both(run)
+    assert ours == theirs == ({"answer": "a0"}, "Prediction")
+
+
+def test_streamify_sync_generator_yields_chunks_then_result() -> None:
+    program = dspyq.streamify(dspyq.Predict("question -> answer"), async_streaming=False)
+    with dspyq.context(lm=dspyq.utils.DummyLM(_answers(1))):
+        items = list(program(question="q"))
+    assert "".join(item.chunk for item in items[:-1]) == "[[ ## answer ## ]]\na0"
+    assert items[-1].answer == "a0"

@@ -304,26 +304,35 @@ class Module:
         return self
 
     def save(self, path: str | Path, save_program: bool = False) -> None:
-        """Write the program's state as JSON in DSPy's format (``program.json``)."""
+        """Save as DSPy does: state as JSON (``.json``) or pickle (``.pkl``), or with
+        ``save_program=True`` the whole program pickled into directory ``path``."""
+        from dspyq.core.saving import save_pickled
         from dspyq.core.state import write_state
 
-        if save_program:
-            raise StateError(
-                "save_program=True (pickling the whole program) is not supported: dspyq "
-                "saves JSON state only; rebuild the program in code and load() its state."
-            )
-        write_state(Path(path), self.dump_state())
+        target = Path(path)
+        if save_program or target.suffix == ".pkl":
+            save_pickled(self, target, save_program)
+        else:
+            write_state(target, self.dump_state())
 
-    def load(self, path: str | Path, allow_unsafe_lm_state: bool = False) -> Module:
+    def load(
+        self, path: str | Path, allow_pickle: bool = False, allow_unsafe_lm_state: bool = False
+    ) -> Module:
         """Read a state saved by :meth:`save` or by DSPy and apply it.
 
         The state is first applied to a copy, so a file that does not fit leaves this
         program untouched. ``api_base``-like LM settings in the file are ignored unless
         ``allow_unsafe_lm_state=True`` (a file must not redirect calls and keys elsewhere).
+        A ``.pkl`` file is read only with ``allow_pickle=True`` (it can run code).
         """
+        from dspyq.core.saving import load_pickled_state
         from dspyq.core.state import read_state
 
-        state = read_state(Path(path))
+        target = Path(path)
+        if target.suffix == ".pkl":
+            state = load_pickled_state(target, allow_pickle)
+        else:
+            state = read_state(target)
         self.deepcopy().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         return self.load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dspyq.core.callbacks import with_callbacks
+from dspyq.core.context import setting
 from dspyq.lm import history as global_history
 from dspyq.lm.usage import record_usage
 
@@ -106,6 +107,9 @@ class DummyLM:
     ) -> list[str]:
         messages = messages if messages is not None else [{"role": "user", "content": prompt}]
         outputs = [self._answer(messages) for _ in range(int(kwargs.get("n") or 1))]
+        send = setting("send_stream")
+        if send is not None and len(outputs) == 1:  # streamed in one chunk, as a cached answer
+            send(outputs[0], uuid.uuid4().hex)
         entry = {
             "prompt": prompt,
             "messages": messages,
