@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         infer_prefix,
         make_signature,
     )
+    from dspyq.core.signature_compose import adapt_signature, compose
     from dspyq.core.streaming import streamify
     from dspyq.core.sync_async import asyncify, syncify
     from dspyq.core.types import History
@@ -91,6 +92,7 @@ _NAMES_BY_MODULE = {
     "dspyq.core.parallel": ("Parallel",),
     "dspyq.core.sync_async": ("asyncify", "syncify"),
     "dspyq.core.streaming": ("streamify",),
+    "dspyq.core.signature_compose": ("adapt_signature", "compose"),
     "dspyq.core.saving": ("load",),
     "dspyq.core.logging_switch": ("disable_logging", "enable_logging"),
     "dspyq.lm.cache": ("configure_cache",),
@@ -241,10 +243,12 @@ __all__ = [
     "Teleprompter",
     "Tool",
     "__version__",
+    "adapt_signature",
     "answer_exact_match",
     "answer_passage_match",
     "asyncify",
     "bind_context",
+    "compose",
     "configure",
     "configure_cache",
     "context",
