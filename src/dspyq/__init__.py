@@ -22,17 +22,21 @@ if TYPE_CHECKING:
     from dspyq.api_client import Client, Job
     from dspyq.api_client.runs import Run
     from dspyq.api_client.stream import StreamChunk
+    from dspyq.core.aggregation import majority
     from dspyq.core.chain_of_thought import ChainOfThought
     from dspyq.core.context import bind_context, configure, context, current
     from dspyq.core.custom_types import Type
     from dspyq.core.example import Completions, Example, Prediction
     from dspyq.core.file_type import File
+    from dspyq.core.logging_switch import disable_logging, enable_logging
     from dspyq.core.media import Audio, Image
     from dspyq.core.module import Module
     from dspyq.core.multihop import MultiHopQA
+    from dspyq.core.parallel import Parallel
     from dspyq.core.predict import Predict
     from dspyq.core.react import ReAct, Tool
     from dspyq.core.refine import BestOfN, Refine
+    from dspyq.core.saving import load
     from dspyq.core.signature import (
         InputField,
         OutputField,
@@ -41,6 +45,9 @@ if TYPE_CHECKING:
         infer_prefix,
         make_signature,
     )
+    from dspyq.core.signature_compose import adapt_signature, compose
+    from dspyq.core.streaming import streamify
+    from dspyq.core.sync_async import asyncify, syncify
     from dspyq.core.text_types import Code, Reasoning, ToolCalls
     from dspyq.core.types import History
     from dspyq.errors import (
@@ -63,8 +70,11 @@ if TYPE_CHECKING:
     )
     from dspyq.lm import LM, inspect_history
     from dspyq.lm.base_lm import BaseLM
+    from dspyq.lm.cache import configure_cache
+    from dspyq.lm.usage import track_usage
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
+    from dspyq.optimize.auto_evaluation import SemanticF1
     from dspyq.optimize.bootstrap import BootstrapFewShot
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
@@ -72,6 +82,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.mipro import MIPROv2
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
     from dspyq.optimize.teleprompter import Teleprompter
+    from dspyq.teleprompt import BootstrapRS
 
 __version__ = "0.1.0"
 
@@ -81,7 +92,16 @@ _NAMES_BY_MODULE = {
     "dspyq.api_client": ("Client", "Job"),
     "dspyq.api_client.runs": ("Run",),
     "dspyq.api_client.stream": ("StreamChunk",),
+    "dspyq.core.aggregation": ("majority",),
     "dspyq.core.chain_of_thought": ("ChainOfThought",),
+    "dspyq.core.parallel": ("Parallel",),
+    "dspyq.core.sync_async": ("asyncify", "syncify"),
+    "dspyq.core.streaming": ("streamify",),
+    "dspyq.core.signature_compose": ("adapt_signature", "compose"),
+    "dspyq.core.saving": ("load",),
+    "dspyq.core.logging_switch": ("disable_logging", "enable_logging"),
+    "dspyq.lm.cache": ("configure_cache",),
+    "dspyq.lm.usage": ("track_usage",),
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
     "dspyq.core.module": ("Module",),
@@ -130,6 +150,8 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
+    "dspyq.optimize.auto_evaluation": ("SemanticF1",),
+    "dspyq.teleprompt": ("BootstrapRS",),
     "dspyq.optimize.teleprompter": ("Teleprompter",),
 }
 _MODULE_OF = {name: module for module, names in _NAMES_BY_MODULE.items() for name in names}
@@ -143,6 +165,7 @@ _SUBMODULES = frozenset(
         "cli",
         "core",
         "errors",
+        "evaluate",
         "events",
         "lm",
         "metrics",
@@ -152,8 +175,10 @@ _SUBMODULES = frozenset(
         "settings_live",
         "store",
         "tasks",
+        "teleprompt",
         "telemetry",
         "testing",
+        "utils",
         "workers",
     }
 )
@@ -188,6 +213,7 @@ __all__ = [
     "BestOfN",
     "BootstrapFewShot",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS",
     "ChainOfThought",
     "ChatAdapter",
     "CircuitOpenError",
@@ -212,6 +238,7 @@ __all__ = [
     "Module",
     "MultiHopQA",
     "OutputField",
+    "Parallel",
     "Predict",
     "Prediction",
     "PrivacyViolationError",
@@ -224,6 +251,7 @@ __all__ = [
     "Reasoning",
     "Refine",
     "Run",
+    "SemanticF1",
     "Signature",
     "SignatureError",
     "StateError",
@@ -233,15 +261,26 @@ __all__ = [
     "ToolCalls",
     "Type",
     "__version__",
+    "adapt_signature",
     "answer_exact_match",
     "answer_passage_match",
+    "asyncify",
     "bind_context",
+    "compose",
     "configure",
+    "configure_cache",
     "context",
     "current",
+    "disable_logging",
+    "enable_logging",
     "ensure_signature",
     "infer_prefix",
     "inspect_history",
+    "load",
+    "majority",
     "make_signature",
     "metrics",
+    "streamify",
+    "syncify",
+    "track_usage",
 ]

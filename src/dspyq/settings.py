@@ -302,3 +302,46 @@ def split_model(model: str) -> tuple[str, str]:
             context={"model": model},
         )
     return prefix.strip().lower(), name.strip()
+
+
+# --- DSPy's ``dspy.settings``: the runtime configuration under the same module name ---
+# ``dspyq.settings.configure(lm=...)`` and ``dspyq.settings.lm`` read as in DSPy; the
+# typed deployment settings above keep their own names (``get_settings`` ...).
+
+# DSPy's defaults for the runtime keys its users read from ``dspy.settings``.
+_RUNTIME_DEFAULTS: dict[str, Any] = {
+    "num_threads": 8,
+    "max_errors": 10,
+    "async_max_workers": 8,
+    "track_usage": False,
+    "usage_tracker": None,
+    "callbacks": [],
+    "provide_traceback": False,
+    "send_stream": None,
+}
+
+
+def configure(**kwargs: Any) -> None:
+    """Alias of :func:`dspyq.configure` (DSPy's ``dspy.settings.configure``)."""
+    from dspyq.core.context import configure as configure_runtime
+
+    configure_runtime(**kwargs)
+
+
+def context(**kwargs: Any) -> Any:
+    """Alias of :func:`dspyq.context` (DSPy's ``dspy.settings.context``)."""
+    from dspyq.core.context import context as runtime_context
+
+    return runtime_context(**kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # ``dspyq.settings.lm`` and friends: the runtime configuration in effect here.
+    from dspyq.core.context import current
+
+    config = current()
+    if name in config:
+        return config.get(name)
+    if name in _RUNTIME_DEFAULTS:
+        return _RUNTIME_DEFAULTS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

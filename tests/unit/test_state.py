@@ -249,11 +249,11 @@ def test_lm_endpoint_from_a_file_is_ignored_unless_trusted(tmp_path: Path):
     assert "sk-from-file" not in json.dumps(trusted.dump_state())
 
 
-def test_save_refuses_pickles_and_non_json_paths(tmp_path: Path):
+def test_save_refuses_other_suffixes_and_a_program_file(tmp_path: Path):
     program = RewriteThenAnswer()
     with pytest.raises(StateError, match="JSON"):
-        program.save(tmp_path / "p.pkl")
-    with pytest.raises(StateError, match="save_program"):
+        program.save(tmp_path / "p.txt")
+    with pytest.raises(ValueError, match="directory without a suffix"):
         program.save(tmp_path / "p.json", save_program=True)
 
 

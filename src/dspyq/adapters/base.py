@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from dspyq.adapters.native_tools import native_tool_calls, plan_tool_calls
 from dspyq.adapters.values import format_field_value, parse_value
+from dspyq.core.callbacks import with_callbacks
 from dspyq.core.custom_types import Type, expand_custom_types
 from dspyq.core.signature import Signature, field_extra
 from dspyq.core.types import History, allows_none, annotation_name
@@ -128,8 +129,16 @@ class Adapter:
     use_native_function_calling: bool = False
     parallel_tool_calls: bool | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass's own format/parse get callbacks too, as DSPy wraps them.
+        super().__init_subclass__(**kwargs)
+        for method in ("format", "parse"):
+            if method in cls.__dict__:
+                setattr(cls, method, with_callbacks(cls.__dict__[method]))
+
     # --- prompt formatting -------------------------------------------------------
 
+    @with_callbacks
     def format(
         self, signature: type[Signature], demos: list[Any], inputs: Mapping[str, Any]
     ) -> list[Message]:
@@ -255,6 +264,7 @@ class Adapter:
 
     # --- parsing and calling -------------------------------------------------------
 
+    @with_callbacks
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         raise NotImplementedError
 

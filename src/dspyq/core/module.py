@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from dspyq.core.callbacks import with_callbacks
+from dspyq.core.context import setting
 from dspyq.errors import ConfigurationError, StateError
 
 if TYPE_CHECKING:
@@ -84,11 +86,56 @@ class Module:
         # asyncio.to_thread copies the current context, so configuration overrides follow.
         return await asyncio.to_thread(self.forward, *args, **kwargs)
 
+    @with_callbacks
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        if not _tracking_usage():
+            return self.forward(*args, **kwargs)
+        from dspyq.lm.usage import track_usage
 
+        with track_usage() as tracker:  # configure(track_usage=True): usage on the result
+            output = self.forward(*args, **kwargs)
+        _set_lm_usage(output, tracker.get_total_tokens())
+        return output
+
+    @with_callbacks
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.aforward(*args, **kwargs)
+        if not _tracking_usage():
+            return await self.aforward(*args, **kwargs)
+        from dspyq.lm.usage import track_usage
+
+        with track_usage() as tracker:
+            output = await self.aforward(*args, **kwargs)
+        _set_lm_usage(output, tracker.get_total_tokens())
+        return output
+
+    def batch(
+        self,
+        examples: list[Any],
+        num_threads: int | None = None,
+        max_errors: int | None = None,
+        return_failed_examples: bool = False,
+        provide_traceback: bool | None = None,
+        disable_progress_bar: bool = False,
+        timeout: int = 120,
+        straggler_limit: int = 3,
+    ) -> Any:
+        """Run the program on each example's inputs in parallel, as DSPy's ``batch``.
+
+        Returns the results in order, or ``(results, failed_examples, exceptions)``
+        with ``return_failed_examples``; see :class:`dspyq.core.parallel.Parallel`.
+        """
+        from dspyq.core.parallel import Parallel
+
+        executor = Parallel(
+            num_threads=num_threads,
+            max_errors=max_errors,
+            return_failed_examples=return_failed_examples,
+            provide_traceback=provide_traceback,
+            disable_progress_bar=disable_progress_bar,
+            timeout=timeout,
+            straggler_limit=straggler_limit,
+        )
+        return executor.forward([(self, example.inputs()) for example in examples])
 
     # --- discovering parameters and sub-modules --------------------------------------
 
@@ -257,32 +304,59 @@ class Module:
         return self
 
     def save(self, path: str | Path, save_program: bool = False) -> None:
-        """Write the program's state as JSON in DSPy's format (``program.json``)."""
+        """Save as DSPy does: state as JSON (``.json``) or pickle (``.pkl``), or with
+        ``save_program=True`` the whole program pickled into directory ``path``."""
+        from dspyq.core.saving import save_pickled
         from dspyq.core.state import write_state
 
-        if save_program:
-            raise StateError(
-                "save_program=True (pickling the whole program) is not supported: dspyq "
-                "saves JSON state only; rebuild the program in code and load() its state."
-            )
-        write_state(Path(path), self.dump_state())
+        target = Path(path)
+        if save_program or target.suffix == ".pkl":
+            save_pickled(self, target, save_program)
+        else:
+            write_state(target, self.dump_state())
 
-    def load(self, path: str | Path, allow_unsafe_lm_state: bool = False) -> Module:
+    def load(
+        self, path: str | Path, allow_pickle: bool = False, allow_unsafe_lm_state: bool = False
+    ) -> Module:
         """Read a state saved by :meth:`save` or by DSPy and apply it.
 
         The state is first applied to a copy, so a file that does not fit leaves this
         program untouched. ``api_base``-like LM settings in the file are ignored unless
         ``allow_unsafe_lm_state=True`` (a file must not redirect calls and keys elsewhere).
+        A ``.pkl`` file is read only with ``allow_pickle=True`` (it can run code).
         """
+        from dspyq.core.saving import load_pickled_state
         from dspyq.core.state import read_state
 
-        state = read_state(Path(path))
+        target = Path(path)
+        if target.suffix == ".pkl":
+            state = load_pickled_state(target, allow_pickle)
+        else:
+            state = read_state(target)
         self.deepcopy().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         return self.load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
 
     def __repr__(self) -> str:
         lines = [f"{name} = {predictor!r}" for name, predictor in self.named_predictors()]
         return "\n".join(lines) if lines else f"{type(self).__name__}()"
+
+
+def _tracking_usage() -> bool:
+    """Whether this call should carry its usage: tracking is on and no block tracks it yet."""
+    return bool(setting("track_usage")) and setting("usage_tracker") is None
+
+
+def _set_lm_usage(output: Any, tokens: dict[str, Any]) -> None:
+    from dspyq.core.example import Prediction
+
+    target = output[0] if isinstance(output, tuple) and output else output
+    if isinstance(target, Prediction):
+        target.set_lm_usage(tokens)
+    else:
+        logger.warning(
+            "Failed to set LM usage. Please return `dspyq.Prediction` object from "
+            "dspyq.Module to enable usage tracking."
+        )
 
 
 _PATH_PART = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]|\['([^']*)'\]")

@@ -130,12 +130,12 @@ class Predict(Module, Parameter):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise positional_arguments_error("dspyq.Predict", self.signature)
-        return self.forward(**kwargs)
+        return super().__call__(**kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             raise positional_arguments_error("dspyq.Predict", self.signature)
-        return await self.aforward(**kwargs)
+        return await super().acall(**kwargs)
 
     def _prepare(
         self, kwargs: dict[str, Any]

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import core_schema
 
+from dspyq.core.callbacks import with_callbacks
 from dspyq.core.chain_of_thought import ChainOfThought
 from dspyq.core.context import current
 from dspyq.core.example import Prediction
@@ -111,6 +112,7 @@ class Tool:
                 ) from exc
         return parsed
 
+    @with_callbacks
     def __call__(self, **kwargs: Any) -> Any:
         result = self.func(**self._parse_args(kwargs))
         if inspect.isawaitable(result):
@@ -123,6 +125,7 @@ class Tool:
             )
         return result
 
+    @with_callbacks
     async def acall(self, **kwargs: Any) -> Any:
         parsed = self._parse_args(kwargs)
         if _is_async(self.func):

@@ -146,3 +146,35 @@ def clear_cache() -> None:
     clear = getattr(cache, "clear", None)
     if callable(clear):
         clear()
+
+
+class NullCache:
+    """A cache that keeps nothing: what ``configure_cache`` installs with both layers off."""
+
+    def get(self, key: str) -> LMResponse | None:
+        return None
+
+    def put(self, key: str, value: LMResponse) -> None:
+        return None
+
+
+def configure_cache(
+    enable_disk_cache: bool | None = True,
+    enable_memory_cache: bool | None = True,
+    disk_cache_dir: str | None = None,
+    disk_size_limit_bytes: int | None = None,
+    memory_max_entries: int = 1_000_000,
+    restrict_pickle: bool = False,
+    safe_types: list[type[Any]] | None = None,
+) -> None:
+    """DSPy's ``configure_cache`` for this process's in-process cache.
+
+    With both layers off, nothing is cached; otherwise answers are kept in memory, up
+    to ``memory_max_entries``. dspyq has no in-process disk layer (a deployment's
+    shared layers are Redis and SQL, see the settings), and it never pickles cache
+    entries, so the disk and pickle arguments are accepted for DSPy's signature only.
+    """
+    if not enable_disk_cache and not enable_memory_cache:
+        set_default_cache(NullCache())
+        return
+    set_default_cache(LRUCache(max_entries=int(min(memory_max_entries, 2**62))))

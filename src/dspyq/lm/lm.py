@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from dspyq.core.callbacks import with_callbacks
 from dspyq.core.context import current, setting
 from dspyq.errors import ConfigurationError
 from dspyq.lm import history as global_history
@@ -197,6 +198,7 @@ class LM:
 
     # --- calling ----------------------------------------------------------------------------
 
+    @with_callbacks
     def __call__(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> list[Any]:
@@ -204,6 +206,7 @@ class LM:
         ``{"text", "tool_calls"}`` for a choice that called tools."""
         return choice_outputs(self.forward(prompt, messages, **kwargs))
 
+    @with_callbacks
     async def acall(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> list[Any]:

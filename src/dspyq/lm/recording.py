@@ -23,6 +23,7 @@ from dspyq.lm.observe import report_lm_request
 from dspyq.lm.pricing import Price, PriceTable, price_table
 from dspyq.lm.request import LMResponse, Usage
 from dspyq.lm.truncation import warn_if_truncated
+from dspyq.lm.usage import record_usage
 
 __all__ = ["CallRecorder", "lm_price_table"]
 
@@ -93,6 +94,7 @@ class CallRecorder:
             warn_if_truncated(response, call.request.params)
             if call.key is not None:
                 default_cache().put(call.key, response)
+            record_usage(self.model, usage.model_dump())  # a cache hit costs nothing, as in DSPy
         entry: dict[str, Any] = {
             "prompt": call.prompt,
             "messages": call.request.messages,

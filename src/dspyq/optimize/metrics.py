@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "EM",
     "answer_exact_match",
     "answer_passage_match",
     "exact_match",
@@ -126,3 +127,10 @@ def answer_passage_match(example: Any, pred: Any, trace: Any = None) -> bool:
     if isinstance(passages, str):
         passages = [passages]
     return any(passage_has_answers(passage, golds) for passage in passages)
+
+
+def EM(prediction: str, answers_list: list[str]) -> bool:
+    """Whether any reference answer equals the prediction once both are normalized."""
+    if not isinstance(answers_list, list):
+        raise ValueError(f"`answers_list` must be a list, got {type(answers_list)}")
+    return max(exact_match(prediction, answer) for answer in answers_list)

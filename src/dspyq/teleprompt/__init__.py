@@ -1,0 +1,24 @@
+"""``dspyq.teleprompt``: the optimizers dspyq has, under DSPy's ``dspy.teleprompt`` names.
+
+DSPy optimizers dspyq does not have yet (``SIMBA``, ``GEPA``, ``KNNFewShot`` ...) are
+absent rather than stubbed, so an import of one fails at the import line.
+"""
+
+from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.copro import COPRO
+from dspyq.optimize.labeled import LabeledFewShot
+from dspyq.optimize.mipro import MIPROv2
+from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+from dspyq.optimize.teleprompter import Teleprompter
+
+BootstrapRS = BootstrapFewShotWithRandomSearch  # DSPy's short alias
+
+__all__ = [
+    "COPRO",
+    "BootstrapFewShot",
+    "BootstrapFewShotWithRandomSearch",
+    "BootstrapRS",
+    "LabeledFewShot",
+    "MIPROv2",
+    "Teleprompter",
+]
