@@ -10,50 +10,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from deploy_fixtures import client, cluster, openai_program  # noqa: F401  (fixtures)
 
 import dspyq
 from dspyq.api_client import Client
 from dspyq.errors import InputError
 from dspyq.metrics import answer_exact_match
-from dspyq.settings import Settings
 from dspyq.store.executions import ExecutionStore
-from dspyq.testing.cluster import SECRET_KEY, Cluster, make_cluster
+from dspyq.testing.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.01)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
-
-
-@pytest.fixture
-def client(cluster: Cluster, sqlite_url: str) -> Iterator[Client]:
-    settings = Settings(
-        broker_url=cluster.redis_url,
-        key_prefix=cluster.prefix,
-        database_url=sqlite_url,
-        providers={"openai": {"api_key": SECRET_KEY, "api_base": cluster.fake_lm.openai_base}},
-    )
-    with Client(settings) as client:
-        yield client
-
-
 def program(take: int) -> dspyq.Predict:
-    made = dspyq.Predict(
-        dspyq.Signature("question -> answer").with_instructions(f"Answer, take {take}.")
-    )
-    made.lm = dspyq.LM("openai/m")
-    return made
+    return openai_program(f"Answer, take {take}.")
 
 
 def served(client: Client, job_id: str) -> tuple[str | None, int | None]:

@@ -86,7 +86,8 @@ class Plan:
     action: Action = "deploy"
     canary: float | None = None
     canary_policy: dict[str, float] = field(default_factory=dict)
-    """How the watcher judges the canary (``window_seconds``, ``min_samples``), if set."""
+    """How the watcher judges the canary (``window_seconds``, ``min_samples``,
+    ``max_wait_seconds``), if set."""
     smoke: list[Any] | None = None
     metric: Any = None
     min_score: float | None = None
@@ -123,13 +124,14 @@ def checked_canary(canary: object) -> float | None:
 
 
 def checked_canary_policy(
-    canary: float | None, window: object, min_samples: object
+    canary: float | None, window: object, min_samples: object, max_wait: object = None
 ) -> dict[str, float]:
     """The canary's own judging policy; InputError for values that are not positive."""
     policy: dict[str, float] = {}
     given = (
         ("canary_window", "window_seconds", window),
         ("min_samples", "min_samples", min_samples),
+        ("canary_max_wait", "max_wait_seconds", max_wait),
     )
     for argument, key, value in given:
         if value is None:
@@ -143,6 +145,11 @@ def checked_canary_policy(
         if key == "min_samples" and not float(value).is_integer():
             raise InputError(f"min_samples is a whole number, not {value}")
         policy[key] = float(value)
+    if policy.get("max_wait_seconds", math.inf) < policy.get("window_seconds", 0.0):
+        raise InputError(
+            f"canary_max_wait ({policy['max_wait_seconds']:g} s) is shorter than the canary's "
+            f"window ({policy['window_seconds']:g} s): the canary is judged after its window"
+        )
     return policy
 
 
