@@ -12,11 +12,11 @@ import threading
 import time
 
 import pytest
-from deploy_fixtures import client, cluster, openai_program  # noqa: F401  (fixtures)
+from deploy_fixtures import client, cluster, make_deployer, openai_program  # noqa: F401
 
 import dspyq
 from dspyq.api_client import Client
-from dspyq.errors import InputError
+from dspyq.errors import DspyqError, InputError
 from dspyq.metrics import answer_exact_match
 from dspyq.store.executions import ExecutionStore
 from dspyq.testing.cluster import Cluster
@@ -132,6 +132,34 @@ def test_bad_references_are_refused_at_the_client(cluster: Cluster, client: Clie
         client.submit("qa:1", answer="q")
     with pytest.raises(InputError, match="No program named"):
         client.evaluate("zz:1", [], metric=answer_exact_match)
+
+
+def test_a_job_whose_version_vanished_fails_once_with_a_row_naming_it(
+    cluster: Cluster, client: Client
+) -> None:
+    from sqlalchemy import delete
+
+    from dspyq.store.engine import write_transaction
+    from dspyq.store.models import ProgramRecord
+
+    three_versions(cluster, client)
+    # Deployed while no worker runs: the pipeline is told the pool has one.
+    deployer = make_deployer(
+        client.engine, cluster.redis_url, cluster.prefix, settings=client.settings
+    )
+    deployer.deploy("qa", 2)
+    job = client.submit("qa@production", question="q")  # checked here; no worker runs yet
+    with write_transaction(client.engine, "delete a version") as conn:
+        conn.execute(delete(ProgramRecord).where(ProgramRecord.version == 2))  # type: ignore[arg-type]
+    cluster.start_worker("w1", concurrency=2)
+    with pytest.raises(DspyqError, match="No program 'qa' with version 2"):
+        job.result(timeout=60)
+    row = ExecutionStore(client.engine).get(job.id)
+    assert row is not None and row.status == "failed"
+    assert (row.program_name, row.program_version) == ("qa", 2)
+    assert row.error is not None and row.error["type"] == "InputError"
+    kinds = [e.event_type for e in client.events(job.correlation_id)]
+    assert kinds == ["module_execution_start", "module_execution_error"]
 
 
 def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
