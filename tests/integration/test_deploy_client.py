@@ -65,4 +65,16 @@ def test_bad_input_is_refused_and_changes_nothing(cluster: Cluster, client: Clie
         client.feedback("not-a-job", "great")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="saved versions"):
         client.lineage("qa", 4)
+    with pytest.raises(InputError, match="a version is a whole number"):
+        client.lineage("qa", "1")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="takes no option window"):
+        client.deploy("qa", 1, canary=0.1, window=3)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="smoke is a list of examples"):
+        client.deploy("qa", 1, smoke="2+2?")
+    with pytest.raises(InputError, match="lm is written 'provider/model'"):
+        client.deploy("qa", 1, lm="gpt")
+    with pytest.raises(InputError, match="No program named 'nope'"):
+        client.deployments("nope")
+    with pytest.raises(InputError, match="takes no option holdut"):
+        client.improve("qa", metric="dspyq.metrics:answer_exact_match", holdut=0.2)
     assert [d.status for d in client.deployments("qa")] == ["failed"]

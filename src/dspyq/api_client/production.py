@@ -54,7 +54,9 @@ class ProductionLoopMethods:
         ``dspyq watch`` (``canary_window=``, ``min_samples=``, ``canary_max_wait=``).
         ``lm``: the model of a version saved without one."""
         from dspyq.api_client.deployments import deploy
+        from dspyq.api_client.validation import check_options
 
+        check_options(canary_policy, ("canary_window", "min_samples", "canary_max_wait"), "deploy")
         client: Client = self  # type: ignore[assignment]
         return deploy(
             client,
@@ -119,7 +121,10 @@ class ProductionLoopMethods:
         canary) only if it beats the current version by ``min_gain`` on held-out feedback.
         ``options``: ``holdout``, ``canary_window``, ``min_samples``, ``timeout``."""
         from dspyq.api_client.improve import improve
+        from dspyq.api_client.validation import check_options
 
+        accepted = ("holdout", "canary_window", "min_samples", "timeout")
+        check_options(options, accepted, "improve")
         client: Client = self  # type: ignore[assignment]
         return improve(
             client,

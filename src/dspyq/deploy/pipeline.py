@@ -28,6 +28,7 @@ from dspyq.deploy.plan import (
     RunSmoke,
     checked_canary,
     checked_canary_policy,
+    checked_lm,
     checked_name,
     checked_smoke,
 )
@@ -92,6 +93,7 @@ class Deployer:
         fraction = checked_canary(canary)
         policy = checked_canary_policy(fraction, canary_window, min_samples, canary_max_wait)
         examples, floor = checked_smoke(smoke, metric, min_score)
+        lm = checked_lm(lm)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise InputError(f"a version is a whole number, not {version!r:.80}")
         record = self.resolver.record(name, version)

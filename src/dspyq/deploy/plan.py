@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from dspyq.core.example import Example
 from dspyq.errors import InputError
 from dspyq.store.models import AliasRecord, DeploymentRecord
 
@@ -26,6 +27,7 @@ __all__ = [
     "RunSmoke",
     "checked_canary",
     "checked_canary_policy",
+    "checked_lm",
     "checked_name",
     "checked_smoke",
 ]
@@ -153,6 +155,18 @@ def checked_canary_policy(
     return policy
 
 
+def checked_lm(lm: object) -> str | None:
+    """``lm`` if it is None or written ``provider/model``; InputError if not (whether
+    the provider is configured is the ``validate_resources`` step's question)."""
+    if lm is None:
+        return None
+    if not isinstance(lm, str) or not lm.partition("/")[2].strip() or not lm.split("/")[0]:
+        raise InputError(
+            f"lm is written 'provider/model' (e.g. 'openai/gpt-4o-mini'), not {lm!r:.80}"
+        )
+    return lm.strip()
+
+
 def checked_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InputError(f"a program name is a non-empty string, not {name!r:.80}")
@@ -163,9 +177,18 @@ def checked_smoke(
     smoke: Sequence[Any] | None, metric: Any, min_score: object
 ) -> tuple[list[Any] | None, float | None]:
     """(smoke examples, min score) if they fit together; InputError if not."""
+    if smoke is not None and (
+        isinstance(smoke, str | bytes | dict) or not hasattr(smoke, "__iter__")
+    ):
+        raise InputError(f"smoke is a list of examples, not a {type(smoke).__name__}")
     examples = None if smoke is None else list(smoke)
     if examples is not None and not examples:
         raise InputError("smoke examples were given but the list is empty")
+    for item in examples or []:
+        if not isinstance(item, dict | Example):
+            raise InputError(
+                f"a smoke example is a dspyq.Example or a dict, not {type(item).__name__}"
+            )
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, int | float):
             raise InputError(f"min_score is a number, not {min_score!r:.80}")
