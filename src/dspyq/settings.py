@@ -156,6 +156,11 @@ class WatchSettings(BaseModel):
     # before it is judged, and how long it runs before promotion.
     canary_min_samples: int = Field(default=20, ge=1)
     canary_window_seconds: float = Field(default=300.0, gt=0)
+    # A canary still short of its samples this long after its traffic moved (at least
+    # its window) is decided without them: promoted, as nothing showed it worse (the
+    # issue's rule), or rolled back for those who would rather not; with an alert.
+    canary_max_wait_seconds: float = Field(default=3600.0, gt=0)
+    canary_undersampled: Literal["promote", "rollback"] = "promote"
     # A canary breaches when its p95 exceeds the stable version's by this factor, its
     # LM failure rate the stable one's by this margin, or its mean feedback score falls
     # below the stable one's by this margin.

@@ -1,23 +1,53 @@
-"""What the deployment tests share: saved versions of a program, and a deployer on real
-SQL and Redis whose pools' live workers and smoke runs the test decides."""
+"""What the deployment tests share: a cluster of real workers with the fake LM and a
+client of it, saved versions of a program, and a deployer on real SQL and Redis whose
+pools' live workers and smoke runs the test decides.
+
+A test module takes the fixtures with ``from deploy_fixtures import client, cluster``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import Engine
+from watch_fixtures import client_on
 
 import dspyq
+from dspyq.api_client import Client
 from dspyq.core.program import program_to_spec
 from dspyq.deploy import AliasAnnouncer, Deployer, RunSmoke
 from dspyq.settings import Settings
 from dspyq.store.executions import ExecutionStore
 from dspyq.store.programs import ProgramStore
+from dspyq.testing.cluster import Cluster, running_cluster
 
 LOCAL_LM = "local/test-model"
 """A model of the default ``local`` provider: its api_base is on this host, so no key."""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
+    """Redis, SQL and the fake LM; the test starts the workers it needs."""
+    with running_cluster(tmp_path, sqlite_url, latency=0.01) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster: Cluster, sqlite_url: str) -> Iterator[Client]:
+    """A client that, like the workers, holds the provider's key (deploy checks it)."""
+    with client_on(cluster, sqlite_url) as client:
+        yield client
+
+
+def openai_program(instructions: str) -> dspyq.Predict:
+    """A Predict on the cluster's ``openai`` pool with its own instructions."""
+    made = dspyq.Predict(dspyq.Signature("question -> answer").with_instructions(instructions))
+    made.lm = dspyq.LM("openai/m")
+    return made
 
 
 def save_versions(engine: Engine, name: str, count: int, lm: str | None = LOCAL_LM) -> list[int]:

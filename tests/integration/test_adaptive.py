@@ -1,10 +1,14 @@
 """The AdaptiveOptimizer on real SQL: its choice follows the program's recorded history,
-and an in-process compile on the fake LM records its start and outcome for the next."""
+and an in-process compile on the fake LM, or a queued run on real workers, records its
+start and outcome (with the student's score before) for the next."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine
+from watch_fixtures import client_on
 
 import dspyq
 from dspyq.core.program import program_to_spec
@@ -13,6 +17,7 @@ from dspyq.optimize.adaptive import COMPLETED, STARTED, program_fingerprint
 from dspyq.store.events import EventStore
 from dspyq.tasks.adaptive_history import SQLOptimizationHistory
 from dspyq.testing import FakeLMServer
+from dspyq.testing.cluster import running_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +97,49 @@ def _all(events: EventStore, event_type: str) -> list[dspyq.events.Event]:  # ty
             )
         ]
     return [e for cid in ids for e in events.by_correlation(cid, event_type=event_type)]
+
+
+def test_a_compile_in_process_changes_the_next_choice(
+    store_engine: Engine, fake_lm: FakeLMServer
+) -> None:
+    fake_lm.answer_fields({"answer": "Paris"})
+    history = SQLOptimizationHistory(store_engine)
+    optimizer = dspyq.AdaptiveOptimizer(exact, history=history)
+    student = dspyq.Predict("question -> answer")
+    lm = LM("openai/fake", api_base=fake_lm.openai_base, api_key="k", cache=False)
+    assert optimizer.choose(10, history.entries(fingerprint(student))).strategy == (
+        "BootstrapFewShot"
+    )
+    with dspyq.context(lm=lm):
+        optimizer.compile(student, trainset=_paris(10))
+    # Bootstrapping gained nothing (100% before and after): confidence falls under 0.7.
+    after = optimizer.choose(10, history.entries(fingerprint(student)))
+    assert (after.strategy, after.confidence) == ("COPRO", 0.5)
+
+
+def test_a_queued_run_of_one_candidate_records_its_baseline_and_changes_the_next_choice(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    with running_cluster(tmp_path, sqlite_url, latency=0.0) as cluster:
+        cluster.start_worker("lm", pool="openai", concurrency=4)
+        cluster.start_worker("opt", pool="optimize", concurrency=2)
+        cluster.fake_lm.answer_fields({"answer": "Paris"})
+        with client_on(cluster, sqlite_url) as client:
+            student = dspyq.Predict("question -> answer")
+            optimizer = dspyq.AdaptiveOptimizer("dspyq.metrics:answer_exact_match")
+            run = client.optimize(optimizer, student, trainset=_paris(10), lm="openai/m")
+            assert run.choice["strategy"] == "BootstrapFewShot"  # type: ignore[attr-defined]
+            assert run.wait(timeout=120) == "succeeded"
+            history = SQLOptimizationHistory(client.engine)
+            [entry] = history.entries(fingerprint(student))
+            assert (entry.baseline_score, entry.final_score, entry.gain) == (100.0, 100.0, 0.0)
+            nxt = client.optimize(optimizer, student, trainset=_paris(10), lm="openai/m")
+            assert nxt.choice["strategy"] == "COPRO"  # type: ignore[attr-defined]
+            nxt.cancel()
+
+
+def _paris(count: int) -> list[dspyq.Example]:
+    return [
+        dspyq.Example(question=f"capital {n}?", answer="Paris").with_inputs("question")
+        for n in range(count)
+    ]

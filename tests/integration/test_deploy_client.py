@@ -3,48 +3,16 @@ real workers, Redis and SQL, with the fake LM answering."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
+from deploy_fixtures import client, cluster  # noqa: F401  (fixtures)
+from deploy_fixtures import openai_program as program
 
-import dspyq
 from dspyq.api_client import Client
 from dspyq.errors import DeploymentError, InputError
-from dspyq.settings import Settings
 from dspyq.store.lineage import LineageStore
-from dspyq.testing.cluster import SECRET_KEY, Cluster, make_cluster
+from dspyq.testing.cluster import Cluster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.01)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
-
-
-@pytest.fixture
-def client(cluster: Cluster, sqlite_url: str) -> Iterator[Client]:
-    """A client that, like the workers, holds the provider's key (deploy checks it)."""
-    settings = Settings(
-        broker_url=cluster.redis_url,
-        key_prefix=cluster.prefix,
-        database_url=sqlite_url,
-        providers={"openai": {"api_key": SECRET_KEY, "api_base": cluster.fake_lm.openai_base}},
-    )
-    with Client(settings) as client:
-        yield client
-
-
-def program(instructions: str) -> dspyq.Predict:
-    made = dspyq.Predict(dspyq.Signature("question -> answer").with_instructions(instructions))
-    made.lm = dspyq.LM("openai/m")
-    return made
 
 
 def test_deploy_rollback_history_feedback_and_lineage(cluster: Cluster, client: Client) -> None:
@@ -97,4 +65,16 @@ def test_bad_input_is_refused_and_changes_nothing(cluster: Cluster, client: Clie
         client.feedback("not-a-job", "great")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="saved versions"):
         client.lineage("qa", 4)
+    with pytest.raises(InputError, match="a version is a whole number"):
+        client.lineage("qa", "1")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="takes no option window"):
+        client.deploy("qa", 1, canary=0.1, window=3)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="smoke is a list of examples"):
+        client.deploy("qa", 1, smoke="2+2?")
+    with pytest.raises(InputError, match="lm is written 'provider/model'"):
+        client.deploy("qa", 1, lm="gpt")
+    with pytest.raises(InputError, match="No program named 'nope'"):
+        client.deployments("nope")
+    with pytest.raises(InputError, match="takes no option holdut"):
+        client.improve("qa", metric="dspyq.metrics:answer_exact_match", holdut=0.2)
     assert [d.status for d in client.deployments("qa")] == ["failed"]

@@ -10,50 +10,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from deploy_fixtures import client, cluster, make_deployer, openai_program  # noqa: F401
 
 import dspyq
 from dspyq.api_client import Client
-from dspyq.errors import InputError
+from dspyq.errors import DspyqError, InputError
 from dspyq.metrics import answer_exact_match
-from dspyq.settings import Settings
 from dspyq.store.executions import ExecutionStore
-from dspyq.testing.cluster import SECRET_KEY, Cluster, make_cluster
+from dspyq.testing.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.01)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
-
-
-@pytest.fixture
-def client(cluster: Cluster, sqlite_url: str) -> Iterator[Client]:
-    settings = Settings(
-        broker_url=cluster.redis_url,
-        key_prefix=cluster.prefix,
-        database_url=sqlite_url,
-        providers={"openai": {"api_key": SECRET_KEY, "api_base": cluster.fake_lm.openai_base}},
-    )
-    with Client(settings) as client:
-        yield client
-
-
 def program(take: int) -> dspyq.Predict:
-    made = dspyq.Predict(
-        dspyq.Signature("question -> answer").with_instructions(f"Answer, take {take}.")
-    )
-    made.lm = dspyq.LM("openai/m")
-    return made
+    return openai_program(f"Answer, take {take}.")
 
 
 def served(client: Client, job_id: str) -> tuple[str | None, int | None]:
@@ -160,6 +132,34 @@ def test_bad_references_are_refused_at_the_client(cluster: Cluster, client: Clie
         client.submit("qa:1", answer="q")
     with pytest.raises(InputError, match="No program named"):
         client.evaluate("zz:1", [], metric=answer_exact_match)
+
+
+def test_a_job_whose_version_vanished_fails_once_with_a_row_naming_it(
+    cluster: Cluster, client: Client
+) -> None:
+    from sqlalchemy import delete
+
+    from dspyq.store.engine import write_transaction
+    from dspyq.store.models import ProgramRecord
+
+    three_versions(cluster, client)
+    # Deployed while no worker runs: the pipeline is told the pool has one.
+    deployer = make_deployer(
+        client.engine, cluster.redis_url, cluster.prefix, settings=client.settings
+    )
+    deployer.deploy("qa", 2)
+    job = client.submit("qa@production", question="q")  # checked here; no worker runs yet
+    with write_transaction(client.engine, "delete a version") as conn:
+        conn.execute(delete(ProgramRecord).where(ProgramRecord.version == 2))  # type: ignore[arg-type]
+    cluster.start_worker("w1", concurrency=2)
+    with pytest.raises(DspyqError, match="No program 'qa' with version 2"):
+        job.result(timeout=60)
+    row = ExecutionStore(client.engine).get(job.id)
+    assert row is not None and row.status == "failed"
+    assert (row.program_name, row.program_version) == ("qa", 2)
+    assert row.error is not None and row.error["type"] == "InputError"
+    kinds = [e.event_type for e in client.events(job.correlation_id)]
+    assert kinds == ["module_execution_start", "module_execution_error"]
 
 
 def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

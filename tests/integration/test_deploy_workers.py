@@ -3,31 +3,18 @@ the queue against the fake LM, and feedback on a job that really ran."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
+from deploy_fixtures import cluster, openai_program  # noqa: F401  (fixtures)
 
-import dspyq
 from dspyq.api_client import deployments
 from dspyq.deploy import Deployer
 from dspyq.errors import DeploymentError, InputError
 from dspyq.metrics import answer_exact_match
 from dspyq.settings import Settings
 from dspyq.store.aliases import AliasStore
-from dspyq.testing.cluster import Cluster, make_cluster
+from dspyq.testing.cluster import Cluster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.01)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        server.stop()
 
 
 def _deployer(cluster: Cluster, sqlite_url: str) -> Deployer:
@@ -47,18 +34,12 @@ def _deployer(cluster: Cluster, sqlite_url: str) -> Deployer:
     )
 
 
-def _program(instructions: str) -> dspyq.Predict:
-    program = dspyq.Predict(dspyq.Signature("question -> answer").with_instructions(instructions))
-    program.lm = dspyq.LM("openai/m")
-    return program
-
-
 def test_smoke_examples_run_on_the_pool_and_gate_the_move(
     cluster: Cluster, sqlite_url: str
 ) -> None:
     client = cluster.client
-    client.save_program("qa", _program("Answer."))
-    client.save_program("qa", _program("Answer badly."))
+    client.saveopenai_program("qa", openai_program("Answer."))
+    client.saveopenai_program("qa", openai_program("Answer badly."))
     deployer = _deployer(cluster, sqlite_url)
     with pytest.raises(DeploymentError, match="no live worker serves pool 'openai'"):
         deployer.deploy("qa", 1)
@@ -85,7 +66,7 @@ def test_smoke_examples_run_on_the_pool_and_gate_the_move(
 def test_feedback_on_a_job_that_ran_and_on_one_that_did_not(cluster: Cluster) -> None:
     cluster.start_worker("w1", concurrency=2)
     cluster.fake_lm.answer_fields({"answer": "4"})
-    job = cluster.client.submit(_program("Answer."), question="2+2?")
+    job = cluster.client.submit(openai_program("Answer."), question="2+2?")
     assert job.result(timeout=60).answer == "4"
     stored = deployments.feedback(cluster.client.engine, job.id, 0.5, label="ok")
     assert (stored.task_id, stored.score, stored.label) == (job.id, 0.5, "ok")

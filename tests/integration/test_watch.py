@@ -286,3 +286,49 @@ def test_an_alert_starts_an_improvement_run_when_configured(
             time.sleep(0.1)
         assert events.count(event_type="real_time_adaptation_start") == 1
         assert alert.program_name == "qa"
+
+
+@pytest.mark.parametrize(("decision", "status"), [("promote", "succeeded"), ("rollback", "failed")])
+def test_a_canary_short_of_its_samples_is_decided_at_its_max_wait_with_an_alert(
+    store_engine: Engine, redis_url: str, prefix: str, decision: str, status: str
+) -> None:
+    deployment_id = _canary(
+        store_engine, redis_url, prefix, canary_window=2, min_samples=5, canary_max_wait=4
+    )
+    watcher = make_watcher(store_engine, redis_url, prefix, canary_undersampled=decision)
+    now = datetime.now(UTC)
+    served(store_engine, "qa", 2, at=now + timedelta(seconds=1), count=2)
+    served(store_engine, "qa", 1, at=now + timedelta(seconds=1), count=5)
+    [waiting] = watcher.look(now + timedelta(seconds=3)).canaries
+    assert waiting.action is None  # past its window, short of samples, before its max wait
+    report = watcher.look(now + timedelta(seconds=5))
+    [verdict] = report.canaries
+    assert verdict.action == ("promoted" if decision == "promote" else "rolled_back")
+    assert verdict.reasons == ["only 2 of the 5 canary executions needed to judge it within 4 s"]
+    alias = AliasStore(store_engine).get("qa", "production")
+    expected = 2 if decision == "promote" else 1
+    assert alias is not None and (alias.version, alias.canary_version) == (expected, None)
+    record = DeploymentStore(store_engine).get(deployment_id)
+    assert record is not None and record.status == status
+    last = EventStore(store_engine).by_correlation(deployment_id)[-1]
+    assert last.data["step"] == "enable_traffic"
+    if decision == "promote":
+        assert last.event_type == "dspy_deployment_step_complete"
+        assert last.data["result"]["undersampled"] is True
+    else:
+        assert last.event_type == "dspy_deployment_step_failed"
+        assert "could not be judged" in last.data["error"]["reason"]
+    [alert] = [a for a in report.alerts if a.kind == "canary_undersampled"]
+    assert (alert.program_version, alert.observed, alert.threshold) == (2, 2.0, 5.0)
+    assert alert.details["action"] == verdict.action
+
+
+def test_a_canary_max_wait_shorter_than_its_window_is_refused(
+    store_engine: Engine, redis_url: str, prefix: str
+) -> None:
+    from dspyq.errors import InputError
+
+    with pytest.raises(InputError, match="shorter than the canary's window"):
+        _canary(store_engine, redis_url, prefix, canary_window=10, canary_max_wait=5)
+    alias = AliasStore(store_engine).get("qa", "production")
+    assert alias is not None and (alias.version, alias.canary_version) == (1, None)

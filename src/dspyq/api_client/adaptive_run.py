@@ -3,11 +3,14 @@ the SQL history, and the chosen optimizer sent as an ordinary optimization run.
 
 The returned :class:`AdaptiveRun` is a :class:`~dspyq.api_client.runs.Run` that records
 ``adaptive_optimization_completed`` (or ``_failed``) once the run has ended and it was
-waited on, so the next choice learns from its scores.
+waited on, so the next choice learns from its scores: the best candidate's over the
+student's (which a run of one candidate does not score itself: it is scored on the pool
+once the run ended).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from dspyq.api_client.runs import Run
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from dspyq.core.module import Module
 
 __all__ = ["AdaptiveRun", "start_adaptive_run"]
+
+logger = logging.getLogger(__name__)
 
 
 def start_adaptive_run(
@@ -91,8 +96,9 @@ class AdaptiveRun(Run):
                 )
                 if isinstance(c.get("score"), int | float)
             ]
+            baseline = scores[0] if len(scores) > 1 else self._student_score(record, timeout)
             figures = {
-                "baseline_score": scores[0] if len(scores) > 1 else None,
+                "baseline_score": baseline,
                 "final_score": record.best_score,
                 "cost_usd": checkpoint.get("cost_usd") or 0.0,
             }
@@ -102,3 +108,29 @@ class AdaptiveRun(Run):
                 FAILED, self.adaptive_id, {**self.choice, "error": record.stop_reason}
             )
         return status
+
+    def _student_score(self, record: Any, timeout: float | None) -> float | None:
+        """The student's score on the devset the run scored its one candidate on (the
+        valset, else the trainset), on the pool: a run of one candidate (LabeledFewShot,
+        BootstrapFewShot) measures no baseline itself, and without one its gain is
+        unknown to the next choice. None (logged) when it cannot be scored."""
+        from dspyq.core.program import program_from_spec
+        from dspyq.tasks.optimization import RunPlan
+
+        try:
+            plan = RunPlan.model_validate(record.config or {})
+            given = plan.valset if plan.valset_given and plan.valset else plan.trainset
+            student = program_from_spec(plan.program, self._client.settings.allowed_imports)
+            result = self._client.evaluate(
+                student,
+                [row.example() for row in given],
+                plan.metric,
+                plan.lm,
+                lm_kwargs=plan.lm_kwargs,
+                display_progress=False,
+                timeout=timeout,
+            )
+        except DspyqError:
+            logger.warning("could not score the student of run %s", self.id, exc_info=True)
+            return None
+        return float(result.score)

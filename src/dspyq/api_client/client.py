@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dspyq.api_client.job import Job
+from dspyq.api_client.production import ProductionLoopMethods
 from dspyq.api_client.submit import build_request, program_lm, send, send_many
-from dspyq.api_client.watching import WatchingMethods
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.app import make_app
 from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from dspyq.api_client.stream import AsyncStream, Stream
     from dspyq.core.example import Example
     from dspyq.core.module import Module
-    from dspyq.deploy.plan import Deployment
     from dspyq.events import Event
     from dspyq.optimize.evaluate import EvaluationResult
     from dspyq.optimize.teleprompter import Teleprompter
@@ -41,14 +40,12 @@ if TYPE_CHECKING:
         EvaluationRecord,
         EvaluationRowRecord,
         ExecutionRecord,
-        FeedbackRecord,
-        LineageRecord,
         ProgramRecord,
     )
     from dspyq.tasks.metrics import Metric
 
 
-class Client(WatchingMethods):
+class Client(ProductionLoopMethods):
     """Submit programs to dspyq's worker pools: ``dspyq.Client().submit(program, **inputs)``."""
 
     def __init__(self, settings: Settings | None = None, *, app: Celery | None = None) -> None:
@@ -286,64 +283,6 @@ class Client(WatchingMethods):
         """Load DSPy's JSON state from ``path`` into ``program_template``'s structure and save
         it as a new version of ``name``; returns that version."""
         return self.programs.import_state(name, program_template, path)
-
-    # --- the production loop ------------------------------------------------------------
-
-    def deploy(
-        self,
-        name: str,
-        version: int | None = None,
-        *,
-        alias: str = "production",
-        smoke: Sequence[Any] | None = None,
-        metric: Metric | str | None = None,
-        min_score: float | None = None,
-        canary: float | None = None,
-        **canary_policy: float | None,
-    ) -> Deployment:
-        """Point ``name@alias`` at ``version`` (the latest when None) through the deployment
-        pipeline; running workers serve it within a second. ``smoke`` examples run on the
-        queue first (with ``metric``, their score must reach ``min_score``, a percentage);
-        ``canary=0.1`` sends 10% of the alias's jobs to the new version first."""
-        from dspyq.api_client.deployments import deploy
-
-        return deploy(
-            self,
-            name,
-            version,
-            alias=alias,
-            smoke=smoke,
-            metric=metric,
-            min_score=min_score,
-            canary=canary,
-            **canary_policy,  # canary_window=, min_samples=: how dspyq watch judges it
-        )
-
-    def rollback(self, name: str, alias: str = "production") -> Deployment:
-        """Move ``name@alias`` back to the version it served before (off a running canary)."""
-        from dspyq.api_client.deployments import rollback
-
-        return rollback(self, name, alias)
-
-    def deployments(self, name: str) -> list[Deployment]:
-        """The deployments and rollbacks of ``name``'s aliases, newest first."""
-        from dspyq.api_client.deployments import deployments
-
-        return deployments(self.engine, name)
-
-    def feedback(
-        self, job_id: str, score: float, label: str | None = None, comment: str | None = None
-    ) -> FeedbackRecord:
-        """Store a score for a job's answer, tied to the program version that served it."""
-        from dspyq.api_client.deployments import feedback
-
-        return feedback(self.engine, job_id, score, label=label, comment=comment)
-
-    def lineage(self, name: str, version: int) -> list[LineageRecord]:
-        """Where ``name`` version ``version`` came from, back to its first ancestor."""
-        from dspyq.api_client.deployments import lineage
-
-        return lineage(self.engine, name, version)
 
     # --- reading back -------------------------------------------------------------------
 

@@ -147,10 +147,21 @@ def _moving(client: Client, name: object) -> Iterator[Deployer]:
             client._references.forget(name.strip())
 
 
-def deployments(engine: Engine, name: str, alias: str | None = None) -> list[Deployment]:
-    """The alias history of ``name`` from SQL, newest first."""
+def deployments(
+    engine: Engine, name: str | None = None, alias: str | None = None
+) -> list[Deployment]:
+    """The alias history of ``name`` (of every program when None) from SQL, newest
+    first; InputError for a name nothing is saved under or an alias that cannot be one."""
+    from dspyq.deploy.plan import checked_name
     from dspyq.deploy.record import DeploymentLog
+    from dspyq.program_ref import check_alias
+    from dspyq.store.resolve import ProgramResolver
 
+    if name is not None:
+        name = checked_name(name)
+        ProgramResolver(engine).record(name)  # InputError naming the saved programs
+    if alias is not None:
+        alias = check_alias(alias)
     return [Deployment.from_record(r) for r in DeploymentLog(engine).store.history(name, alias)]
 
 
@@ -174,6 +185,11 @@ def alerts(engine: Engine, since: datetime | None = None) -> list[AlertRecord]:
 
 def lineage(engine: Engine, name: str, version: int) -> list[LineageRecord]:
     """Where ``name`` version ``version`` came from, back to its first ancestor."""
+    from dspyq.deploy.plan import checked_name
+
+    name = checked_name(name)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(f"a version is a whole number, not {version!r:.80}")
     return LineageStore(engine).chain(name, version)
 
 

@@ -1,9 +1,11 @@
-"""Check a job's inputs against its program before anything is enqueued."""
+"""Check a job's inputs against its program before anything is enqueued, and a method's
+keyword options against those it takes."""
 
 from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dspyq.core.module import Module
@@ -59,4 +61,16 @@ def validate_input_json(inputs: dict[str, Any], max_bytes: int) -> None:
             f"inputs are {size} bytes as JSON, over the limit of {max_bytes} bytes "
             f"(largest field: `{largest}`); raise DSPYQ_MAX_INPUT_BYTES or send less",
             context={"size_bytes": size, "max_input_bytes": max_bytes, "largest_field": largest},
+        )
+
+
+def check_options(options: Mapping[str, Any], accepted: Iterable[str], method: str) -> None:
+    """InputError naming the options ``method`` does not take (a misspelt keyword would
+    otherwise be a TypeError from deep inside)."""
+    known = sorted(accepted)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(
+            f"{method}() takes no option {', '.join(unknown)}; its options: {', '.join(known)}",
+            context={"unknown": unknown},
         )

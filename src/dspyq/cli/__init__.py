@@ -12,6 +12,7 @@ from dspyq.cli import pools  # noqa: F401  (registers its commands)
 from dspyq.cli import serve  # noqa: F401  (registers its commands)
 from dspyq.cli import watch  # noqa: F401  (watch, alerts)
 from dspyq.cli import improve  # noqa: F401  (improve)
+from dspyq.cli import deploy  # noqa: F401  (deploy, rollback, deployments, feedback, lineage)
 from dspyq.cli._common import app
 
 # isort: on

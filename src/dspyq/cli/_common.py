@@ -7,6 +7,7 @@ dspyq errors are shown as one line, without a traceback: exit code 2 for a bad o
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +95,18 @@ def connected_client(settings: Settings | None = None) -> Client:
             RUNTIME_ERROR,
         )
     return client
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``"1h"`` -> 3600.0; ``"90s"``, ``"90"`` (seconds), ``"30m"``, ``"1d"`` likewise."""
+    match = _DURATION.match(text)
+    if not match or float(match.group(1)) <= 0:
+        fail(f"{option} {text!r} must look like 90s, 30m, 1h or 1d", USAGE_ERROR)
+    return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
 def pydantic_summary(exc: ValidationError) -> str:

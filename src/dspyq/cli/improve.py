@@ -3,7 +3,6 @@ from its feedback, once or on a schedule (see :mod:`dspyq.api_client.improve`)."
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 from typing import Annotated
@@ -11,26 +10,14 @@ from typing import Annotated
 import typer
 
 from dspyq.cli._common import (
-    USAGE_ERROR,
     JsonOption,
     app,
     connected_client,
     errors_as_one_line,
-    fail,
+    parse_duration,
     print_json,
     stdout,
 )
-
-_EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_every(text: str) -> float:
-    """``"1h"`` -> 3600.0; ``"90s"``, ``"30m"``, ``"1d"`` likewise."""
-    match = _EVERY.match(text)
-    if not match or float(match.group(1)) <= 0:
-        fail(f"--every {text!r} must look like 90s, 30m, 1h or 1d", USAGE_ERROR)
-    return float(match.group(1)) * _SECONDS[match.group(2)]
 
 
 @app.command()
@@ -49,7 +36,7 @@ def improve(
     as_json: JsonOption = False,
 ) -> None:
     """Build a trainset from feedback, optimize, and deploy the candidate only if it is better."""
-    period = parse_every(every) if every is not None else None
+    period = parse_duration(every, "--every") if every is not None else None
     stop = threading.Event()
     if period is not None:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -28,6 +28,7 @@ from dspyq.deploy.plan import (
     RunSmoke,
     checked_canary,
     checked_canary_policy,
+    checked_lm,
     checked_name,
     checked_smoke,
 )
@@ -80,15 +81,19 @@ class Deployer:
         lm: str | None = None,
         canary_window: float | None = None,
         min_samples: int | None = None,
+        canary_max_wait: float | None = None,
     ) -> Deployment:
         """Deploy ``name`` version ``version`` (the latest when None) to ``alias``.
 
         A canary is judged by the watcher after ``canary_window`` seconds once it served
-        ``min_samples`` jobs (defaults: ``watch.canary_window_seconds`` / ``_min_samples``)."""
+        ``min_samples`` jobs (defaults: ``watch.canary_window_seconds`` / ``_min_samples``);
+        one still short of them after ``canary_max_wait`` seconds is decided without them
+        (``watch.canary_undersampled``)."""
         name, alias = checked_name(name), check_alias(alias)
         fraction = checked_canary(canary)
-        policy = checked_canary_policy(fraction, canary_window, min_samples)
+        policy = checked_canary_policy(fraction, canary_window, min_samples, canary_max_wait)
         examples, floor = checked_smoke(smoke, metric, min_score)
+        lm = checked_lm(lm)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise InputError(f"a version is a whole number, not {version!r:.80}")
         record = self.resolver.record(name, version)
@@ -134,13 +139,17 @@ class Deployer:
             self.log.canary_finished(current.deployment_id, False, detail, stored=False)
         return deployment
 
-    def promote(self, name: str, alias: str = "production") -> Deployment:
-        """Give the running canary all the traffic; the canary's deployment succeeds."""
+    def promote(
+        self, name: str, alias: str = "production", detail: dict[str, Any] | None = None
+    ) -> Deployment:
+        """Give the running canary all the traffic; the canary's deployment succeeds
+        (``detail``: what the watcher saw, recorded with the step)."""
         current = self._canary_of(name, alias)
         move = AliasMove(
             version=int(current.canary_version or 0), deployment_id=str(current.deployment_id)
         )
-        return self._finish_canary(name, alias, current, move, True, {"promoted": True})
+        done = {"promoted": True, **(detail or {})}
+        return self._finish_canary(name, alias, current, move, True, done)
 
     def abort_canary(
         self, name: str, alias: str, reason: str, measured: dict[str, Any] | None = None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from dspyq.core.example import Example
 from dspyq.errors import InputError
 from dspyq.store.models import AliasRecord, DeploymentRecord
 
@@ -26,6 +27,7 @@ __all__ = [
     "RunSmoke",
     "checked_canary",
     "checked_canary_policy",
+    "checked_lm",
     "checked_name",
     "checked_smoke",
 ]
@@ -86,7 +88,8 @@ class Plan:
     action: Action = "deploy"
     canary: float | None = None
     canary_policy: dict[str, float] = field(default_factory=dict)
-    """How the watcher judges the canary (``window_seconds``, ``min_samples``), if set."""
+    """How the watcher judges the canary (``window_seconds``, ``min_samples``,
+    ``max_wait_seconds``), if set."""
     smoke: list[Any] | None = None
     metric: Any = None
     min_score: float | None = None
@@ -123,13 +126,14 @@ def checked_canary(canary: object) -> float | None:
 
 
 def checked_canary_policy(
-    canary: float | None, window: object, min_samples: object
+    canary: float | None, window: object, min_samples: object, max_wait: object = None
 ) -> dict[str, float]:
     """The canary's own judging policy; InputError for values that are not positive."""
     policy: dict[str, float] = {}
     given = (
         ("canary_window", "window_seconds", window),
         ("min_samples", "min_samples", min_samples),
+        ("canary_max_wait", "max_wait_seconds", max_wait),
     )
     for argument, key, value in given:
         if value is None:
@@ -143,7 +147,24 @@ def checked_canary_policy(
         if key == "min_samples" and not float(value).is_integer():
             raise InputError(f"min_samples is a whole number, not {value}")
         policy[key] = float(value)
+    if policy.get("max_wait_seconds", math.inf) < policy.get("window_seconds", 0.0):
+        raise InputError(
+            f"canary_max_wait ({policy['max_wait_seconds']:g} s) is shorter than the canary's "
+            f"window ({policy['window_seconds']:g} s): the canary is judged after its window"
+        )
     return policy
+
+
+def checked_lm(lm: object) -> str | None:
+    """``lm`` if it is None or written ``provider/model``; InputError if not (whether
+    the provider is configured is the ``validate_resources`` step's question)."""
+    if lm is None:
+        return None
+    if not isinstance(lm, str) or not lm.partition("/")[2].strip() or not lm.split("/")[0]:
+        raise InputError(
+            f"lm is written 'provider/model' (e.g. 'openai/gpt-4o-mini'), not {lm!r:.80}"
+        )
+    return lm.strip()
 
 
 def checked_name(name: object) -> str:
@@ -156,9 +177,18 @@ def checked_smoke(
     smoke: Sequence[Any] | None, metric: Any, min_score: object
 ) -> tuple[list[Any] | None, float | None]:
     """(smoke examples, min score) if they fit together; InputError if not."""
+    if smoke is not None and (
+        isinstance(smoke, str | bytes | dict) or not hasattr(smoke, "__iter__")
+    ):
+        raise InputError(f"smoke is a list of examples, not a {type(smoke).__name__}")
     examples = None if smoke is None else list(smoke)
     if examples is not None and not examples:
         raise InputError("smoke examples were given but the list is empty")
+    for item in examples or []:
+        if not isinstance(item, dict | Example):
+            raise InputError(
+                f"a smoke example is a dspyq.Example or a dict, not {type(item).__name__}"
+            )
     if min_score is not None:
         if isinstance(min_score, bool) or not isinstance(min_score, int | float):
             raise InputError(f"min_score is a number, not {min_score!r:.80}")

@@ -62,17 +62,23 @@ class DeploymentStore:
         return None if row is None else DeploymentRecord.model_validate(dict(row))
 
     def history(
-        self, name: str, alias: str | None = None, *, status: str | None = None
+        self, name: str | None, alias: str | None = None, *, status: str | None = None
     ) -> list[DeploymentRecord]:
-        """Deployments of ``name`` (of one alias, of one status), newest first."""
-        query = select(DeploymentRecord).where(col(DeploymentRecord.name) == name)
+        """Deployments of ``name`` (of every program when None; of one alias, of one
+        status), newest first."""
+        query = select(DeploymentRecord)
+        if name is not None:
+            query = query.where(col(DeploymentRecord.name) == name)
         if alias is not None:
             query = query.where(col(DeploymentRecord.alias) == alias)
         if status is not None:
             query = query.where(col(DeploymentRecord.status) == status)
         query = query.order_by(col(DeploymentRecord.created_at).desc(), col(DeploymentRecord.id))
         return read_records(
-            self.engine, f"read the deployments of {name!r}", DeploymentRecord, query
+            self.engine,
+            f"read the deployments of {name or 'every program'!r}",
+            DeploymentRecord,
+            query,
         )
 
 

@@ -34,7 +34,7 @@ from dspyq.tasks.recording import (
     stored_result,
     write_pending,
 )
-from dspyq.tasks.references import resolve_reference
+from dspyq.tasks.references import resolve_or_fail
 from dspyq.tasks.streaming import publishing
 
 __all__ = ["EXECUTE_TASK", "build_lm", "build_program", "execute_module", "run_execution"]
@@ -88,7 +88,7 @@ def run_execution(
     env = worker_context()
     resend = OutageResend(env)
     try:
-        request = resolve_reference(env, request, record_id)
+        request = resolve_or_fail(task, env, request, record_id)
         result = _execute(task, env, request, record_id, extra_outputs, begun)
     except INFRA_ERRORS as exc:
         resend(task, record_id, exc)

@@ -18,7 +18,7 @@ from dspyq.tasks.context import worker_context
 from dspyq.tasks.execute import EXECUTE_TASK, run_execution
 from dspyq.tasks.messages import ExecutionRequest
 from dspyq.tasks.protocol import MULTIHOP_TASK
-from dspyq.tasks.references import resolve_reference
+from dspyq.tasks.references import resolve_or_fail
 
 SYNTHESIZE_TASK = "dspyq.multihop.synthesize"
 
@@ -29,7 +29,8 @@ def multihop_run(self: Task, request: dict[str, Any]) -> Any:
     skip_if_cancelled(self)
     root_id = str(self.request.id)
     # Resolved once: the decomposition, every hop and the synthesis run on one version.
-    root = resolve_reference(worker_context(), ExecutionRequest.model_validate(request), root_id)
+    parsed = ExecutionRequest.model_validate(request)
+    root = resolve_or_fail(self, worker_context(), parsed, root_id)
     question = root.inputs.get("question")
     step = root.model_copy(
         update={"method": "decompose", "inputs": {"question": question}, "parent_id": root_id}

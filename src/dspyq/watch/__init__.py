@@ -10,6 +10,19 @@ Imports the store, the deployment pipeline and Redis; never the client or Celery
 """
 
 from dspyq.watch.leader import LeaderLock
-from dspyq.watch.watcher import CANARY_ROLLBACK, PERFORMANCE_DEGRADATION, Watcher, WatchReport
+from dspyq.watch.watcher import (
+    CANARY_ROLLBACK,
+    CANARY_UNDERSAMPLED,
+    PERFORMANCE_DEGRADATION,
+    Watcher,
+    WatchReport,
+)
 
-__all__ = ["CANARY_ROLLBACK", "PERFORMANCE_DEGRADATION", "LeaderLock", "WatchReport", "Watcher"]
+__all__ = [
+    "CANARY_ROLLBACK",
+    "CANARY_UNDERSAMPLED",
+    "PERFORMANCE_DEGRADATION",
+    "LeaderLock",
+    "WatchReport",
+    "Watcher",
+]

@@ -13,6 +13,14 @@ figures are compared with the stable version's over that same window:
 
 A breach rolls the alias back (``Deployer.abort_canary``: ``dspy_deployment_step_failed``
 for ``enable_traffic`` with the figures); no breach promotes it to all the traffic.
+
+A canary that has not served ``min_samples`` jobs ``max_wait`` after its traffic moved
+(low traffic, a small share) cannot be judged on evidence and would otherwise hold the
+alias for ever (no other deployment may start a canary there). It is then decided
+without the evidence: promoted by default, since nothing showed it worse (with at least
+``min_samples`` a breach rolls back, otherwise the canary is promoted), or rolled back
+when ``watch.canary_undersampled`` is ``"rollback"``; either way with a
+``canary_undersampled`` alert naming how many samples it had.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ class CanaryPolicy:
     window_seconds: float
     min_samples: int
     started: datetime
+    max_wait_seconds: float
+    """How long it may wait for ``min_samples`` (never less than its window)."""
 
 
 @dataclass
@@ -60,10 +70,14 @@ def canary_policy(
             own = dict((step.get("result") or {}).get("canary_policy") or {})
             if step.get("at"):
                 started = datetime.fromisoformat(str(step["at"]))
+    window = float(own.get("window_seconds") or limits.canary_window_seconds)
     return CanaryPolicy(
-        window_seconds=float(own.get("window_seconds") or limits.canary_window_seconds),
+        window_seconds=window,
         min_samples=int(own.get("min_samples") or limits.canary_min_samples),
         started=started,
+        max_wait_seconds=max(
+            window, float(own.get("max_wait_seconds") or limits.canary_max_wait_seconds)
+        ),
     )
 
 

@@ -48,13 +48,21 @@ if TYPE_CHECKING:
 
     from dspyq.telemetry.metrics import WorkerMetrics
 
-__all__ = ["CANARY_ROLLBACK", "PERFORMANCE_DEGRADATION", "WatchReport", "Watcher"]
+__all__ = [
+    "CANARY_ROLLBACK",
+    "CANARY_UNDERSAMPLED",
+    "PERFORMANCE_DEGRADATION",
+    "WatchReport",
+    "Watcher",
+]
 
 logger = logging.getLogger(__name__)
 
 PERFORMANCE_DEGRADATION = "performance_degradation_detected"
 CANARY_ROLLBACK = "canary_rollback"
 """The alert kind of a canary the watcher rolled back."""
+CANARY_UNDERSAMPLED = "canary_undersampled"
+"""The alert kind of a canary decided without its ``min_samples`` (see watch.canary)."""
 
 OnAlert = Callable[[AlertRecord], None]
 
@@ -227,16 +235,20 @@ class Watcher:
             stats = by_version(window_stats(self.engine, window))
             canary = stats.get((alias.name, alias.canary_version))
             stable = stats.get((alias.name, alias.version))
-            if canary is None or canary.executions < policy.min_samples:
-                continue
+            executions = 0 if canary is None else canary.executions
             verdict.measured = {
                 "window": window.as_dict(),
                 "min_samples": policy.min_samples,
-                "canary": canary.figures(),
+                "canary": None if canary is None else canary.figures(),
                 "stable": None if stable is None else stable.figures(),
             }
-            verdict.reasons = breaches(canary, stable, settings.watch)
-            self._finish(verdict, window, report)
+            if executions >= policy.min_samples:
+                assert canary is not None
+                verdict.reasons = breaches(canary, stable, settings.watch)
+                self._finish(verdict, window, report)
+            elif now - policy.started >= timedelta(seconds=policy.max_wait_seconds):
+                verdict.measured["max_wait_seconds"] = policy.max_wait_seconds
+                self._finish_undersampled(verdict, executions, settings, window, report)
         return verdicts
 
     def _finish(self, verdict: CanaryVerdict, window: Window, report: WatchReport) -> None:
@@ -252,18 +264,65 @@ class Watcher:
             logger.exception("could not finish the canary of %s@%s", verdict.name, verdict.alias)
             return
         canary: dict[str, Any] = verdict.measured.get("canary") or {}
-        crossing = Crossing(
+        self._alert_canary(
+            verdict,
             CANARY_ROLLBACK,
             float(len(verdict.reasons)),
             0.0,
-            (verdict.name, verdict.version, ""),
-            {
-                "alias": verdict.alias,
-                "reasons": verdict.reasons,
-                **verdict.measured,
-                "p95_ms": canary.get("p95_ms"),
-            },
+            window,
+            report,
+            p95_ms=canary.get("p95_ms"),
         )
+
+    def _finish_undersampled(
+        self,
+        verdict: CanaryVerdict,
+        executions: int,
+        settings: Settings,
+        window: Window,
+        report: WatchReport,
+    ) -> None:
+        """Decide a canary that waited ``max_wait`` for its samples without them."""
+        measured = verdict.measured
+        verdict.reasons = [
+            f"only {executions} of the {measured['min_samples']} canary executions needed "
+            f"to judge it within {measured['max_wait_seconds']:g} s"
+        ]
+        detail = {"undersampled": True, "reason": verdict.reasons[0], "measured": measured}
+        try:
+            if settings.watch.canary_undersampled == "promote":
+                self.deployer.promote(verdict.name, verdict.alias, detail)
+                verdict.action = "promoted"
+            else:
+                reason = "the canary could not be judged: " + verdict.reasons[0]
+                self.deployer.abort_canary(verdict.name, verdict.alias, reason, measured)
+                verdict.action = "rolled_back"
+        except DspyqError:
+            logger.exception("could not finish the canary of %s@%s", verdict.name, verdict.alias)
+            return
+        threshold = float(measured["min_samples"])
+        self._alert_canary(
+            verdict,
+            CANARY_UNDERSAMPLED,
+            float(executions),
+            threshold,
+            window,
+            report,
+            action=verdict.action,
+        )
+
+    def _alert_canary(
+        self,
+        verdict: CanaryVerdict,
+        kind: str,
+        observed: float,
+        threshold: float,
+        window: Window,
+        report: WatchReport,
+        **extra: Any,
+    ) -> None:
+        details = {"alias": verdict.alias, "reasons": verdict.reasons, **verdict.measured, **extra}
+        crossing = Crossing(kind, observed, threshold, (verdict.name, verdict.version, ""), details)
         alert = self._raise(crossing, window)
         if alert is not None:
             report.alerts.append(alert)
