@@ -18,7 +18,7 @@ install_log_masking()  # no secret in any log record of a process that uses dspy
 
 if TYPE_CHECKING:
     from dspyq import metrics
-    from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter
+    from dspyq.adapters import Adapter, ChatAdapter, JSONAdapter, TwoStepAdapter, XMLAdapter
     from dspyq.api_client import Client, Job
     from dspyq.api_client.runs import Run
     from dspyq.api_client.stream import StreamChunk
@@ -88,7 +88,7 @@ __version__ = "0.1.0"
 
 # Where each public name lives: ``dspyq.X`` imports the module on first use.
 _NAMES_BY_MODULE = {
-    "dspyq.adapters": ("Adapter", "ChatAdapter", "JSONAdapter"),
+    "dspyq.adapters": ("Adapter", "ChatAdapter", "JSONAdapter", "TwoStepAdapter", "XMLAdapter"),
     "dspyq.api_client": ("Client", "Job"),
     "dspyq.api_client.runs": ("Run",),
     "dspyq.api_client.stream": ("StreamChunk",),
@@ -259,7 +259,9 @@ __all__ = [
     "Teleprompter",
     "Tool",
     "ToolCalls",
+    "TwoStepAdapter",
     "Type",
+    "XMLAdapter",
     "__version__",
     "adapt_signature",
     "answer_exact_match",

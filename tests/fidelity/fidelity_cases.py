@@ -6,8 +6,9 @@ A case::
      "signature": {"kind": "string", "text": "q: int -> a", "instructions": None}
                 | {"kind": "class", "doc": "...", "fields": [{"name", "io", "type", "desc",
                    "prefix", "constraints", "default"}]},
-     "module": "predict" | "cot", "adapter": "chat" | "json",
-     "demos": [{...}], "inputs": {...}, "completions": ["..."]}
+     "module": "predict" | "cot", "adapter": "chat" | "json" | "xml" | "twostep",
+     "demos": [{...}], "inputs": {...}, "completions": ["..."],
+     "extraction": ["..."]}  # TwoStepAdapter only: the extraction model's completions
 
 Values use small tags for what JSON cannot say: ``{"$model": "Item", "v": {...}}``,
 ``{"$enum": "Color", "v": "red"}``, ``{"$tuple": [...]}``, ``{"$history": [...]}``.
@@ -330,12 +331,52 @@ def _json_completion(outputs: list[tuple[str, Any]], draw: Any) -> str:
     return text
 
 
+def _xml_element(name: str, value: Any, draw: Any) -> str:
+    """``value`` as an LM would tag it: text, or nested ``<item>`` / key elements."""
+    if isinstance(value, list) and draw(st.booleans()):
+        items = "".join(f"<item>{_xml_text(json_value(v))}</item>" for v in value)
+        return f"<{name}>{items}</{name}>"
+    plain = json_value(value)
+    if isinstance(plain, dict) and draw(st.booleans()):
+        inner = "".join(f"<{k}>{_xml_text(v)}</{k}>" for k, v in plain.items())
+        return f"<{name}>{inner}</{name}>"
+    text = render_text("", value)
+    if draw(st.integers(0, 4)):  # mostly well-formed; sometimes a raw & or < breaks the XML
+        text = text.replace("&", "&amp;").replace("<", "&lt;")
+    return f"<{name}>\n{text}\n</{name}>"
+
+
+def _xml_text(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
+def _xml_completion(outputs: list[tuple[str, Any]], draw: Any) -> str:
+    blocks = [_xml_element(name, value, draw) for name, value in outputs]
+    style = draw(st.integers(0, 7))
+    if style == 1 and blocks:
+        blocks = blocks[1:]  # a field missing
+    if style == 2:
+        blocks.reverse()
+    text = "\n\n".join(blocks)
+    if style == 3:
+        text = "Sure! Here you go.\n" + text
+    if style == 4:
+        text = text.replace("\n", "\r\n")
+    if style == 5:
+        text = draw(st.sampled_from(["", "no tags at all", "<unknown>x</unknown>", "<a><b></a>"]))
+    return text
+
+
+FREE_TEXT = ["The answer is 42.", "", "reasoning: because\nanswer: yes", "¯\\_(ツ)_/¯"]
+
+
 @st.composite
 def cases(draw: Any) -> dict[str, Any]:
     signature = draw(signatures())
     fields = signature["fields"]
     module = draw(st.sampled_from(["predict", "cot"]))
-    adapter = draw(st.sampled_from(["chat", "json"]))
+    adapter = draw(st.sampled_from(["chat", "json", "xml", "twostep"]))
     outputs = [f for f in fields if f["io"] == "output"]
     inputs_spec = [f for f in fields if f["io"] == "input"]
     all_fields = (
@@ -367,15 +408,21 @@ def cases(draw: Any) -> dict[str, Any]:
                 continue
             demo[field["name"]] = None if roll == 1 else value_for(field)
         demos.append({"$example": demo} if draw(st.booleans()) else demo)
-    completions = []
+    completions, extraction = [], []
     for _ in range(draw(st.integers(1, 2))):
         values = [
             (f["name"], draw(text_values) if draw(st.integers(0, 7)) == 0 else value_for(f))
             for f in all_fields
         ]
-        if adapter == "chat":
+        if adapter in ("chat", "twostep"):
             texts = [(name, render_text("", v)) for name, v in values]
-            completions.append(_chat_completion(texts, draw))
+            (extraction if adapter == "twostep" else completions).append(
+                _chat_completion(texts, draw)
+            )
+            if adapter == "twostep":
+                completions.append(draw(st.one_of(st.sampled_from(FREE_TEXT), text_values)))
+        elif adapter == "xml":
+            completions.append(_xml_completion(values, draw))
         else:
             completions.append(_json_completion([(n, json_value(v)) for n, v in values], draw))
     return {
@@ -386,5 +433,6 @@ def cases(draw: Any) -> dict[str, Any]:
         "demos": demos,
         "inputs": inputs,
         "completions": completions,
+        "extraction": extraction,
         "async": draw(st.integers(0, 4)) == 0,
     }

@@ -88,6 +88,10 @@ def differences(dspy: dict[str, Any], ours: dict[str, Any]) -> list[tuple[str, A
         f[0].startswith("format") for f in found
     ):
         found.append(("call.lm_messages", dspy.get("lm_calls"), ours.get("lm_calls")))
+    if dspy.get("extraction_calls") != ours.get("extraction_calls"):
+        found.append(
+            ("call.extraction_messages", dspy.get("extraction_calls"), ours.get("extraction_calls"))
+        )
     return found
 
 

@@ -243,7 +243,14 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     if "error" in result["build"]:
         return result
     custom, signature = built["custom"], built["signature"]
-    adapter_class = dspy.JSONAdapter if case.get("adapter") == "json" else dspy.ChatAdapter
+    extractor = FAKE_LM(case.get("extraction", []))  # TwoStepAdapter's second LM
+
+    def adapter_class() -> Any:
+        kind = case.get("adapter")
+        if kind == "twostep":
+            return dspy.TwoStepAdapter(extractor)
+        return {"json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}.get(kind, dspy.ChatAdapter)()
+
     try:
         demos = decode(case.get("demos", []), custom)
         inputs = decode(case.get("inputs", {}), custom)
@@ -271,6 +278,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
                     prediction = built["module"](**inputs)
         finally:
             result["lm_calls"] = [_messages(messages) for messages in lm.calls]
+            result["extraction_calls"] = [_messages(messages) for messages in extractor.calls]
         return {"value": encode(dict(prediction.items()))}
 
     if case.get("completions"):

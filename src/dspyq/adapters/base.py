@@ -86,12 +86,13 @@ def as_field_dict(record: Any) -> dict[str, Any]:
     """A demo or history turn (dict, Example, or anything dict-like) as a plain dict."""
     if isinstance(record, Mapping):
         return dict(record)
-    to_dict = getattr(record, "toDict", None)
-    if callable(to_dict):
-        return dict(to_dict())
+    # Values as stored (a model stays a model): TwoStepAdapter writes them with str().
     items = getattr(record, "items", None)
     if callable(items):
         return dict(items())
+    to_dict = getattr(record, "toDict", None)
+    if callable(to_dict):
+        return dict(to_dict())
     return dict(record)
 
 
