@@ -19,13 +19,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import redis
-import redis.asyncio
-
 from dspyq.api_client.submit import build_request, send
 from dspyq.core.example import Prediction
 from dspyq.errors import InputError, JobTimeoutError
-from dspyq.resilience.redis_client import redis_errors, redis_from_url
+from dspyq.resilience.redis_client import async_redis_from_url, redis_errors, redis_from_url
 from dspyq.tasks.protocol import CHUNK, END, EXECUTE_TASK, stream_key
 
 if TYPE_CHECKING:
@@ -192,10 +189,7 @@ class AsyncStream:
         job = self.job = await asyncio.to_thread(self._submit)
         reader = _Reader(job, stream_key(self._client.settings.key_prefix, job.id), self._timeout)
         url = self._client.settings.effective_redis_url
-        with redis_errors("connecting", url=url):
-            connection = redis.asyncio.Redis.from_url(
-                url, socket_timeout=5.0, socket_connect_timeout=2.0
-            )
+        connection = async_redis_from_url(url)
         try:
             while not reader.ended:
                 with redis_errors("reading a job's stream", url=url, key=reader.key):

@@ -20,14 +20,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from dspyq.errors import ConfigurationError, RedisOperationError, RedisUnavailableError
+from dspyq.resilience.sentinel import is_sentinel_url, parse_sentinel_url
 from dspyq.settings import get_settings
 
 __all__ = [
     "MAX_CONNECTIONS",
+    "async_redis_from_url",
     "redacted_url",
     "redis_errors",
     "redis_from_url",
@@ -36,6 +41,8 @@ __all__ = [
 
 def redacted_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, fit for messages and logs."""
+    if ";" in url:  # several sentinel:// addresses
+        return ";".join(redacted_url(chunk) for chunk in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -100,27 +107,65 @@ def redis_from_url(
     LM call. Extra ``kwargs`` go to ``redis.Redis.from_url``.
     """
     target = url or get_settings().effective_redis_url
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "health_check_interval": health_check_interval,
+        "max_connections": max_connections,
+        # A dropped connection is retried; through Sentinel that also covers a failover
+        # (the connection asks the sentinels for the new master before it retries).
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=0.05, cap=1.0),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
+        **kwargs,
+    }
     with redis_errors("connecting", url=target):
-        try:
-            client = redis.Redis.from_url(
-                target,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_connect_timeout,
-                health_check_interval=health_check_interval,
-                max_connections=max_connections,
-                retry=Retry(
-                    ExponentialWithJitterBackoff(base=0.05, cap=1.0),
-                    retries,
-                    supported_errors=(redis.ConnectionError,),
-                ),
-                **kwargs,
-            )
-        except ValueError as exc:
-            raise ConfigurationError(
-                f"{redacted_url(target)!r} is not a Redis URL: {exc}. "
-                "Use redis://host:port/db (or rediss:// for TLS).",
-                context={"redis_url": redacted_url(target)},
-            ) from exc
+        if is_sentinel_url(target):
+            client = _sentinel_master(target, redis.sentinel.Sentinel, redis.Redis, options)
+        else:
+            client = _plain(target, redis.Redis, options)
         if check:
             client.ping()
     return client
+
+
+def async_redis_from_url(url: str, **kwargs: Any) -> redis.asyncio.Redis:
+    """The asyncio twin of :func:`redis_from_url` (not pinged), for ``sentinel://`` too."""
+    options: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0, **kwargs}
+    with redis_errors("connecting", url=url):
+        if is_sentinel_url(url):
+            return _sentinel_master(
+                url, redis.asyncio.sentinel.Sentinel, redis.asyncio.Redis, options
+            )
+        return _plain(url, redis.asyncio.Redis, options)
+
+
+def _plain(url: str, cls: Any, options: dict[str, Any]) -> Any:
+    try:
+        return cls.from_url(url, **options)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{redacted_url(url)!r} is not a Redis URL: {exc}. Use redis://host:port/db "
+            "(rediss:// for TLS, or sentinel://host:26379;sentinel://host2:26379/0"
+            "?master_name=NAME through Sentinel).",
+            context={"redis_url": redacted_url(url)},
+        ) from exc
+
+
+def _sentinel_master(url: str, sentinel_cls: Any, redis_cls: Any, options: dict[str, Any]) -> Any:
+    """A client of the master the sentinels of ``url`` name now, and after a failover."""
+    target = parse_sentinel_url(url)
+    timeouts = {
+        key: options[key] for key in ("socket_timeout", "socket_connect_timeout") if key in options
+    }
+    sentinels = sentinel_cls(target.sentinels, sentinel_kwargs=timeouts)
+    login = {"username": target.username, "password": target.password}
+    return sentinels.master_for(
+        target.master_name,
+        redis_class=redis_cls,
+        db=target.db,
+        **{key: value for key, value in login.items() if value is not None},
+        **options,
+    )

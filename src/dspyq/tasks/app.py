@@ -8,6 +8,7 @@ from celery import Celery
 from celery.utils.saferepr import saferepr
 
 from dspyq.masking import mask
+from dspyq.resilience.sentinel import celery_url
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.broker import NamedAMQP, broker_config
 from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue
@@ -17,9 +18,10 @@ __all__ = ["LM_QUEUE_PREFIX", "OPTIMIZE_QUEUE", "celery_config", "lm_queue", "ma
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from dspyq's own; kept in one place for workers and clients."""
+    results_url, results_options = celery_url(settings.effective_redis_url)
     return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.effective_redis_url,
+        "broker_url": celery_url(settings.broker_url)[0],
+        "result_backend": results_url,
         # Only JSON crosses the queue: a pickled message is refused by every worker.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -34,6 +36,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
             "global_keyprefix": f"{settings.key_prefix}:",
+            **results_options,
         },
         "result_expires": 86_400,
         "task_track_started": True,

@@ -19,6 +19,7 @@ from typing import Any
 from celery.app.amqp import AMQP, Queues
 from kombu import Exchange, Queue
 
+from dspyq.resilience.sentinel import celery_url
 from dspyq.settings import Settings
 
 __all__ = [
@@ -66,6 +67,7 @@ def broker_config(settings: Settings) -> dict[str, Any]:
                     1, min(10, settings.broker_visibility_timeout // 4)
                 ),
                 "unacked_restore_throttle": 1,
+                **celery_url(settings.broker_url)[1],
             },
             QUEUE_PREFIX_KEY: None,
             QUEUE_ARGUMENTS_KEY: None,

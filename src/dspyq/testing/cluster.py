@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from dspyq.api_client import Client
+from dspyq.resilience.redis_client import redis_from_url
 from dspyq.settings import Settings
 from dspyq.testing import FakeLMServer
 
@@ -126,7 +127,7 @@ class Cluster:
             delete_queues(self.client)
         self.client.close()
         try:
-            r = redis.Redis.from_url(self.redis_url)
+            r = redis_from_url(self.redis_url, check=False)
             keys = list(r.scan_iter(f"{self.prefix}*", count=1000))
             if keys:
                 r.delete(*keys)
@@ -135,7 +136,7 @@ class Cluster:
 
     def redis_dump(self) -> str:
         """Every value under this cluster's prefix, as text (to search for secrets)."""
-        r = redis.Redis.from_url(self.redis_url)
+        r = redis_from_url(self.redis_url, check=False)
         chunks: list[str] = []
         for key in r.scan_iter(f"{self.prefix}*", count=1000):
             raw_kind = r.type(key)

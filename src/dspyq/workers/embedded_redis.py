@@ -113,6 +113,8 @@ def start_redis(url: str, data_dir: Path, startup_timeout: float = 10.0) -> Embe
 
 def ensure_redis(url: str, data_dir: Path) -> EmbeddedRedis | None:
     """Return None when Redis already answers at ``url``; otherwise start one there."""
+    if url.partition("://")[0].lower() == "sentinel":  # an existing HA setup, never ours
+        return None
     if redis_reachable(url):
         return None
     return start_redis(url, data_dir)
