@@ -183,7 +183,7 @@ def build_task_context(
         max_connections=HTTP_MAX_CONNECTIONS, max_keepalive_connections=HTTP_MAX_CONNECTIONS
     )
     http = httpx.Client(limits=limits, timeout=HTTP_TIMEOUT)
-    job_http = ThreadHTTPClients(HTTP_TIMEOUT)
+    job_http = ThreadHTTPClients(HTTP_TIMEOUT, settings.lm_http_path)
     closers += [http.close, job_http.close]
     return WorkerContext(
         settings=settings,

@@ -18,6 +18,7 @@ import httpx
 
 from dspyq.core.module import Module
 from dspyq.core.program import program_from_spec
+from dspyq.lm.providers.transport import HTTPPath, http_client
 
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
@@ -45,8 +46,9 @@ class ThreadHTTPClients:
     the CA bundle) costs 20 ms of CPU, the rest of a client a tenth of a millisecond.
     """
 
-    def __init__(self, timeout: httpx.Timeout) -> None:
+    def __init__(self, timeout: httpx.Timeout, path: HTTPPath = "transport") -> None:
         self.timeout = timeout
+        self.path = path
         self._tls = httpx.create_ssl_context()
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
@@ -60,8 +62,8 @@ class ThreadHTTPClients:
                 max_connections=JOB_HTTP_CONNECTIONS,
                 max_keepalive_connections=JOB_HTTP_CONNECTIONS,
             )
-            client = self._local.client = httpx.Client(
-                limits=limits, timeout=self.timeout, verify=self._tls
+            client = self._local.client = http_client(
+                self.path, limits=limits, timeout=self.timeout, verify=self._tls
             )
             with self._lock:
                 self._clients.append(client)

@@ -25,6 +25,7 @@ from dspyq.core.context import setting
 from dspyq.lm.providers.base import ProviderConfig
 from dspyq.lm.providers.errors import error_from_response, error_from_transport, malformed
 from dspyq.lm.providers.sse import SSEEvent, SSEParser
+from dspyq.lm.providers.transport import post_json
 from dspyq.lm.request import LMChunk, LMRequest, LMResponse
 
 HTTP_CLIENT_KEY = "lm_http_client"
@@ -158,9 +159,7 @@ class HTTPProvider:
         body = self.build_body(request, stream=False)
         client = self.http_client
         try:
-            response = client.post(
-                url, json=body, headers=self._all_headers(), timeout=self._timeout(request)
-            )
+            response = post_json(client, url, body, self._all_headers(), self._timeout(request))
             text = response.text
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, self.config, request.model, url) from None
