@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from dspyq.errors import ConfigurationError, RedisOperationError, RedisUnavailableError
-from dspyq.resilience.sentinel import is_sentinel_url, parse_sentinel_url
+from dspyq.sentinel_url import is_sentinel_url, parse_sentinel_url
 from dspyq.settings import get_settings
 
 __all__ = [

@@ -8,7 +8,7 @@ from celery import Celery
 from celery.utils.saferepr import saferepr
 
 from dspyq.masking import mask
-from dspyq.resilience.sentinel import celery_url
+from dspyq.sentinel_url import celery_url
 from dspyq.settings import Settings, get_settings
 from dspyq.tasks.broker import NamedAMQP, broker_config
 from dspyq.tasks.protocol import LM_QUEUE_PREFIX, OPTIMIZE_QUEUE, lm_queue

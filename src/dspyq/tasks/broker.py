@@ -19,7 +19,7 @@ from typing import Any
 from celery.app.amqp import AMQP, Queues
 from kombu import Exchange, Queue
 
-from dspyq.resilience.sentinel import celery_url
+from dspyq.sentinel_url import celery_url
 from dspyq.settings import Settings
 
 __all__ = [
