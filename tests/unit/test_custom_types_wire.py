@@ -88,7 +88,7 @@ def media_server():  # type: ignore[no-untyped-def]
     files = {"/cat.png": (b"\x89PNG" * 40, "image/png"), "/clip.wav": (b"RIFF" * 40, "audio/x-wav")}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             body, kind = files[self.path]
             self.send_response(200)
             self.send_header("Content-Type", kind)
