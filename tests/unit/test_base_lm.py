@@ -88,3 +88,25 @@ def test_custom_lm_tool_calls_natively_like_dspy() -> None:
             result = pkg.Predict(sig)(question="q", tools=[pkg.Tool(search)])
         results.append((result.calls.model_dump(), lm.seen[1]["tools"]))
     assert results[0] == results[1]
+
+
+def test_reasoning_content_fills_reasoning_outputs_like_dspy() -> None:
+    results = []
+    for pkg in (dspy, dspyq):
+
+        class Thinking(pkg.BaseLM):  # type: ignore[misc, name-defined]
+            def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+                text = "[[ ## why ## ]]\nwritten\n\n[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"
+                response = _response(text)
+                response["choices"][0]["message"]["reasoning_content"] = "thought natively"
+                return response
+
+        annotations = {"question": str, "why": pkg.Reasoning, "answer": str}
+        attrs = {"__annotations__": annotations, "question": pkg.InputField(),
+                 "why": pkg.OutputField(), "answer": pkg.OutputField()}  # fmt: skip
+        sig = type("Think", (pkg.Signature,), attrs)
+        with pkg.context(lm=Thinking(model="t")):
+            result = pkg.Predict(sig)(question="2+2?")
+        results.append((type(result.why).__name__, str(result.why), result.answer))
+    assert results[0] == results[1]
+    assert results[1] == ("Reasoning", "thought natively", "4")

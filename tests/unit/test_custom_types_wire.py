@@ -77,3 +77,53 @@ def test_anthropic_gets_image_and_document_blocks() -> None:
     audio = {"type": "input_audio", "input_audio": {"data": "QUJD", "format": "wav"}}
     with pytest.raises(BadRequestError, match="no audio"):
         _convert_message({"role": "user", "content": [audio]})
+
+
+@pytest.fixture
+def media_server():  # type: ignore[no-untyped-def]
+    """A tiny HTTP server with one picture and one sound, each with its Content-Type."""
+    import http.server
+    import threading
+
+    files = {"/cat.png": (b"\x89PNG" * 40, "image/png"), "/clip.wav": (b"RIFF" * 40, "audio/x-wav")}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join()
+
+
+def test_from_url_downloads_like_dspy(media_server: str) -> None:
+    import dspy
+
+    for make in (
+        lambda p: p.Image.from_url(f"{media_server}/cat.png"),
+        lambda p: p.Audio.from_url(f"{media_server}/clip.wav"),
+    ):
+        assert make(dspyq).model_dump() == make(dspy).model_dump()
+    with pytest.raises(ValueError, match="requires an HTTP"):
+        dspyq.Image.from_url("ftp://example.com/a.png")
+
+
+def test_string_signatures_name_the_types_like_dspy() -> None:
+    import dspy
+
+    ours = dspyq.Signature("image: dspyq.Image, clip: dspyq.Audio -> code: dspyq.Code")
+    theirs = dspy.Signature("image: dspy.Image, clip: dspy.Audio -> code: dspy.Code")
+    assert [f.annotation.__name__ for f in ours.fields.values()] == [
+        f.annotation.__name__ for f in theirs.fields.values()
+    ]

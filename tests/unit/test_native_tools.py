@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 import dspyq
+from dspyq.lm.response_format import normalize_response_format
 from dspyq.testing import FakeLMServer
 
 openai = pytest.importorskip("openai")
@@ -49,7 +50,10 @@ def _signature(pkg: Any) -> Any:
 class FakeServerLM(dspy.BaseLM):
     """DSPy's side: the fake server's answer, parsed by the OpenAI SDK."""
 
-    supports_function_calling = True  # as dspy.LM says of gpt-4o-mini
+    # What dspy.LM says of gpt-4o-mini.
+    supports_function_calling = True
+    supports_response_schema = True
+    supported_params = {"response_format", "tools", "tool_choice", "parallel_tool_calls"}
 
     def __init__(self, base: str) -> None:
         super().__init__(model="openai/gpt-4o-mini", cache=False)
@@ -58,6 +62,8 @@ class FakeServerLM(dspy.BaseLM):
 
     def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
         body = {"model": "gpt-4o-mini", "messages": messages, **kwargs}
+        if isinstance(body.get("response_format"), type):  # DSPy hands a model class
+            body["response_format"] = normalize_response_format(body["response_format"])
         self.sent.append(body)
         answer = httpx.post(
             f"{self.base}/chat/completions", json=body, headers={"authorization": "Bearer sk-t"}
@@ -113,6 +119,20 @@ def test_json_adapter_calls_natively_by_default_like_dspy(fake_lm: FakeLMServer)
     assert ours.calls.model_dump() == theirs.calls.model_dump()
     assert body["tools"] == their_body["tools"]
     assert body["messages"] == their_body["messages"]
+    assert body["response_format"] == their_body["response_format"]
+
+
+def test_json_adapter_without_native_calls_asks_for_json_mode_like_dspy(
+    fake_lm: FakeLMServer,
+) -> None:
+    text = json.dumps({"calls": {"tool_calls": [{"name": "search", "args": {"query": "x"}}]}})
+    fake_lm.add_rule(answer=text)
+    adapter = {"use_native_function_calling": False}
+    theirs, their_body = _dspy_run(fake_lm, dspy.JSONAdapter(**adapter))
+    ours, body = _dspyq_run(fake_lm, "openai/gpt-4o-mini", dspyq.JSONAdapter(**adapter))
+    assert body["response_format"] == their_body["response_format"] == {"type": "json_object"}
+    assert body["messages"] == their_body["messages"]
+    assert ours.calls.model_dump() == theirs.calls.model_dump()
 
 
 def test_without_the_flag_calls_are_read_from_text_like_dspy(fake_lm: FakeLMServer) -> None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic.fields import FieldInfo
 
-from dspyq.adapters.native_tools import native_tool_calls, plan_tool_calls
+from dspyq.adapters.native_tools import native_reasoning, native_tool_calls, plan_tool_calls
 from dspyq.adapters.values import format_field_value, parse_value
 from dspyq.core.callbacks import with_callbacks
 from dspyq.core.custom_types import Type, expand_custom_types
@@ -325,6 +325,7 @@ class Adapter:
                 value.setdefault(name, None)
             if calls_name is not None:
                 value[calls_name] = calls
+            value.update(native_reasoning(output, original))
             values.append(value)
         return values
 

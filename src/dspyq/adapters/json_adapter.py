@@ -20,6 +20,7 @@ from dspyq.adapters.chat import ChatAdapter, placeholder_blocks, python_type_hin
 from dspyq.adapters.schema import field_placeholder, has_open_ended_mapping, structured_output_model
 from dspyq.adapters.values import serialize_for_json
 from dspyq.core.signature import Signature
+from dspyq.core.text_types import ToolCalls
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,15 @@ class JSONAdapter(ChatAdapter):
             and "response_format" not in supported
         ):
             return kwargs
-        if not _lm_flag(lm, "supports_response_schema") or has_open_ended_mapping(signature):
+        # Calls read from the text (not natively) are asked for in plain JSON mode, as in DSPy.
+        text_calls = not self.use_native_function_calling and any(
+            field.annotation is ToolCalls for field in signature.output_fields.values()
+        )
+        if (
+            not _lm_flag(lm, "supports_response_schema")
+            or has_open_ended_mapping(signature)
+            or text_calls
+        ):
             kwargs["response_format"] = dict(JSON_MODE)
             return kwargs
         try:

@@ -15,7 +15,7 @@ from typing import Any, get_args, get_origin
 
 from dspyq.core.react import Tool
 from dspyq.core.signature import Signature
-from dspyq.core.text_types import ToolCalls
+from dspyq.core.text_types import Reasoning, ToolCalls
 
 _TOOL_KEYS = ("tools", "tool_choice", "parallel_tool_calls")
 
@@ -79,3 +79,13 @@ def native_tool_calls(
     if not calls or name is None:
         return None, None
     return name, ToolCalls.model_validate(list(calls))
+
+
+def native_reasoning(output: Any, signature: type[Signature]) -> dict[str, Reasoning]:
+    """``Reasoning`` outputs filled from the response's ``reasoning_content``, as DSPy does."""
+    if not isinstance(output, Mapping):
+        return {}
+    found = Reasoning.parse_lm_response(dict(output))
+    if found is None:
+        return {}
+    return {n: found for n, f in signature.output_fields.items() if f.annotation is Reasoning}
