@@ -414,3 +414,20 @@ def test_callbacks_see_evaluate_and_compile() -> None:
 
     theirs, ours = _both(run)
     assert ours == theirs
+
+
+def test_track_usage_over_http_counts_what_the_provider_reported(fake_lm: Any) -> None:
+    fake_lm.answer_fields({"answer": "Paris"})
+
+    def run(pkg: Any) -> Any:
+        lm = pkg.LM(
+            "openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="sk-test", cache=False
+        )
+        with pkg.context(lm=lm), pkg.track_usage() as usage:
+            pkg.Predict("question -> answer")(question="capital of France?")
+            pkg.Predict("question -> answer")(question="capital of Spain?")
+        return usage.get_total_tokens(), {k: len(v) for k, v in usage.usage_data.items()}
+
+    theirs, ours = _both(run)
+    assert ours == theirs
+    assert ours[0]["openai/gpt-4o-mini"]["total_tokens"] > 0
