@@ -385,3 +385,49 @@ def test_streamify_sync_generator_yields_chunks_then_result() -> None:
         items = list(program(question="q"))
     assert "".join(item.chunk for item in items[:-1]) == "[[ ## answer ## ]]\na0"
     assert items[-1].answer == "a0"
+
+
+def test_callbacks_see_evaluate_and_compile() -> None:
+    def run(pkg: Any) -> Any:
+        seen: list[str] = []
+
+        class Recorder(pkg.utils.BaseCallback):
+            def on_evaluate_start(self, call_id: str, instance: Any, inputs: Any) -> None:
+                seen.append("evaluate_start")
+
+            def on_evaluate_end(self, call_id: str, outputs: Any, exception: Any = None):
+                seen.append(f"evaluate_end {outputs.score}")
+
+            def on_compile_start(self, call_id: str, instance: Any, inputs: Any) -> None:
+                seen.append(f"compile_start {type(instance).__name__}")
+
+            def on_compile_end(self, call_id: str, outputs: Any, exception: Any = None):
+                seen.append(f"compile_end {len(outputs.demos)}")
+
+        devset = [pkg.Example(question="q", answer="a0").with_inputs("question")]
+        with pkg.context(lm=pkg.utils.DummyLM(_answers(1)), callbacks=[Recorder()]):
+            pkg.Evaluate(devset=devset, metric=pkg.evaluate.answer_exact_match)(
+                pkg.Predict("question -> answer")
+            )
+            pkg.LabeledFewShot(k=1).compile(pkg.Predict("question -> answer"), trainset=devset)
+        return seen
+
+    theirs, ours = _both(run)
+    assert ours == theirs
+
+
+def test_track_usage_over_http_counts_what_the_provider_reported(fake_lm: Any) -> None:
+    fake_lm.answer_fields({"answer": "Paris"})
+
+    def run(pkg: Any) -> Any:
+        lm = pkg.LM(
+            "openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="sk-test", cache=False
+        )
+        with pkg.context(lm=lm), pkg.track_usage() as usage:
+            pkg.Predict("question -> answer")(question="capital of France?")
+            pkg.Predict("question -> answer")(question="capital of Spain?")
+        return usage.get_total_tokens(), {k: len(v) for k, v in usage.usage_data.items()}
+
+    theirs, ours = _both(run)
+    assert ours == theirs
+    assert ours[0]["openai/gpt-4o-mini"]["total_tokens"] > 0

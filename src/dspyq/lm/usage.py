@@ -62,11 +62,16 @@ class UsageTracker:
         return totals
 
 
+# DSPy's entries carry the providers' token details; dspyq's Usage has none, so an entry
+# says so with the value DSPy reports when a provider gives none.
+_DETAIL_KEYS = ("prompt_tokens_details", "completion_tokens_details")
+
+
 def record_usage(model: str, usage: dict[str, Any]) -> None:
     """Add one call's usage to the tracker in effect here, if any."""
     tracker = setting(TRACKER_KEY)
     if tracker is not None:
-        tracker.add_usage(model, usage)
+        tracker.add_usage(model, {**dict.fromkeys(_DETAIL_KEYS), **usage})
 
 
 @contextmanager

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dspyq.core.callbacks import with_callbacks
 from dspyq.core.context import bind_context, current
 from dspyq.core.example import Example, Prediction
 from dspyq.errors import DspyqError
@@ -96,6 +97,7 @@ class Evaluate:
         if kwargs:
             logger.debug("Evaluate ignores options %s", sorted(kwargs))
 
+    @with_callbacks
     def __call__(
         self,
         program: Callable[..., Any],

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dspyq.core.callbacks import with_callbacks
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 
@@ -39,6 +40,7 @@ class Teleprompter:
     """The optimizer's algorithm, called by :meth:`compile` with the
     :class:`CompileInputs` and the optimizer's own keyword-only options."""
 
+    @with_callbacks
     def compile(
         self,
         student: Module,

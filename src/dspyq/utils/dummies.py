@@ -125,7 +125,7 @@ class DummyLM:
         }
         self.history.append(entry)
         global_history.record(entry)
-        record_usage(self.model, dict(_ZERO_USAGE))
+        record_usage(self.model, dict(_ZERO_USAGE))  # details added as None, as DSPy's
         return outputs
 
     @with_callbacks
