@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import redis
-
 from private_redis import PrivateRedis, free_port
 
 MASTER_NAME = "dspyqtest"

@@ -30,7 +30,7 @@ from dspyq.settings import Settings
 from dspyq.testing.chaos import audit_batch
 from dspyq.testing.cluster import make_cluster
 
-pytestmark = [pytest.mark.integration, pytest.mark.partition]
+pytestmark = [pytest.mark.integration, pytest.mark.failover]
 
 JOBS = 60
 CALLS = 10
@@ -72,7 +72,9 @@ def test_master_killed_mid_batch_loses_no_job_and_the_limiter_stays_exact(
             server.answer_fields({"answer": f"A{i}"}, match=f"\\bQ{i}\\b")
         cluster.start_worker("ha", concurrency=4)
         program = Predict("question -> answer")
-        jobs = cluster.client.map(program, [{"question": f"Q{i}"} for i in range(JOBS)], lm="openai/m")
+        jobs = cluster.client.map(
+            program, [{"question": f"Q{i}"} for i in range(JOBS)], lm="openai/m"
+        )
         killed = threading.Event()
         failover: list[float] = []
 
@@ -106,6 +108,25 @@ def test_master_killed_mid_batch_loses_no_job_and_the_limiter_stays_exact(
         assert _granted(after, CALLS) == 1
         assert after.guards("openai").limiter.usage().requests == 1
         print(f"failover={failover[0]:.1f}s redeliveries={audit.redeliveries}")
+    finally:
+        cluster.stop()
+        server.stop()
+        ha.stop()
+
+
+def test_a_redis_broker_behind_sentinel_runs_jobs(tmp_path: Path, sqlite_url: str) -> None:
+    ha = SentinelSetup(tmp_path / "redis").start()
+    cluster, server = make_cluster(tmp_path, sqlite_url, latency=0.0, redis_url=ha.url)
+    try:
+        assert cluster.settings.broker_url == ha.url  # queues, results and state all there
+        server.answer_fields({"answer": "yes"})
+        cluster.start_worker("onsentinel", concurrency=2)
+        jobs = cluster.client.map(
+            Predict("question -> answer"), [{"question": "q"}] * 5, lm="openai/m"
+        )
+        assert [job.result(timeout=30).answer for job in jobs] == ["yes"] * 5
+        queues = redis.Redis(port=ha.master.port).keys(f"{cluster.prefix}:*")
+        assert queues  # the jobs went through the master the sentinels name
     finally:
         cluster.stop()
         server.stop()
