@@ -267,7 +267,7 @@ class Settings(BaseSettings):
         raise ConfigurationError(
             f"the broker is {scheme}://, not Redis, and dspyq keeps results, rate limits, "
             "breakers and caches in Redis: set DSPYQ_REDIS_URL=redis://host:6379/0 "
-            "(or sentinel://host:26379,host:26380/mymaster)",
+            "(or sentinel://host:26379;sentinel://host2:26379/0?master_name=mymaster)",
             context={"broker_scheme": scheme},
         )
 
