@@ -6,7 +6,7 @@ import pytest
 
 from dspyq.errors import ConfigurationError
 from dspyq.resilience.redis_client import redacted_url
-from dspyq.resilience.sentinel import celery_url, parse_sentinel_url
+from dspyq.sentinel_url import celery_url, parse_sentinel_url
 from dspyq.settings import Settings
 from dspyq.tasks.app import celery_config
 
