@@ -104,6 +104,9 @@ def test_the_cli_refuses_bad_input_in_one_line_and_changes_nothing(
         ("deploy", "qa", "--canary", "1.5"): "canary must be strictly between 0 and 1",
         ("deploy", "qa", "myprog:qa", "--canary", "2"): "canary must be strictly between",
         ("deploy", "qa", "myprog:qa", "--min-samples", "3"): "no canary is deployed",
+        ("deploy", "qa", "--canary", "0.1", "--canary-window", "1h", "--canary-max-wait", "5m"): (
+            "shorter than the canary's window"
+        ),
         ("deploy", "qa", "other:1"): "is a version of 'other', not of 'qa'",
         ("deploy", "qa", "qa@staging"): "has no alias 'staging'",
         ("deploy", "qa", "missing.json"): "no program state file",

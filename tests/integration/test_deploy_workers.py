@@ -38,8 +38,8 @@ def test_smoke_examples_run_on_the_pool_and_gate_the_move(
     cluster: Cluster, sqlite_url: str
 ) -> None:
     client = cluster.client
-    client.saveopenai_program("qa", openai_program("Answer."))
-    client.saveopenai_program("qa", openai_program("Answer badly."))
+    client.save_program("qa", openai_program("Answer."))
+    client.save_program("qa", openai_program("Answer badly."))
     deployer = _deployer(cluster, sqlite_url)
     with pytest.raises(DeploymentError, match="no live worker serves pool 'openai'"):
         deployer.deploy("qa", 1)

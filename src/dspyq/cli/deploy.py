@@ -50,10 +50,8 @@ def _check_options(name: str, alias: str, canary: float | None, **policy: Any) -
 
     checked_name(name)
     check_alias(alias)
-    checked_canary_policy(checked_canary(canary), policy["window"], policy["min_samples"])
-    max_wait = policy["max_wait"]
-    if max_wait is not None and canary is None:
-        raise InputError("--canary-max-wait is given but no canary is deployed (--canary)")
+    fraction = checked_canary(canary)
+    checked_canary_policy(fraction, policy["window"], policy["min_samples"], policy["max_wait"])
 
 
 def _same_as_latest(client: Client, name: str, program: Module) -> int | None:
