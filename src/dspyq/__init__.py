@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from dspyq.core.context import bind_context, configure, context, current
     from dspyq.core.example import Completions, Example, Prediction
     from dspyq.core.module import Module
+    from dspyq.core.multi_chain import MultiChainComparison
     from dspyq.core.multihop import MultiHopQA
     from dspyq.core.predict import Predict
+    from dspyq.core.program_of_thought import ProgramOfThought
     from dspyq.core.react import ReAct, Tool
     from dspyq.core.refine import BestOfN, Refine
     from dspyq.core.signature import (
@@ -57,6 +59,12 @@ if TYPE_CHECKING:
         SignatureError,
         StateError,
     )
+    from dspyq.interpreter import (
+        CodeExecutionError,
+        CodeInterpreterError,
+        FinalOutput,
+        PythonInterpreter,
+    )
     from dspyq.lm import LM, inspect_history
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
@@ -80,8 +88,16 @@ _NAMES_BY_MODULE = {
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
     "dspyq.core.module": ("Module",),
+    "dspyq.core.multi_chain": ("MultiChainComparison",),
     "dspyq.core.multihop": ("MultiHopQA",),
     "dspyq.core.predict": ("Predict",),
+    "dspyq.core.program_of_thought": ("ProgramOfThought",),
+    "dspyq.interpreter": (
+        "CodeExecutionError",
+        "CodeInterpreterError",
+        "FinalOutput",
+        "PythonInterpreter",
+    ),
     "dspyq.core.react": ("ReAct", "Tool"),
     "dspyq.core.refine": ("BestOfN", "Refine"),
     "dspyq.core.signature": (
@@ -180,6 +196,8 @@ __all__ = [
     "ChatAdapter",
     "CircuitOpenError",
     "Client",
+    "CodeExecutionError",
+    "CodeInterpreterError",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
@@ -187,6 +205,7 @@ __all__ = [
     "Evaluate",
     "EvaluationResult",
     "Example",
+    "FinalOutput",
     "History",
     "InputError",
     "InputField",
@@ -195,13 +214,16 @@ __all__ = [
     "LabeledFewShot",
     "MIPROv2",
     "Module",
+    "MultiChainComparison",
     "MultiHopQA",
     "OutputField",
     "Predict",
     "Prediction",
     "PrivacyViolationError",
+    "ProgramOfThought",
     "ProviderError",
     "ProviderUnavailableError",
+    "PythonInterpreter",
     "QuotaExceededError",
     "RateLimitExceededError",
     "RateLimitedError",
