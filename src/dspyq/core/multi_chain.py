@@ -33,6 +33,7 @@ class MultiChainComparison(Module):
         super().__init__()
         self.M = M
         extended = ensure_signature(signature)
+        self.input_signature = extended  # what a caller passes besides `completions`
         *_, self.last_key = extended.output_fields.keys()
         for index in range(1, M + 1):
             attempt = InputField(prefix=f"Student Attempt #{index}:", desc="${reasoning attempt}")

@@ -1,0 +1,19 @@
+"""Programs a worker imports for the adapter tests: each sets its adapter where it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspyq
+
+
+class XMLQA(dspyq.Module):
+    """Predict ``question -> answer: int`` through XMLAdapter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.predict = dspyq.Predict("question -> answer: int")
+
+    def forward(self, question: str) -> Any:
+        with dspyq.context(adapter=dspyq.XMLAdapter()):
+            return self.predict(question=question)
