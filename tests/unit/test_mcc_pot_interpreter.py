@@ -138,7 +138,7 @@ def test_python_interpreter_results_and_errors_match_dspy():
 
 
 def test_python_interpreter_is_sandboxed():
-    with dspyq.PythonInterpreter(timeout=3, memory_mb=256) as sandbox:
+    with dspyq.PythonInterpreter(timeout=8, memory_mb=256) as sandbox:
         for code in (
             "import socket; socket.create_connection(('127.0.0.1', 6379))",
             "import subprocess; subprocess.run(['true'])",
