@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.bootstrap import BootstrapFewShot
     from dspyq.optimize.copro import COPRO
+    from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
     from dspyq.optimize.labeled import LabeledFewShot
     from dspyq.optimize.mipro import MIPROv2
@@ -132,6 +133,7 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
     "dspyq.optimize.copro": ("COPRO",),
+    "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
@@ -202,6 +204,7 @@ __all__ = [
     "ConfigurationError",
     "ContextWindowExceededError",
     "DspyqError",
+    "Ensemble",
     "Evaluate",
     "EvaluationResult",
     "Example",

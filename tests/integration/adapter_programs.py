@@ -17,3 +17,8 @@ class XMLQA(dspyq.Module):
     def forward(self, question: str) -> Any:
         with dspyq.context(adapter=dspyq.XMLAdapter()):
             return self.predict(question=question)
+
+
+def longest_answer(outputs: list[Any]) -> Any:
+    """An Ensemble reduce_fn: the prediction with the longest answer."""
+    return max(outputs, key=lambda prediction: len(str(prediction.answer)))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from adapter_programs import XMLQA
+from adapter_programs import XMLQA, longest_answer
 
 import dspyq
 from dspyq.testing.cluster import Cluster, make_cluster
@@ -63,3 +63,17 @@ def test_program_of_thought_runs_its_code_in_the_sandbox_on_a_worker(cluster: Cl
     assert job.result(timeout=60).answer == "45"
     prompt = cluster.fake_lm.requests[-1]["body"]["messages"][-1]["content"]
     assert '{"output": {"answer": 45}}' in prompt
+
+
+def test_ensemble_runs_its_programs_on_a_worker(cluster: Cluster) -> None:
+    cluster.fake_lm.answer_fields({"answer": "short"}, match="Be terse")
+    cluster.fake_lm.answer_fields({"answer": "a longer answer"}, match="Be thorough")
+    cluster.start_worker("w1")
+    programs = [
+        dspyq.Predict(dspyq.Signature("question -> answer", "Be terse.")),
+        dspyq.Predict(dspyq.Signature("question -> answer", "Be thorough.")),
+    ]
+    ensemble = dspyq.Ensemble(reduce_fn=longest_answer).compile(programs)
+    job = cluster.client.submit(ensemble, lm="openai/m", question="Why?")
+    assert job.result(timeout=60).answer == "a longer answer"
+    assert len(cluster.fake_lm.requests) == 2
