@@ -14,20 +14,11 @@ from typing import Any
 import dspy
 import pytest
 from dspy.primitives.code_interpreter import CodeExecutionError
+from dspy_reference import ScriptedLM
 
 import dspyq
 from dspyq.lm import LM
 from dspyq.testing.fake_lm import FakeLMServer
-
-
-class ScriptedLM(dspy.BaseLM):
-    def __init__(self, answers: list[str]) -> None:
-        super().__init__(model="scripted")
-        self.answers, self.calls = list(answers), []
-
-    def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[str]:
-        self.calls.append(messages)
-        return [self.answers.pop(0)]
 
 
 def chat(**fields: Any) -> str:
