@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         PythonInterpreter,
     )
     from dspyq.lm import LM, inspect_history
+    from dspyq.lm.embedder import Embedder
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.bootstrap import BootstrapFewShot
@@ -133,6 +134,7 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
     "dspyq.optimize.copro": ("COPRO",),
+    "dspyq.lm.embedder": ("Embedder",),
     "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
@@ -204,6 +206,7 @@ __all__ = [
     "ConfigurationError",
     "ContextWindowExceededError",
     "DspyqError",
+    "Embedder",
     "Ensemble",
     "Evaluate",
     "EvaluationResult",
