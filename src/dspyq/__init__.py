@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from dspyq.core.chain_of_thought import ChainOfThought
     from dspyq.core.context import bind_context, configure, context, current
     from dspyq.core.example import Completions, Example, Prediction
+    from dspyq.core.knn import KNN
     from dspyq.core.module import Module
     from dspyq.core.multi_chain import MultiChainComparison
     from dspyq.core.multihop import MultiHopQA
@@ -89,6 +90,7 @@ _NAMES_BY_MODULE = {
     "dspyq.core.chain_of_thought": ("ChainOfThought",),
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
+    "dspyq.core.knn": ("KNN",),
     "dspyq.core.module": ("Module",),
     "dspyq.core.multi_chain": ("MultiChainComparison",),
     "dspyq.core.multihop": ("MultiHopQA",),
@@ -217,6 +219,7 @@ __all__ = [
     "InputField",
     "JSONAdapter",
     "Job",
+    "KNN",
     "LabeledFewShot",
     "MIPROv2",
     "Module",

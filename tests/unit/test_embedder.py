@@ -50,3 +50,17 @@ def test_the_openai_sdk_parses_the_fake_embeddings(fake_lm: FakeLMServer):
     response = client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     assert [item.embedding for item in response.data] == [fake_vector("a"), fake_vector("b")]
     assert response.usage.total_tokens == 2
+
+
+def test_knn_finds_the_same_neighbours_as_dspy():
+    def model(batch: list[str]) -> list[list[float]]:
+        return [fake_vector(text) for text in batch]
+
+    rows = [("What is 2+2?", "4"), ("Capital of France?", "Paris"), ("Color of sky?", "blue")]
+    ours_train = [dspyq.Example(question=q, answer=a).with_inputs("question") for q, a in rows]
+    theirs_train = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in rows]
+    ours = dspyq.KNN(2, ours_train, dspyq.Embedder(model))
+    theirs = dspy.KNN(2, theirs_train, dspy.Embedder(model))
+    for query in ("What is 3+3?", "Capital of Spain?"):
+        found = [dict(e.items()) for e in ours(question=query)]
+        assert found == [dict(e.items()) for e in theirs(question=query)]
