@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+    from dspyq.optimize.knn_fewshot import KNNFewShot
     from dspyq.optimize.labeled import LabeledFewShot
     from dspyq.optimize.mipro import MIPROv2
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
@@ -139,6 +140,7 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.embedder": ("Embedder",),
     "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
+    "dspyq.optimize.knn_fewshot": ("KNNFewShot",),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
@@ -189,6 +191,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "COPRO",
+    "KNN",
+    "KNNFewShot",
     "LM",
     "Adapter",
     "AdapterParseError",
@@ -219,7 +223,6 @@ __all__ = [
     "InputField",
     "JSONAdapter",
     "Job",
-    "KNN",
     "LabeledFewShot",
     "MIPROv2",
     "Module",

@@ -64,3 +64,32 @@ def test_knn_finds_the_same_neighbours_as_dspy():
     for query in ("What is 3+3?", "Capital of Spain?"):
         found = [dict(e.items()) for e in ours(question=query)]
         assert found == [dict(e.items()) for e in theirs(question=query)]
+
+
+def test_knn_few_shot_sends_the_same_demos_as_dspy(fake_lm: FakeLMServer):
+    from dspy_reference import ScriptedLM
+
+    def model(batch: list[str]) -> list[list[float]]:
+        return [fake_vector(text) for text in batch]
+
+    rows = [("What is 2+2?", "4"), ("Capital of France?", "Paris"), ("Color of sky?", "blue")]
+    answer = "[[ ## answer ## ]]\nMadrid\n\n[[ ## completed ## ]]"
+    fake_lm.answer(answer)
+    lm = dspyq.LM("openai/m", api_base=fake_lm.openai_base, api_key="t", cache=False)
+    train = [dspyq.Example(question=q, answer=a).with_inputs("question") for q, a in rows]
+    compiled = dspyq.KNNFewShot(2, train, dspyq.Embedder(model), max_bootstrapped_demos=0).compile(
+        dspyq.Predict("question -> answer")
+    )
+    with dspyq.context(lm=lm):
+        ours = compiled(question="Capital of Spain?")
+
+    scripted = ScriptedLM([answer] * 5)
+    theirs_train = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in rows]
+    reference = dspy.KNNFewShot(
+        2, theirs_train, dspy.Embedder(model), max_bootstrapped_demos=0
+    ).compile(dspy.Predict("question -> answer"))
+    with dspy.context(lm=scripted):
+        theirs = reference(question="Capital of Spain?")
+
+    assert ours.answer == theirs.answer == "Madrid"
+    assert [e["body"]["messages"] for e in fake_lm.requests] == scripted.calls
