@@ -192,7 +192,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "COPRO",
     "KNN",
-    "KNNFewShot",
     "LM",
     "Adapter",
     "AdapterParseError",
@@ -223,6 +222,7 @@ __all__ = [
     "InputField",
     "JSONAdapter",
     "Job",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Module",
