@@ -67,6 +67,7 @@ if TYPE_CHECKING:
         PythonInterpreter,
     )
     from dspyq.lm import LM, inspect_history
+    from dspyq.lm.colbert import ColBERTv2
     from dspyq.lm.embedder import Embedder
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
@@ -137,6 +138,7 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
     "dspyq.optimize.copro": ("COPRO",),
+    "dspyq.lm.colbert": ("ColBERTv2",),
     "dspyq.lm.embedder": ("Embedder",),
     "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
@@ -207,6 +209,7 @@ __all__ = [
     "Client",
     "CodeExecutionError",
     "CodeInterpreterError",
+    "ColBERTv2",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
