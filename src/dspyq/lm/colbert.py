@@ -54,7 +54,7 @@ class ColBERTv2:
         self.url = f"{url}:{port}" if port else url
 
     def __call__(self, query: str, k: int = 10, simplify: bool = False) -> list[Any]:
-        payload = {"query": query, "k": k}
+        payload: dict[str, str | int] = {"query": query, "k": k}
         if self.post_requests:
             headers = {"Content-Type": "application/json; charset=utf-8"}
             topk = _topk(httpx.post(self.url, json=payload, headers=headers, timeout=10), k)
