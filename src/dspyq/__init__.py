@@ -28,12 +28,15 @@ if TYPE_CHECKING:
     from dspyq.core.custom_types import Type
     from dspyq.core.example import Completions, Example, Prediction
     from dspyq.core.file_type import File
+    from dspyq.core.knn import KNN
     from dspyq.core.logging_switch import disable_logging, enable_logging
     from dspyq.core.media import Audio, Image
     from dspyq.core.module import Module
+    from dspyq.core.multi_chain import MultiChainComparison
     from dspyq.core.multihop import MultiHopQA
     from dspyq.core.parallel import Parallel
     from dspyq.core.predict import Predict
+    from dspyq.core.program_of_thought import ProgramOfThought
     from dspyq.core.react import ReAct, Tool
     from dspyq.core.refine import BestOfN, Refine
     from dspyq.core.saving import load
@@ -68,16 +71,26 @@ if TYPE_CHECKING:
         SignatureError,
         StateError,
     )
+    from dspyq.interpreter import (
+        CodeExecutionError,
+        CodeInterpreterError,
+        FinalOutput,
+        PythonInterpreter,
+    )
     from dspyq.lm import LM, inspect_history
     from dspyq.lm.base_lm import BaseLM
     from dspyq.lm.cache import configure_cache
+    from dspyq.lm.colbert import ColBERTv2
+    from dspyq.lm.embedder import Embedder
     from dspyq.lm.usage import track_usage
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.auto_evaluation import SemanticF1
     from dspyq.optimize.bootstrap import BootstrapFewShot
     from dspyq.optimize.copro import COPRO
+    from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+    from dspyq.optimize.knn_fewshot import KNNFewShot
     from dspyq.optimize.labeled import LabeledFewShot
     from dspyq.optimize.mipro import MIPROv2
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
@@ -104,9 +117,18 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.usage": ("track_usage",),
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
+    "dspyq.core.knn": ("KNN",),
     "dspyq.core.module": ("Module",),
+    "dspyq.core.multi_chain": ("MultiChainComparison",),
     "dspyq.core.multihop": ("MultiHopQA",),
     "dspyq.core.predict": ("Predict",),
+    "dspyq.core.program_of_thought": ("ProgramOfThought",),
+    "dspyq.interpreter": (
+        "CodeExecutionError",
+        "CodeInterpreterError",
+        "FinalOutput",
+        "PythonInterpreter",
+    ),
     "dspyq.core.react": ("ReAct", "Tool"),
     "dspyq.core.refine": ("BestOfN", "Refine"),
     "dspyq.core.signature": (
@@ -146,7 +168,11 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
     "dspyq.optimize.copro": ("COPRO",),
+    "dspyq.lm.colbert": ("ColBERTv2",),
+    "dspyq.lm.embedder": ("Embedder",),
+    "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
+    "dspyq.optimize.knn_fewshot": ("KNNFewShot",),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
@@ -202,6 +228,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "COPRO",
+    "KNN",
     "LM",
     "Adapter",
     "AdapterParseError",
@@ -219,31 +246,41 @@ __all__ = [
     "CircuitOpenError",
     "Client",
     "Code",
+    "CodeExecutionError",
+    "CodeInterpreterError",
+    "ColBERTv2",
     "Completions",
     "ConfigurationError",
     "ContextWindowExceededError",
     "DspyqError",
+    "Embedder",
+    "Ensemble",
     "Evaluate",
     "EvaluationResult",
     "Example",
     "File",
+    "FinalOutput",
     "History",
     "Image",
     "InputError",
     "InputField",
     "JSONAdapter",
     "Job",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Module",
+    "MultiChainComparison",
     "MultiHopQA",
     "OutputField",
     "Parallel",
     "Predict",
     "Prediction",
     "PrivacyViolationError",
+    "ProgramOfThought",
     "ProviderError",
     "ProviderUnavailableError",
+    "PythonInterpreter",
     "QuotaExceededError",
     "RateLimitExceededError",
     "RateLimitedError",

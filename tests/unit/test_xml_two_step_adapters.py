@@ -7,6 +7,7 @@ from typing import Any, Optional
 import dspy
 import pydantic
 import pytest
+from dspy_reference import ScriptedLM
 
 import dspyq
 from dspyq.lm import LM
@@ -73,18 +74,6 @@ def test_xml_adapter_parses_like_dspy(completion: str):
     ours = _outcome(lambda: dspyq.XMLAdapter().parse(signature_pair(dspyq), completion))
     theirs = _outcome(lambda: dspy.XMLAdapter().parse(signature_pair(dspy), completion))
     assert ours == theirs  # an error compares by name: dspyq's AdapterParseError has DSPy's
-
-
-class ScriptedLM(dspy.BaseLM):
-    """DSPy's side: answers with the next scripted text and records the messages."""
-
-    def __init__(self, answers: list[str]) -> None:
-        super().__init__(model="scripted")
-        self.answers, self.calls = list(answers), []
-
-    def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[str]:
-        self.calls.append(messages)
-        return [self.answers.pop(0)]
 
 
 MAIN_ANSWER = "Let me think. The answer is 4, and I am quite sure."

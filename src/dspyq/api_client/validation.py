@@ -13,7 +13,13 @@ from dspyq.errors import InputError
 
 
 def _signature_of(program: Module) -> Any:
-    """The signature whose inputs the program takes, for Predict-like modules."""
+    """The signature whose inputs the program takes, for Predict-like modules.
+
+    ``input_signature`` wins where a module's predictor takes inputs the module makes
+    itself (MultiChainComparison's ``reasoning_attempt_N``)."""
+    declared = getattr(program, "input_signature", None)
+    if declared is not None and hasattr(declared, "validate_inputs"):
+        return declared
     for holder in (program, getattr(program, "predict", None)):
         signature = getattr(holder, "signature", None)
         if signature is not None and hasattr(signature, "validate_inputs"):
@@ -34,9 +40,17 @@ def validate_program_inputs(program: Module, inputs: dict[str, Any]) -> None:
                 context={"program": type(program).__name__, "inputs": sorted(inputs)},
             ) from None
         return
+    # Named parameters of forward (MultiChainComparison's ``completions``) are not fields.
+    named = {p.name: p for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    for name, param in named.items():
+        if param.default is param.empty and name not in inputs:
+            raise InputError(
+                f"inputs do not fit {type(program).__name__}.forward: missing argument {name!r}",
+                context={"program": type(program).__name__, "inputs": sorted(inputs)},
+            )
     signature = _signature_of(program)
     if signature is not None:
-        signature.validate_inputs(inputs)
+        signature.validate_inputs({k: v for k, v in inputs.items() if k not in named})
 
 
 def validate_input_json(inputs: dict[str, Any], max_bytes: int) -> None:

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dspyq.testing.fake_embeddings import embeddings_response
 from dspyq.testing.fake_exchange import Exchange
 from dspyq.testing.fake_script import (
     AnswerRule,
@@ -48,15 +49,20 @@ from dspyq.testing.fake_script import (
 )
 
 
+def _json_body(raw: bytes) -> Any:
+    """The request's JSON, or None when it is empty or not JSON."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def build_app(state: FakeLMState) -> Starlette:
     """The starlette application serving ``state``."""
 
     async def complete(request: Request, protocol: str) -> Response:
         raw = await request.body()
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        body = _json_body(raw)
         logged = body if body is not None else {"_raw": raw.decode("utf-8", "replace")[:10_000]}
         headers = {k.lower(): v for k, v in request.headers.items()}
         entry = state.log_request(request.method, request.url.path, headers, logged, protocol)
@@ -75,6 +81,14 @@ def build_app(state: FakeLMState) -> Starlette:
 
     async def responses(request: Request) -> Response:
         return await complete(request, "responses")
+
+    async def embeddings(request: Request) -> Response:
+        body = _json_body(await request.body())
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        entry = state.log_request(request.method, request.url.path, headers, body, "openai")
+        status, payload = embeddings_response(body)
+        state.finish_request(entry, status, "embeddings")
+        return JSONResponse(payload, status_code=status)
 
     async def models(request: Request) -> Response:
         data = [
@@ -121,6 +135,7 @@ def build_app(state: FakeLMState) -> Starlette:
             Route("/v1/chat/completions", openai_completions, methods=["POST"]),
             Route("/v1/messages", anthropic_messages, methods=["POST"]),
             Route("/v1/responses", responses, methods=["POST"]),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/_fake/requests", requests_log, methods=["GET", "DELETE"]),
             Route("/_fake/config", config, methods=["GET", "POST"]),
