@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from dspyq.core.logging_switch import disable_logging, enable_logging
     from dspyq.core.media import Audio, Image
     from dspyq.core.module import Module
+    from dspyq.core.multi_chain import MultiChainComparison
     from dspyq.core.multihop import MultiHopQA
     from dspyq.core.parallel import Parallel
     from dspyq.core.predict import Predict
@@ -105,6 +106,7 @@ _NAMES_BY_MODULE = {
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
     "dspyq.core.module": ("Module",),
+    "dspyq.core.multi_chain": ("MultiChainComparison",),
     "dspyq.core.multihop": ("MultiHopQA",),
     "dspyq.core.predict": ("Predict",),
     "dspyq.core.react": ("ReAct", "Tool"),
@@ -236,6 +238,7 @@ __all__ = [
     "LabeledFewShot",
     "MIPROv2",
     "Module",
+    "MultiChainComparison",
     "MultiHopQA",
     "OutputField",
     "Parallel",
