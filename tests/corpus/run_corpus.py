@@ -36,7 +36,9 @@ def main(package: str) -> None:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             try:
-                exec(compile(source, str(path), "exec", dont_inherit=True), {"__name__": "__main__"})
+                exec(
+                    compile(source, str(path), "exec", dont_inherit=True), {"__name__": "__main__"}
+                )
             except Exception as exc:  # reported as the program's output, compared too
                 print(f"ERROR {type(exc).__name__}: {exc}")
         outputs[path.stem] = buffer.getvalue()

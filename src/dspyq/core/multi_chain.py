@@ -20,7 +20,7 @@ class MultiChainComparison(Module):
     def __init__(
         self,
         signature: str | type[Signature],
-        M: int = 3,  # noqa: N803 - DSPy's keyword
+        M: int = 3,
         temperature: float = 0.7,
         **config: Any,
     ) -> None:
@@ -44,7 +44,9 @@ class MultiChainComparison(Module):
             rationale = completion.get("rationale", completion.get("reasoning"))
             rationale = str(rationale).strip().split("\n")[0].strip()
             answer = str(completion[self.last_key]).strip().split("\n")[0].strip()
-            attempts.append(f"«I'm trying to {rationale} I'm not sure but my prediction is {answer}»")
+            attempts.append(
+                f"«I'm trying to {rationale} I'm not sure but my prediction is {answer}»"
+            )
         if len(attempts) != self.M:
             raise InputError(
                 f"The number of attempts ({len(attempts)}) doesn't match the expected number M "

@@ -4,7 +4,9 @@ import json
 import dspy
 from dspy.utils import DummyLM
 
-example = dspy.Example(question="Capital of France?", answer="Paris", note="x").with_inputs("question")
+example = dspy.Example(question="Capital of France?", answer="Paris", note="x").with_inputs(
+    "question"
+)
 inputs = example.inputs()
 labels = example.labels()
 lm = DummyLM([{"reasoning": "known", "answer": "Paris"}])

@@ -18,5 +18,13 @@ turns = []
 for question in ["Capital of France?", "How many people live there?"]:
     pred = chat(question=question, history=history)
     turns.append(pred.answer)
-    history = dspy.History(messages=history.messages + [{"question": question, **pred}])
-print(json.dumps({"turns": turns, "history": history.messages, "prompts": [e["messages"] for e in lm.history]}))
+    history = dspy.History(messages=[*history.messages, {"question": question, **pred}])
+print(
+    json.dumps(
+        {
+            "turns": turns,
+            "history": history.messages,
+            "prompts": [e["messages"] for e in lm.history],
+        }
+    )
+)

@@ -15,4 +15,6 @@ lm = DummyLM([{"caption": "a red dot"}])
 dspy.configure(lm=lm)
 image = dspy.Image("https://example.com/dot.png")
 pred = dspy.Predict(Describe)(image=image)
-print(json.dumps({"caption": pred.caption, "url": image.url, "messages": lm.history[-1]["messages"]}))
+print(
+    json.dumps({"caption": pred.caption, "url": image.url, "messages": lm.history[-1]["messages"]})
+)

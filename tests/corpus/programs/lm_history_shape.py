@@ -25,7 +25,9 @@ print(
             "kwargs": entry["kwargs"],
             "messages": entry["messages"],
             "global_length": len(dspy.settings.lm.history),
-            "inspect_mentions": [word in shown for word in ["Capital of France?", "Capital of Italy?", "Rome"]],
+            "inspect_mentions": [
+                word in shown for word in ["Capital of France?", "Capital of Italy?", "Rome"]
+            ],
         }
     )
 )

@@ -20,7 +20,11 @@ lm = DummyLM(
         {"next_thought": "add them", "next_tool_name": "add", "next_tool_args": {"a": 2, "b": 3}},
         {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
         {"reasoning": "2+3=5", "answer": "5"},
-        {"next_thought": "look it up", "next_tool_name": "lookup", "next_tool_args": {"city": "Paris"}},
+        {
+            "next_thought": "look it up",
+            "next_tool_name": "lookup",
+            "next_tool_args": {"city": "Paris"},
+        },
         {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}},
         {"reasoning": "found", "answer": "France"},
     ]

@@ -1,9 +1,8 @@
 import json
 from typing import Literal
 
-import pydantic
-
 import dspy
+import pydantic
 from dspy.utils import DummyLM
 
 
