@@ -32,11 +32,13 @@ def main(package: str) -> None:
         if package == "dspyq":
             source = ported(source)
         module = __import__(package)
-        module.configure(lm=None, callbacks=[], track_usage=False)
+        module.configure(lm=None, adapter=None, callbacks=[], track_usage=False)
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             try:
-                exec(compile(source, str(path), "exec"), {"__name__": "__main__"})
+                exec(
+                    compile(source, str(path), "exec", dont_inherit=True), {"__name__": "__main__"}
+                )
             except Exception as exc:  # reported as the program's output, compared too
                 print(f"ERROR {type(exc).__name__}: {exc}")
         outputs[path.stem] = buffer.getvalue()

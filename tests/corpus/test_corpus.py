@@ -20,6 +20,15 @@ import pytest
 RUNNER = Path(__file__).parent / "run_corpus.py"
 PROGRAMS = sorted(path.stem for path in (Path(__file__).parent / "programs").glob("*.py"))
 
+# Known differences from DSPy, each named precisely; strict, so a fix makes them fail loudly.
+KNOWN_DIFFERENCES = {
+    "inspect_history_text": (
+        "inspect_history prints dspyq's own layout (a summary line with model, duration, "
+        "tokens and cost; no ANSI colours) where DSPy prints a coloured timestamp and "
+        "red role headers"
+    ),
+}
+
 
 @cache
 def _outputs(package: str) -> dict[str, str]:
@@ -51,7 +60,15 @@ def test_porting_is_a_rename_of_the_imports() -> None:
     )
 
 
-@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize(
+    "program",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_DIFFERENCES[name], strict=True))
+        if name in KNOWN_DIFFERENCES
+        else name
+        for name in PROGRAMS
+    ],
+)
 def test_program_gives_dspys_results(program: str) -> None:
     theirs = _result(_outputs("dspy")[program])
     ours = _result(_outputs("dspyq")[program])

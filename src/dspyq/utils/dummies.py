@@ -71,9 +71,12 @@ class DummyLM:
 
     def _format(self, values: dict[str, Any]) -> str:
         from dspyq.adapters.json_adapter import JSONAdapter
+        from dspyq.adapters.xml_adapter import XMLAdapter
 
         if isinstance(self.adapter, JSONAdapter):
             return json.dumps(values, indent=2, ensure_ascii=False)
+        if isinstance(self.adapter, XMLAdapter):  # DSPy's fields here carry no type: no escaping
+            return "\n\n".join(f"<{k}>\n{_value_text(v)}\n</{k}>" for k, v in values.items())
         return "\n\n".join(f"[[ ## {k} ## ]]\n{_value_text(v)}" for k, v in values.items())
 
     def _use_example(self, messages: list[dict[str, Any]]) -> str | None:
@@ -114,6 +117,13 @@ class DummyLM:
             "prompt": prompt,
             "messages": messages,
             "kwargs": dict(kwargs),
+            # DSPy keeps its scripted response object here; ours is the same facts as a dict.
+            "response": {
+                "text": outputs[0] if len(outputs) == 1 else outputs,
+                "model": self.model,
+                "finish_reason": "stop",
+                "usage": dict(_ZERO_USAGE),
+            },
             "outputs": outputs,
             "usage": dict(_ZERO_USAGE),
             "cost": 0.0,
