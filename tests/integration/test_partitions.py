@@ -89,12 +89,6 @@ def _assert_each_job_once(database_url: str, cluster: Cluster, jobs: list[dspyq.
     return audit.rows
 
 
-@pytest.mark.xfail(
-    reason="kombu's Redis transport pops a message (BRPOP) before it records it as "
-    "unacknowledged: a worker whose connection is cut in between loses that delivery "
-    "(see RELIABILITY.md)",
-    strict=False,
-)
 def test_worker_redis_partition_of_ten_seconds_mid_batch(tmp_path: Path, postgres_url: str) -> None:
     jobs_n = 40
     proxy, proxied = _redis_proxy()
