@@ -90,10 +90,12 @@ def build_request(
     inputs: dict[str, Any],
     *,
     spec: dict[str, Any] | None,
+    privacy: str | None = None,
 ) -> tuple[ExecutionRequest, str]:
     """The checked request for one execution, and the task that runs it."""
     from dspyq.core.context import current
     from dspyq.core.multihop import MultiHopQA
+    from dspyq.lm.privacy import requested_level
 
     by_reference = None
     if not isinstance(program, Module) and _is_reference(program):
@@ -125,7 +127,7 @@ def build_request(
             correlation_id=correlation_id or new_correlation_id(),
             fallbacks=list(fallbacks),
             max_parse_retries=current().get("max_parse_retries"),
-            privacy=current().get("privacy"),
+            privacy=requested_level(privacy, current().get("privacy")),
         )
     except ValueError as exc:
         raise InputError(f"invalid job: {exc}") from None
@@ -140,12 +142,15 @@ def send_many(
     lm: str | None,
     fallbacks: Sequence[str],
     lm_kwargs: Mapping[str, Any] | None,
+    privacy: str | None = None,
 ) -> list[Job]:
     """``Client.map``: every request checked first, then sent in batches on one producer."""
     target = referenced(client, program) if isinstance(program, str) else program
     spec = program_spec(target) if isinstance(target, Module) else None
     prepared = [
-        build_request(client, target, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
+        build_request(
+            client, target, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec, privacy=privacy
+        )
         for item in inputs
     ]
     try:
@@ -159,10 +164,31 @@ def send_many(
                 for start in range(0, len(requests), size)
                 for job in _send_batch(client, requests[start : start + size], producer)
             ]
-    except KombuOperationalError as exc:  # kombu's retries ran out: the caller must know
+    except _broker_errors(client) as exc:  # the retries ran out: the caller must know
         raise BrokerUnavailableError(
             f"the broker could not take the jobs ({exc}); map() again to send them"
         ) from exc
+
+
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 30,
+    "interval_start": 0.2,
+    "interval_step": 0.2,
+    "interval_max": 1.0,
+}
+"""How long a publish waits for an unreachable broker (about 25 s) before ``map``
+raises: Celery's default (three retries in under a second) gives up within a brief
+partition, sooner still on a loaded machine."""
+
+
+def _broker_errors(client: Client) -> tuple[type[BaseException], ...]:
+    """What a publish raises when the broker is out of reach: kombu's own error once its
+    retries ran out, and the transport's errors from a connection broken mid-publish."""
+    connection = client.app.connection_for_write()
+    try:
+        return (KombuOperationalError, *connection.connection_errors, *connection.channel_errors)
+    finally:
+        connection.release()
 
 
 def send(client: Client, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:
@@ -176,6 +202,8 @@ def send(client: Client, task_name: str, request: ExecutionRequest, producer: An
             queue=lm_queue(request.provider),
             task_id=task_id,
             producer=producer,
+            # map's sends (on its producer) ride out a brief partition; submit fails fast.
+            retry_policy=PUBLISH_RETRY_POLICY if producer is not None else None,
             # Flower shows these instead of the raw JSON request.
             shadow=f"{task_name}[{_shown_program(request)}]",
             kwargsrepr=_shown_arguments(request),
@@ -220,6 +248,7 @@ def publish_batch(
         kwargs=batch_message(items),
         queue=lm_queue(first.provider),
         producer=producer,
+        retry_policy=PUBLISH_RETRY_POLICY,
         shadow=f"{task_name}[{kind} x{len(items)}]",
         kwargsrepr=_shown_arguments(first, len(items)),
         headers={JOBS_HEADER: len(items)},  # the worker's prefetch counts the jobs
