@@ -63,7 +63,7 @@ def requested_level(*levels: object) -> PrivacyLevel | None:
                 f"unknown privacy level {level!r}; valid levels: {', '.join(LEVELS)}",
                 context={"privacy": str(level), "valid_levels": list(LEVELS)},
             )
-        checked.append(level)  # type: ignore[arg-type]  # one of LEVELS
+        checked.append(level)
     return strictest(*checked) if checked else None
 
 
