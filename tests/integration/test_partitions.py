@@ -167,8 +167,8 @@ def test_worker_sql_partition_of_thirty_seconds(tmp_path: Path, postgres_url: st
 
 
 @pytest.mark.xfail(
-    reason="one job of 1,000 whose SQL row says succeeded never had its result seen by "
-    "the client in one of two runs (cause not found yet; see RELIABILITY.md)",
+    reason="in 2 of 4 runs one job of 1,000, recorded as succeeded, never had its result "
+    "seen by the client (cause not found yet; see RELIABILITY.md)",
     strict=False,
 )
 def test_client_broker_partition_while_mapping(tmp_path: Path, postgres_url: str) -> None:

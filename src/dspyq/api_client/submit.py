@@ -170,17 +170,6 @@ def send_many(
         ) from exc
 
 
-PUBLISH_RETRY_POLICY = {
-    "max_retries": 30,
-    "interval_start": 0.2,
-    "interval_step": 0.2,
-    "interval_max": 1.0,
-}
-"""How long a publish waits for an unreachable broker (about 25 s) before ``map``
-raises: Celery's default (three retries in under a second) gives up within a brief
-partition, sooner still on a loaded machine."""
-
-
 def _broker_errors(client: Client) -> tuple[type[BaseException], ...]:
     """What a publish raises when the broker is out of reach: kombu's own error once its
     retries ran out, and the transport's errors from a connection broken mid-publish."""
@@ -202,8 +191,6 @@ def send(client: Client, task_name: str, request: ExecutionRequest, producer: An
             queue=lm_queue(request.provider),
             task_id=task_id,
             producer=producer,
-            # map's sends (on its producer) ride out a brief partition; submit fails fast.
-            retry_policy=PUBLISH_RETRY_POLICY if producer is not None else None,
             # Flower shows these instead of the raw JSON request.
             shadow=f"{task_name}[{_shown_program(request)}]",
             kwargsrepr=_shown_arguments(request),
@@ -248,7 +235,6 @@ def publish_batch(
         kwargs=batch_message(items),
         queue=lm_queue(first.provider),
         producer=producer,
-        retry_policy=PUBLISH_RETRY_POLICY,
         shadow=f"{task_name}[{kind} x{len(items)}]",
         kwargsrepr=_shown_arguments(first, len(items)),
         headers={JOBS_HEADER: len(items)},  # the worker's prefetch counts the jobs
