@@ -89,12 +89,6 @@ def _assert_each_job_once(database_url: str, cluster: Cluster, jobs: list[dspyq.
     return audit.rows
 
 
-@pytest.mark.xfail(
-    reason="kombu's Redis transport pops a message (BRPOP) before it records it as "
-    "unacknowledged: a worker whose connection is cut in between loses that delivery "
-    "(see RELIABILITY.md)",
-    strict=False,
-)
 def test_worker_redis_partition_of_ten_seconds_mid_batch(tmp_path: Path, postgres_url: str) -> None:
     jobs_n = 40
     proxy, proxied = _redis_proxy()
@@ -116,6 +110,33 @@ def test_worker_redis_partition_of_ten_seconds_mid_batch(tmp_path: Path, postgre
         rows = _assert_each_job_once(postgres_url, cluster, jobs)
         assert "Connection to broker lost" in _worker_logs(tmp_path)  # reported
         print(f"worker<->redis cut 10 s: rows {rows}, all done {recovered:.1f} s after restore")
+    finally:
+        cluster.stop()
+        server.stop()
+        proxy.stop()
+
+
+def test_batch_taken_while_the_result_store_is_cut_runs_once_it_is_back(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The broker answers but Redis's other uses (results, limiter) do not: the batch's
+    first Redis read fails. Failing would acknowledge the message and drop its jobs;
+    it is requeued instead, and runs once Redis answers again."""
+    jobs_n = 16  # eight batch messages of two
+    proxy, proxied = _redis_proxy()
+    cluster, server = make_cluster(tmp_path, postgres_url, latency=0.0)
+    cluster.env["DSPYQ_REDIS_URL"] = proxied  # the workers' results; the broker direct
+    try:
+        _answers(cluster, jobs_n)
+        cluster.start_worker("w1", concurrency=2)
+        proxy.cut()
+        inputs = [{"question": f"Q{i}"} for i in range(jobs_n)]
+        jobs = cluster.client.map(_qa(), inputs, lm="openai/m")
+        time.sleep(8)
+        assert "requeued" in _worker_logs(tmp_path)
+        proxy.restore()
+        assert _settled(jobs, timeout=60) == [f"A{i}" for i in range(jobs_n)]
+        _assert_each_job_once(postgres_url, cluster, jobs)
     finally:
         cluster.stop()
         server.stop()
@@ -146,9 +167,8 @@ def test_worker_sql_partition_of_thirty_seconds(tmp_path: Path, postgres_url: st
 
 
 @pytest.mark.xfail(
-    reason="failed once inside the full suite: map let kombu's OperationalError out instead "
-    "of a dspyq error; now mapped to BrokerUnavailableError, kept non-strict until the "
-    "full suite has passed it again (see RELIABILITY.md)",
+    reason="in 2 of 4 runs one job of 1,000, recorded as succeeded, never had its result "
+    "seen by the client (cause not found yet; see RELIABILITY.md)",
     strict=False,
 )
 def test_client_broker_partition_while_mapping(tmp_path: Path, postgres_url: str) -> None:

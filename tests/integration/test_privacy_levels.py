@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import dspyq
-from dspyq.errors import PrivacyViolationError
+from dspyq.errors import InputError, PrivacyViolationError
 from dspyq.testing.cluster import Cluster, running_cluster
 
 pytestmark = pytest.mark.integration
@@ -102,3 +102,55 @@ def test_high_fails_a_completion_holding_a_secret_shaped_value(cluster: Cluster)
         job.result(timeout=5)
     assert info.value.context["kinds"] == ["api_key"]
     assert LEAKED_KEY not in str(info.value)
+
+
+def _sent(cluster: Cluster, marker: str) -> list[str]:
+    return [
+        json.dumps(r["body"]) for r in cluster.fake_lm.requests if marker in json.dumps(r["body"])
+    ]
+
+
+def test_submit_takes_its_own_level(cluster: Cluster) -> None:
+    question = f"kwarg-medium: what should I tell {INPUT_EMAIL}?"
+    job = cluster.client.submit(_program(), lm="openai/m", privacy="medium", question=question)
+    assert job.result(timeout=30).answer == "fine"
+    [sent] = _sent(cluster, "kwarg-medium")
+    assert INPUT_EMAIL not in sent and DEMO_EMAIL in sent
+
+
+def test_the_strictest_of_submit_and_context_applies(cluster: Cluster) -> None:
+    question = f"kwarg-strictest: what should I tell {INPUT_EMAIL}?"
+    with dspyq.context(privacy="high"):
+        job = cluster.client.submit(
+            _program(), lm="openai/m", privacy="standard", question=question
+        )
+    assert job.result(timeout=30).answer == "fine"
+    [sent] = _sent(cluster, "kwarg-strictest")
+    assert INPUT_EMAIL not in sent and DEMO_EMAIL not in sent  # high, not standard
+
+
+def test_map_and_stream_take_a_level(cluster: Cluster) -> None:
+    inputs = [{"question": f"map-high-{i}: tell {INPUT_EMAIL}"} for i in range(4)]
+    jobs = cluster.client.map(_program(), inputs, lm="openai/m", privacy="high")  # one batch
+    assert [job.result(timeout=30).answer for job in jobs] == ["fine"] * 4
+    for i in range(4):
+        [sent] = _sent(cluster, f"map-high-{i}:")
+        assert INPUT_EMAIL not in sent and DEMO_EMAIL not in sent
+    question = f"stream-medium: tell {INPUT_EMAIL}"
+    items = list(
+        cluster.client.stream(_program(), lm="openai/m", privacy="medium", question=question)
+    )
+    assert items[-1].answer == "fine"
+    [sent] = _sent(cluster, "stream-medium")
+    assert INPUT_EMAIL not in sent and DEMO_EMAIL in sent
+
+
+def test_an_unknown_level_is_refused_before_anything_is_sent(cluster: Cluster) -> None:
+    before = len(cluster.fake_lm.requests)
+    with pytest.raises(InputError, match=r"unknown privacy level 'secret'.*standard, medium, high"):
+        cluster.client.submit(_program(), lm="openai/m", privacy="secret", question="q")
+    with pytest.raises(InputError, match="unknown privacy level 'HIGH'"):
+        cluster.client.map(_program(), [{"question": "q"}], lm="openai/m", privacy="HIGH")
+    with dspyq.context(privacy="maximum"), pytest.raises(InputError, match="'maximum'"):
+        cluster.client.submit(_program(), lm="openai/m", question="q")
+    assert len(cluster.fake_lm.requests) == before

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dspyq.core import observe
-from dspyq.errors import PrivacyViolationError
-from dspyq.lm.privacy import PrivacyGuard, strictest
+from dspyq.errors import InputError, PrivacyViolationError
+from dspyq.lm.privacy import PrivacyGuard, requested_level, strictest
 from dspyq.settings import Settings
 
 
@@ -47,3 +47,11 @@ def test_high_fails_outputs_giving_back_redacted_values_or_secrets() -> None:
     assert info.value.context["kinds"] == ["api_key", "card"]
     assert [e.data for e in events] == [{"level": "high", "kinds": ["api_key", "card"]}]
     assert "4111" not in str(info.value)
+
+
+def test_requested_level_is_the_strictest_asked_for_and_checked() -> None:
+    assert requested_level(None, None) is None
+    assert requested_level("standard", "high") == "high"
+    assert requested_level(None, "medium") == "medium"
+    with pytest.raises(InputError, match="unknown privacy level 'hgih'"):
+        requested_level("hgih", None)

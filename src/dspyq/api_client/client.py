@@ -65,6 +65,7 @@ class Client(ProductionLoopMethods):
         fallbacks: Sequence[str] = (),
         lm_kwargs: Mapping[str, Any] | None = None,
         correlation_id: str | None = None,
+        privacy: str | None = None,
         **inputs: Any,
     ) -> Job:
         """Validate and enqueue one execution of ``program`` on ``lm``'s provider pool.
@@ -72,10 +73,9 @@ class Client(ProductionLoopMethods):
         ``program`` is a module, or a saved program's reference: ``"qa@production"``
         (the version the alias points to when the job starts), ``"qa:3"``, ``"qa"``
         (the latest version). It works the same in ``map``, ``stream``, ``evaluate``
-        and ``optimize``."""
-        request, task_name = build_request(
-            self, program, lm, fallbacks, lm_kwargs, correlation_id, inputs, spec=None
-        )
+        and ``optimize``. ``privacy``: this job's level at least (strictest wins)."""
+        args = (self, program, lm, fallbacks, lm_kwargs, correlation_id, inputs)
+        request, task_name = build_request(*args, spec=None, privacy=privacy)
         return send(self, task_name, request)
 
     def map(
@@ -86,13 +86,12 @@ class Client(ProductionLoopMethods):
         *,
         fallbacks: Sequence[str] = (),
         lm_kwargs: Mapping[str, Any] | None = None,
+        privacy: str | None = None,
     ) -> list[Job]:
         """Enqueue one execution per inputs dict; all are validated before any is sent.
-
-        Jobs travel in batches of up to ``DSPYQ_MAP_BATCH_SIZE`` per message (see
-        :mod:`dspyq.tasks.batch`); each still has its own :class:`Job`.
-        """
-        return send_many(self, program, inputs, lm, fallbacks, lm_kwargs)
+        They travel in batches of up to ``DSPYQ_MAP_BATCH_SIZE`` per message (see
+        :mod:`dspyq.tasks.batch`); each still has its own :class:`Job`."""
+        return send_many(self, program, inputs, lm, fallbacks, lm_kwargs, privacy)
 
     async def asubmit(self, program: Module | str, lm: str | None = None, **kwargs: Any) -> Job:
         """Async twin of :meth:`submit` (publishing runs in a thread)."""

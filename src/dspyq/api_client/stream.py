@@ -55,7 +55,9 @@ def start_stream(client: Client, program: Module | str, lm: str | None, **kwargs
     """Submit ``program`` as a streamed job; the arguments are :meth:`Client.submit`'s."""
     inputs = dict(kwargs)
     options = {
-        k: inputs.pop(k) for k in ("fallbacks", "lm_kwargs", "correlation_id") if k in inputs
+        k: inputs.pop(k)
+        for k in ("fallbacks", "lm_kwargs", "correlation_id", "privacy")
+        if k in inputs
     }
     request, task_name = build_request(
         client,
@@ -66,6 +68,7 @@ def start_stream(client: Client, program: Module | str, lm: str | None, **kwargs
         options.get("correlation_id"),
         inputs,
         spec=None,
+        privacy=options.get("privacy"),
     )
     if task_name != EXECUTE_TASK:
         shown = program if isinstance(program, str) else type(program).__name__

@@ -91,10 +91,12 @@ def build_request(
     inputs: dict[str, Any],
     *,
     spec: dict[str, Any] | None,
+    privacy: str | None = None,
 ) -> tuple[ExecutionRequest, str]:
     """The checked request for one execution, and the task that runs it."""
     from dspyq.core.context import current
     from dspyq.core.multihop import MultiHopQA
+    from dspyq.lm.privacy import requested_level
 
     by_reference = None
     if not isinstance(program, Module) and _is_reference(program):
@@ -127,7 +129,7 @@ def build_request(
             correlation_id=correlation_id or new_correlation_id(),
             fallbacks=list(fallbacks),
             max_parse_retries=current().get("max_parse_retries"),
-            privacy=current().get("privacy"),
+            privacy=requested_level(privacy, current().get("privacy")),
         )
     except ValueError as exc:
         raise InputError(f"invalid job: {exc}") from None
@@ -142,12 +144,15 @@ def send_many(
     lm: str | None,
     fallbacks: Sequence[str],
     lm_kwargs: Mapping[str, Any] | None,
+    privacy: str | None = None,
 ) -> list[Job]:
     """``Client.map``: every request checked first, then sent in batches on one producer."""
     target = referenced(client, program) if isinstance(program, str) else program
     spec = program_spec(target) if isinstance(target, Module) else None
     prepared = [
-        build_request(client, target, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec)
+        build_request(
+            client, target, lm, fallbacks, lm_kwargs, None, dict(item), spec=spec, privacy=privacy
+        )
         for item in inputs
     ]
     try:
@@ -161,10 +166,20 @@ def send_many(
                 for start in range(0, len(requests), size)
                 for job in _send_batch(client, requests[start : start + size], producer)
             ]
-    except KombuOperationalError as exc:  # kombu's retries ran out: the caller must know
+    except _broker_errors(client) as exc:  # the retries ran out: the caller must know
         raise BrokerUnavailableError(
             f"the broker could not take the jobs ({exc}); map() again to send them"
         ) from exc
+
+
+def _broker_errors(client: Client) -> tuple[type[BaseException], ...]:
+    """What a publish raises when the broker is out of reach: kombu's own error once its
+    retries ran out, and the transport's errors from a connection broken mid-publish."""
+    connection = client.app.connection_for_write()
+    try:
+        return (KombuOperationalError, *connection.connection_errors, *connection.channel_errors)
+    finally:
+        connection.release()
 
 
 def send(client: Client, task_name: str, request: ExecutionRequest, producer: Any = None) -> Job:

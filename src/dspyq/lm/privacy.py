@@ -12,7 +12,8 @@ completion may not give back.
 
 The level of a job is the strictest of the deployment's (``DSPYQ_PRIVACY__LEVEL``), its
 pool's (``DSPYQ_PROVIDERS__<P>__PRIVACY_LEVEL``) and its submitter's
-(``dspyq.context(privacy=...)`` around ``Client.submit``/``map``).
+(``privacy=`` of ``Client.submit``/``map``/``stream``, or ``dspyq.context(privacy=...)``
+around them).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import Counter
 from typing import Any
 
 from dspyq.core import observe
-from dspyq.errors import PrivacyViolationError
+from dspyq.errors import InputError, PrivacyViolationError
 from dspyq.lm.redact import PII_REDACTED, redact_text
 from dspyq.masking import secret_kinds
 from dspyq.settings import PrivacyLevel
@@ -31,6 +32,7 @@ __all__ = [
     "PRIVACY_VIOLATION",
     "REDACT_MESSAGES_KEY",
     "PrivacyGuard",
+    "requested_level",
     "strictest",
 ]
 
@@ -47,6 +49,22 @@ def strictest(*levels: PrivacyLevel | None) -> PrivacyLevel:
     """The strictest of ``levels`` (``standard`` when none is set)."""
     given = [LEVELS.index(level) for level in levels if level is not None]
     return LEVELS[max(given, default=0)]
+
+
+def requested_level(*levels: object) -> PrivacyLevel | None:
+    """The strictest of the levels a submitter asked for (None: none asked), each checked
+    at the queue's edge: a misspelt level fails the submit, not the job."""
+    checked: list[PrivacyLevel] = []
+    for level in levels:
+        if level is None:
+            continue
+        if level not in LEVELS:
+            raise InputError(
+                f"unknown privacy level {level!r}; valid levels: {', '.join(LEVELS)}",
+                context={"privacy": str(level), "valid_levels": list(LEVELS)},
+            )
+        checked.append(level)
+    return strictest(*checked) if checked else None
 
 
 class PrivacyGuard:

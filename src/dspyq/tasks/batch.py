@@ -28,8 +28,10 @@ from typing import Any, NoReturn
 import redis
 from celery import Task, shared_task
 from celery.canvas import Signature
+from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
 
-from dspyq.errors import DspyqError
+from dspyq.errors import BrokerUnavailableError, DspyqError, RedisUnavailableError
 from dspyq.store.attempts import AfterCommit, AttemptStart
 from dspyq.tasks.app import lm_queue
 from dspyq.tasks.batch_results import JobResult, mark_started, store_committed_results
@@ -235,10 +237,33 @@ def execute_batch(
     run_batch(self, jobs, program, _run_job)
 
 
+OUTAGES = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    RedisUnavailableError,
+    BrokerUnavailableError,
+)
+"""Errors that say Redis or the broker is out of reach, not that the batch is bad."""
+
+
 def run_batch(
     self: Task, jobs: list[dict[str, Any]], program: dict[str, Any] | None, run_job: JobRunner
 ) -> None:
     """Run every job of a batch message at once, each through ``run_job``."""
+    try:
+        _run_all(self, jobs, program, run_job)
+    except OUTAGES as exc:
+        # Failing would acknowledge the message (late acks ack failures), and once Redis
+        # answers again that ack goes through: the batch's jobs would be lost unrun.
+        # Requeued instead; jobs that already succeeded return their recorded result.
+        logger.warning("batch %s met an outage; requeued", self.request.id, exc_info=True)
+        raise Reject(exc, requeue=True) from exc
+
+
+def _run_all(
+    self: Task, jobs: list[dict[str, Any]], program: dict[str, Any] | None, run_job: JobRunner
+) -> None:
     env = worker_context()
     items = batch_items(jobs, program)
     delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
