@@ -89,15 +89,18 @@ class EventStore:
         }
 
 
+_EVENT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "timestamp",
+    "node",
+    "pid",
+    "correlation_id",
+    "parent_id",
+    "data",
+    "truncated",
+)
+
+
 def _event(row: Any) -> Event:
-    return Event(
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        timestamp=row["timestamp"],
-        node=row["node"],
-        pid=row["pid"],
-        correlation_id=row["correlation_id"],
-        parent_id=row["parent_id"],
-        data=row["data"],
-        truncated=row["truncated"],
-    )
+    return Event(**{column: row[column] for column in _EVENT_COLUMNS})

@@ -86,15 +86,21 @@ def _optimizer(
         prompt_model=prompt_lm or placeholder,
         task_model=task_lm or placeholder,
         teacher_settings={} if teacher_lm is None else {"lm": teacher_lm},
-        max_bootstrapped_demos=settings["max_bootstrapped_demos"],
-        max_labeled_demos=settings["max_labeled_demos"],
-        auto=settings["auto"],
-        num_candidates=settings["num_candidates"],
-        max_errors=settings["max_errors"],
-        seed=settings["seed"],
-        init_temperature=settings["init_temperature"],
-        metric_threshold=settings["metric_threshold"],
+        **{name: settings[name] for name in _CONSTRUCTOR_SETTINGS},
     )
+
+
+_CONSTRUCTOR_SETTINGS = (
+    "max_bootstrapped_demos",
+    "max_labeled_demos",
+    "auto",
+    "num_candidates",
+    "max_errors",
+    "seed",
+    "init_temperature",
+    "metric_threshold",
+)
+"""The run settings handed to ``MIPROv2``'s constructor as they are."""
 
 
 def mipro_rounds(
