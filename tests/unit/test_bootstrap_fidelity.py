@@ -138,7 +138,17 @@ def assert_same_demos(
 @pytest.mark.parametrize("program", list(PROGRAMS))
 @pytest.mark.parametrize(
     ("size", "bootstrapped", "labeled"),
-    [(1, 4, 16), (1, 1, 1), (2, 4, 16), (5, 2, 4), (8, 1, 3), (10, 4, 16), (12, 3, 5), (12, 0, 6), (6, 3, 0)],
+    [
+        (1, 4, 16),
+        (1, 1, 1),
+        (2, 4, 16),
+        (5, 2, 4),
+        (8, 1, 3),
+        (10, 4, 16),
+        (12, 3, 5),
+        (12, 0, 6),
+        (6, 3, 0),
+    ],
 )
 def test_every_predictor_gets_dspys_demos(
     program: str, size: int, bootstrapped: int, labeled: int
