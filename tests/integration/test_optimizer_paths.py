@@ -9,11 +9,13 @@ so answers that cycle (proposals) come in the same order both times.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from optimizer_programs import ThreeStep, TwoStep
 from test_optimization_runs import (
     TRAIN,
     VAL,
@@ -32,11 +34,13 @@ pytestmark = pytest.mark.integration
 
 MIPRO_VAL = ["Chile", "Egypt", "Peru", "Kenya"]
 MIPRO_OPTIONS = {"num_trials": 6, "minibatch_size": 2, "minibatch_full_eval_steps": 3}
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
-    cluster, server = make_cluster(tmp_path, sqlite_url)
+    # Workers import this directory's modules (the multi-predictor programs).
+    cluster, server = make_cluster(tmp_path, sqlite_url, PYTHONPATH=str(HERE))
     cluster.start_worker("lm", concurrency=4)
     cluster.start_worker("coordinator", pool="optimize", concurrency=1)
     try:
@@ -110,3 +114,71 @@ def test_the_queue_compiles_the_program_compile_does(cluster: Cluster, name: str
     assert run.wait(timeout=120) == "succeeded", run.record().stop_reason
 
     assert shape(run.result()) == shape(local)
+
+
+def question(index: int) -> str:
+    return f"<q{index:02d}>"
+
+
+def script_steps(cluster: Cluster, size: int, right: set[int]) -> None:
+    """Every field the steps ask for, keyed on the question of the request's last message
+    (demos in the prompt hold other questions); the answer is right for ``right``."""
+    for i in range(size):
+        cluster.fake_lm.answer_fields(
+            {
+                "reasoning": f"thinking about {i}",
+                "draft": f"draft {i}",
+                "verdict": f"verdict {i}",
+                "revised": f"revised {i}",
+                "answer": f"a{i}" if i in right else "wrong",
+            },
+            match=rf"{question(i)}(?:(?!<q\d\d>).)*Respond with",
+        )
+
+
+def steps_examples(indices: range) -> list[dspyq.Example]:
+    return [
+        dspyq.Example(question=question(i), answer=f"a{i}").with_inputs("question") for i in indices
+    ]
+
+
+@pytest.mark.parametrize(
+    ("program", "size", "bootstrapped", "labeled"),
+    [(TwoStep, 7, 2, 4), (ThreeStep, 9, 1, 3)],
+)
+def test_the_queue_gives_every_predictor_the_demos_compile_does(
+    cluster: Cluster, program: type[dspyq.Module], size: int, bootstrapped: int, labeled: int
+) -> None:
+    """The labelled demos of the second and later predictors are drawn on the coordinator
+    as in-process (and as DSPy draws them)."""
+    lm = dspyq.LM("openai/m", api_base=cluster.fake_lm.openai_base, api_key="k", cache=False)
+    right = {i for i in range(size + 2) if i % 3 != 1}
+    trainset, valset = steps_examples(range(size)), steps_examples(range(size, size + 2))
+    options = {"max_bootstrapped_demos": bootstrapped, "max_labeled_demos": labeled}
+
+    script_steps(cluster, size + 2, right)
+    with dspyq.context(lm=lm):
+        local = dspyq.BootstrapFewShot(metric=answer_exact_match, **options).compile(
+            program(), trainset=trainset
+        )
+    run = cluster.client.optimize(
+        dspyq.BootstrapFewShot(metric=answer_exact_match, **options),
+        program(),
+        trainset=trainset,
+        valset=valset,
+        lm="openai/m",
+        metric=answer_exact_match,
+    )
+    assert run.wait(timeout=120) == "succeeded", run.record().stop_reason
+
+    demos = shape(local)
+    assert shape(run.result()) == demos
+    # DSPy's draw: every predictor samples the whole shuffled pool of untraced examples,
+    # one ``random.Random(0)`` for all of them in ``named_predictors()`` order.
+    traced = {d["question"] for _, _, ds in demos for d in ds if d.get("augmented")}
+    pool = [dict(x.items()) for x in trainset if x.question not in traced]
+    random.Random(0).shuffle(pool)
+    rng = random.Random(0)
+    labelled = [[d for d in ds if not d.get("augmented")] for _, _, ds in demos]
+    assert len(labelled) >= 2 and labelled == [rng.sample(pool, len(ds)) for ds in labelled]
+    assert all(len(ds) == labeled - bootstrapped for ds in labelled)

@@ -298,15 +298,15 @@ class BootstrapFewShot(Teleprompter):
     def _train(self) -> Module:
         """Give each student predictor its augmented demos, then labelled ones up to the cap.
 
-        As in DSPy, each predictor's labelled demos are sampled from the previous
-        predictor's sample (one ``random.Random(0)`` for all), so they never grow along
-        the program.
+        As in DSPy, every predictor draws its labelled demos from the whole pool of
+        examples that gave no trace, with one ``random.Random(0)`` shared by the
+        predictors in ``named_predictors()`` order: a later predictor's sample is the
+        next draw of that generator, not a subset of the previous predictor's.
         """
         rng = random.Random(0)
-        raw_demos: list[Example] = self.validation
+        pool: list[Example] = self.validation
         for name, predictor in self.student.named_predictors():
             augmented = self.name2traces.get(name, [])[: self.max_bootstrapped_demos]
-            sample_size = max(0, min(self.max_labeled_demos - len(augmented), len(raw_demos)))
-            raw_demos = rng.sample(raw_demos, sample_size)
-            predictor.demos = augmented + raw_demos
+            sample_size = max(0, min(self.max_labeled_demos - len(augmented), len(pool)))
+            predictor.demos = augmented + rng.sample(pool, sample_size)
         return self.student
