@@ -13,7 +13,8 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dspyq.core.chain_of_thought import ChainOfThought
@@ -25,6 +26,13 @@ from dspyq.interpreter import CodeExecutionError, FinalOutput, PythonInterpreter
 logger = logging.getLogger(__name__)
 
 _CODE_DESC = "python code that answers the question"
+
+
+def _refuse_interpreter_keyword(kwargs: dict[str, Any], input_fields: Any) -> None:
+    if "interpreter" in kwargs and "interpreter" not in input_fields:
+        raise TypeError(
+            "To use a caller-owned interpreter, pass it as the first positional argument when calling the module."
+        )
 
 
 class ProgramOfThought(Module):
@@ -116,18 +124,22 @@ class ProgramOfThought(Module):
             result = result.output
         return json.dumps(result), None
 
-    def forward(self, interpreter: Any = None, /, **kwargs: Any) -> Any:
-        if "interpreter" in kwargs and "interpreter" not in self.input_fields:
-            raise TypeError(
-                "To use a caller-owned interpreter, pass it as the first positional argument when calling the module."
-            )
-        owned = interpreter is None
-        interpreter = self._interpreter_factory() if owned else interpreter
+    @contextmanager
+    def _interpreter_context(self, interpreter: Any) -> Iterator[Any]:
+        """The caller's interpreter as is, or a fresh one from the factory, shut down after."""
+        if interpreter is not None:
+            yield interpreter
+            return
+        owned = self._interpreter_factory()
         try:
-            return self._run(interpreter, kwargs)
+            yield owned
         finally:
-            if owned:
-                interpreter.shutdown()
+            owned.shutdown()
+
+    def forward(self, interpreter: Any = None, /, **kwargs: Any) -> Any:
+        _refuse_interpreter_keyword(kwargs, self.input_fields)
+        with self._interpreter_context(interpreter) as running:
+            return self._run(running, kwargs)
 
     def _run(self, interpreter: Any, kwargs: dict[str, Any]) -> Any:
         inputs = {name: kwargs[name] for name in self.input_fields}
