@@ -81,8 +81,9 @@ def test_code_act_matches_dspy(fake_lm: FakeLMServer):
         "generated_code_2": "value = factorial(5)\nvalue",
         "code_output_2": "120",
     }
-    assert "(1) factorial, whose description is <desc>The factorial of n.</desc>" in (
-        sent[0][0]["content"]
+    assert (
+        "(1) factorial, whose description is <desc>The factorial of n.</desc>"
+        in (sent[0][0]["content"])
     )
 
 

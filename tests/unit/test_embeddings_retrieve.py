@@ -17,8 +17,8 @@ import pytest
 from dspy.retrievers.embeddings import EmbeddingsWithScores
 
 import dspyq
-from dspyq.retrievers import EmbeddingsWithScores as OurEmbeddingsWithScores
 from dspyq.core.retrieve import single_query_passage
+from dspyq.retrievers import EmbeddingsWithScores as OurEmbeddingsWithScores
 from dspyq.testing.fake_embeddings import fake_vector
 from dspyq.testing.fake_lm import FakeLMServer
 
@@ -131,17 +131,21 @@ def test_retrieve_like_dspy():
             dspy.Retrieve(k=1)("the", k=2, by="title")
         ]
     assert [dict(p.items()) for p in ours] == [dict(p.items()) for p in theirs]
-    assert ours_rm.calls == theirs_rm.calls == [
-        ("paris", 3, {}),
-        ("the", 3, {}),
-        ("the", 2, {"by": "title"}),
-    ]
+    assert (
+        ours_rm.calls
+        == theirs_rm.calls
+        == [
+            ("paris", 3, {}),
+            ("the", 3, {}),
+            ("the", 2, {"by": "title"}),
+        ]
+    )
     assert ours[0].passages == ["Paris is the capital of France.", "The Eiffel Tower is in Paris."]
 
 
 def test_retrieve_edge_cases_like_dspy():
     for module in (dspyq, dspy):
-        with pytest.raises(AssertionError, match="No RM is loaded."):
+        with pytest.raises(AssertionError, match="No RM is loaded"):
             module.Retrieve()("q")
         with module.context(rm=RecordingRM(single=True)):
             assert module.Retrieve()("sky").passages == ["The sky is blue."]

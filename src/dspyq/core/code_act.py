@@ -11,7 +11,6 @@ the interpreter's lifetime), as in DSPy.
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,11 @@ from dspyq.core.chain_of_thought import ChainOfThought
 from dspyq.core.example import Prediction
 from dspyq.core.module import Module
 from dspyq.core.predict import Predict, ensure_signature
-from dspyq.core.program_of_thought import ProgramOfThought, _refuse_interpreter_keyword
+from dspyq.core.program_of_thought import (
+    ProgramOfThought,
+    _check_code_module,
+    _refuse_interpreter_keyword,
+)
 from dspyq.core.react import ReAct, Tool
 from dspyq.core.signature import InputField, OutputField, Signature, make_signature
 from dspyq.interpreter import PythonInterpreter
@@ -41,13 +44,7 @@ class CodeAct(ReAct, ProgramOfThought):
         interpreter_factory: Callable[[], Any] = PythonInterpreter,
     ) -> None:
         Module.__init__(self)
-        warnings.warn(
-            "CodeAct is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        if not callable(interpreter_factory):
-            raise TypeError("interpreter_factory must be a zero-argument callable")
+        _check_code_module("CodeAct", interpreter_factory)
         self.signature = signature = ensure_signature(signature)
         self.max_iters = max_iters
         self.history: list[Any] = []
@@ -103,14 +100,18 @@ class CodeAct(ReAct, ProgramOfThought):
                 code_data = self.codeact(trajectory=trajectory, **kwargs)
                 code, error = self._parse_code(code_data)
                 if error:
-                    trajectory[f"observation_{index}"] = f"Failed to parse the generated code: {error}"
+                    trajectory[f"observation_{index}"] = (
+                        f"Failed to parse the generated code: {error}"
+                    )
                     continue
                 trajectory[f"generated_code_{index}"] = code
                 output, error = self._execute_code(code, running)
                 if not error:
                     trajectory[f"code_output_{index}"] = output
                 else:
-                    trajectory[f"observation_{index}"] = f"Failed to execute the generated code: {error}"
+                    trajectory[f"observation_{index}"] = (
+                        f"Failed to execute the generated code: {error}"
+                    )
                 if code_data.finished:
                     break
             extract = self._call_with_truncation(self.extractor, trajectory, **kwargs)

@@ -40,7 +40,7 @@ class Embeddings:
         self.normalize = normalize
         vectors = self.embedder(self.corpus)
         self.corpus_embeddings = self._normalize(vectors) if normalize else vectors
-        self.index = self._build_faiss() if len(corpus) >= brute_force_threshold else None
+        self.index: Any = self._build_faiss() if len(corpus) >= brute_force_threshold else None
 
     def __call__(self, query: str) -> Prediction:
         return self.forward(query)

@@ -28,6 +28,17 @@ logger = logging.getLogger(__name__)
 _CODE_DESC = "python code that answers the question"
 
 
+def _check_code_module(name: str, interpreter_factory: Any) -> None:
+    """Warn, as DSPy does, that the code-running module ``name`` is deprecated; check the factory."""
+    warnings.warn(
+        f"{name} is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if not callable(interpreter_factory):
+        raise TypeError("interpreter_factory must be a zero-argument callable")
+
+
 def _refuse_interpreter_keyword(kwargs: dict[str, Any], input_fields: Any) -> None:
     if "interpreter" in kwargs and "interpreter" not in input_fields:
         raise TypeError(
@@ -45,13 +56,7 @@ class ProgramOfThought(Module):
         interpreter_factory: Callable[[], Any] = PythonInterpreter,
     ) -> None:
         super().__init__()
-        warnings.warn(
-            "ProgramOfThought is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        if not callable(interpreter_factory):
-            raise TypeError("interpreter_factory must be a zero-argument callable")
+        _check_code_module("ProgramOfThought", interpreter_factory)
         self.signature = ensure_signature(signature)
         self.max_iters = max_iters
         self.input_fields = self.signature.input_fields

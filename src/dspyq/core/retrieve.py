@@ -34,7 +34,9 @@ class Retrieve(Parameter):
 
     name = "Search"
     input_variable = "query"
-    desc = "takes a search query and returns one or more potentially relevant passages from a corpus"
+    desc = (
+        "takes a search query and returns one or more potentially relevant passages from a corpus"
+    )
 
     def __init__(self, k: int = 3, callbacks: list[Any] | None = None) -> None:
         self.stage = random.randbytes(8).hex()
