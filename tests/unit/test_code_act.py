@@ -7,6 +7,7 @@ fail to run, or run; the tools' source is defined in the interpreter before the 
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from typing import Any
 
@@ -161,3 +162,21 @@ def test_code_act_uses_a_caller_owned_interpreter(fake_lm: FakeLMServer):
         result = program(sandbox, n=4)
         assert sandbox.execute("seen") == 25  # still running: the caller owns it
     assert result.trajectory["code_output_0"] == "25"
+
+
+def test_code_act_runs_async(fake_lm: FakeLMServer):
+    # DSPy 3.4.1's CodeAct inherits ReAct's async loop, which needs ``self.react``; ours runs its own.
+    for text in (chat(generated_code="```python\nfactorial(3)\n```", finished=True), TURNS[-1]):
+        fake_lm.answer(text, times=1)
+    lm = LM("openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="t", cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        program = dspyq.CodeAct("n: int -> factorial: int", tools=[factorial])
+
+    async def run() -> Any:
+        with dspyq.context(lm=lm):
+            return await program.acall(n=3)
+
+    result = asyncio.run(run())
+    assert result.trajectory == {"generated_code_0": "factorial(3)", "code_output_0": "6"}
+    assert result.factorial == 120
