@@ -180,3 +180,28 @@ def test_code_act_runs_async(fake_lm: FakeLMServer):
     result = asyncio.run(run())
     assert result.trajectory == {"generated_code_0": "factorial(3)", "code_output_0": "6"}
     assert result.factorial == 120
+
+
+def test_code_act_with_json_adapter_matches_dspy(fake_lm: FakeLMServer):
+    turns = [
+        '{"generated_code": "```python\\nx = [factorial(4)]\\n```", "finished": false}',
+        '{"generated_code": "factorial(2)", "finished": true}',
+        '{"reasoning": "r", "factorial": 24}',
+    ]
+    for text in turns:
+        fake_lm.answer(text, times=1)
+    lm = LM("openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="t", cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        program = dspyq.CodeAct("n: int -> factorial: int", tools=[factorial])
+        reference = dspy.CodeAct(
+            "n: int -> factorial: int", tools=[factorial], interpreter_factory=DenoShapedInterpreter
+        )
+    with dspyq.context(lm=lm, adapter=dspyq.JSONAdapter()):
+        ours = program(n=4)
+    scripted = ScriptedLM(list(turns))
+    with dspy.context(lm=scripted, adapter=dspy.JSONAdapter()):
+        theirs = reference(n=4)
+    assert [entry["body"]["messages"] for entry in fake_lm.requests] == scripted.calls
+    assert dict(ours.items()) == dict(theirs.items())
+    assert ours.trajectory["code_output_0"] == "[24]"
