@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from dspyq.api_client.stream import StreamChunk
     from dspyq.core.aggregation import majority
     from dspyq.core.chain_of_thought import ChainOfThought
+    from dspyq.core.code_act import CodeAct
     from dspyq.core.context import bind_context, configure, context, current
     from dspyq.core.custom_types import Type
+    from dspyq.core.embeddings import Embeddings
     from dspyq.core.example import Completions, Example, Prediction
     from dspyq.core.file_type import File
     from dspyq.core.knn import KNN
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from dspyq.core.program_of_thought import ProgramOfThought
     from dspyq.core.react import ReAct, Tool
     from dspyq.core.refine import BestOfN, Refine
+    from dspyq.core.retrieve import Retrieve
     from dspyq.core.saving import load
     from dspyq.core.signature import (
         InputField,
@@ -118,6 +121,9 @@ _NAMES_BY_MODULE = {
     "dspyq.core.context": ("bind_context", "configure", "context", "current"),
     "dspyq.core.example": ("Completions", "Example", "Prediction"),
     "dspyq.core.knn": ("KNN",),
+    "dspyq.core.code_act": ("CodeAct",),
+    "dspyq.core.embeddings": ("Embeddings",),
+    "dspyq.core.retrieve": ("Retrieve",),
     "dspyq.core.module": ("Module",),
     "dspyq.core.multi_chain": ("MultiChainComparison",),
     "dspyq.core.multihop": ("MultiHopQA",),
@@ -197,6 +203,7 @@ _SUBMODULES = frozenset(
         "metrics",
         "optimize",
         "resilience",
+        "retrievers",
         "settings",
         "settings_live",
         "store",
@@ -246,6 +253,7 @@ __all__ = [
     "CircuitOpenError",
     "Client",
     "Code",
+    "CodeAct",
     "CodeExecutionError",
     "CodeInterpreterError",
     "ColBERTv2",
@@ -254,6 +262,7 @@ __all__ = [
     "ContextWindowExceededError",
     "DspyqError",
     "Embedder",
+    "Embeddings",
     "Ensemble",
     "Evaluate",
     "EvaluationResult",
@@ -287,6 +296,7 @@ __all__ = [
     "ReAct",
     "Reasoning",
     "Refine",
+    "Retrieve",
     "Run",
     "SemanticF1",
     "Signature",

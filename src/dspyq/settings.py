@@ -326,6 +326,7 @@ _RUNTIME_DEFAULTS: dict[str, Any] = {
     "callbacks": [],
     "provide_traceback": False,
     "send_stream": None,
+    "rm": None,
 }
 
 

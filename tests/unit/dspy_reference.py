@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dspy
+from dspy.primitives.code_interpreter import CodeExecutionError
 
 
 class ScriptedLM(dspy.BaseLM):
@@ -17,3 +18,15 @@ class ScriptedLM(dspy.BaseLM):
     def __call__(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> list[str]:
         self.calls.append(messages)
         return [self.answers.pop(0)]
+
+
+class DenoShapedInterpreter(dspy.LocalInterpreter):
+    """DSPy's LocalInterpreter reporting errors as DSPy's (Deno) PythonInterpreter does:
+    ``"<Type>: <args list>"``, the shape dspyq's PythonInterpreter keeps."""
+
+    def execute(self, code: str, variables: Any = None) -> Any:
+        try:
+            return super().execute(code, variables)
+        except CodeExecutionError as exc:
+            kind, message = str(exc).split(": ", 1)
+            raise CodeExecutionError(f"{kind}: {[message]}") from exc

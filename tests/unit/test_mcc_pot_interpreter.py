@@ -13,8 +13,7 @@ from typing import Any
 
 import dspy
 import pytest
-from dspy.primitives.code_interpreter import CodeExecutionError
-from dspy_reference import ScriptedLM
+from dspy_reference import DenoShapedInterpreter, ScriptedLM
 
 import dspyq
 from dspyq.lm import LM
@@ -56,18 +55,6 @@ def test_multi_chain_comparison_matches_dspy(fake_lm: FakeLMServer):
     assert fake_lm.requests[0]["body"]["temperature"] == 0.7
     with pytest.raises(AssertionError, match="doesn't match the expected number M"):
         dspyq.MultiChainComparison("question -> answer", M=2)(ATTEMPTS, question="q")
-
-
-class DenoShapedInterpreter(dspy.LocalInterpreter):
-    """DSPy's LocalInterpreter reporting errors as DSPy's (Deno) PythonInterpreter does:
-    ``"<Type>: <args list>"``, the shape dspyq's PythonInterpreter keeps."""
-
-    def execute(self, code: str, variables: Any = None) -> Any:
-        try:
-            return super().execute(code, variables)
-        except CodeExecutionError as exc:
-            kind, message = str(exc).split(": ", 1)
-            raise CodeExecutionError(f"{kind}: {[message]}") from exc
 
 
 POT_ANSWERS = [

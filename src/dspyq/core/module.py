@@ -287,10 +287,13 @@ class Module:
                 f"This program's predictors are {names}.",
                 context={"missing": missing, "unexpected": unexpected, "expected": names},
             )
+        from dspyq.core.predict import Predict
         from dspyq.core.state import validate_predictor_state
 
-        for name, _ in self.named_parameters():
-            validate_predictor_state(name, state[name])
+        # Only predictors have the predictor state shape; other parameters (Retrieve) check their own.
+        for name, param in self.named_parameters():
+            if isinstance(param, Predict):
+                validate_predictor_state(name, state[name])
         for name, param in self.named_parameters():
             try:
                 param.load_state(state[name], allow_unsafe_lm_state=allow_unsafe_lm_state)

@@ -13,7 +13,8 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dspyq.core.chain_of_thought import ChainOfThought
@@ -27,6 +28,24 @@ logger = logging.getLogger(__name__)
 _CODE_DESC = "python code that answers the question"
 
 
+def _check_code_module(name: str, interpreter_factory: Any) -> None:
+    """Warn, as DSPy does, that the code-running module ``name`` is deprecated; check the factory."""
+    warnings.warn(
+        f"{name} is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if not callable(interpreter_factory):
+        raise TypeError("interpreter_factory must be a zero-argument callable")
+
+
+def _refuse_interpreter_keyword(kwargs: dict[str, Any], input_fields: Any) -> None:
+    if "interpreter" in kwargs and "interpreter" not in input_fields:
+        raise TypeError(
+            "To use a caller-owned interpreter, pass it as the first positional argument when calling the module."
+        )
+
+
 class ProgramOfThought(Module):
     """``ProgramOfThought("question -> answer")(question=...)``: answers by running code."""
 
@@ -37,13 +56,7 @@ class ProgramOfThought(Module):
         interpreter_factory: Callable[[], Any] = PythonInterpreter,
     ) -> None:
         super().__init__()
-        warnings.warn(
-            "ProgramOfThought is deprecated and will be removed in 3.5. RLM is the preferred replacement.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        if not callable(interpreter_factory):
-            raise TypeError("interpreter_factory must be a zero-argument callable")
+        _check_code_module("ProgramOfThought", interpreter_factory)
         self.signature = ensure_signature(signature)
         self.max_iters = max_iters
         self.input_fields = self.signature.input_fields
@@ -116,18 +129,22 @@ class ProgramOfThought(Module):
             result = result.output
         return json.dumps(result), None
 
-    def forward(self, interpreter: Any = None, /, **kwargs: Any) -> Any:
-        if "interpreter" in kwargs and "interpreter" not in self.input_fields:
-            raise TypeError(
-                "To use a caller-owned interpreter, pass it as the first positional argument when calling the module."
-            )
-        owned = interpreter is None
-        interpreter = self._interpreter_factory() if owned else interpreter
+    @contextmanager
+    def _interpreter_context(self, interpreter: Any) -> Iterator[Any]:
+        """The caller's interpreter as is, or a fresh one from the factory, shut down after."""
+        if interpreter is not None:
+            yield interpreter
+            return
+        owned = self._interpreter_factory()
         try:
-            return self._run(interpreter, kwargs)
+            yield owned
         finally:
-            if owned:
-                interpreter.shutdown()
+            owned.shutdown()
+
+    def forward(self, interpreter: Any = None, /, **kwargs: Any) -> Any:
+        _refuse_interpreter_keyword(kwargs, self.input_fields)
+        with self._interpreter_context(interpreter) as running:
+            return self._run(running, kwargs)
 
     def _run(self, interpreter: Any, kwargs: dict[str, Any]) -> Any:
         inputs = {name: kwargs[name] for name in self.input_fields}
