@@ -19,7 +19,7 @@ from keyed_lms import DspyKeyedLM, KeyedLM, reply
 from dspyq.core.context import context
 from dspyq.core.example import Example
 from dspyq.core.predict import Predict
-from dspyq.errors import ConfigurationError
+from dspyq.errors import ConfigurationError, ContextWindowExceededError, DspyqError
 from dspyq.metrics import answer_exact_match
 from dspyq.optimize.infer_rules import InferRules
 
@@ -111,3 +111,37 @@ def dspyq_run_without_candidates() -> None:
     trainset = [Example(question=q, answer=a).with_inputs("question") for q, a in PAIRS]
     with context(lm=KeyedLM(respond, [])):
         optimizer.compile(Predict("question -> answer"), trainset=trainset)
+
+
+def test_infer_rules_drops_the_last_example_until_the_prompt_fits() -> None:
+    """As DSPy: a prompt too long for the model loses its last example and is asked again;
+    a single example that does not fit is a clear error."""
+
+    def too_long_past_two(
+        messages: list[dict[str, Any]], kwargs: dict[str, Any], log: list[Any]
+    ) -> str:
+        last = str(messages[-1]["content"])
+        if "examples_text" in str(messages[0]["content"]) and last.count("Input Fields:") > 2:
+            log.append("refused")
+            raise ContextWindowExceededError("prompt too long")
+        return respond(messages, kwargs, log)
+
+    log: list[Any] = []
+    trainset = [Example(question=q, answer=a).with_inputs("question") for q, a in PAIRS]
+    optimizer = InferRules(metric=answer_exact_match, num_candidates=1, num_rules=2)
+    with context(lm=KeyedLM(too_long_past_two, log)):
+        program = optimizer.compile(Predict("question -> answer"), trainset=trainset)
+    assert log.count("refused") == 1
+    inductions = [entry for entry in log if entry != "refused" and "examples_text" in entry[0]]
+    assert [entry[1].count("Input Fields:") for entry in inductions] == [2]
+    assert program.predictors()[0].signature.instructions.endswith(f"Rule {_rollouts(2)[1]}.")
+
+    def never_fits(messages: list[dict[str, Any]], kwargs: dict[str, Any], log: list[Any]) -> str:
+        if "examples_text" in str(messages[0]["content"]):
+            raise ContextWindowExceededError("prompt too long")
+        return respond(messages, kwargs, log)
+
+    with context(lm=KeyedLM(never_fits, [])), pytest.raises(DspyqError, match="single example"):
+        InferRules(metric=answer_exact_match, num_candidates=1).compile(
+            Predict("question -> answer"), trainset=trainset
+        )
