@@ -145,3 +145,15 @@ def test_infer_rules_drops_the_last_example_until_the_prompt_fits() -> None:
         InferRules(metric=answer_exact_match, num_candidates=1).compile(
             Predict("question -> answer"), trainset=trainset
         )
+
+
+@pytest.mark.parametrize("name", ["InferRules", "BootstrapFewShotWithOptuna"])
+def test_runs_refuse_the_in_process_only_optimizers_up_front(name: str) -> None:
+    """InferRules is a BootstrapFewShot: a run must not take it for one and fail later."""
+    import dspyq
+    from dspyq.errors import InputError
+    from dspyq.tasks.optimization import optimizer_config
+
+    optimizer = getattr(dspyq, name)(metric=answer_exact_match)
+    with pytest.raises(InputError, match=f"{name} cannot run on the queue yet"):
+        optimizer_config(optimizer)
