@@ -93,9 +93,11 @@ if TYPE_CHECKING:
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+    from dspyq.optimize.infer_rules import InferRules
     from dspyq.optimize.knn_fewshot import KNNFewShot
     from dspyq.optimize.labeled import LabeledFewShot
     from dspyq.optimize.mipro import MIPROv2
+    from dspyq.optimize.optuna_fewshot import BootstrapFewShotWithOptuna
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
     from dspyq.optimize.teleprompter import Teleprompter
     from dspyq.teleprompt import BootstrapRS
@@ -178,9 +180,11 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.embedder": ("Embedder",),
     "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
+    "dspyq.optimize.infer_rules": ("InferRules",),
     "dspyq.optimize.knn_fewshot": ("KNNFewShot",),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
+    "dspyq.optimize.optuna_fewshot": ("BootstrapFewShotWithOptuna",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
     "dspyq.optimize.auto_evaluation": ("SemanticF1",),
     "dspyq.teleprompt": ("BootstrapRS",),
@@ -246,6 +250,7 @@ __all__ = [
     "BaseLM",
     "BestOfN",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
     "ChainOfThought",
@@ -271,6 +276,7 @@ __all__ = [
     "FinalOutput",
     "History",
     "Image",
+    "InferRules",
     "InputError",
     "InputField",
     "JSONAdapter",

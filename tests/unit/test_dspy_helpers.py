@@ -243,8 +243,9 @@ def test_submodule_names_port_by_renaming_the_package() -> None:
     import dspyq.utils
 
     assert set(evaluate_names) <= set(dspyq.evaluate.__all__)
-    for name in ("BootstrapFewShot", "LabeledFewShot", "COPRO", "MIPROv2", "Teleprompter"):
-        assert hasattr(dspyq.teleprompt, name)
+    names = ("BootstrapFewShot", "LabeledFewShot", "COPRO", "MIPROv2", "Teleprompter")
+    for name in (*names, "InferRules", "BootstrapFewShotWithOptuna"):
+        assert getattr(dspyq.teleprompt, name) is getattr(dspyq, name)
     assert dspyq.BootstrapRS is dspyq.BootstrapFewShotWithRandomSearch
     for name in ("DummyLM", "BaseCallback", "with_callbacks"):
         assert hasattr(dspyq.utils, name)

@@ -55,6 +55,8 @@ def optimizer_config(
     Raises InputError for an optimizer runs cannot carry yet.
     """
     name = type(optimizer).__name__
+    if name not in SUPPORTED_OPTIMIZERS:  # e.g. InferRules, a BootstrapFewShot subclass
+        raise _not_on_queue(name)
     if isinstance(optimizer, MIPROv2):
         return mipro_config(optimizer, compile_options or {})
     if compile_options:
@@ -89,7 +91,11 @@ def optimizer_config(
         }
     if isinstance(optimizer, LabeledFewShot):
         return {"k": optimizer.k}
-    raise InputError(
+    raise _not_on_queue(name)
+
+
+def _not_on_queue(name: str) -> InputError:
+    return InputError(
         f"{name} cannot run on the queue yet; supported: {', '.join(SUPPORTED_OPTIMIZERS)}",
         context={"optimizer": name, "supported": list(SUPPORTED_OPTIMIZERS)},
     )

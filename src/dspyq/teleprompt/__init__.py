@@ -6,8 +6,10 @@ absent rather than stubbed, so an import of one fails at the import line.
 
 from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.copro import COPRO
+from dspyq.optimize.infer_rules import InferRules
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.mipro import MIPROv2
+from dspyq.optimize.optuna_fewshot import BootstrapFewShotWithOptuna
 from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
 from dspyq.optimize.teleprompter import Teleprompter
 
@@ -16,8 +18,10 @@ BootstrapRS = BootstrapFewShotWithRandomSearch  # DSPy's short alias
 __all__ = [
     "COPRO",
     "BootstrapFewShot",
+    "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "InferRules",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",
