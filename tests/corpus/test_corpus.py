@@ -21,13 +21,7 @@ RUNNER = Path(__file__).parent / "run_corpus.py"
 PROGRAMS = sorted(path.stem for path in (Path(__file__).parent / "programs").glob("*.py"))
 
 # Known differences from DSPy, each named precisely; strict, so a fix makes them fail loudly.
-KNOWN_DIFFERENCES = {
-    "inspect_history_text": (
-        "inspect_history prints dspyq's own layout (a summary line with model, duration, "
-        "tokens and cost; no ANSI colours) where DSPy prints a coloured timestamp and "
-        "red role headers"
-    ),
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 @cache

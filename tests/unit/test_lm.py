@@ -247,7 +247,6 @@ def test_history_and_inspect_history_print_messages_and_response(
     assert "System message:" in out and "Be brief." in out
     assert "User message:" in out and "6*7?" in out
     assert "Response:" in out and "[[ ## answer ## ]]" in out and "42" in out
-    assert "openai/gpt-4o-mini" in out
     lm.inspect_history(1)
     assert "6*7?" in capsys.readouterr().out
 

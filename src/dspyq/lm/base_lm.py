@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Any
+from typing import Any, TextIO
+
+from dspyq.lm.pretty import pretty_print_history
 
 
 def _value(obj: Any, key: str, default: Any = None) -> Any:
@@ -138,6 +140,6 @@ class BaseLM:
                 new.kwargs[key] = value
         return new
 
-    def inspect_history(self, n: int = 1) -> None:
-        for entry in self.history[-n:]:
-            print(entry["messages"] or entry["prompt"], "->", entry["outputs"])
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print this LM's last ``n`` calls, laid out as DSPy does."""
+        pretty_print_history(self.history, n, file=file)

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from pydantic import SecretStr
@@ -24,11 +24,11 @@ from pydantic import SecretStr
 from dspyq.core.callbacks import with_callbacks
 from dspyq.core.context import current, setting
 from dspyq.errors import ConfigurationError
-from dspyq.lm import history as global_history
 from dspyq.lm.attempt import agated, aopen_stream, cached_or_peek, gated, open_stream
 from dspyq.lm.cache import default_cache
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
 from dspyq.lm.degrade import stale_answer
+from dspyq.lm.pretty import pretty_print_history
 from dspyq.lm.privacy import REDACT_MESSAGES_KEY
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
 from dspyq.lm.recording import CallRecorder, lm_price_table
@@ -336,9 +336,9 @@ class LM:
             raise
         self._record(call, builder.response(), started, cache_hit=False, stream=True)
 
-    def inspect_history(self, n: int = 1) -> None:
-        """Print this LM's last ``n`` calls."""
-        global_history.print_history(self.history[-n:] if n > 0 else [])
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print this LM's last ``n`` calls, laid out as DSPy does."""
+        pretty_print_history(self.history, n, file=file)
 
     # --- copies and saved state -------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from dspyq.core.callbacks import BaseCallback, with_callbacks
 from dspyq.core.sync_async import asyncify, syncify
-from dspyq.lm.history import inspect_history as pretty_print_history
+from dspyq.lm.pretty import pretty_print_history
 from dspyq.lm.usage import UsageTracker, track_usage
 from dspyq.utils.dummies import DummyLM
 

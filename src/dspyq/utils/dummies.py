@@ -18,11 +18,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from dspyq.core.callbacks import with_callbacks
 from dspyq.core.context import setting
 from dspyq.lm import history as global_history
+from dspyq.lm.pretty import pretty_print_history
 from dspyq.lm.usage import record_usage
 
 __all__ = ["DummyLM"]
@@ -154,8 +155,9 @@ class DummyLM:
         """The messages and outputs of the ``index``-th call."""
         return self.history[index]["messages"], self.history[index]["outputs"]
 
-    def inspect_history(self, n: int = 1) -> None:
-        global_history.print_history(self.history[-n:] if n > 0 else [])
+    def inspect_history(self, n: int = 1, file: TextIO | None = None) -> None:
+        """Print this LM's last ``n`` calls, laid out as DSPy does."""
+        pretty_print_history(self.history, n, file=file)
 
     def copy(self, **kwargs: Any) -> DummyLM:
         clone = copy.copy(self)
