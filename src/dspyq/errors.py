@@ -106,6 +106,15 @@ class StateError(DspyqError):
     code = 2001
 
 
+class StatePathError(StateError, ValueError):
+    """A state path DSPy refuses too (a suffix other than .json or .pkl): a ValueError
+    as well, with DSPy's message, so ``except ValueError`` code ports unchanged."""
+
+
+class StateNotFoundError(StateError, FileNotFoundError):
+    """No file at a state path: a FileNotFoundError as well, as DSPy raises."""
+
+
 class ToolError(DspyqError):
     """A ReAct tool raised or could not be called."""
 
@@ -308,6 +317,8 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
         DspyqError,
         ConfigurationError,
         StateError,
+        StatePathError,
+        StateNotFoundError,
         ToolError,
         JobTimeoutError,
         JobCancelledError,

@@ -67,8 +67,8 @@ class BestOfN(Module):
     """Run ``module`` up to ``N`` times; return the first prediction reaching ``threshold``.
 
     ``reward_fn(inputs, prediction) -> float``. If no attempt reaches the threshold the
-    best-rewarded prediction is returned. Failing attempts are logged and skipped; after
-    ``fail_count`` failures (default ``N``) the last error is raised.
+    best-rewarded prediction is returned (None if every attempt failed). Failing attempts
+    are logged and skipped until DSPy's ``fail_count`` rule re-raises (see below).
     """
 
     def __init__(
@@ -80,8 +80,6 @@ class BestOfN(Module):
         fail_count: int | None = None,
     ) -> None:
         super().__init__()
-        if N < 1:
-            raise ValueError("N must be at least 1")
         self.module = module
         # Kept in a closure so it is not mistaken for a sub-module or parameter.
         self.reward_fn: Callable[..., float] = lambda *args: reward_fn(*args)
@@ -98,6 +96,13 @@ class BestOfN(Module):
         start = int((getattr(lm, "kwargs", {}) or {}).get("rollout_id", 0) or 0)
         return lm, start
 
+    def _count_failure(self, attempt: int, error: Exception) -> None:
+        """DSPy's rule, kept exactly: re-raise once the attempt index exceeds what is left
+        of ``fail_count``, which every failure lowers, for later calls too."""
+        if attempt > self.fail_count:
+            raise error
+        self.fail_count -= 1
+
     def _attempt(self, lm: Any, rollout_id: int) -> Module:
         copy = self.module.deepcopy()
         copy.set_lm(lm.copy(rollout_id=rollout_id, temperature=1.0))
@@ -108,7 +113,6 @@ class BestOfN(Module):
         best: Prediction | None = None
         best_trace: list[Any] = []
         best_reward = -float("inf")
-        failures = 0
         for attempt in range(self.N):
             rollout_id = start + attempt
             module = self._attempt(lm, rollout_id)
@@ -118,15 +122,13 @@ class BestOfN(Module):
                     trace = list(config.trace or [])
                     reward = self.reward_fn(kwargs, prediction)
             except Exception as error:
-                failures += 1
                 logger.warning(
                     "BestOfN: attempt %d failed with rollout id %d: %s",
                     attempt + 1,
                     rollout_id,
                     error,
                 )
-                if failures >= self.fail_count or (attempt == self.N - 1 and best is None):
-                    raise
+                self._count_failure(attempt, error)
                 continue
             if reward > best_reward:
                 best, best_trace, best_reward = prediction, trace, reward
@@ -160,7 +162,6 @@ class Refine(BestOfN):
         best_trace: list[Any] = []
         best_reward = -float("inf")
         advice: dict[str, str] | None = None
-        failures = 0
         for attempt in range(self.N):
             rollout_id = start + attempt
             module = self._attempt(lm, rollout_id)
@@ -179,15 +180,13 @@ class Refine(BestOfN):
                     break
                 advice = self._advise(lm, module, names, kwargs, trace, prediction, reward)
             except Exception as error:
-                failures += 1
                 logger.warning(
                     "Refine: attempt %d failed with rollout id %d: %s",
                     attempt + 1,
                     rollout_id,
                     error,
                 )
-                if failures >= self.fail_count or (attempt == self.N - 1 and best is None):
-                    raise
+                self._count_failure(attempt, error)
         _extend_trace(best_trace)
         return best
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dspyq.errors import DspyqError, StateError
+from dspyq.errors import DspyqError, StateError, StateNotFoundError, StatePathError
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,8 @@ def validate_predictor_state(name: str, state: Any) -> PredictorState:
 def write_state(path: Path, state: Mapping[str, Any]) -> None:
     """Write ``state`` (a module's ``dump_state()``) plus metadata as pretty JSON."""
     if path.suffix != ".json":
-        raise StateError(
-            f"Cannot save to {path.name}: dspyq saves program state as JSON; "
-            "use a path ending in .json."
+        raise StatePathError(
+            f"`path` must end with `.json` or `.pkl` when `save_program=False`, but received: {path}"
         )
     document = {**state, "metadata": {"dependency_versions": dependency_versions()}}
     try:
@@ -103,10 +102,13 @@ def read_state(path: Path) -> dict[str, Any]:
 
     Whether the state fits a program is checked when it is applied (``load_state``).
     """
+    if path.suffix != ".json":
+        raise StatePathError(f"`path` must end with `.json` or `.pkl`, but received: {path}")
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise StateError(f"No saved program at {path}") from exc
+        # DSPy lets open() raise: the same class and text, as a StateError too.
+        raise StateNotFoundError(str(exc)) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise StateError(f"{path} is not a readable JSON program state: {exc}") from exc
     if not isinstance(document, dict):
