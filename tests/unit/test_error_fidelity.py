@@ -71,7 +71,7 @@ def test_bad_arguments_raise_what_dspy_raises(case: str, tmp_path: Path) -> None
     for name in PACKAGES:
         pkg, utils = _package(name)
         with pkg.context(lm=utils.DummyLM([{"answer": "a", "rationale": "r"}] * 3)):
-            outcomes.append(_outcome(lambda: CASES[case](pkg, utils, tmp_path)))
+            outcomes.append(_outcome(lambda p=pkg, u=utils: CASES[case](p, u, tmp_path)))
     theirs, ours = outcomes
     assert ours == theirs
 

@@ -251,7 +251,7 @@ def test_lm_endpoint_from_a_file_is_ignored_unless_trusted(tmp_path: Path):
 
 def test_save_refuses_other_suffixes_and_a_program_file(tmp_path: Path):
     program = RewriteThenAnswer()
-    with pytest.raises(StateError, match="must end with `.json` or `.pkl`"):
+    with pytest.raises(StateError, match=r"must end with `\.json` or `\.pkl`"):
         program.save(tmp_path / "p.txt")
     with pytest.raises(ValueError, match="directory without a suffix"):
         program.save(tmp_path / "p.json", save_program=True)
