@@ -49,6 +49,13 @@ CASES: dict[str, Callable[[ModuleType, ModuleType, Path], Any]] = {
     "codeact_callable_object": lambda pkg, utils, tmp: pkg.CodeAct(
         "question -> answer", tools=[type("Tool", (), {"__call__": lambda self, x: x})()]
     ),
+    "codeact_uncallable_tool": lambda pkg, utils, tmp: pkg.CodeAct(
+        "question -> answer", tools=[42]
+    ),
+    "tool_uncallable": lambda pkg, utils, tmp: pkg.Tool(42),
+    "ensemble_deterministic": lambda pkg, utils, tmp: importlib.import_module(
+        f"{pkg.__name__}.teleprompt"
+    ).Ensemble(deterministic=True),
     "parallel_bad_pair": lambda pkg, utils, tmp: pkg.Parallel(num_threads=1)(
         [(pkg.Predict("q -> a"), 5)]
     ),

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, Literal, get_type_hints
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError, create_model
 from pydantic_core import core_schema
 
 from dspyq.core.callbacks import with_callbacks
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 _TRUNCATION_ATTEMPTS = 3
 
+
+def _refuse_uncallable(func: Any) -> None:
+    """Raise the pydantic ValidationError DSPy's Tool model raises: same class, same text."""
+    create_model("Tool", func=(Callable[..., Any], ...)).model_validate({"func": func})
 
 class Tool:
     """A callable the agent may use, described to the LM by name, docstring and args.
@@ -49,7 +53,7 @@ class Tool:
         arg_desc: dict[str, str] | None = None,
     ) -> None:
         if not callable(func):
-            raise ToolError(f"Tool needs a callable, got {func!r}")
+            _refuse_uncallable(func)
         self.func = func
         target = func if inspect.isfunction(func) or inspect.ismethod(func) else type(func).__call__
         self.name: str = name or str(getattr(func, "__name__", type(func).__name__))

@@ -1,12 +1,14 @@
 """``dspyq.teleprompt``: the optimizers dspyq has, under DSPy's ``dspy.teleprompt`` names.
 
-DSPy optimizers dspyq does not have yet (``SIMBA``, ``GEPA``, ``KNNFewShot`` ...) are
+DSPy optimizers dspyq does not have yet (``SIMBA``, ``GEPA`` ...) are
 absent rather than stubbed, so an import of one fails at the import line.
 """
 
 from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.copro import COPRO
+from dspyq.optimize.ensemble import Ensemble
 from dspyq.optimize.infer_rules import InferRules
+from dspyq.optimize.knn_fewshot import KNNFewShot
 from dspyq.optimize.labeled import LabeledFewShot
 from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.optuna_fewshot import BootstrapFewShotWithOptuna
@@ -21,7 +23,9 @@ __all__ = [
     "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
     "BootstrapRS",
+    "Ensemble",
     "InferRules",
+    "KNNFewShot",
     "LabeledFewShot",
     "MIPROv2",
     "Teleprompter",
