@@ -56,6 +56,9 @@ CASES: dict[str, Callable[[ModuleType, ModuleType, Path], Any]] = {
     "ensemble_deterministic": lambda pkg, utils, tmp: importlib.import_module(
         f"{pkg.__name__}.teleprompt"
     ).Ensemble(deterministic=True),
+    "signature_without_arrow": lambda pkg, utils, tmp: pkg.Signature("question"),
+    "signature_two_arrows": lambda pkg, utils, tmp: pkg.Predict("a -> b -> c"),
+    "signature_shared_names": lambda pkg, utils, tmp: pkg.Predict("b, a, c -> c, b"),
     "parallel_bad_pair": lambda pkg, utils, tmp: pkg.Parallel(num_threads=1)(
         [(pkg.Predict("q -> a"), 5)]
     ),

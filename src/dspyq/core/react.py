@@ -36,6 +36,7 @@ def _refuse_uncallable(func: Any) -> None:
     """Raise the pydantic ValidationError DSPy's Tool model raises: same class, same text."""
     create_model("Tool", func=(Callable[..., Any], ...)).model_validate({"func": func})
 
+
 class Tool:
     """A callable the agent may use, described to the LM by name, docstring and args.
 

@@ -223,7 +223,7 @@ def parse_signature(
 
     if spec.count("->") != 1:
         raise SignatureValueError(
-            f"Invalid signature {spec!r}: it must contain exactly one '->' between inputs and outputs."
+            f"Invalid signature format: '{spec}', must contain exactly one '->'."
         )
     input_text, output_text = spec.split("->")
     resolver = _Resolver(spec, custom_types)
@@ -238,8 +238,8 @@ def parse_signature(
     overlap = [name for name in inputs if name in outputs]
     if overlap:
         raise SignatureValueError(
-            f"Invalid signature {spec!r}: input and output fields must have distinct names "
-            f"({', '.join(overlap)})."
+            "Input and output fields must have distinct names, but found duplicates: "
+            f"'{', '.join(sorted(overlap))}'."
         )
     fields: dict[str, tuple[Any, FieldInfo]] = {}
     for name, annotation in inputs.items():
