@@ -110,3 +110,19 @@ def test_reasoning_content_fills_reasoning_outputs_like_dspy() -> None:
         results.append((type(result.why).__name__, str(result.why), result.answer))
     assert results[0] == results[1]
     assert results[1] == ("Reasoning", "thought natively", "4")
+
+
+def test_custom_lm_calls_show_in_inspect_history_as_in_dspy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = []
+    for pkg in (dspy, dspyq):
+        lm = _echo_lm(pkg)
+        with pkg.context(lm=lm):
+            pkg.Predict("question -> answer")(question="hi there")
+        lm.history[-1]["timestamp"] = "now"  # the global history holds the same entry
+        capsys.readouterr()
+        pkg.inspect_history(1)
+        shown.append(capsys.readouterr().out)
+    assert shown[1] == shown[0]
+    assert "HI THERE" in shown[1]

@@ -14,6 +14,7 @@ import datetime
 import uuid
 from typing import Any, TextIO
 
+from dspyq.lm.history import record
 from dspyq.lm.pretty import pretty_print_history
 
 
@@ -109,20 +110,20 @@ class BaseLM:
             if calls := _value(message, "tool_calls"):
                 output["tool_calls"] = _jsonable(calls)
             outputs.append(output)
-        self.history.append(
-            {
-                "prompt": prompt,
-                "messages": messages,
-                "kwargs": {k: v for k, v in merged.items() if not k.startswith("api_")},
-                "response": response,
-                "outputs": [o["text"] for o in outputs],
-                "usage": _jsonable(_value(response, "usage")) or {},
-                "model": self.model,
-                "timestamp": datetime.datetime.now().isoformat(),
-                "uuid": str(uuid.uuid4()),
-                "model_type": self.model_type,
-            }
-        )
+        entry = {
+            "prompt": prompt,
+            "messages": messages,
+            "kwargs": {k: v for k, v in merged.items() if not k.startswith("api_")},
+            "response": response,
+            "outputs": [o["text"] for o in outputs],
+            "usage": _jsonable(_value(response, "usage")) or {},
+            "model": self.model,
+            "timestamp": datetime.datetime.now().isoformat(),
+            "uuid": str(uuid.uuid4()),
+            "model_type": self.model_type,
+        }
+        self.history.append(entry)
+        record(entry)  # the global history too, so dspyq.inspect_history() shows it
         if all(len(output) == 1 for output in outputs):
             return [output["text"] for output in outputs]
         return outputs
