@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 from typing import Any
 
 import dspy
@@ -100,3 +101,17 @@ def test_dummy_lm_history_prints_as_dspys_dummy_lm(capsys: pytest.CaptureFixture
         printed.append(capsys.readouterr().out)
     assert printed[1] == printed[0]
     assert "[34m[fixed]" in printed[0]
+
+
+def test_entries_carry_dspys_timestamp_form(fake_lm: FakeLMServer) -> None:
+    # DSPy stamps entries with local time, naive, to the microsecond; inspect_history shows it.
+    theirs = dspy.utils.DummyLM([{"a": "a"}])
+    dspy.Predict("q -> a")(q="x", lm=theirs)
+    ours = dspyq.utils.DummyLM([{"a": "a"}])
+    dspyq.Predict("q -> a")(q="x", lm=ours)
+    fake_lm.answer("[[ ## a ## ]]\nb\n\n[[ ## completed ## ]]")
+    lm = LM("openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="k", cache=False)
+    lm("hi")
+    form = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?")
+    for entry in (theirs.history[-1], ours.history[-1], lm.history[-1]):
+        assert form.fullmatch(entry["timestamp"]), entry["timestamp"]

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from dspyq.lm import history as global_history
@@ -113,7 +113,7 @@ class CallRecorder:
             "model_type": self.model_type,
             "finish_reasons": list(response.finish_reasons),
             "rate_limit": None if cache_hit else response.rate_limit,
-            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.now().isoformat(),  # DSPy's: local time, as inspect_history shows it
             "uuid": uuid.uuid4().hex,
         }
         with history_lock:

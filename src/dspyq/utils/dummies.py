@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 from dspyq.core.callbacks import with_callbacks
@@ -128,7 +128,7 @@ class DummyLM:
             "outputs": outputs,
             "usage": dict(_ZERO_USAGE),
             "cost": 0.0,
-            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "timestamp": datetime.now().isoformat(),  # DSPy's: local time, as inspect_history shows it
             "uuid": uuid.uuid4().hex,
             "model": self.model,
             "response_model": self.model,
