@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import textwrap
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +22,6 @@ from dspyq.core.predict import Predict
 from dspyq.core.signature import InputField, OutputField, Signature
 from dspyq.core.types import annotation_name
 from dspyq.errors import ConfigurationError
-
-logger = logging.getLogger(__name__)
 
 RewardFn = Callable[[dict[str, Any], Prediction], float]
 
@@ -122,11 +119,9 @@ class BestOfN(Module):
                     trace = list(config.trace or [])
                     reward = self.reward_fn(kwargs, prediction)
             except Exception as error:
-                logger.warning(
-                    "BestOfN: attempt %d failed with rollout id %d: %s",
-                    attempt + 1,
-                    rollout_id,
-                    error,
+                # DSPy prints this line (no logging): programs capturing stdout see it too.
+                print(
+                    f"BestOfN: Attempt {attempt + 1} failed with rollout id {rollout_id}: {error}"
                 )
                 self._count_failure(attempt, error)
                 continue
@@ -180,12 +175,7 @@ class Refine(BestOfN):
                     break
                 advice = self._advise(lm, module, names, kwargs, trace, prediction, reward)
             except Exception as error:
-                logger.warning(
-                    "Refine: attempt %d failed with rollout id %d: %s",
-                    attempt + 1,
-                    rollout_id,
-                    error,
-                )
+                print(f"Refine: Attempt failed with rollout id {rollout_id}: {error}")
                 self._count_failure(attempt, error)
         _extend_trace(best_trace)
         return best
