@@ -58,3 +58,22 @@ def test_started_matches_celerys_and_never_overwrites_a_success(
     assert ours == {**celerys, "task_id": "by-dspyq"}
     assert app.AsyncResult("by-dspyq").state == states.STARTED
     assert app.AsyncResult("done").state == states.SUCCESS
+
+
+def test_a_second_delivery_never_turns_a_success_back_to_started(
+    app: Celery, client: redis.Redis
+) -> None:
+    """A batch delivered twice: both copies read the job's state (none yet), the first
+    stores its success, then the second marks the job started from its stale read. The
+    job must stay SUCCESS, or its client would wait on STARTED for ever."""
+    key = app.backend.get_key_for_task("twice")
+    read_by_a, read_by_b = client.get(key), client.get(key)
+    assert read_by_a is None and read_by_b is None
+    store_results([JobResult(app, "twice", {"outputs": {"answer": "ok"}})])
+    mark_started(app.backend, [("twice", read_by_b)])
+
+    assert _meta(app, client, "twice")["status"] == states.SUCCESS
+    assert app.AsyncResult("twice").get(timeout=5) == {"outputs": {"answer": "ok"}}
+    mark_started(app.backend, [("fresh", None)])  # a job not done yet is still marked
+    assert 0 < client.ttl(app.backend.get_key_for_task("fresh")) <= app.backend.expires
+    assert app.AsyncResult("fresh").state == states.STARTED
