@@ -142,3 +142,26 @@ def test_a_worker_reserves_batches_by_their_jobs_not_by_messages(cluster: Cluste
     assert [job.result(timeout=90).answer for job in jobs] == ["ok"] * 80
     # The second worker found work left in the queue.
     assert "dspyq.execute_batch" in (cluster.tmp_path / "worker-w2.log").read_text()
+
+
+def test_a_batch_delivered_twice_leaves_every_job_succeeded_once(
+    cluster: Cluster, sqlite_url: str
+) -> None:
+    """A publish sent again after its reply was lost: the same batch messages (same task
+    ids) run twice at once. Every job ends SUCCESS in the result backend (never STARTED
+    again afterwards) and is recorded once."""
+    cluster.fake_lm.answer_fields({"answer": "once"})
+    cluster.fake_lm.configure(latency=0.3)
+    jobs = cluster.client.map(_qa(), [{"question": f"q{i}"} for i in range(8)], lm="openai/m")
+    queue = f"{cluster.prefix}:{lm_queue('openai')}"
+    broker = redis.Redis.from_url(REDIS_URL)
+    messages = broker.lrange(queue, 0, -1)
+    assert messages
+    broker.rpush(queue, *messages)  # each batch message delivered twice
+    cluster.start_worker("w1", concurrency=8)
+
+    assert [job.result(timeout=60).answer for job in jobs] == ["once"] * 8
+    time.sleep(2)  # both copies are done by now: a late STARTED would show
+    assert {job.status for job in jobs} == {"succeeded"}
+    rows = ExecutionStore(make_engine(sqlite_url))
+    assert [getattr(rows.get(job.id), "status", None) for job in jobs] == ["succeeded"] * 8

@@ -166,11 +166,6 @@ def test_worker_sql_partition_of_thirty_seconds(tmp_path: Path, postgres_url: st
         proxy.stop()
 
 
-@pytest.mark.xfail(
-    reason="in 2 of 4 runs one job of 1,000, recorded as succeeded, never had its result "
-    "seen by the client (cause not found yet; see RELIABILITY.md)",
-    strict=False,
-)
 def test_client_broker_partition_while_mapping(tmp_path: Path, postgres_url: str) -> None:
     jobs_n = 1000
     proxy, proxied = _redis_proxy()

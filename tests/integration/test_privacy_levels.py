@@ -154,3 +154,66 @@ def test_an_unknown_level_is_refused_before_anything_is_sent(cluster: Cluster) -
     with dspyq.context(privacy="maximum"), pytest.raises(InputError, match="'maximum'"):
         cluster.client.submit(_program(), lm="openai/m", question="q")
     assert len(cluster.fake_lm.requests) == before
+
+
+def _private(level: str) -> dspyq.Predict:
+    program = _program()
+    program.privacy = level
+    return program
+
+
+def test_a_programs_own_level_applies_on_the_worker(cluster: Cluster) -> None:
+    question = f"program-high: what should I tell {INPUT_EMAIL}?"
+    job = cluster.client.submit(_private("high"), lm="openai/m", question=question)
+    assert job.result(timeout=30).answer == "fine"
+    [sent] = _sent(cluster, "program-high")
+    assert INPUT_EMAIL not in sent and DEMO_EMAIL not in sent  # high: demos too
+    # A batch of map carries the program once, its level with it.
+    inputs = [{"question": f"program-map-{i}: tell {INPUT_EMAIL}"} for i in range(3)]
+    jobs = cluster.client.map(_private("medium"), inputs, lm="openai/m")
+    assert [j.result(timeout=30).answer for j in jobs] == ["fine"] * 3
+    for i in range(3):
+        [sent] = _sent(cluster, f"program-map-{i}:")
+        assert INPUT_EMAIL not in sent and DEMO_EMAIL in sent  # medium: inputs only
+
+
+def test_the_strictest_of_program_and_submit_applies(cluster: Cluster) -> None:
+    question = f"program-vs-submit: what should I tell {INPUT_EMAIL}?"
+    job = cluster.client.submit(
+        _private("high"), lm="openai/m", privacy="standard", question=question
+    )
+    assert job.result(timeout=30).answer == "fine"
+    [sent] = _sent(cluster, "program-vs-submit")
+    assert DEMO_EMAIL not in sent  # the program's high, not the submit's standard
+    question = f"submit-vs-program: what should I tell {INPUT_EMAIL}?"
+    job = cluster.client.submit(
+        _private("medium"), lm="openai/m", privacy="high", question=question
+    )
+    assert job.result(timeout=30).answer == "fine"
+    [sent] = _sent(cluster, "submit-vs-program")
+    assert DEMO_EMAIL not in sent
+
+
+def test_a_saved_program_keeps_its_level_when_run_by_reference(cluster: Cluster) -> None:
+    version = cluster.client.save_program("private-qa", _private("high"))
+    assert cluster.client.load_program("private-qa", version).privacy == "high"
+    question = f"by-reference: what should I tell {INPUT_EMAIL}?"
+    job = cluster.client.submit(f"private-qa:{version}", lm="openai/m", question=question)
+    assert job.result(timeout=30).answer == "fine"
+    [sent] = _sent(cluster, "by-reference")
+    assert INPUT_EMAIL not in sent and DEMO_EMAIL not in sent
+
+
+def test_a_programs_level_is_checked_and_absent_from_specs_without_one() -> None:
+    from dspyq.core.program import program_from_spec, program_to_spec
+
+    program = _program()
+    with pytest.raises(InputError, match=r"unknown privacy level 'strict'.*standard, medium, high"):
+        program.privacy = "strict"  # type: ignore[assignment]
+    assert program.privacy is None
+    assert "privacy" not in program_to_spec(program).model_dump(mode="json")
+    spec = program_to_spec(_private("medium")).model_dump(mode="json")
+    assert spec["privacy"] == "medium"
+    assert program_from_spec(spec).privacy == "medium"
+    with pytest.raises(InputError, match="privacy"):
+        program_from_spec({**spec, "privacy": "HIGH"})

@@ -28,6 +28,12 @@ _STATUS = {
 }
 
 
+RECHECK_S = 5.0
+"""Seconds a wait listens before reading the job's state again. Celery hears a result
+only as a Redis publish; one made while the client re-subscribes after a lost link to
+Redis is never delivered, and only a read of the stored state finds that result."""
+
+
 class Job:
     """One execution on the queue; ``result()`` waits for its Prediction."""
 
@@ -55,15 +61,22 @@ class Job:
 
     def result(self, timeout: float | None = None) -> Prediction:
         """Wait for the execution; a failed job raises the dspyq error it failed with."""
-        try:
-            self._async.get(timeout=timeout, propagate=False, disable_sync_subtasks=False)
-        except CeleryTimeoutError:
-            raise JobTimeoutError(
-                f"job {self.id} did not finish within {timeout} s (status: {self.status})",
-                correlation_id=self.correlation_id,
-                context={"task_id": self.id, "timeout": timeout},
-            ) from None
-        return self._outcome()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            wait = RECHECK_S if left is None else min(RECHECK_S, left)
+            try:
+                # Each wait starts by reading the stored state, then listens for changes.
+                self._async.get(timeout=wait, propagate=False, disable_sync_subtasks=False)
+                return self._outcome()
+            except CeleryTimeoutError:
+                if left is not None and left <= RECHECK_S:
+                    break
+        raise JobTimeoutError(
+            f"job {self.id} did not finish within {timeout} s (status: {self.status})",
+            correlation_id=self.correlation_id,
+            context={"task_id": self.id, "timeout": timeout},
+        )
 
     async def aresult(self, timeout: float | None = None, poll: float = 0.02) -> Prediction:
         """Async twin of :meth:`result`; polls without blocking the event loop."""

@@ -24,6 +24,7 @@ from dspyq.errors import ConfigurationError, StateError
 
 if TYPE_CHECKING:
     from dspyq.core.predict import Predict
+    from dspyq.settings import PrivacyLevel
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,18 @@ class Module:
     def __init__(self, callbacks: list[Any] | None = None) -> None:
         self.callbacks = list(callbacks or [])
         self._compiled = False
+
+    @property
+    def privacy(self) -> PrivacyLevel | None:
+        """This program's privacy level (None: none of its own), sent with its spec; a
+        job running it is at least this strict (see :mod:`dspyq.lm.privacy`)."""
+        return self.__dict__.get("_privacy")
+
+    @privacy.setter
+    def privacy(self, level: PrivacyLevel | None) -> None:
+        from dspyq.lm.privacy import requested_level  # InputError on an unknown level
+
+        self.__dict__["_privacy"] = requested_level(level)
 
     # --- running ------------------------------------------------------------------
 

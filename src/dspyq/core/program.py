@@ -32,6 +32,7 @@ from dspyq.core.module import InitArgs, Module
 from dspyq.core.react import Tool
 from dspyq.core.signature import Signature
 from dspyq.errors import DspyqError, InputError, SignatureError, StateError
+from dspyq.settings import PrivacyLevel
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class ProgramSpec(BaseModel):
         description="Each predictor's Signature.to_json(), by predictor path.",
     )
     dspyq_version: str = Field(default_factory=_dspyq_version)
+    privacy: PrivacyLevel | None = Field(
+        default=None,
+        exclude_if=lambda level: level is None,  # specs without one stay as they were
+        description="The program's own privacy level; a job running it is at least this strict.",
+    )
 
 
 # --- client side: program -> spec -------------------------------------------------------
@@ -109,6 +115,7 @@ def program_to_spec(module: Module) -> ProgramSpec:
         init={name: _encode(value, name, owner) for name, value in kwargs.items()},
         state=state,
         signatures=signatures,
+        privacy=module.privacy,
     )
 
 
@@ -245,6 +252,8 @@ def program_from_spec(
     _apply_signatures(program, checked, allowed)
     if checked.state:
         program.load_state(checked.state)
+    if checked.privacy is not None:
+        program.privacy = checked.privacy
     return program
 
 

@@ -48,25 +48,47 @@ def _queue_state(pipe: Any, backend: Any, task_id: str, state: str, result: Any)
     pipe.publish(key, value)
 
 
+_START_IF_NOT_DONE = """
+for i, key in ipairs(KEYS) do
+  local raw = redis.call('GET', key)
+  if not raw or cjson.decode(raw)['status'] ~= 'SUCCESS' then
+    if tonumber(ARGV[1]) > 0 then
+      redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+    else
+      redis.call('SET', key, ARGV[i + 1])
+    end
+    redis.call('PUBLISH', key, ARGV[i + 1])
+  end
+end
+"""
+"""Set each key to its STARTED meta unless the job is SUCCESS by now: checked in Redis,
+atomically, because a second delivery of the batch can be running the same jobs."""
+
+
 def mark_started(backend: Any, jobs: Sequence[tuple[str, Any]]) -> None:
     """Set every job's state to STARTED in one round trip, given each one's stored state
     (raw, as read from the backend; None when it has none).
 
-    What ``backend.store_result(task_id, None, STARTED)`` does for each (including not
-    overwriting a job already SUCCESS, as on a redelivered batch).
+    What ``backend.store_result(task_id, None, STARTED)`` does for each, including not
+    overwriting a job already SUCCESS, as on a batch delivered twice: the check is made
+    again in Redis at the write, since the other delivery may store the success between
+    this one's read and its write (a STARTED written then would be the job's last state).
     """
-    if not jobs:
+    todo = [
+        task_id
+        for task_id, raw in jobs
+        if raw is None or backend.decode_result(raw)["status"] != states.SUCCESS
+    ]
+    if not todo:
         return
     try:
-        with backend.client.pipeline(transaction=False) as pipe:
-            for task_id, raw in jobs:
-                if raw is not None and backend.decode_result(raw)["status"] == states.SUCCESS:
-                    continue
-                _queue_state(pipe, backend, task_id, states.STARTED, None)
-            pipe.execute()
+        keys = [backend.get_key_for_task(task_id) for task_id in todo]
+        values = [backend.encode(result_meta(backend, t, states.STARTED, None)) for t in todo]
+        start = backend.client.register_script(_START_IF_NOT_DONE)
+        start(keys=keys, args=[int(backend.expires or 0), *values])
     except Exception:
         # Only the "running" state is lost: each job's outcome is still stored.
-        logger.warning("could not mark %d batch jobs started", len(jobs), exc_info=True)
+        logger.warning("could not mark %d batch jobs started", len(todo), exc_info=True)
 
 
 @dataclass

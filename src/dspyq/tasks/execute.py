@@ -52,11 +52,15 @@ def build_lm(env: WorkerContext, model: str, lm_kwargs: dict[str, Any]) -> LM:
     return LM(model, http_client=env.job_http.get(), **lm_kwargs)
 
 
-def job_privacy_level(env: WorkerContext, request: ExecutionRequest) -> PrivacyLevel:
-    """The strictest of the deployment's, the job's pool's and the submitter's level."""
+def job_privacy_level(
+    env: WorkerContext, request: ExecutionRequest, program: Module
+) -> PrivacyLevel:
+    """The strictest of the deployment's, the job's pool's, the submitter's and the
+    program's own level (saved with its spec, so one run by reference keeps it too)."""
     settings = env.settings
     pool = settings.providers.get(request.provider)
-    return strictest(settings.privacy.level, pool.privacy_level if pool else None, request.privacy)
+    pool_level = pool.privacy_level if pool else None
+    return strictest(settings.privacy.level, pool_level, request.privacy, program.privacy)
 
 
 def _usage(lm: LM) -> dict[str, Any]:
@@ -142,7 +146,7 @@ def _run(
     """
     try:
         program = build_program(env, request)
-        guard = PrivacyGuard(job_privacy_level(env, request))
+        guard = PrivacyGuard(job_privacy_level(env, request, program))
         with context(
             lm=lm,
             correlation_id=request.correlation_id,
