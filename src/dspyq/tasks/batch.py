@@ -268,24 +268,15 @@ def _run_all(
     items = batch_items(jobs, program)
     delivery = {k: v for k, v in (self.request.delivery_info or {}).items() if v is not None}
     # One round trip tells which jobs were cancelled and what each one's state is.
-    ids = [item.task_id for item in items]
-    try:
-        cancelled, stored = cancelled_and_states(self.app, ids)
-        unknown = False
-    except redis.RedisError:
-        # Redis is down (or failing over): each job meets the outage on its own path and
-        # is sent again for later (where the cancel mark is read again), rather than the
-        # whole batch failing and being acknowledged with its jobs never run.
-        logger.warning("could not read the states of %d batch jobs", len(ids), exc_info=True)
-        cancelled, stored, unknown = set(), [None] * len(ids), True
+    # Redis out of reach here raises to run_batch, which requeues the whole message.
+    cancelled, stored = cancelled_and_states(self.app, [item.task_id for item in items])
     batch_id = str(self.request.id)
     for item in items:
         if item.task_id in cancelled:
             self.backend.mark_as_revoked(item.task_id, reason="cancelled by the client")
             env.batch.job_ended(batch_id)
     todo = [pair for pair in zip(items, stored, strict=True) if pair[0].task_id not in cancelled]
-    if not unknown:  # an unknown state may be SUCCESS, which must not become STARTED
-        mark_started(self.backend, [(item.task_id, raw) for item, raw in todo])
+    mark_started(self.backend, [(item.task_id, raw) for item, raw in todo])
     readable: list[tuple[BatchItem, ExecutionRequest]] = []
     for item, _ in todo:
         request = _parsed(env, self, item)
