@@ -143,6 +143,34 @@ def test_batch_taken_while_the_result_store_is_cut_runs_once_it_is_back(
         proxy.stop()
 
 
+def test_single_jobs_taken_while_the_result_store_is_cut_run_once_it_is_back(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Celery stores a single job's STARTED state before the job's code runs: with Redis
+    cut then, the delivery used to end as an internal error, acknowledged, and the job
+    stayed "running" for ever. The worker's result backend retries instead."""
+    jobs_n = 4
+    proxy, proxied = _redis_proxy()
+    cluster, server = make_cluster(tmp_path, postgres_url, latency=0.0)
+    cluster.env["DSPYQ_REDIS_URL"] = proxied  # the workers' results; the broker direct
+    try:
+        _answers(cluster, jobs_n)
+        cluster.start_worker("w1", concurrency=2)
+        proxy.cut()
+        jobs = [
+            cluster.client.submit(_qa(), lm="openai/m", question=f"Q{i}") for i in range(jobs_n)
+        ]
+        time.sleep(6)
+        assert "Retrying" in _worker_logs(tmp_path)
+        proxy.restore()
+        assert _settled(jobs, timeout=60) == [f"A{i}" for i in range(jobs_n)]
+        _assert_each_job_once(postgres_url, cluster, jobs)
+    finally:
+        cluster.stop()
+        server.stop()
+        proxy.stop()
+
+
 def test_worker_sql_partition_of_thirty_seconds(tmp_path: Path, postgres_url: str) -> None:
     jobs_n = 30
     real = make_url(postgres_url)

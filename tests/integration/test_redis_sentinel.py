@@ -6,10 +6,11 @@ kill, Sentinel promotes the replica within a few seconds, and every client (work
 the submitting client, Celery's result backend) finds it through the sentinels.
 
 What a failover can lose: replication is asynchronous, so writes the master took in
-its last moments and had not yet sent to the replica (a few milliseconds' worth) are
-gone: limiter grants of that instant (the limiter then allows slightly more in that
-window, never less) and results of jobs finished in it. The jobs themselves are not
-lost: a job whose result write failed raised, was not acknowledged, and ran again.
+its last moments and had not yet sent to the replica are gone: limiter grants of that
+instant (the limiter then allows slightly more in that window, never less). Job results
+are not: a batch's results wait for a replica to hold them (``WAIT``) before its message
+is acknowledged, and a job whose result write failed raised, was not acknowledged, and
+ran again.
 """
 
 from __future__ import annotations

@@ -79,6 +79,19 @@ class MaskedArgsAMQP(NamedAMQP):
 WORKER_TASK_CLASS = "dspyq.tasks.base:ContextTask"
 """The task class of a worker's app: its tasks run with the worker's context bound."""
 
+WORKER_RESULT_RETRIES = {
+    # Celery stores a task's STARTED state before its body and its result after it,
+    # outside anything the task can catch: a Redis outage (or a Sentinel failover) at
+    # that instant would end the delivery as an internal error, acknowledged, the job's
+    # state left "running" for ever. Retried instead, with jittered backoff of up to
+    # 2 s, for about five minutes; the job's message stays unacknowledged meanwhile.
+    "result_backend_always_retry": True,
+    "result_backend_base_sleep_between_retries_ms": 100,
+    "result_backend_max_sleep_between_retries_ms": 2000,
+    "result_backend_max_retries": 300,
+}
+"""Result-backend retries of a worker's app (a client's reads still fail fast)."""
+
 
 def make_app(settings: Settings | None = None, *, task_cls: str | None = None) -> Celery:
     """Build the Celery app for the given settings (the process-wide ones by default).
@@ -89,4 +102,6 @@ def make_app(settings: Settings | None = None, *, task_cls: str | None = None) -
     settings = settings or get_settings()
     app = Celery("dspyq", task_cls=task_cls, amqp=MaskedArgsAMQP)
     app.conf.update(celery_config(settings))
+    if task_cls == WORKER_TASK_CLASS:
+        app.conf.update(WORKER_RESULT_RETRIES)
     return app

@@ -14,6 +14,7 @@ first (see :func:`store_results`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,43 @@ from dspyq.resilience.redis_client import redis_errors
 __all__ = ["JobResult", "mark_started", "result_meta", "store_committed_results", "store_results"]
 
 logger = logging.getLogger(__name__)
+
+REPLICA_WAIT_MS = 1000
+"""How long a result write behind Sentinel waits for a replica to hold it."""
+REPLICA_RETRY_S = 10.0
+"""After a write no replica took in time, how long results skip that wait (a master
+left without replicas would otherwise make every batch pay it)."""
+
+
+class _ReplicaFence:
+    """Behind Sentinel, results are acknowledged only once a replica holds them.
+
+    Replication is asynchronous: a result the master took just before it died, and had
+    not yet sent on, is gone after the failover while its job's message was already
+    acknowledged, so the job would stay "running" for ever. ``WAIT`` on the writing
+    connection, after the writes, returns once a replica has them; if the master dies
+    first, the write fails as an outage and the job is delivered again.
+    """
+
+    def __init__(self) -> None:
+        self._skip_until = 0.0
+
+    def wanted(self, app: Celery) -> bool:
+        options = app.conf.result_backend_transport_options or {}
+        return "master_name" in options and time.monotonic() >= self._skip_until
+
+    def settle(self, acknowledged: int) -> None:
+        if acknowledged < 1:
+            logger.warning(
+                "no Redis replica took the job results within %d ms; results are kept on "
+                "the master alone for the next %.0f s",
+                REPLICA_WAIT_MS,
+                REPLICA_RETRY_S,
+            )
+            self._skip_until = time.monotonic() + REPLICA_RETRY_S
+
+
+_fence = _ReplicaFence()
 
 
 def result_meta(backend: Any, task_id: str, state: str, result: Any) -> dict[str, Any]:
@@ -112,11 +150,17 @@ def store_results(results: Sequence[JobResult]) -> list[None]:
     for result in results:
         by_app.setdefault(id(result.app), []).append(result)
     for entries in by_app.values():
-        backend = entries[0].app.backend  # this thread's own client, as Celery gives each
+        app = entries[0].app
+        backend = app.backend  # this thread's own client, as Celery gives each
+        fenced = _fence.wanted(app)
         with backend.client.pipeline(transaction=False) as pipe:
             for entry in entries:
                 _queue_state(pipe, backend, entry.task_id, states.SUCCESS, entry.value)
-            pipe.execute()
+            if fenced:
+                pipe.wait(1, REPLICA_WAIT_MS)
+            replies = pipe.execute()
+        if fenced:
+            _fence.settle(int(replies[-1]))
         for entry in entries:
             entry.stored = True
     return [None] * len(results)
