@@ -75,7 +75,8 @@ class Module:
         return instance
 
     def __init__(self, callbacks: list[Any] | None = None) -> None:
-        self.callbacks = list(callbacks or [])
+        # As DSPy, a non-list is kept as given and fails when the module is called.
+        self.callbacks = list(callbacks) if isinstance(callbacks, list) else (callbacks or [])
         self._compiled = False
 
     @property
