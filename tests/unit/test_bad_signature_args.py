@@ -68,4 +68,3 @@ def test_calling_a_module_built_from_a_bad_argument_fails_alike(args: tuple[Any,
     theirs, ours = run(dspy), run(dspyq)
     assert ours == theirs
     assert ours[0] in ("AttributeError", "TypeError")
-
