@@ -31,13 +31,14 @@ class _Example:
 class _Pickler(pickle._Pickler):  # the Python pickler: its class references can be rewritten
     def save_global(self, obj: Any, name: str | None = None) -> None:
         if obj is not _Example:
-            super().save_global(obj, name)
+            pickle._Pickler.save_global(self, obj, name)  # type: ignore[attr-defined]
             return
         module, qualname = _DSPY_EXAMPLE
-        self.save(module)
-        self.save(qualname)
-        self.write(pickle.STACK_GLOBAL)
-        self.memoize(obj)
+        pickler: Any = self  # these methods of the Python pickler are not in its stubs
+        pickler.save(module)
+        pickler.save(qualname)
+        pickler.write(pickle.STACK_GLOBAL)
+        pickler.memoize(obj)
 
 
 def demo_seed(demos: list[Mapping[str, Any]]) -> str:
