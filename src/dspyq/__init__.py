@@ -211,6 +211,7 @@ _SUBMODULES = frozenset(
         "settings",
         "settings_live",
         "store",
+        "streaming",
         "tasks",
         "teleprompt",
         "telemetry",

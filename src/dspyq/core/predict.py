@@ -20,6 +20,7 @@ from dspyq.core.predict_inputs import (
     prepare_inputs,
 )
 from dspyq.core.signature import Signature, make_signature
+from dspyq.core.stream_listener import stream_scope
 from dspyq.errors import ConfigurationError, StateError
 
 NO_LM_MESSAGE = (
@@ -175,15 +176,19 @@ class Predict(Module, Parameter):
     def forward(self, **kwargs: Any) -> Prediction:
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = current().adapter or _default_adapter()
-        completions = adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
+        with stream_scope(self):
+            completions = adapter(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
         return self._finish(completions, signature, inputs)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = current().adapter or _default_adapter()
-        completions = await adapter.acall(
-            lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
-        )
+        with stream_scope(self):
+            completions = await adapter.acall(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
         return self._finish(completions, signature, inputs)
 
     def __repr__(self) -> str:

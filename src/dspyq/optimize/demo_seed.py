@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["demo_seed"]
@@ -41,7 +41,7 @@ class _Pickler(pickle._Pickler):  # the Python pickler: its class references can
         pickler.memoize(obj)
 
 
-def demo_seed(demos: list[Mapping[str, Any]]) -> str:
+def demo_seed(demos: Sequence[Mapping[str, Any]]) -> str:
     """DSPy's ``Hasher.hash(tuple(dspy.Example(**demo) for demo in demos))``."""
     buffer = io.BytesIO()
     _Pickler(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(tuple(_Example(d) for d in demos))

@@ -1,0 +1,16 @@
+"""DSPy's ``dspy.streaming`` names: ``streamify``, its listeners and its messages."""
+
+from __future__ import annotations
+
+from dspyq.core.stream_listener import StreamListener
+from dspyq.core.stream_messages import StatusMessage, StatusMessageProvider, StreamResponse
+from dspyq.core.streaming import StreamChunk, streamify
+
+__all__ = [
+    "StatusMessage",
+    "StatusMessageProvider",
+    "StreamChunk",
+    "StreamListener",
+    "StreamResponse",
+    "streamify",
+]
