@@ -248,3 +248,41 @@ def test_the_listener_cuts_any_chunking_as_dspys(
         listener = pkg.streaming.StreamListener(signature_field_name=field, allow_reuse=reuse)
         results.append(feed(pkg, listener, chunks, getattr(pkg, adapter)()))
     assert results[1] == results[0]
+
+
+@pytest.mark.parametrize("adapter", sorted(FORMATS))
+def test_an_async_program_streams_through_acall(fake_lm: FakeLMServer, adapter: str) -> None:
+    reply = FORMATS[adapter](reasoning=REASONING, answer=ANSWER)
+    items = both(fake_lm, [reply], one_predict, adapter=adapter, is_async_program=True)
+    assert sum("is_last_chunk=True" in item for item in items) == 2
+
+
+@pytest.mark.parametrize("include", [True, False])
+@pytest.mark.parametrize("adapter", sorted(FORMATS))
+def test_a_cached_answer_streams_nothing_and_yields_the_prediction(
+    fake_lm: FakeLMServer, adapter: str, include: bool
+) -> None:
+    """DSPy streams nothing from its cache; dspyq sends the cached answer whole, which
+    the listener must recognise and skip the same way."""
+
+    def run(pkg: Any) -> list[Any]:
+        fake_lm.reset()
+        fake_lm.answer(FORMATS[adapter](answer=ANSWER))
+        lm = pkg.LM("openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="k", cache=True)
+        question = f"cached streaming {adapter} {include}"
+        runs = []
+        for _ in range(2):
+            listener = pkg.streaming.StreamListener(signature_field_name="answer")
+            streamed = pkg.streamify(
+                pkg.Predict("question -> answer"),
+                stream_listeners=[listener],
+                include_final_prediction_in_output_stream=include,
+                async_streaming=False,
+            )
+            with pkg.context(lm=lm, adapter=getattr(pkg, adapter)()):
+                runs.append([shown(item) for item in streamed(question=question)])
+        return runs
+
+    theirs, ours = run(dspy), run(dspyq)
+    assert ours == theirs
+    assert ours[1] == [("Prediction", {"answer": ANSWER})]

@@ -16,6 +16,7 @@ dspyq LM honours (see ``LM.forward``); chunks go to the listeners on the consumi
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator
@@ -127,10 +128,11 @@ def streamify(
     listeners = list(stream_listeners or [])
     by_predictor = find_predictor_for_stream_listeners(program, listeners) if listeners else {}
     status = StatusStreamingCallback(status_message_provider)
-    if is_async_program:
+    if is_async_program or inspect.iscoroutinefunction(program):
         from dspyq.core.sync_async import run_async
 
-        async_program = program
+        # As DSPy: an async program module runs through ``acall``.
+        async_program = getattr(program, "acall", program) if is_async_program else program
         program = lambda *a, **kw: run_async(async_program(*a, **kw))  # noqa: E731
 
     def relay() -> _Relay:
