@@ -28,7 +28,7 @@ from dspyq.core.example import Prediction
 from dspyq.core.stream_listener import StreamListener, find_predictor_for_stream_listeners
 from dspyq.core.stream_messages import StatusMessage, StatusStreamingCallback
 
-__all__ = ["StreamChunk", "streamify"]
+__all__ = ["StreamChunk", "apply_sync_streaming", "streamify"]
 
 _DONE = object()
 
@@ -168,3 +168,25 @@ def streamify(
         await worker
 
     return async_stream if async_streaming else sync_stream
+
+
+def apply_sync_streaming(async_generator: AsyncGenerator[Any, None]) -> Generator[Any, None, None]:
+    """The items of ``async_generator`` as a plain generator (it runs on its own thread and
+    event loop, in the caller's configuration), its exception raised here."""
+    items: queue.Queue[Any] = queue.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in async_generator:
+                items.put(("item", item))
+        except BaseException as exc:  # re-raised on the consuming side
+            items.put(("error", exc))
+        finally:
+            items.put(_DONE)
+
+    worker = threading.Thread(target=bind_context(asyncio.run), args=(pump(),), daemon=True)
+    worker.start()
+    for kind, value in iter(items.get, _DONE):
+        if kind == "error":
+            raise value
+        yield value

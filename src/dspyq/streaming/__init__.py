@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dspyq.core.stream_listener import StreamListener
 from dspyq.core.stream_messages import StatusMessage, StatusMessageProvider, StreamResponse
-from dspyq.core.streaming import StreamChunk, streamify
+from dspyq.core.streaming import StreamChunk, apply_sync_streaming, streamify
 
 __all__ = [
     "StatusMessage",
@@ -12,5 +12,6 @@ __all__ = [
     "StreamChunk",
     "StreamListener",
     "StreamResponse",
+    "apply_sync_streaming",
     "streamify",
 ]
