@@ -10,15 +10,8 @@ import dspy
 import pytest
 
 import dspyq
-from dspyq.core.context import reset_configuration
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Any:
-    reset_configuration()
-    dspy.configure(lm=None, callbacks=[])
-    yield
-    reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_configurations")
 
 
 def _outcome(action: Any) -> tuple[str, ...]:

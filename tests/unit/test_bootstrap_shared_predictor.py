@@ -4,7 +4,6 @@ DSPy 3.4.1, which keeps one of the calls picked with a seed hashed from them."""
 from __future__ import annotations
 
 import random
-import warnings
 from typing import Any
 
 import dspy
@@ -12,18 +11,9 @@ import pytest
 from dspy.utils.hasher import Hasher
 
 import dspyq
-from dspyq.core.context import reset_configuration
 from dspyq.optimize.demo_seed import demo_seed
 
-
-@pytest.fixture(autouse=True)
-def _clean_configuration() -> Any:
-    reset_configuration()
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    dspy.configure(lm=None)
-    yield
-    dspy.configure(lm=None)
-    reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_configurations")
 
 
 def hops(pkg: Any, count: int) -> Any:

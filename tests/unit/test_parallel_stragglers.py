@@ -14,14 +14,8 @@ import dspy
 import pytest
 
 import dspyq
-from dspyq.core.context import reset_configuration
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Any:
-    reset_configuration()
-    yield
-    reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_configurations")
 
 
 class Script:

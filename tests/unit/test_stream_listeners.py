@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import warnings
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,18 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dspyq
-from dspyq.core.context import reset_configuration
 from dspyq.testing import FakeLMServer
 
-
-@pytest.fixture(autouse=True)
-def _clean() -> Any:
-    reset_configuration()
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    dspy.configure(lm=None, adapter=None, callbacks=[])
-    yield
-    dspy.configure(lm=None, adapter=None, callbacks=[])
-    reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_configurations")
 
 
 def chat(**fields: str) -> str:
@@ -269,7 +260,7 @@ def test_a_cached_answer_streams_nothing_and_yields_the_prediction(
         fake_lm.reset()
         fake_lm.answer(FORMATS[adapter](answer=ANSWER))
         lm = pkg.LM("openai/gpt-4o-mini", api_base=fake_lm.openai_base, api_key="k", cache=True)
-        question = f"cached streaming {adapter} {include}"
+        question = f"cached streaming {uuid.uuid4().hex}"  # DSPy's disk cache outlives runs
         runs = []
         for _ in range(2):
             listener = pkg.streaming.StreamListener(signature_field_name="answer")
