@@ -277,3 +277,27 @@ def test_a_cached_answer_streams_nothing_and_yields_the_prediction(
     theirs, ours = run(dspy), run(dspyq)
     assert ours == theirs
     assert ours[1] == [("Prediction", {"answer": ANSWER})]
+
+
+def test_react_streams_its_answer_and_announces_its_tool(fake_lm: FakeLMServer) -> None:
+    def build(pkg: Any) -> Any:
+        def lookup(topic: str) -> str:
+            """Look a topic up."""
+            return f"facts about {topic}"
+
+        listeners = [
+            pkg.streaming.StreamListener(signature_field_name="answer"),
+            pkg.streaming.StreamListener(signature_field_name="next_thought", allow_reuse=True),
+        ]
+        return pkg.ReAct("question -> answer", tools=[lookup]), listeners, {"question": "q"}
+
+    replies = [
+        chat(next_thought="I should look this up first", next_tool_name="lookup",
+             next_tool_args='{"topic": "numbers"}'),
+        chat(next_thought="That is enough to answer now", next_tool_name="finish",
+             next_tool_args="{}"),
+        chat(reasoning=REASONING, answer=ANSWER),
+    ]  # fmt: skip
+    items = both(fake_lm, replies, build, include_final_prediction_in_output_stream=False)
+    assert "StatusMessage(message='Calling tool lookup...')" in items
+    assert any("signature_field_name='answer'" in item for item in items)
