@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from dspyq.core.logging_switch import disable_logging, enable_logging
     from dspyq.core.media import Audio, Image
     from dspyq.core.module import Module
+    from dspyq.core.module import Module as BaseModule
     from dspyq.core.multi_chain import MultiChainComparison
     from dspyq.core.multihop import MultiHopQA
     from dspyq.core.parallel import Parallel
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
         InputField,
         OutputField,
         Signature,
+        SignatureMeta,
         ensure_signature,
         infer_prefix,
         make_signature,
@@ -146,6 +148,7 @@ _NAMES_BY_MODULE = {
         "ensure_signature",
         "infer_prefix",
         "make_signature",
+        "SignatureMeta",
     ),
     "dspyq.core.custom_types": ("Type",),
     "dspyq.core.file_type": ("File",),
@@ -211,6 +214,7 @@ _SUBMODULES = frozenset(
         "settings",
         "settings_live",
         "store",
+        "streaming",
         "tasks",
         "teleprompt",
         "telemetry",
@@ -222,6 +226,8 @@ _SUBMODULES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
+    if name == "BaseModule":  # DSPy's base of Module; here Module is the base
+        return __getattr__("Module")
     module = _MODULE_OF.get(name)
     if module is not None:
         value = getattr(importlib.import_module(module), name)
@@ -248,6 +254,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BaseLM",
+    "BaseModule",
     "BestOfN",
     "BootstrapFewShot",
     "BootstrapFewShotWithOptuna",
@@ -307,6 +314,7 @@ __all__ = [
     "SemanticF1",
     "Signature",
     "SignatureError",
+    "SignatureMeta",
     "StateError",
     "StreamChunk",
     "Teleprompter",

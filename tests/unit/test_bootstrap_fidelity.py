@@ -10,7 +10,6 @@ examples with one shared ``random.Random(0)``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import dspy
@@ -19,17 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dspyq
-from dspyq.core.context import reset_configuration
 
-
-@pytest.fixture(autouse=True)
-def _clean_configuration() -> Any:
-    reset_configuration()
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    dspy.configure(lm=None)
-    yield
-    dspy.configure(lm=None)
-    reset_configuration()
+pytestmark = pytest.mark.usefixtures("fresh_configurations")
 
 
 def two_step(pkg: Any) -> Any:

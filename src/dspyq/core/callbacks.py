@@ -89,7 +89,10 @@ def _kind(instance: Any, fn: Callable[..., Any]) -> str:
 
 
 def _active_callbacks(instance: Any) -> list[Any]:
-    return list(setting("callbacks") or []) + list(getattr(instance, "callbacks", None) or [])
+    # Not ``list(...)`` of the instance's own: a non-list there fails here with DSPy's
+    # TypeError ("can only concatenate list (not "int") to list").
+    own = getattr(instance, "callbacks", None)
+    return list(setting("callbacks") or []) + (own if own is not None else [])
 
 
 def _start(instance: Any, fn: Callable[..., Any], call_id: str, callbacks: list[Any], args: Any,

@@ -74,8 +74,8 @@ class Module:
         instance._init_args = InitArgs(tuple(args), dict(kwargs))
         return instance
 
-    def __init__(self, callbacks: list[Any] | None = None) -> None:
-        self.callbacks = list(callbacks or [])
+    def __init__(self, callbacks: list[Any] | None = None) -> None:  # a non-list fails on use
+        self.callbacks = list(callbacks or []) if isinstance(callbacks or [], list) else callbacks
         self._compiled = False
 
     @property

@@ -20,6 +20,7 @@ from dspyq.core.predict_inputs import (
     prepare_inputs,
 )
 from dspyq.core.signature import Signature, make_signature
+from dspyq.core.stream_listener import stream_scope
 from dspyq.errors import ConfigurationError, StateError
 
 NO_LM_MESSAGE = (
@@ -29,12 +30,15 @@ NO_LM_MESSAGE = (
 
 
 def ensure_signature(signature: str | type[Signature]) -> type[Signature]:
-    """Accept ``"question -> answer"`` or a Signature class; always return a class."""
+    """A class for ``"question -> answer"``; anything else is kept as given.
+
+    As DSPy 3.4.1, ``Predict(42)`` or ``Predict(None)`` builds, and the first use of
+    the signature fails with the same AttributeError DSPy raises there
+    (``'int' object has no attribute 'input_fields'``, ``... 'prepend'``).
+    """
     if isinstance(signature, str):
         return make_signature(signature)
-    if isinstance(signature, type) and issubclass(signature, Signature):
-        return signature
-    raise TypeError(f"expected a signature string or Signature class, got {signature!r}")
+    return signature
 
 
 def _json_value(value: Any) -> Any:
@@ -172,19 +176,24 @@ class Predict(Module, Parameter):
     def forward(self, **kwargs: Any) -> Prediction:
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = current().adapter or _default_adapter()
-        completions = adapter(lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs)
+        with stream_scope(self):
+            completions = adapter(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
         return self._finish(completions, signature, inputs)
 
     async def aforward(self, **kwargs: Any) -> Prediction:
         lm, config, signature, demos, inputs = self._prepare(kwargs)
         adapter = current().adapter or _default_adapter()
-        completions = await adapter.acall(
-            lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
-        )
+        with stream_scope(self):
+            completions = await adapter.acall(
+                lm, lm_kwargs=config, signature=signature, demos=demos, inputs=inputs
+            )
         return self._finish(completions, signature, inputs)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.signature.signature})"
+        spec = getattr(self.signature, "signature", self.signature)  # Predict(42) shows 42
+        return f"{type(self).__name__}({spec})"
 
 
 def _demo_dict(demo: Any) -> dict[str, Any]:

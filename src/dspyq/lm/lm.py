@@ -10,6 +10,7 @@ reach the history, ``dump_state`` or error messages.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import threading
@@ -245,9 +246,12 @@ class LM:
     async def aforward(
         self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None, **kwargs: Any
     ) -> LMResponse:
-        """Async twin of :meth:`forward`."""
+        """Async twin of :meth:`forward` (streaming too, on a thread: chunks keep their order)."""
         started = time.perf_counter()
         call = self._prepare(prompt, messages, kwargs)
+        send = current().get("send_stream")
+        if send is not None and call.request.n == 1:
+            return await asyncio.to_thread(self._forward_streamed, call, started, send)
         cached = self._from_cache(call, started)
         if cached is not None:
             return cached

@@ -7,8 +7,6 @@ separate tasks. Semantics follow DSPy 3.4.1.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 from collections.abc import Mapping
@@ -19,6 +17,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from dspyq.core.context import context, current
 from dspyq.core.example import Example, Prediction
 from dspyq.core.module import Module
+from dspyq.optimize.demo_seed import demo_seed
 from dspyq.optimize.evaluate import Metric
 
 __all__ = ["ROUND_TEMPERATURE", "BootstrapOutcome", "bootstrap_example"]
@@ -124,7 +123,7 @@ def _demos_from_trace(
 
     A predictor called several times in one run keeps one of its calls: the last one
     or, with even odds, one of the others, chosen by a seed derived from the calls
-    themselves so the choice is reproducible (as DSPy does).
+    themselves (DSPy's seed, see demo_seed), so the same call is kept as in DSPy.
     """
     gathered: dict[str, list[dict[str, Any]]] = {}
     for predictor, inputs, outputs in trace:
@@ -135,13 +134,7 @@ def _demos_from_trace(
     chosen: dict[str, list[dict[str, Any]]] = {}
     for name, demos in gathered.items():
         if len(demos) > 1:
-            rng = random.Random(_stable_seed(demos))
+            rng = random.Random(demo_seed(demos))
             demos = [rng.choice(demos[:-1]) if rng.random() < 0.5 else demos[-1]]
         chosen[name] = demos
     return chosen
-
-
-def _stable_seed(records: list[dict[str, Any]]) -> int:
-    """A seed that depends only on the records' content (``hash()`` varies per process)."""
-    text = json.dumps(records, sort_keys=True, default=str)
-    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16)
