@@ -99,6 +99,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.mipro import MIPROv2
     from dspyq.optimize.optuna_fewshot import BootstrapFewShotWithOptuna
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+    from dspyq.optimize.simba import SIMBA
     from dspyq.optimize.teleprompter import Teleprompter
     from dspyq.teleprompt import BootstrapRS
 
@@ -186,6 +187,7 @@ _NAMES_BY_MODULE = {
     "dspyq.optimize.mipro": ("MIPROv2",),
     "dspyq.optimize.optuna_fewshot": ("BootstrapFewShotWithOptuna",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
+    "dspyq.optimize.simba": ("SIMBA",),
     "dspyq.optimize.auto_evaluation": ("SemanticF1",),
     "dspyq.teleprompt": ("BootstrapRS",),
     "dspyq.optimize.teleprompter": ("Teleprompter",),
@@ -241,6 +243,7 @@ __all__ = [
     "COPRO",
     "KNN",
     "LM",
+    "SIMBA",
     "Adapter",
     "AdapterParseError",
     "AdaptiveOptimizer",
