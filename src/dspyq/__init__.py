@@ -93,6 +93,7 @@ if TYPE_CHECKING:
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+    from dspyq.optimize.gepa import GEPA
     from dspyq.optimize.infer_rules import InferRules
     from dspyq.optimize.knn_fewshot import KNNFewShot
     from dspyq.optimize.labeled import LabeledFewShot
@@ -181,6 +182,7 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.embedder": ("Embedder",),
     "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
+    "dspyq.optimize.gepa": ("GEPA",),
     "dspyq.optimize.infer_rules": ("InferRules",),
     "dspyq.optimize.knn_fewshot": ("KNNFewShot",),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
@@ -241,6 +243,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "COPRO",
+    "GEPA",
     "KNN",
     "LM",
     "SIMBA",

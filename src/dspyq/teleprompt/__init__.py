@@ -7,6 +7,7 @@ import of one fails at the import line.
 from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.copro import COPRO
 from dspyq.optimize.ensemble import Ensemble
+from dspyq.optimize.gepa import GEPA
 from dspyq.optimize.infer_rules import InferRules
 from dspyq.optimize.knn_fewshot import KNNFewShot
 from dspyq.optimize.labeled import LabeledFewShot
@@ -20,6 +21,7 @@ BootstrapRS = BootstrapFewShotWithRandomSearch  # DSPy's short alias
 
 __all__ = [
     "COPRO",
+    "GEPA",
     "SIMBA",
     "BootstrapFewShot",
     "BootstrapFewShotWithOptuna",
