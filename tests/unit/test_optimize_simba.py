@@ -209,3 +209,10 @@ def test_simba_with_a_teacher_lm_runs_it_first_as_dspy() -> None:
     assert our_log == their_log
     assert teacher.kwargs["rollout_id"] == dspy_teacher.kwargs["rollout_id"] == 0
     assert any(entry[2] is None for entry in our_log)  # the teacher keeps its temperature
+
+
+def test_simba_on_threads_compiles_the_same_program() -> None:
+    theirs, their_log = dspy_run(seed=3, num_threads=None)
+    ours, our_log = dspyq_run(seed=3, num_threads=None)
+    assert_same(ours, theirs)
+    assert sorted(map(str, our_log)) == sorted(map(str, their_log))
