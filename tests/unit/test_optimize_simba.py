@@ -68,19 +68,24 @@ class Program(Module):
 OPTIONS: dict[str, Any] = {"bsize": 3, "num_candidates": 2, "max_steps": 3, "num_threads": 1}
 
 
-def dspy_run(metric: Any = exact, seed: int = 0, **options: Any) -> tuple[Any, list[Any]]:
+def dspy_run(
+    metric: Any = exact, seed: int = 0, responder: Any = None, **options: Any
+) -> tuple[Any, list[Any]]:
     log: list[Any] = []
     trainset = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in PAIRS]
-    with dspy.context(lm=DspyKeyedLM(respond, log), adapter=dspy.ChatAdapter()):
+    lm = DspyKeyedLM(responder or respond, log)
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
         optimizer = dspy.SIMBA(metric=metric, **{**OPTIONS, **options})
         program = optimizer.compile(DspyProgram(), trainset=trainset, seed=seed)
     return program, log
 
 
-def dspyq_run(metric: Any = exact, seed: int = 0, **options: Any) -> tuple[Any, list[Any]]:
+def dspyq_run(
+    metric: Any = exact, seed: int = 0, responder: Any = None, **options: Any
+) -> tuple[Any, list[Any]]:
     log: list[Any] = []
     trainset = [Example(question=q, answer=a).with_inputs("question") for q, a in PAIRS]
-    with context(lm=KeyedLM(respond, log)):
+    with context(lm=KeyedLM(responder or respond, log)):
         optimizer = SIMBA(metric=metric, **{**OPTIONS, **options})
         program = optimizer.compile(Program(), trainset=trainset, seed=seed)
     return program, log
@@ -216,3 +221,22 @@ def test_simba_on_threads_compiles_the_same_program() -> None:
     ours, our_log = dspyq_run(seed=3, num_threads=None)
     assert_same(ours, theirs)
     assert sorted(map(str, our_log)) == sorted(map(str, their_log))
+
+
+def test_simba_scores_a_failing_program_or_metric_zero_as_dspy() -> None:
+    """A program that raises, or a metric that raises, scores 0.0 and the run goes on."""
+
+    def picky(example: Any, prediction: Any, trace: Any = None) -> float:
+        if example.question == "1+4":
+            raise RuntimeError("metric cannot judge 1+4")
+        return exact(example, prediction)
+
+    def failing(messages: list[dict[str, Any]], kwargs: dict[str, Any], log: list[Any]) -> str:
+        if "module_advice" not in str(messages[0]["content"]) and "0+9" in str(messages[-1]):
+            raise RuntimeError("provider down")
+        return respond(messages, kwargs, log)
+
+    theirs, their_log = dspy_run(metric=picky, seed=7, responder=failing)
+    ours, our_log = dspyq_run(metric=picky, seed=7, responder=failing)
+    assert_same(ours, theirs)
+    assert our_log == their_log
