@@ -316,3 +316,40 @@ def test_gepa_on_threads_compiles_the_same_program() -> None:
     ours, our_log = dspyq_run(num_threads=4)
     assert summary(ours) == summary(theirs)
     assert sorted(map(str, our_log)) == sorted(map(str, their_log))
+
+
+def test_gepa_custom_instruction_proposer_sees_dspys_reflective_dataset() -> None:
+    """A custom proposer gets every input and output as text, as DSPy gives it, and needs
+    no reflection LM."""
+
+    def proposer_logging(seen: list[Any]) -> Any:
+        def propose(candidate: Any, reflective_dataset: Any, components_to_update: Any) -> Any:
+            seen.append((dict(candidate), reflective_dataset, list(components_to_update)))
+            return {name: f"{candidate[name]} Mind 3+ and 5+." for name in components_to_update}
+
+        return propose
+
+    theirs_seen: list[Any] = []
+    data = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in PAIRS]
+    optimizer = dspy.GEPA(
+        make_metric(dspy.Prediction), instruction_proposer=proposer_logging(theirs_seen), **OPTIONS
+    )
+    with dspy.context(lm=DspyKeyedLM(respond, []), adapter=dspy.ChatAdapter()):
+        theirs = optimizer.compile(
+            dspy.Predict("question -> answer"), trainset=data[:6], valset=data[6:]
+        )
+    ours_seen: list[Any] = []
+    examples = [Example(question=q, answer=a).with_inputs("question") for q, a in PAIRS]
+    with context(lm=KeyedLM(respond, [])):
+        ours = GEPA(
+            make_metric(Prediction), instruction_proposer=proposer_logging(ours_seen), **OPTIONS
+        ).compile(Predict("question -> answer"), trainset=examples[:6], valset=examples[6:])
+    assert summary(ours) == summary(theirs)
+    assert ours_seen == theirs_seen
+    assert ours_seen and all(
+        isinstance(value, str)
+        for _, dataset, _ in ours_seen
+        for items in dataset.values()
+        for item in items
+        for value in [*item["Inputs"].values(), *item["Generated Outputs"].values()]
+    )
