@@ -95,12 +95,14 @@ if TYPE_CHECKING:
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
+    from dspyq.optimize.gepa import GEPA
     from dspyq.optimize.infer_rules import InferRules
     from dspyq.optimize.knn_fewshot import KNNFewShot
     from dspyq.optimize.labeled import LabeledFewShot
     from dspyq.optimize.mipro import MIPROv2
     from dspyq.optimize.optuna_fewshot import BootstrapFewShotWithOptuna
     from dspyq.optimize.random_search import BootstrapFewShotWithRandomSearch
+    from dspyq.optimize.simba import SIMBA
     from dspyq.optimize.teleprompter import Teleprompter
     from dspyq.teleprompt import BootstrapRS
 
@@ -183,12 +185,14 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.embedder": ("Embedder",),
     "dspyq.optimize.ensemble": ("Ensemble",),
     "dspyq.optimize.evaluate": ("Evaluate", "EvaluationResult"),
+    "dspyq.optimize.gepa": ("GEPA",),
     "dspyq.optimize.infer_rules": ("InferRules",),
     "dspyq.optimize.knn_fewshot": ("KNNFewShot",),
     "dspyq.optimize.labeled": ("LabeledFewShot",),
     "dspyq.optimize.mipro": ("MIPROv2",),
     "dspyq.optimize.optuna_fewshot": ("BootstrapFewShotWithOptuna",),
     "dspyq.optimize.random_search": ("BootstrapFewShotWithRandomSearch",),
+    "dspyq.optimize.simba": ("SIMBA",),
     "dspyq.optimize.auto_evaluation": ("SemanticF1",),
     "dspyq.teleprompt": ("BootstrapRS",),
     "dspyq.optimize.teleprompter": ("Teleprompter",),
@@ -245,8 +249,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "COPRO",
+    "GEPA",
     "KNN",
     "LM",
+    "SIMBA",
     "Adapter",
     "AdapterParseError",
     "AdaptiveOptimizer",

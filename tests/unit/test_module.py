@@ -141,3 +141,21 @@ def test_call_runs_forward_and_acall_runs_it_with_the_callers_config():
 def test_forward_must_be_defined():
     with pytest.raises(NotImplementedError):
         Module()()
+
+
+def test_parameters_are_found_one_container_deep_as_in_dspy() -> None:
+    """A list or dict of predictors holds parts; programs kept inside records (a list of
+    dicts, as SIMBA's ``candidate_programs``) are not parts, in DSPy either."""
+    import dspy
+
+    def build(module_type: Any, predict: Any) -> Any:
+        program = module_type()
+        program.steps = [predict("q -> a"), predict("q -> b")]
+        program.named = {"x": predict("q -> c")}
+        program.records = [{"program": predict("q -> d")}]
+        program.nested = [[predict("q -> e")]]
+        return program
+
+    ours = [name for name, _ in build(Module, Predict).named_predictors()]
+    theirs = [name for name, _ in build(dspy.Module, dspy.Predict).named_predictors()]
+    assert ours == theirs == ["steps[0]", "steps[1]", "named['x']"]

@@ -157,7 +157,7 @@ class Module:
         found: list[tuple[str, Parameter]] = []
         seen: set[int] = set()
 
-        def visit(name: str, value: Any) -> None:
+        def visit(name: str, value: Any, top: bool = False) -> None:
             if isinstance(value, Parameter):
                 if id(value) not in seen:
                     seen.add(id(value))
@@ -167,17 +167,19 @@ class Module:
                 if not getattr(value, "_compiled", False):
                     for sub_name, param in value.named_parameters():
                         visit(f"{name}.{sub_name}", param)
-            elif isinstance(value, list | tuple):
+            # As DSPy: one level of list, tuple or dict only, so programs kept in
+            # records (SIMBA's ``candidate_programs`` dicts) are not taken for parts.
+            elif top and isinstance(value, list | tuple):
                 for index, item in enumerate(value):
                     visit(f"{name}[{index}]", item)
-            elif isinstance(value, dict):
+            elif top and isinstance(value, dict):
                 for key, item in value.items():
                     visit(f"{name}['{key}']", item)
 
         if isinstance(self, Parameter):
             visit("self", self)
         for name, value in self.__dict__.items():
-            visit(name, value)
+            visit(name, value, top=True)
         return found
 
     def parameters(self) -> list[Parameter]:
