@@ -340,6 +340,22 @@ class LM:
         """Print this LM's last ``n`` calls, laid out as DSPy does."""
         pretty_print_history(self.history, n, file=file)
 
+    # --- fine-tuning (DSPy's LM.finetune; launch and kill are no-ops for HTTP models) ---
+
+    def finetune(
+        self, train_data: list[dict[str, Any]], train_data_format: Any, train_kwargs: Any = None
+    ) -> Any:
+        """A :class:`~dspyq.lm.finetune.TrainingJob`; ``.result()`` is the fine-tuned LM."""
+        from dspyq.lm.finetune import finetune_lm
+
+        return finetune_lm(self, train_data, train_data_format, train_kwargs)
+
+    def launch(self, launch_kwargs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def kill(self, launch_kwargs: dict[str, Any] | None = None) -> None:
+        pass
+
     # --- copies and saved state -------------------------------------------------------------
 
     def copy(self, **kwargs: Any) -> LM:

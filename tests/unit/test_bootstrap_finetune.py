@@ -1,0 +1,203 @@
+"""BootstrapFinetune and LM.finetune against DSPy's, both fine-tuning on the fake server.
+
+DSPy's OpenAI provider uses the ``openai`` SDK's module client, pointed here at the
+fake server; ours goes through the LM's own provider. The server keeps every uploaded
+training file, so the bytes each side sent are compared directly.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from typing import Any
+
+import dspy
+import openai
+import pytest
+
+from dspyq.core.context import context
+from dspyq.core.example import Example
+from dspyq.core.predict import Predict
+from dspyq.errors import ConfigurationError
+from dspyq.lm.finetune import TrainDataFormat, TrainingJob, jsonl_bytes
+from dspyq.lm.lm import LM
+from dspyq.metrics import answer_exact_match
+from dspyq.optimize.bootstrap_finetune import BootstrapFinetune
+from dspyq.testing import FakeLMServer
+
+SUMS = [(f"{a}+{b}", str(a + b)) for a, b in zip(range(12), range(3, 15), strict=True)]
+WRONG = {"4+7"}  # the model gets this one wrong: the metric drops its trace
+
+
+@pytest.fixture
+def finetuning(fake_lm: FakeLMServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
+    """The fake server answering the sums, with DSPy's SDK client and poll loop on it."""
+    fake_lm.configure(finetune_seconds=0.1)
+    for question, answer in SUMS:
+        reply = "0" if question in WRONG else answer
+        fake_lm.answer_fields(
+            {"answer": reply}, match=re.escape(f"## question ## ]]\n{question}\n")
+        )
+    monkeypatch.setattr(openai, "base_url", fake_lm.openai_base + "/")
+    monkeypatch.setattr(openai, "api_key", "sk-test")
+    real_sleep = __import__("time").sleep
+    fast = types.SimpleNamespace(sleep=lambda _seconds: real_sleep(0.05))
+    monkeypatch.setattr(dspy.clients.openai, "time", fast)  # DSPy polls every 20 s
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch from the network
+    monkeypatch.setenv("DSPY_FINETUNEDIR", str(tmp_path / "theirs"))
+    monkeypatch.setenv("DSPYQ_FINETUNEDIR", str(tmp_path / "ours"))
+    with context(finetune_poll_interval=0.05):
+        yield fake_lm
+
+
+def their_lm(server: FakeLMServer) -> Any:
+    return dspy.LM(
+        "openai/gpt-4o-mini", api_base=server.openai_base, api_key="sk-test", cache=False
+    )
+
+
+def our_lm(server: FakeLMServer) -> LM:
+    return LM("openai/gpt-4o-mini", api_base=server.openai_base, api_key="sk-test", cache=False)
+
+
+def uploads(server: FakeLMServer) -> list[bytes]:
+    return [f.content for f in server.state.finetunes.files.values()]
+
+
+def jobs(server: FakeLMServer) -> list[Any]:
+    return list(server.state.finetunes.jobs.values())
+
+
+def run_theirs(server: FakeLMServer, **options: Any) -> Any:
+    student = dspy.ChainOfThought("question -> answer")
+    student.set_lm(their_lm(server))
+    trainset = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in SUMS]
+    optimizer = dspy.BootstrapFinetune(metric=dspy.evaluate.answer_exact_match, **options)
+    return optimizer.compile(student, trainset=trainset)
+
+
+def run_ours(server: FakeLMServer, **options: Any) -> Any:
+    from dspyq.core.chain_of_thought import ChainOfThought
+
+    student = ChainOfThought("question -> answer")
+    student.set_lm(our_lm(server))
+    trainset = [Example(question=q, answer=a).with_inputs("question") for q, a in SUMS]
+    optimizer = BootstrapFinetune(metric=answer_exact_match, **options)
+    return optimizer.compile(student, trainset=trainset)
+
+
+def structure(program: Any) -> list[Any]:
+    """Each predictor's model (the job's id made generic), demos and instructions."""
+    return [
+        (name, re.sub(r"ftjob-\w+", "JOB", p.lm.model), p.demos, p.signature.instructions)
+        for name, p in program.named_predictors()
+    ]
+
+
+@pytest.mark.parametrize("options", [{}, {"train_kwargs": {"n_epochs": 2}, "exclude_demos": True}])
+def test_bootstrap_finetune_uploads_dspys_bytes_and_builds_its_program(
+    finetuning: FakeLMServer, options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    theirs = run_theirs(finetuning, **options)
+    their_printed = capsys.readouterr().out
+    their_structure = structure(theirs)
+    (their_file,) = uploads(finetuning)
+    (their_job,) = jobs(finetuning)
+
+    ours = run_ours(finetuning, **options)
+    our_printed = capsys.readouterr().out
+    (our_file,) = uploads(finetuning)[1:]
+    (our_job,) = jobs(finetuning)[1:]
+
+    assert our_file == their_file
+    assert our_file.count(b"\n") == len(SUMS) - len(WRONG)
+    assert (our_job.model, our_job.hyperparameters) == (their_job.model, their_job.hyperparameters)
+    assert structure(ours) == their_structure
+    assert ours.predict.lm.model == f"ft:gpt-4o-mini:dspyq::{our_job.id}"
+    assert getattr(ours, "_compiled", False) and theirs._compiled
+    assert provider_lines(our_printed) == provider_lines(their_printed)
+    # the fine-tuned model answers, on both sides
+    assert ours(question="2+5").answer == theirs(question="2+5").answer == "7"
+
+
+def provider_lines(printed: str) -> list[str]:
+    """The provider's progress lines with ids, paths and times made generic; the job's
+    events are left out (how many a poll sees depends on timing)."""
+    event = re.compile(r"\[OpenAI Provider\] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+    lines = [line for line in printed.splitlines() if line.startswith("[OpenAI Provider]")]
+    lines = [re.sub(r"ftjob-\w+", "JOB", line) for line in lines if not event.match(line)]
+    lines = [re.sub(r"saved to .*", "saved to PATH", line) for line in lines]
+    return [re.sub(r"remaining is: .*", "remaining is: DELTA", line) for line in lines]
+
+
+def test_lm_finetune_returns_a_job_whose_result_is_the_finetuned_lm(
+    finetuning: FakeLMServer,
+) -> None:
+    data = [
+        {"messages": [{"role": "user", "content": "é?"}, {"role": "assistant", "content": "ü"}]}
+    ]
+    job = our_lm(finetuning).finetune(data * 10, TrainDataFormat.CHAT, {"n_epochs": 1})
+    assert isinstance(job, TrainingJob)
+    finetuned = job.result(timeout=20)
+    assert isinstance(finetuned, LM) and finetuned.model.startswith("ft:gpt-4o-mini:dspyq::")
+    assert uploads(finetuning) == [jsonl_bytes(data * 10)]
+    assert job.status() == "succeeded"
+    finetuning.answer("done")
+    assert finetuned("hi") == ["done"]
+
+
+def test_jsonl_bytes_equal_dspys_writer(tmp_path: Any) -> None:
+    from dspy.clients.utils_finetune import write_lines
+
+    data = [{"messages": [{"role": "system", "content": 'ä "q" \n\t/\u2028'}]}, {"k": [1, 2.5]}]
+    write_lines(tmp_path / "d.jsonl", data)
+    assert jsonl_bytes(data) == (tmp_path / "d.jsonl").read_bytes()
+
+
+def test_a_failed_finetune_is_the_jobs_result_and_is_raised_by_compile(
+    finetuning: FakeLMServer,
+) -> None:
+    finetuning.configure(finetune_min_examples=100)  # validation refuses the file
+    job = our_lm(finetuning).finetune([{"messages": []}], "chat")
+    error = job.result(timeout=20)
+    assert isinstance(error, Exception) and "Job status is TrainingStatus.failed" in str(error)
+    with pytest.raises(Exception, match=r"Must be TrainingStatus\.succeeded"):
+        run_ours(finetuning)
+
+
+def test_errors_match_dspys(finetuning: FakeLMServer) -> None:
+    with pytest.raises(ConfigurationError, match="does not support fine-tuning"):
+        LM("anthropic/claude", api_base=finetuning.anthropic_base).finetune([], "chat")
+    job = our_lm(finetuning).finetune([], TrainDataFormat.GRPO_CHAT)
+    assert str(job.result(timeout=5)) == (
+        "OpenAI does not support the data format TrainDataFormat.GRPO_CHAT."
+    )
+    student = Predict("question -> answer")
+    trainset = [Example(question="1+1", answer="2").with_inputs("question")]
+    with context(lm=our_lm(finetuning)), pytest.raises(ConfigurationError) as ours:
+        BootstrapFinetune().compile(student, trainset=trainset)
+    their_student = dspy.Predict("question -> answer")
+    with dspy.context(lm=their_lm(finetuning)), pytest.raises(ValueError) as theirs:
+        dspy.BootstrapFinetune().compile(
+            their_student, trainset=[dspy.Example(question="1+1").with_inputs("question")]
+        )
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ConfigurationError, match="empty devset"):
+        BootstrapFinetune().compile(student, trainset=[])
+
+
+def test_a_teacher_must_match_the_student_as_in_dspy() -> None:
+    from dspyq.core.chain_of_thought import ChainOfThought
+
+    with pytest.raises(AssertionError) as ours:
+        BootstrapFinetune().compile(
+            Predict("q -> a"), trainset=[], teacher=ChainOfThought("q -> a")
+        )
+    with pytest.raises(AssertionError) as theirs:
+        dspy.BootstrapFinetune().compile(
+            dspy.Predict("q -> a"), trainset=[], teacher=dspy.ChainOfThought("q -> a")
+        )
+    assert str(ours.value) == str(theirs.value)
+    shared = Predict("q -> a")
+    with pytest.raises(AssertionError, match="share the following predictor"):
+        BootstrapFinetune().compile(shared, trainset=[], teacher=shared)
