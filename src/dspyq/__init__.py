@@ -89,7 +89,9 @@ if TYPE_CHECKING:
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.auto_evaluation import SemanticF1
+    from dspyq.optimize.better_together import BetterTogether
     from dspyq.optimize.bootstrap import BootstrapFewShot
+    from dspyq.optimize.bootstrap_finetune import BootstrapFinetune
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
@@ -174,7 +176,9 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.base_lm": ("BaseLM",),
     "dspyq.metrics": ("answer_exact_match", "answer_passage_match"),
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
+    "dspyq.optimize.better_together": ("BetterTogether",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
+    "dspyq.optimize.bootstrap_finetune": ("BootstrapFinetune",),
     "dspyq.optimize.copro": ("COPRO",),
     "dspyq.lm.colbert": ("ColBERTv2",),
     "dspyq.lm.embedder": ("Embedder",),
@@ -249,9 +253,11 @@ __all__ = [
     "BadRequestError",
     "BaseLM",
     "BestOfN",
+    "BetterTogether",
     "BootstrapFewShot",
     "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "BootstrapRS",
     "ChainOfThought",
     "ChatAdapter",

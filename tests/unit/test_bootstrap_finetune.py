@@ -1,19 +1,17 @@
 """BootstrapFinetune and LM.finetune against DSPy's, both fine-tuning on the fake server.
 
-DSPy's OpenAI provider uses the ``openai`` SDK's module client, pointed here at the
-fake server; ours goes through the LM's own provider. The server keeps every uploaded
-training file, so the bytes each side sent are compared directly.
+The server keeps every uploaded training file, so the bytes each side sent are
+compared directly (see ``finetune_server`` for the setup).
 """
 
 from __future__ import annotations
 
 import re
-import types
 from typing import Any
 
 import dspy
-import openai
 import pytest
+from finetune_server import SUMS, WRONG, finetuning, jobs, our_lm, structure, their_lm, uploads
 
 from dspyq.core.context import context
 from dspyq.core.example import Example
@@ -25,47 +23,7 @@ from dspyq.metrics import answer_exact_match
 from dspyq.optimize.bootstrap_finetune import BootstrapFinetune
 from dspyq.testing import FakeLMServer
 
-SUMS = [(f"{a}+{b}", str(a + b)) for a, b in zip(range(12), range(3, 15), strict=True)]
-WRONG = {"4+7"}  # the model gets this one wrong: the metric drops its trace
-
-
-@pytest.fixture
-def finetuning(fake_lm: FakeLMServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Any:
-    """The fake server answering the sums, with DSPy's SDK client and poll loop on it."""
-    fake_lm.configure(finetune_seconds=0.1)
-    for question, answer in SUMS:
-        reply = "0" if question in WRONG else answer
-        fake_lm.answer_fields(
-            {"answer": reply}, match=re.escape(f"## question ## ]]\n{question}\n")
-        )
-    monkeypatch.setattr(openai, "base_url", fake_lm.openai_base + "/")
-    monkeypatch.setattr(openai, "api_key", "sk-test")
-    real_sleep = __import__("time").sleep
-    fast = types.SimpleNamespace(sleep=lambda _seconds: real_sleep(0.05))
-    monkeypatch.setattr(dspy.clients.openai, "time", fast)  # DSPy polls every 20 s
-    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch from the network
-    monkeypatch.setenv("DSPY_FINETUNEDIR", str(tmp_path / "theirs"))
-    monkeypatch.setenv("DSPYQ_FINETUNEDIR", str(tmp_path / "ours"))
-    with context(finetune_poll_interval=0.05):
-        yield fake_lm
-
-
-def their_lm(server: FakeLMServer) -> Any:
-    return dspy.LM(
-        "openai/gpt-4o-mini", api_base=server.openai_base, api_key="sk-test", cache=False
-    )
-
-
-def our_lm(server: FakeLMServer) -> LM:
-    return LM("openai/gpt-4o-mini", api_base=server.openai_base, api_key="sk-test", cache=False)
-
-
-def uploads(server: FakeLMServer) -> list[bytes]:
-    return [f.content for f in server.state.finetunes.files.values()]
-
-
-def jobs(server: FakeLMServer) -> list[Any]:
-    return list(server.state.finetunes.jobs.values())
+__all__ = ["finetuning"]  # the fixture, imported for the tests here
 
 
 def run_theirs(server: FakeLMServer, **options: Any) -> Any:
@@ -84,14 +42,6 @@ def run_ours(server: FakeLMServer, **options: Any) -> Any:
     trainset = [Example(question=q, answer=a).with_inputs("question") for q, a in SUMS]
     optimizer = BootstrapFinetune(metric=answer_exact_match, **options)
     return optimizer.compile(student, trainset=trainset)
-
-
-def structure(program: Any) -> list[Any]:
-    """Each predictor's model (the job's id made generic), demos and instructions."""
-    return [
-        (name, re.sub(r"ftjob-\w+", "JOB", p.lm.model), p.demos, p.signature.instructions)
-        for name, p in program.named_predictors()
-    ]
 
 
 @pytest.mark.parametrize("options", [{}, {"train_kwargs": {"n_epochs": 2}, "exclude_demos": True}])
