@@ -108,13 +108,7 @@ class JSONAdapter(ChatAdapter):
             {name: outputs.get(name, missing_field_message) for name in signature.output_fields}
         )
 
-    def format_finetune_data(
-        self,
-        signature: type[Signature],
-        demos: list[Any],
-        inputs: Mapping[str, Any],
-        outputs: Mapping[str, Any],
-    ) -> dict[str, list[Any]]:
+    def format_finetune_data(self, *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
         raise NotImplementedError  # as in DSPy: no fine-tuning data in JSON form yet
 
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def save_data(data: list[dict[str, Any]]) -> Path:
     return path
 
 
-class TrainingJob(Future):  # type: ignore[type-arg]
+class TrainingJob(Future):
     """A running fine-tune; ``result()`` is the fine-tuned LM (or the error, returned)."""
 
     def __init__(

@@ -112,7 +112,7 @@ class BetterTogether(Teleprompter):
         student = self._run_strategies(
             student, trainset, teachers, seed, steps, shuffle_trainset_between_steps, compile_args
         )
-        best = student.candidate_programs[0]
+        best = student.candidate_programs[0]  # type: ignore[attr-defined]
         logger.info(f"\n{BOLD}{GREEN}==> BETTERTOGETHER COMPILATION COMPLETE <=={ENDC}")
         logger.info(f"{GREEN}Best score achieved:{ENDC} {best['score']}")
         logger.info(

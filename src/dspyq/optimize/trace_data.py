@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dspyq.core.context import context, current
+from dspyq.core.context import context
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 from dspyq.errors import AdapterParseError, ConfigurationError, ProviderError
@@ -62,9 +62,10 @@ def bootstrap_trace_data(
         return metric(example, prediction, trace) if metric else True
 
     def traced(**inputs: Any) -> tuple[Any, list[Any]]:
-        with context(trace=[]):
+        trace: list[Any] = []
+        with context(trace=trace):
             try:
-                return program(**inputs), list(current().trace)
+                return program(**inputs), list(trace)
             except AdapterParseError as error:
                 failed = _failed_call(program, error, inputs, format_failure_score)
                 if log_format_failures:
@@ -72,7 +73,7 @@ def bootstrap_trace_data(
                         "Failed to parse output for example. This is likely due to the LLM "
                         "response not following the adapter's formatting."
                     )
-                return failed[2], [*current().trace, failed]
+                return failed[2], [*trace, failed]
             except ProviderError:
                 raise
             except Exception as error:
@@ -84,7 +85,7 @@ def bootstrap_trace_data(
                     error,
                 )
                 text = f"{type(error).__name__}: {error}"
-                return FailedPrediction(completion_text=text), list(current().trace)
+                return FailedPrediction(completion_text=text), list(trace)
 
     results = evaluator(traced, metric=wrapped_metric).results
     data = []

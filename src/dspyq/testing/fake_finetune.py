@@ -231,7 +231,8 @@ def finetune_routes(state: FakeLMState) -> list[Route]:
 
     async def upload(request: Request) -> Response:
         form = await request.form()
-        upload_file, purpose = form.get("file"), form.get("purpose")
+        upload_file: Any = form.get("file")
+        purpose = form.get("purpose")
         content = await upload_file.read() if hasattr(upload_file, "read") else b""
         name = str(getattr(upload_file, "filename", None) or "upload")
         entry = logged(request, {"purpose": purpose, "filename": name, "bytes": len(content)})
