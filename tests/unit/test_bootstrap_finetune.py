@@ -151,3 +151,60 @@ def test_a_teacher_must_match_the_student_as_in_dspy() -> None:
     shared = Predict("q -> a")
     with pytest.raises(AssertionError, match="share the following predictor"):
         BootstrapFinetune().compile(shared, trainset=[], teacher=shared)
+
+
+def two_step(pkg: Any, lm: Any) -> Any:
+    """A draft and a final answer, each its own predictor on one LM."""
+
+    class TwoStep(pkg.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.draft = pkg.Predict("question -> answer")
+            self.final = pkg.ChainOfThought("question -> answer")
+
+        def forward(self, question: str) -> Any:
+            self.draft(question=question)
+            return self.final(question=question)
+
+    program = TwoStep()
+    program.set_lm(lm)
+    return program
+
+
+@pytest.mark.parametrize("multitask", [True, False])
+def test_each_predictor_gets_dspys_data_per_task(finetuning: FakeLMServer, multitask: bool) -> None:
+    import dspyq
+
+    def compile_with(pkg: Any, lm: Any, metric: Any, example: Any) -> Any:
+        trainset = [example(question=q, answer=a).with_inputs("question") for q, a in SUMS]
+        optimizer = pkg.BootstrapFinetune(metric=metric, multitask=multitask, num_threads=2)
+        return optimizer.compile(two_step(pkg, lm), trainset=trainset)
+
+    theirs = compile_with(
+        dspy, their_lm(finetuning), dspy.evaluate.answer_exact_match, dspy.Example
+    )
+    their_files = uploads(finetuning)
+    ours = compile_with(dspyq, our_lm(finetuning), answer_exact_match, Example)
+    our_files = uploads(finetuning)[len(their_files) :]
+    assert sorted(our_files) == sorted(their_files)  # the jobs upload concurrently
+    assert len(our_files) == (1 if multitask else 2)
+    records = (len(SUMS) - len(WRONG)) * (2 if multitask else 1)
+    assert [f.count(b"\n") for f in our_files] == [records] * len(our_files)
+    assert structure(ours) == structure(theirs)
+    models = {p.lm.model for p in ours.predictors()}
+    assert len(models) == (1 if multitask else 2)
+
+
+def test_too_few_threads_for_the_jobs_is_dspys_error(finetuning: FakeLMServer) -> None:
+    import dspyq
+
+    trainset = [Example(question=q, answer=a).with_inputs("question") for q, a in SUMS]
+    optimizer = BootstrapFinetune(metric=answer_exact_match, multitask=False, num_threads=1)
+    with pytest.raises(ConfigurationError) as ours:
+        optimizer.compile(two_step(dspyq, our_lm(finetuning)), trainset=trainset)
+    their_set = [dspy.Example(question=q, answer=a).with_inputs("question") for q, a in SUMS]
+    theirs_opt = dspy.BootstrapFinetune(metric=dspy.evaluate.answer_exact_match, multitask=False)
+    theirs_opt.num_threads = 1
+    with pytest.raises(ValueError) as theirs:
+        theirs_opt.compile(two_step(dspy, their_lm(finetuning)), trainset=their_set)
+    assert str(ours.value) == str(theirs.value)
