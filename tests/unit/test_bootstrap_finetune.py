@@ -208,3 +208,28 @@ def test_too_few_threads_for_the_jobs_is_dspys_error(finetuning: FakeLMServer) -
     with pytest.raises(ValueError) as theirs:
         theirs_opt.compile(two_step(dspy, their_lm(finetuning)), trainset=their_set)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_the_lms_finetuning_settings_are_dspys(finetuning: FakeLMServer) -> None:
+    """``finetuning_model`` and ``train_kwargs`` pick what is trained, and are saved."""
+    lm = LM(
+        "openai/gpt-4o-mini",
+        api_base=finetuning.openai_base,
+        api_key="sk-test",
+        finetuning_model="openai/gpt-4.1-mini",
+        train_kwargs={"n_epochs": 4},
+    )
+    assert "train_kwargs" not in lm.kwargs and lm.copy().train_kwargs == {"n_epochs": 4}
+    data = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    finetuned = lm.finetune(data * 10, "chat").result(timeout=20)
+    (job,) = jobs(finetuning)
+    assert (job.model, job.hyperparameters) == ("gpt-4.1-mini", {"n_epochs": 4})
+    assert finetuned.model == f"ft:gpt-4.1-mini:dspyq::{job.id}"
+    theirs = dspy.LM("openai/gpt-4o-mini", finetuning_model="x", train_kwargs={"n_epochs": 4})
+    ours = LM("openai/gpt-4o-mini", api_base="http://h/v1", finetuning_model="x")
+    ours.train_kwargs = {"n_epochs": 4}
+    saved = ours.dump_state()
+    keys = ("finetuning_model", "launch_kwargs", "train_kwargs")
+    assert {k: saved[k] for k in keys} == {k: theirs.dump_state()[k] for k in keys}
+    loaded = LM.from_state(saved)
+    assert (loaded.finetuning_model, loaded.train_kwargs) == ("x", {"n_epochs": 4})

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dspyq.lm.providers.openai_finetune import OpenAIFineTuning
 
 __all__ = [
+    "Finetunable",
     "TrainDataFormat",
     "TrainingJob",
     "TrainingStatus",
@@ -116,6 +117,49 @@ class TrainingJob(Future):
         return TrainingStatus(self.api.status(self.provider_job_id))
 
 
+class Finetunable:
+    """DSPy's fine-tuning surface of an LM: ``finetune``, and ``launch`` / ``kill``, which
+    are no-ops for a model behind an HTTP API (DSPy's are too, but for local models).
+
+    ``finetuning_model`` (the model to train, when not the one called),
+    ``train_kwargs`` (the default hyperparameters) and ``launch_kwargs`` are constructor
+    arguments, taken out of the request options and kept by ``copy``.
+    """
+
+    finetuning_model: str | None = None
+    train_kwargs: dict[str, Any]
+    launch_kwargs: dict[str, Any]
+
+    def _take_finetune_args(self, options: dict[str, Any]) -> dict[str, Any]:
+        self.finetuning_model = options.pop("finetuning_model", None)
+        self.train_kwargs = options.pop("train_kwargs", None) or {}
+        self.launch_kwargs = options.pop("launch_kwargs", None) or {}
+        return self.finetune_settings()
+
+    def finetune_settings(self) -> dict[str, Any]:
+        """The three settings, as DSPy's saved LM state holds them."""
+        return {
+            "finetuning_model": self.finetuning_model,
+            "launch_kwargs": self.launch_kwargs,
+            "train_kwargs": self.train_kwargs,
+        }
+
+    def finetune(
+        self,
+        train_data: list[dict[str, Any]],
+        train_data_format: TrainDataFormat | str | None,
+        train_kwargs: dict[str, Any] | None = None,
+    ) -> TrainingJob:
+        """A :class:`TrainingJob`; ``.result()`` is the fine-tuned LM (see the module)."""
+        return finetune_lm(self, train_data, train_data_format, train_kwargs)  # type: ignore[arg-type]
+
+    def launch(self, launch_kwargs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def kill(self, launch_kwargs: dict[str, Any] | None = None) -> None:
+        pass
+
+
 def finetune_lm(
     lm: LM,
     train_data: list[dict[str, Any]],
@@ -132,10 +176,10 @@ def finetune_lm(
             context={"model": lm.model, "provider": lm.provider_name, "features": ["finetuning"]},
         )
     job = TrainingJob(
-        model=lm.model,
+        model=lm.finetuning_model or lm.model,
         train_data=train_data,
         train_data_format=train_data_format,
-        train_kwargs=train_kwargs,
+        train_kwargs=train_kwargs or lm.train_kwargs,
     )
     # The job's thread sees the caller's settings (poll interval, HTTP client ...).
     job.thread = threading.Thread(target=bind_context(_run), args=(lm, job), daemon=True)
