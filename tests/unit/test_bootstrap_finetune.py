@@ -233,3 +233,20 @@ def test_the_lms_finetuning_settings_are_dspys(finetuning: FakeLMServer) -> None
     assert {k: saved[k] for k in keys} == {k: theirs.dump_state()[k] for k in keys}
     loaded = LM.from_state(saved)
     assert (loaded.finetuning_model, loaded.train_kwargs) == ("x", {"n_epochs": 4})
+
+
+def test_cancelling_a_job_cancels_it_at_the_provider(finetuning: FakeLMServer) -> None:
+    import time
+
+    finetuning.configure(finetune_seconds=30)
+    data = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    job = our_lm(finetuning).finetune(data * 10, "chat")
+    deadline = time.monotonic() + 10
+    while job.provider_job_id is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (server_job,) = jobs(finetuning)
+    assert job.cancel() is True
+    assert server_job.status(time.time()) == "cancelled"
+    assert uploads(finetuning) == []  # the training file is deleted
+    job.thread.join(timeout=10)
+    assert not job.thread.is_alive()

@@ -116,6 +116,13 @@ class TrainingJob(Future):
             return TrainingStatus.not_started
         return TrainingStatus(self.api.status(self.provider_job_id))
 
+    def cancel(self) -> bool:
+        """Cancel the provider's job and delete its file, then this future (DSPy's order)."""
+        if self.api is not None:
+            self.api.cancel(self.provider_job_id, self.provider_file_id)
+            self.provider_job_id = self.provider_file_id = None
+        return super().cancel()
+
 
 class Finetunable:
     """DSPy's fine-tuning surface of an LM: ``finetune``, and ``launch`` / ``kill``, which
@@ -199,7 +206,9 @@ def _run(lm: LM, job: TrainingJob) -> None:
             job.train_data_format,
             job.train_kwargs,
         )
-        job.set_result(lm.copy(model=model))
+        outcome: Any = lm.copy(model=model)
     except Exception as error:
         logger.error(error)
-        job.set_result(error)
+        outcome = error
+    if not job.cancelled():  # a cancelled future takes no result (DSPy's thread raises here)
+        job.set_result(outcome)

@@ -255,6 +255,16 @@ def finetune_routes(state: FakeLMState) -> list[Route]:
             return finish(entry, _error(404, message, "id"), "failure:404")
         return finish(entry, JSONResponse(stored.body()), "file")
 
+    async def delete_file(request: Request) -> Response:
+        entry = logged(request, None)
+        file_id = request.path_params["file_id"]
+        if store.files.pop(file_id, None) is None:
+            return finish(
+                entry, _error(404, f"No such File object: {file_id}", "id"), "failure:404"
+            )
+        body = {"id": file_id, "object": "file", "deleted": True}
+        return finish(entry, JSONResponse(body), "file")
+
     async def create_job(request: Request) -> Response:
         try:
             body = json.loads(await request.body())
@@ -294,12 +304,16 @@ def finetune_routes(state: FakeLMState) -> list[Route]:
         entry, job = logged(request, None), find(request)
         if job is None:
             return finish(entry, missing(request), "failure:404")
+        if job.status(time.time()) in ("succeeded", "failed", "cancelled"):
+            message = f"Job has already completed: {job.id}"
+            return finish(entry, _error(400, message), "invalid")
         job.cancelled = True
         return finish(entry, JSONResponse(job.body(time.time())), "fine_tuning_job")
 
     return [
         Route("/v1/files", upload, methods=["POST"]),
         Route("/v1/files/{file_id}", get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", delete_file, methods=["DELETE"]),
         Route("/v1/fine_tuning/jobs", create_job, methods=["POST"]),
         Route("/v1/fine_tuning/jobs/{job_id}", get_job, methods=["GET"]),
         Route("/v1/fine_tuning/jobs/{job_id}/events", job_events, methods=["GET"]),

@@ -83,6 +83,17 @@ class OpenAIFineTuning:
         data = page.get("data") or []
         return data[0] if data else None
 
+    def cancel(self, job_id: str | None, file_id: str | None) -> None:
+        """Cancel a job that has not ended, then delete its training file (as DSPy)."""
+        if job_id is not None:
+            if self.status(job_id) in TERMINAL:
+                raise DspyqError(
+                    f"Jobs that are complete cannot be canceled. Job with ID {job_id} is done."
+                )
+            self._send("POST", f"/fine_tuning/jobs/{job_id}/cancel")
+        if file_id is not None:
+            self._send("DELETE", f"/files/{file_id}")
+
     def status(self, job_id: str | None) -> str:
         if job_id is None:
             print("There is no active job.")
