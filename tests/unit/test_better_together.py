@@ -3,6 +3,7 @@ sequence, on the fake server; the same candidates, scores, training file and pro
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dspy
@@ -39,6 +40,10 @@ def run(pkg: Any, server: FakeLMServer, **compile_options: Any) -> Any:
     return optimizer.compile(student, trainset=trainset, **{**COMPILE, **compile_options})
 
 
+def restored_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "incorrectly reset" in r.getMessage()]
+
+
 def candidates(program: Any) -> list[Any]:
     return [
         (c["strategy"], c["score"], structure(c["program"])) for c in program.candidate_programs
@@ -47,12 +52,23 @@ def candidates(program: Any) -> list[Any]:
 
 @pytest.mark.parametrize("options", [{}, {"strategy": "w -> p", "valset_ratio": 0}])
 def test_better_together_runs_dspys_sequence(
-    finetuning: FakeLMServer, options: dict[str, Any]
+    finetuning: FakeLMServer, options: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     finetuning.configure(finetune_min_examples=5)  # a quarter of the sums is the valset
-    theirs = run(dspy, finetuning, **options)
+    their_logger = logging.getLogger("dspy")  # DSPy's loggers do not propagate
+    their_logger.addHandler(caplog.handler)
+    try:
+        theirs = run(dspy, finetuning, **options)
+    finally:
+        their_logger.removeHandler(caplog.handler)
     their_files = uploads(finetuning)
-    ours = run(None, finetuning, **options)
+    their_warnings = restored_warnings(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dspyq"):
+        ours = run(None, finetuning, **options)
+    # BootstrapRS returns a reset copy, as DSPy's: the LMs are put back, with DSPy's warning
+    assert restored_warnings(caplog) == their_warnings
+    assert len(their_warnings) == (2 if not options else 0)
     our_files = uploads(finetuning)[len(their_files) :]
     assert our_files == their_files and len(our_files) == 1
     assert candidates(ours) == candidates(theirs)
