@@ -91,7 +91,9 @@ if TYPE_CHECKING:
     from dspyq.metrics import answer_exact_match, answer_passage_match
     from dspyq.optimize.adaptive import AdaptiveOptimizer
     from dspyq.optimize.auto_evaluation import SemanticF1
+    from dspyq.optimize.better_together import BetterTogether
     from dspyq.optimize.bootstrap import BootstrapFewShot
+    from dspyq.optimize.bootstrap_finetune import BootstrapFinetune
     from dspyq.optimize.copro import COPRO
     from dspyq.optimize.ensemble import Ensemble
     from dspyq.optimize.evaluate import Evaluate, EvaluationResult
@@ -179,7 +181,9 @@ _NAMES_BY_MODULE = {
     "dspyq.lm.base_lm": ("BaseLM",),
     "dspyq.metrics": ("answer_exact_match", "answer_passage_match"),
     "dspyq.optimize.adaptive": ("AdaptiveOptimizer",),
+    "dspyq.optimize.better_together": ("BetterTogether",),
     "dspyq.optimize.bootstrap": ("BootstrapFewShot",),
+    "dspyq.optimize.bootstrap_finetune": ("BootstrapFinetune",),
     "dspyq.optimize.copro": ("COPRO",),
     "dspyq.lm.colbert": ("ColBERTv2",),
     "dspyq.lm.embedder": ("Embedder",),
@@ -262,9 +266,11 @@ __all__ = [
     "BaseLM",
     "BaseModule",
     "BestOfN",
+    "BetterTogether",
     "BootstrapFewShot",
     "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "BootstrapRS",
     "ChainOfThought",
     "ChatAdapter",

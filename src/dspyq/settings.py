@@ -298,7 +298,13 @@ def reload_settings() -> Settings:
 
 
 def split_model(model: str) -> tuple[str, str]:
-    """``"openai/gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``; ConfigurationError if malformed."""
+    """``"openai/gpt-4o-mini"`` -> ``("openai", "gpt-4o-mini")``; ConfigurationError if malformed.
+
+    A bare ``ft:...`` name is an OpenAI fine-tuned model, as DSPy reads it (its
+    ``LM.finetune`` returns an LM named so).
+    """
+    if (model or "").startswith("ft:") and "/" not in model:
+        return "openai", model
     prefix, sep, name = (model or "").partition("/")
     if not sep or not prefix.strip() or not name.strip():
         from dspyq.errors import ConfigurationError

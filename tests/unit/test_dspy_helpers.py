@@ -244,7 +244,8 @@ def test_submodule_names_port_by_renaming_the_package() -> None:
 
     assert set(evaluate_names) <= set(dspyq.evaluate.__all__)
     names = ("BootstrapFewShot", "LabeledFewShot", "COPRO", "MIPROv2", "Teleprompter")
-    for name in (*names, "InferRules", "BootstrapFewShotWithOptuna", "SIMBA", "GEPA"):
+    ported = ("InferRules", "BootstrapFewShotWithOptuna", "BootstrapFinetune", "BetterTogether")
+    for name in (*names, *ported, "SIMBA", "GEPA"):
         assert getattr(dspyq.teleprompt, name) is getattr(dspyq, name)
     assert dspyq.BootstrapRS is dspyq.BootstrapFewShotWithRandomSearch
     for name in ("DummyLM", "BaseCallback", "with_callbacks"):

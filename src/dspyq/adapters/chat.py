@@ -113,6 +113,19 @@ class ChatAdapter(Adapter):
         }
         return marked_blocks(signature.output_fields, values) + "\n\n[[ ## completed ## ]]\n"
 
+    def format_finetune_data(
+        self,
+        signature: type[Signature],
+        demos: list[Any],
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+    ) -> dict[str, list[Any]]:
+        """One fine-tuning record in OpenAI's chat form: the prompt's messages, then the
+        assistant's answer formatted as this adapter would want it."""
+        messages = self.format(signature=signature, demos=demos, inputs=inputs)
+        answer = self.format_assistant_message_content(signature=signature, outputs=outputs)
+        return {"messages": [*messages, {"role": "assistant", "content": answer}]}
+
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         """Values of the output sections; the first occurrence of a field wins."""
         values: dict[str, Any] = {}

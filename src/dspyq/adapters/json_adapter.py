@@ -108,6 +108,9 @@ class JSONAdapter(ChatAdapter):
             {name: outputs.get(name, missing_field_message) for name in signature.output_fields}
         )
 
+    def format_finetune_data(self, *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
+        raise NotImplementedError  # as in DSPy: no fine-tuning data in JSON form yet
+
     def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
         """Output values from the first JSON object in the completion; other keys are dropped."""
         loaded = json_repair.loads(completion)

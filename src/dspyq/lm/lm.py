@@ -29,6 +29,7 @@ from dspyq.lm.attempt import agated, aopen_stream, cached_or_peek, gated, open_s
 from dspyq.lm.cache import default_cache
 from dspyq.lm.call import PreparedCall, StreamedResponse, prepare_call
 from dspyq.lm.degrade import stale_answer
+from dspyq.lm.finetune import Finetunable
 from dspyq.lm.pretty import pretty_print_history
 from dspyq.lm.privacy import REDACT_MESSAGES_KEY
 from dspyq.lm.providers import HTTPProvider, ProviderConfig, provider_class
@@ -41,7 +42,7 @@ from dspyq.settings import get_settings, split_model
 __all__ = ["LM", "split_model"]
 
 
-class LM:
+class LM(Finetunable):
     """A language model behind an HTTP provider; see the module docstring.
 
     ``temperature``, ``max_tokens`` and any extra ``kwargs`` are default request
@@ -50,6 +51,8 @@ class LM:
     ``retry_policy`` sets the backoff shape (``num_retries`` still counts);
     ``prices`` overrides the price table for this LM (a :class:`Price`, a
     ``(input, output)`` pair for this model, or a mapping of model -> price).
+    ``finetuning_model``, ``train_kwargs`` and ``launch_kwargs`` are DSPy's fine-tuning
+    settings (:class:`~dspyq.lm.finetune.Finetunable`), never request options.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class LM:
             "prices": prices,
             "async_http_client": async_http_client,
             "retry_policy": retry_policy,
+            **self._take_finetune_args(kwargs),
         }
         config = ProviderConfig.for_model(
             model,
@@ -374,7 +378,8 @@ class LM:
 
     def dump_state(self) -> dict[str, Any]:
         """The LM in DSPy's saved form (so DSPy can load it); never the key or the base URL."""
-        return lm_state(self.model, self.model_type, self.cache, self.num_retries, self.kwargs)
+        state = lm_state(self.model, self.model_type, self.cache, self.num_retries, self.kwargs)
+        return {**state, **copy.deepcopy(self.finetune_settings())}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], *, allow_unsafe_lm_state: bool = False) -> LM:

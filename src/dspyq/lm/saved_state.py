@@ -15,9 +15,7 @@ from dspyq.errors import ConfigurationError
 __all__ = ["lm_args_from_state", "lm_state"]
 
 # Keys of DSPy's saved LM form that describe DSPy internals, not our LM's options.
-_DSPY_STATE_ONLY = frozenset(
-    {"_dspy_lm_class", "engine", "model_type", "finetuning_model", "launch_kwargs", "train_kwargs"}
-)
+_DSPY_STATE_ONLY = frozenset({"_dspy_lm_class", "engine", "model_type"})
 _UNSAFE_STATE = frozenset({"api_base", "base_url", "api_key", "model_list"})
 
 

@@ -4,7 +4,9 @@ DSPy optimizers dspyq does not have yet are absent rather than stubbed, so an
 import of one fails at the import line.
 """
 
+from dspyq.optimize.better_together import BetterTogether
 from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.bootstrap_finetune import BootstrapFinetune
 from dspyq.optimize.copro import COPRO
 from dspyq.optimize.ensemble import Ensemble
 from dspyq.optimize.gepa import GEPA
@@ -23,9 +25,11 @@ __all__ = [
     "COPRO",
     "GEPA",
     "SIMBA",
+    "BetterTogether",
     "BootstrapFewShot",
     "BootstrapFewShotWithOptuna",
     "BootstrapFewShotWithRandomSearch",
+    "BootstrapFinetune",
     "BootstrapRS",
     "Ensemble",
     "InferRules",

@@ -210,7 +210,13 @@ class Exchange:
 
     async def answer(self, number: int) -> tuple[Response, str]:
         conf = self.state.config
-        refused = refusal(self.body, self.protocol, self.headers, conf.models)
+        refused = refusal(
+            self.body,
+            self.protocol,
+            self.headers,
+            conf.models,
+            self.state.finetunes.succeeded_models(),
+        )
         if refused is not None:
             response = self.error(
                 refused.status, refused.message, code=refused.code, param=refused.param

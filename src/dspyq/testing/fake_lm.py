@@ -2,7 +2,7 @@
 
 It is a real HTTP server (starlette on uvicorn) speaking ``POST /v1/chat/completions``,
 ``POST /v1/messages`` and ``POST /v1/responses`` (all also as server-sent events) and
-``GET /v1/models``, close enough that the official ``openai`` and ``anthropic`` SDKs
+``GET /v1/models``, and OpenAI's fine-tuning API (:mod:`dspyq.testing.fake_finetune`), close enough that the official ``openai`` and ``anthropic`` SDKs
 parse everything it says. Answers come from scripted rules (text, fields or tool
 calls) or, by default, from reading the DSPy-style prompt (see
 :mod:`dspyq.testing.fake_completion`), cut at ``max_tokens`` as a real model would;
@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from dspyq.testing.fake_embeddings import embeddings_response
 from dspyq.testing.fake_exchange import Exchange
+from dspyq.testing.fake_finetune import finetune_routes
 from dspyq.testing.fake_script import (
     AnswerRule,
     Failure,
@@ -93,7 +94,7 @@ def build_app(state: FakeLMState) -> Starlette:
     async def models(request: Request) -> Response:
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "dspyq-fake"}
-            for name in state.config.listed_models()
+            for name in [*state.config.listed_models(), *sorted(state.finetunes.succeeded_models())]
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -137,6 +138,7 @@ def build_app(state: FakeLMState) -> Starlette:
             Route("/v1/responses", responses, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            *finetune_routes(state),
             Route("/_fake/requests", requests_log, methods=["GET", "DELETE"]),
             Route("/_fake/config", config, methods=["GET", "POST"]),
             Route("/_fake/script", script, methods=["POST"]),

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dspyq.testing.fake_finetune import FineTuneStore
+
 # Header names whose values are secrets: logged as REDACTED.
 SECRET_HEADERS = frozenset(
     {"authorization", "x-api-key", "api-key", "proxy-authorization", "cookie"}
@@ -59,6 +61,10 @@ class FakeConfig(BaseModel):
     ratelimit_requests: int | None = None
     ratelimit_tokens: int | None = None
     ratelimit_window: float = 60.0
+    # Fine-tuning jobs (see :mod:`dspyq.testing.fake_finetune`): seconds from creation to
+    # success, and the fewest examples a training file may hold (OpenAI's is 10).
+    finetune_seconds: float = 0.3
+    finetune_min_examples: int = 10
 
     def listed_models(self) -> list[str]:
         return self.models if self.models is not None else ["fake-model"]
@@ -202,6 +208,7 @@ class FakeLMState:
         self.rng = random.Random(self.config.seed)
         self._window_start = time.monotonic()
         self._used = (0, 0)
+        self.finetunes = FineTuneStore()
 
     # --- steering --------------------------------------------------------------------
 
@@ -246,6 +253,7 @@ class FakeLMState:
             self.rng = random.Random(self.config.seed)
             self._window_start = time.monotonic()
             self._used = (0, 0)
+        self.finetunes.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -100,9 +100,14 @@ def _tools_error(body: dict[str, Any], protocol: str) -> Refusal | None:
 
 
 def refusal(
-    body: Any, protocol: str, headers: dict[str, str], models: list[str] | None
+    body: Any,
+    protocol: str,
+    headers: dict[str, str],
+    models: list[str] | None,
+    finetuned: frozenset[str] | set[str] = frozenset(),
 ) -> Refusal | None:
-    """Why the real service would refuse this request, or None."""
+    """Why the real service would refuse this request, or None. A fine-tuned model
+    (``ft:...``) exists only once its job has succeeded (``finetuned``)."""
     if not isinstance(body, dict):
         return Refusal(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -142,7 +147,10 @@ def refusal(
     )
     if problem:
         return problem
-    if models is not None and model not in models:
+    known = model in finetuned or (
+        not model.startswith("ft:") and (models is None or model in models)
+    )
+    if not known:
         if anthropic:
             return Refusal(404, f"model: {model}")
         message = f"The model `{model}` does not exist or you do not have access to it."
