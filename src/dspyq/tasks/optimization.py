@@ -11,6 +11,7 @@ devset, one task each) when the round has too few candidates to keep the pool bu
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -70,8 +71,9 @@ def optimizer_config(
     if name == MIPRO:
         return mipro_config(optimizer, compile_options or {})  # type: ignore[arg-type]
     if not has_round_strategy(name):
+        settings = capture(optimizer)
         check_compile_options(optimizer, compile_options or {})
-        return capture(optimizer)
+        return settings
     if compile_options:
         raise InputError(
             f"compile options are for MIPROv2 runs; {name} takes its settings in its constructor",
@@ -85,7 +87,10 @@ def check_compile_options(optimizer: Teleprompter, options: dict[str, Any]) -> N
     name = type(optimizer).__name__
     try:
         json.dumps(options)
-        optimizer._refuse_options(options)
+        if getattr(optimizer, "_compile", None) is not None:
+            optimizer._refuse_options(options)
+        else:  # an optimizer with a compile of its own
+            inspect.signature(type(optimizer).compile).bind_partial(optimizer, **options)
     except (TypeError, ValueError) as exc:
         raise InputError(
             f"{name} cannot take these compile options on the queue: {exc}",
