@@ -182,11 +182,12 @@ def _encode(value: Any, path: str, owner: str) -> Any:
             )
         items = {key: _encode(item, f"{path}[{key!r}]", owner) for key, item in value.items()}
         return {TAG: "dict", "items": items} if TAG in value else items
-    if callable(value):
+    if isinstance(value, type) or inspect.isroutine(value):
         return {TAG: "import", "path": import_path_of(value, f"the {where}")}
     raise InputError(
         f"The {where} is a {type(value).__name__} ({value!r:.80}), which cannot be sent as JSON. "
-        "Pass JSON values, signatures, modules or module-level functions.",
+        "Pass JSON values, signatures, modules or module-level functions (build objects such "
+        "as retrievers inside the program, from arguments like these).",
         context={"argument": where, "type": type(value).__name__},
     )
 

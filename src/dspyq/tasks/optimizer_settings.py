@@ -136,7 +136,7 @@ def _encode(value: Any, where: str) -> Any:
             )
         items = {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
         return {TAG: "dict", "items": items} if TAG in value else items
-    if callable(value):  # a module-level function or class
+    if isinstance(value, type) or inspect.isroutine(value):  # by import path
         return {TAG: "import", "path": import_path_of(value, where)}
     raise InputError(
         f"{where} is a {type(value).__name__} ({value!r:.80}), which a run cannot send as "
