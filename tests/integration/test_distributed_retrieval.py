@@ -126,5 +126,7 @@ def test_code_act_runs_its_code_and_tools_on_a_worker(cluster: Cluster) -> None:
 def test_a_program_holding_a_built_index_is_refused_at_submit(cluster: Cluster) -> None:
     embedder = dspyq.Embedder(EMBEDDER, api_base=cluster.fake_lm.openai_base)
     program = IndexQA(dspyq.Embeddings(CORPUS, embedder, k=1))
-    with pytest.raises(InputError, match="argument `index` of IndexQA is a Embeddings .* cannot be sent as JSON"):
+    with pytest.raises(
+        InputError, match=r"argument `index` of IndexQA is a Embeddings .* cannot be sent as JSON"
+    ):
         cluster.client.submit(program, lm="openai/m", question="Which city?")

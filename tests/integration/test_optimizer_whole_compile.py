@@ -93,7 +93,10 @@ def test_the_queue_runs_the_compile_the_process_runs(cluster: Cluster, name: str
     assert any(d for _, _, d in shape(compiled))  # the compile chose demos
     record = run.record()
     assert record.optimizer == name and record.iterations == 1
-    events = [e.event_type for e in EventStore(cluster.client.engine).by_correlation(record.correlation_id)]
+    events = [
+        e.event_type
+        for e in EventStore(cluster.client.engine).by_correlation(record.correlation_id)
+    ]
     assert "optimization_complete" in events and "lm_request" in events
 
 

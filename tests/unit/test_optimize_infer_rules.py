@@ -157,6 +157,8 @@ def test_runs_carry_the_in_process_optimizers_as_their_constructor_settings(name
     optimizer = getattr(dspyq, name)(metric=answer_exact_match, max_bootstrapped_demos=2)
     settings = optimizer_config(optimizer)
     assert not has_round_strategy(name) and settings["max_bootstrapped_demos"] == 2
-    rebuilt = rebuild(name, settings, metric=answer_exact_match, make_lm=lambda model, kw: dspyq.LM(model, **kw))
+    rebuilt = rebuild(
+        name, settings, metric=answer_exact_match, make_lm=lambda model, kw: dspyq.LM(model, **kw)
+    )
     assert type(rebuilt) is type(optimizer)
     assert vars(rebuilt).keys() == vars(optimizer).keys()

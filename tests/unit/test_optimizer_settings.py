@@ -24,7 +24,8 @@ class Wrapping(Teleprompter):
     def __init__(
         self, metric: Any, inner: Teleprompter, reflection_lm: Any = None, rounds: int = 2
     ) -> None:
-        self.metric, self.inner, self.reflection_lm, self.rounds = metric, inner, reflection_lm, rounds
+        self.metric, self.inner = metric, inner
+        self.reflection_lm, self.rounds = reflection_lm, rounds
 
     def _compile(self, inputs: CompileInputs, *, strict: bool = False) -> Module:
         return inputs.student.deepcopy()
@@ -54,7 +55,7 @@ def test_nested_optimizers_and_lms_travel_as_json_and_come_back() -> None:
     assert "secret" not in text  # the worker's own credentials are used
     assert settings["reflection_lm"]["model"] == "openai/big"
     assert settings["inner"]["class"] == "BootstrapFewShot"
-    assert settings["inner"]["settings"]["metric"]["path"] .endswith(":answer_exact_match")
+    assert settings["inner"]["settings"]["metric"]["path"].endswith(":answer_exact_match")
 
     rebuilt = rebuild(
         f"{__name__}:Wrapping", json.loads(text), metric=answer_exact_match, make_lm=lm_of

@@ -35,9 +35,7 @@ class Registration:
 REGISTERED: dict[str, Registration] = {}
 
 
-def register(
-    name: str, path: str, refusal: str | None = None, **attributes: str
-) -> Registration:
+def register(name: str, path: str, refusal: str | None = None, **attributes: str) -> Registration:
     """Register the optimizer class at ``path`` as ``name`` (its class name)."""
     REGISTERED[name] = Registration(path, dict(attributes), refusal)
     return REGISTERED[name]

@@ -1,8 +1,10 @@
 """What an optimization run is made of, as JSON: its plan, candidates and checkpoint.
 
 An optimizer crosses the queue as its class name and constructor settings (its metric
-as an import path); the worker rebuilds it and builds one candidate program per seed
-(few-shot optimizers) or per proposed instruction (COPRO, one round per depth). The
+as an import path; see :mod:`dspyq.tasks.optimizer_settings`); the worker rebuilds it
+and builds one candidate program per seed (few-shot optimizers) or per proposed
+instruction (COPRO, one round per depth). An optimizer without a round strategy runs
+its whole ``compile`` as the run's one candidate (one task, no checkpoint inside). The
 coordinator fans a round out as tasks and checkpoints after it, so a restarted
 coordinator resumes at the next round. A candidate is scored in parts (slices of its
 devset, one task each) when the round has too few candidates to keep the pool busy;
@@ -280,7 +282,9 @@ def strategy_for(
         if make_lm is None:  # planning and folding only
             return WholeCompileRounds(None)
         if plan.teacher_lm is not None and settings.get("teacher_settings") == {}:
-            settings["teacher_settings"] = {"lm": {TAG: "lm", "model": plan.teacher_lm, "kwargs": {}}}
+            settings["teacher_settings"] = {
+                "lm": {TAG: "lm", "model": plan.teacher_lm, "kwargs": {}}
+            }
         optimizer = rebuild(
             plan.optimizer, settings, metric=metric, make_lm=make_lm, allowed=allowed
         )
