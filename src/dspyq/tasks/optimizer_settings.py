@@ -24,7 +24,7 @@ from typing import Any
 from dspyq.core.example import Example
 from dspyq.core.imports import import_path_of, resolve_import
 from dspyq.core.module import Module
-from dspyq.core.program import program_from_spec, program_to_spec
+from dspyq.core.program import check_json_keys, program_from_spec, program_to_spec
 from dspyq.errors import InputError
 from dspyq.lm.lm import LM
 from dspyq.optimize.registry import optimizer_class, optimizer_name, registration
@@ -128,12 +128,7 @@ def _encode(value: Any, where: str) -> Any:
     if isinstance(value, list | tuple):
         return [_encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, Mapping):
-        bad = [key for key in value if not isinstance(key, str)]
-        if bad:
-            raise InputError(
-                f"{where} is a dict with non-string keys {bad!r}; JSON keys are strings",
-                context={"parameter": where},
-            )
+        check_json_keys(value, where)
         items = {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
         return {TAG: "dict", "items": items} if TAG in value else items
     if isinstance(value, type) or inspect.isroutine(value):  # by import path
