@@ -1,16 +1,28 @@
-"""XMLAdapter, MultiChainComparison and ProgramOfThought run by a real worker over Redis and SQL."""
+"""XMLAdapter, MultiChainComparison, ProgramOfThought, CodeAct and retrieving programs
+(Embeddings, KNN, ColBERTv2 through Retrieve) run by a real worker over Redis and SQL.
+
+For retrieval the fake LM answers from whichever passage or hint is in the prompt, so the
+answer shows what was retrieved; its embeddings are fixed per text, so the worker's index
+ranks passages as this process's does. A retriever crosses the queue as the JSON its
+program builds it from (a corpus, a model name, a URL): a built index is refused at submit.
+"""
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from adapter_programs import XMLQA, longest_answer
+from retrieval_programs import CorpusQA, IndexQA, NearestQA, SearchQA, factorial
 
 import dspyq
+from dspyq.errors import InputError
 from dspyq.testing.cluster import Cluster, make_cluster
+from dspyq.testing.fake_search import FakeSearchServer
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +32,10 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture
 def cluster(tmp_path: Path, sqlite_url: str) -> Iterator[Cluster]:
     cluster, server = make_cluster(
-        tmp_path, sqlite_url, PYTHONPATH=str(HERE), DSPYQ_ALLOWED_IMPORTS='["adapter_programs"]'
+        tmp_path,
+        sqlite_url,
+        PYTHONPATH=str(HERE),
+        DSPYQ_ALLOWED_IMPORTS='["adapter_programs", "retrieval_programs"]',
     )
     try:
         yield cluster
@@ -77,3 +92,95 @@ def test_ensemble_runs_its_programs_on_a_worker(cluster: Cluster) -> None:
     job = cluster.client.submit(ensemble, lm="openai/m", question="Why?")
     assert job.result(timeout=60).answer == "a longer answer"
     assert len(cluster.fake_lm.requests) == 2
+
+
+CITIES = {"Paris": "France", "Tokyo": "Japan", "Lima": "Peru", "Cairo": "Egypt"}
+CORPUS = [f"{city} is the capital of {country}." for city, country in CITIES.items()]
+EMBEDDER = "openai/text-embedding-3-small"
+
+
+def script_passages(cluster: Cluster) -> None:
+    """Answer with the city of the passage (or hint) the prompt shows."""
+    for city in CITIES:
+        cluster.fake_lm.answer_fields({"answer": city}, match=re.escape(f"{city} is the capital"))
+        cluster.fake_lm.answer_fields({"answer": city}, match=re.escape(f"-> {city}"))
+
+
+def both(cluster: Cluster, program: dspyq.Module, **inputs: Any) -> tuple[Any, Any]:
+    """(the answer in this process, the answer a worker gives)."""
+    lm = dspyq.LM("openai/m", api_base=cluster.fake_lm.openai_base, api_key="k", cache=False)
+    with dspyq.context(lm=lm):
+        local = program(**inputs)
+    cluster.start_worker("w1")
+    queued = cluster.client.submit(program, lm="openai/m", **inputs).result(timeout=60)
+    return local, queued
+
+
+def worker_prompt(cluster: Cluster) -> str:
+    return str(cluster.fake_lm.requests[-1]["body"]["messages"][-1]["content"])
+
+
+def test_an_embeddings_index_retrieves_the_same_passage_on_a_worker(cluster: Cluster) -> None:
+    script_passages(cluster)
+    program = CorpusQA(CORPUS, EMBEDDER, cluster.fake_lm.openai_base)
+    (passage,) = program.search("Which city is the capital?").passages
+    local, queued = both(cluster, program, question="Which city is the capital?")
+    assert queued.answer == local.answer == passage.split()[0]
+    assert passage in worker_prompt(cluster)
+
+
+def test_knn_finds_the_same_hints_on_a_worker(cluster: Cluster) -> None:
+    script_passages(cluster)
+    pairs = [[f"Capital of {country}?", city] for city, country in CITIES.items()]
+    program = NearestQA(pairs, EMBEDDER, cluster.fake_lm.openai_base)
+    (nearest,) = program.knn(question="Capital of Peru?")
+    local, queued = both(cluster, program, question="Capital of Peru?")
+    assert queued.answer == local.answer == nearest.answer
+    assert f"{nearest.question} -> {nearest.answer}" in worker_prompt(cluster)
+
+
+def overlap_first(query: str, passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.lower()))
+
+    return sorted(passages, key=lambda p: -len(words(query) & words(p["text"])))
+
+
+def test_retrieve_from_a_colbert_server_answers_the_same_on_a_worker(cluster: Cluster) -> None:
+    script_passages(cluster)
+    passages = [{"text": text, "pid": i, "score": 1.0} for i, text in enumerate(CORPUS)]
+    with FakeSearchServer(passages, rank=overlap_first) as search:
+        local, queued = both(cluster, SearchQA(search.url, k=1), question="capital of Egypt?")
+        assert search.seen == [("GET", "capital of Egypt?", 1)] * 2  # here, then the worker
+    assert queued.answer == local.answer == "Cairo"
+
+
+def test_code_act_runs_its_code_and_tools_on_a_worker(cluster: Cluster) -> None:
+    def script() -> None:
+        cluster.fake_lm.reset()
+        code = "```python\nvalue = factorial(5)\n```"
+        cluster.fake_lm.answer_fields({"generated_code": code, "finished": True}, times=1)
+        cluster.fake_lm.answer_fields({"reasoning": "the code printed 120", "factorial": "120"})
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        program = dspyq.CodeAct("n: int -> factorial: int", tools=[factorial], max_iters=3)
+    lm = dspyq.LM("openai/m", api_base=cluster.fake_lm.openai_base, api_key="k", cache=False)
+    script()
+    with dspyq.context(lm=lm):
+        local = program(n=5)
+    script()
+    cluster.start_worker("w1")
+    queued = cluster.client.submit(program, lm="openai/m", n=5).result(timeout=60)
+    assert queued.factorial == local.factorial == 120
+    assert queued.trajectory == local.trajectory
+    assert queued.trajectory["code_output_0"] == "120"
+
+
+def test_a_program_holding_a_built_index_is_refused_at_submit(cluster: Cluster) -> None:
+    embedder = dspyq.Embedder(EMBEDDER, api_base=cluster.fake_lm.openai_base)
+    program = IndexQA(dspyq.Embeddings(CORPUS, embedder, k=1))
+    with pytest.raises(
+        InputError, match=r"argument `index` of IndexQA is a Embeddings .* cannot be sent as JSON"
+    ):
+        cluster.client.submit(program, lm="openai/m", question="Which city?")

@@ -558,3 +558,39 @@ def test_budget_stops_a_mipro_search_and_keeps_its_best_so_far(cluster: Cluster)
 def program_instructions() -> str:
     (predictor,) = dspyq.ChainOfThought("question -> answer").predictors()
     return str(predictor.signature.instructions)
+
+
+def test_a_whole_compile_killed_part_way_runs_again_on_another_worker(cluster: Cluster) -> None:
+    """An optimizer without a round strategy has no checkpoint inside its one compile task:
+    the task, redelivered after its worker died, compiles from the start."""
+    cluster.fake_lm.answer_fields(
+        {"reasoning": "r", "natural_language_rules": "Name the city only."}, match="examples_text"
+    )
+    script_capitals(cluster)
+    cluster.fake_lm.configure(latency=0.3)
+    cluster.start_worker("coordinator", pool="optimize", concurrency=1)
+    cluster.start_worker("victim", concurrency=1)
+    run = cluster.client.optimize(
+        dspyq.InferRules(metric=answer_exact_match, num_candidates=2, num_rules=2),
+        dspyq.ChainOfThought("question -> answer"),
+        trainset=examples(TRAIN),
+        valset=examples(VAL),
+        lm="openai/m",
+    )
+    deadline = time.monotonic() + 60
+    while len(cluster.fake_lm.requests) < 2:
+        assert time.monotonic() < deadline, "the compile never started"
+        time.sleep(0.05)
+    cluster.kill("victim")
+    cluster.start_worker("replacement", concurrency=1)
+
+    assert run.wait(timeout=90) == "succeeded", run.record().stop_reason
+    record = run.record()
+    assert record.iterations == 1
+    (predictor,) = run.result().predictors()
+    assert str(predictor.signature.instructions).endswith("Name the city only.")
+    assert predictor.demos
+    # Both workers took the compile task (the replacement's repeated calls hit the cache).
+    for worker in ("victim", "replacement"):
+        log = (cluster.tmp_path / f"worker-{worker}.log").read_text(errors="replace")
+        assert "Task dspyq.optimize.build[" in log, worker

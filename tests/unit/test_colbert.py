@@ -2,57 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import dspy
 import pytest
 
 import dspyq
+from dspyq.testing.fake_search import FakeSearchServer
 
 PASSAGES = [{"text": f"passage {i}", "pid": i, "score": 10.0 - i} for i in range(5)]
 
 
-class _Search(BaseHTTPRequestHandler):
-    seen: list[Any] = []
-
-    def _reply(self, query: str, k: int) -> None:
-        body = {"error": True, "message": "bad query"} if query == "fail" else {"topk": PASSAGES}
-        self.seen.append((self.command, query, k))
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        params = parse_qs(urlparse(self.path).query)
-        self._reply(params["query"][0], int(params["k"][0]))
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self._reply(body["query"], int(body["k"]))
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Search)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    _Search.seen = []
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+def server() -> Iterator[FakeSearchServer]:
+    with FakeSearchServer(PASSAGES) as search:
+        yield search
 
 
-def test_colbertv2_returns_what_dspy_returns(server: str):
-    url, port = server.rsplit(":", 1)
+def test_colbertv2_returns_what_dspy_returns(server: FakeSearchServer):
+    url, port = server.url.rsplit(":", 1)
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     for post in (False, True):
         ours = dspyq.ColBERTv2(url, port, post_requests=post)("a query", k=3)
@@ -63,7 +31,7 @@ def test_colbertv2_returns_what_dspy_returns(server: str):
     assert (
         simple == dspy.ColBERTv2(url, port)("q2", k=2, simplify=True) == ["passage 0", "passage 1"]
     )
-    assert ("GET", "a query", 3) in _Search.seen and ("POST", "a query", 3) in _Search.seen
+    assert ("GET", "a query", 3) in server.seen and ("POST", "a query", 3) in server.seen
     for client in (dspyq.ColBERTv2(url, port), dspy.ColBERTv2(url, port)):
         with pytest.raises(ValueError, match="bad query"):
             client("fail", k=1)

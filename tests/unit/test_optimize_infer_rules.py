@@ -148,12 +148,17 @@ def test_infer_rules_drops_the_last_example_until_the_prompt_fits() -> None:
 
 
 @pytest.mark.parametrize("name", ["InferRules", "BootstrapFewShotWithOptuna"])
-def test_runs_refuse_the_in_process_only_optimizers_up_front(name: str) -> None:
-    """InferRules is a BootstrapFewShot: a run must not take it for one and fail later."""
+def test_runs_carry_the_in_process_optimizers_as_their_constructor_settings(name: str) -> None:
+    """InferRules is a BootstrapFewShot, but not one: a run rebuilds the class it was given."""
     import dspyq
-    from dspyq.errors import InputError
-    from dspyq.tasks.optimization import optimizer_config
+    from dspyq.tasks.optimization import has_round_strategy, optimizer_config
+    from dspyq.tasks.optimizer_settings import rebuild
 
-    optimizer = getattr(dspyq, name)(metric=answer_exact_match)
-    with pytest.raises(InputError, match=f"{name} cannot run on the queue yet"):
-        optimizer_config(optimizer)
+    optimizer = getattr(dspyq, name)(metric=answer_exact_match, max_bootstrapped_demos=2)
+    settings = optimizer_config(optimizer)
+    assert not has_round_strategy(name) and settings["max_bootstrapped_demos"] == 2
+    rebuilt = rebuild(
+        name, settings, metric=answer_exact_match, make_lm=lambda model, kw: dspyq.LM(model, **kw)
+    )
+    assert type(rebuilt) is type(optimizer)
+    assert vars(rebuilt).keys() == vars(optimizer).keys()

@@ -29,6 +29,7 @@ from dspyq.errors import (
     new_correlation_id,
 )
 from dspyq.optimize.adaptive import AdaptiveOptimizer
+from dspyq.optimize.registry import optimizer_name
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 from dspyq.store.runs import RunStore
@@ -39,6 +40,7 @@ from dspyq.tasks.optimization import (
     ExampleJSON,
     RunCheckpoint,
     RunPlan,
+    has_round_strategy,
     only_predictor_name,
     optimizer_config,
 )
@@ -104,10 +106,11 @@ def start_run(
             lm_kwargs=lm_kwargs,
             compile_options=compile_options,
         )
+    name = optimizer_name(type(optimizer))
     settings = optimizer_config(optimizer, compile_options)
-    if type(optimizer).__name__ == INSTRUCTION_SEARCH:
+    if name == INSTRUCTION_SEARCH:
         only_predictor_name(program)
-    if type(optimizer).__name__ == MIPRO:
+    if name == MIPRO:
         check_mipro_run(settings, program)
     chosen = metric if metric is not None else getattr(optimizer, "metric", None)
     if chosen is None:
@@ -125,8 +128,9 @@ def start_run(
     run_id = uuid.uuid4().hex
     spec = program_to_spec(program)
     plan = RunPlan(
-        optimizer=type(optimizer).__name__,
+        optimizer=name,
         settings=settings,
+        compile_options={} if has_round_strategy(name) else dict(compile_options or {}),
         metric=path,
         program=spec.model_dump(mode="json"),
         trainset=train,

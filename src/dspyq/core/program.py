@@ -174,21 +174,27 @@ def _encode(value: Any, path: str, owner: str) -> Any:
     if isinstance(value, list | tuple):
         return [_encode(item, f"{path}[{index}]", owner) for index, item in enumerate(value)]
     if isinstance(value, dict):
-        bad_keys = [key for key in value if not isinstance(key, str)]
-        if bad_keys:
-            raise InputError(
-                f"The {where} is a dict with non-string keys {bad_keys!r}; JSON keys are strings.",
-                context={"argument": where},
-            )
+        check_json_keys(value, where)
         items = {key: _encode(item, f"{path}[{key!r}]", owner) for key, item in value.items()}
         return {TAG: "dict", "items": items} if TAG in value else items
-    if callable(value):
+    if isinstance(value, type) or inspect.isroutine(value):
         return {TAG: "import", "path": import_path_of(value, f"the {where}")}
     raise InputError(
         f"The {where} is a {type(value).__name__} ({value!r:.80}), which cannot be sent as JSON. "
-        "Pass JSON values, signatures, modules or module-level functions.",
+        "Pass JSON values, signatures, modules or module-level functions (build objects such "
+        "as retrievers inside the program, from arguments like these).",
         context={"argument": where, "type": type(value).__name__},
     )
+
+
+def check_json_keys(value: Mapping[Any, Any], where: str) -> None:
+    """InputError when a dict bound for JSON has keys that are not strings."""
+    bad_keys = [key for key in value if not isinstance(key, str)]
+    if bad_keys:
+        raise InputError(
+            f"The {where} is a dict with non-string keys {bad_keys!r}; JSON keys are strings.",
+            context={"argument": where},
+        )
 
 
 def _encode_tool(tool: Tool, where: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ fresh ``rollout_id`` (drawn from one ``random.Random(0)`` per optimizer, so cach
 answers are not reused); each candidate is scored on the valset. As in DSPy, whose
 candidates share one signature class, the program returned is the first best-scoring
 candidate carrying the *last* candidate's rules (all candidates hold the same demos);
-unlike DSPy, the student's own signature is left untouched. Runs in this process only.
+unlike DSPy, the student's own signature is left untouched. A queued run executes this
+whole ``compile`` as one task.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 As DSPy 3.4.1's: ``compile(student)`` returns a reset copy whose ``forward`` finds the
 ``k`` nearest training examples (:class:`~dspyq.core.knn.KNN`), runs BootstrapFewShot on
 them with the given options and calls the program it compiles. The compiled copy
-replaces ``forward`` on the instance, so it runs in-process only: it cannot be rebuilt
-on a worker from its constructor arguments.
+replaces ``forward`` on the instance, so it runs in-process only: no program can be stored
+for it, and queued runs refuse it (see :mod:`dspyq.optimize.registry`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the pool; each of ``num_candidate_programs`` trials suggests, per predictor, an 
 into its pool (``demo_index_for_<name>``), gives a reset student that one demo (as a
 plain dict, as DSPy does) and scores it; the program of the best trial is returned.
 DSPy's study is unseeded; ``seed`` (dspyq's addition) seeds optuna's default TPE
-sampler so a run can be repeated. Runs in this process only.
+sampler so a run can be repeated. A queued run executes this whole ``compile`` as one task.
 """
 
 from __future__ import annotations

@@ -29,7 +29,15 @@ from pydantic import BaseModel
 from dspyq.core.example import Example
 from dspyq.core.module import Module
 
-__all__ = ["Bench", "Candidate", "Folded", "OneCandidateRounds", "Outcome", "RoundStrategy"]
+__all__ = [
+    "Bench",
+    "Candidate",
+    "Folded",
+    "OneCandidateRounds",
+    "Outcome",
+    "RoundStrategy",
+    "WholeCompileRounds",
+]
 
 
 class Candidate(BaseModel):
@@ -169,3 +177,28 @@ class OneCandidateRounds(RoundStrategy[OneCandidateState]):
     def best(self, state: OneCandidateState) -> int | None:
         scored = state.scored
         return None if scored is None or scored.score is None else scored.iteration
+
+
+class WholeCompileRounds(OneCandidateRounds):
+    """Any optimizer's own ``compile`` as the one candidate of one round: optimizers
+    without a round strategy of their own, run on the queue as a single task (their
+    program is scored to report it, as a one-candidate run's is)."""
+
+    def __init__(self, optimizer: Any, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(optimizer)
+        self.options = dict(options or {})
+
+    def build(self, candidate: Candidate, bench: Bench, state: OneCandidateState) -> Module:
+        compiled: Module = self.optimizer.compile(
+            bench.student,
+            trainset=bench.trainset,
+            teacher=bench.teacher,
+            valset=bench.valset,
+            **self.options,
+        )
+        if "forward" in vars(compiled):  # a per-instance forward is lost in a stored program
+            raise TypeError(
+                f"{type(self.optimizer).__name__} compiled a program whose forward is set on "
+                "the instance; such a program cannot be stored"
+            )
+        return compiled

@@ -1,8 +1,10 @@
 """What an optimization run is made of, as JSON: its plan, candidates and checkpoint.
 
 An optimizer crosses the queue as its class name and constructor settings (its metric
-as an import path); the worker rebuilds it and builds one candidate program per seed
-(few-shot optimizers) or per proposed instruction (COPRO, one round per depth). The
+as an import path; see :mod:`dspyq.tasks.optimizer_settings`); the worker rebuilds it
+and builds one candidate program per seed (few-shot optimizers) or per proposed
+instruction (COPRO, one round per depth). An optimizer without a round strategy runs
+its whole ``compile`` as the run's one candidate (one task, no checkpoint inside). The
 coordinator fans a round out as tasks and checkpoints after it, so a restarted
 coordinator resumes at the next round. A candidate is scored in parts (slices of its
 devset, one task each) when the round has too few candidates to keep the pool busy;
@@ -11,6 +13,8 @@ devset, one task each) when the round has too few candidates to keep the pool bu
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,16 +28,17 @@ from dspyq.lm.lm import LM
 from dspyq.optimize.bootstrap import BootstrapFewShot
 from dspyq.optimize.copro import COPRO, CoproRounds
 from dspyq.optimize.labeled import LabeledFewShot
-from dspyq.optimize.mipro import MIPROv2
 from dspyq.optimize.mipro_search import MiproState
 from dspyq.optimize.random_search import (
     ZERO_SHOT_SEED,
     BootstrapFewShotWithRandomSearch,
     RandomSearchRounds,
 )
-from dspyq.optimize.strategy import OneCandidateRounds, RoundStrategy
+from dspyq.optimize.registry import optimizer_name
+from dspyq.optimize.strategy import OneCandidateRounds, RoundStrategy, WholeCompileRounds
 from dspyq.optimize.teleprompter import Teleprompter
 from dspyq.tasks.mipro_run import MIPRO, mipro_config, mipro_rounds
+from dspyq.tasks.optimizer_settings import TAG, LMFactory, capture, rebuild
 from dspyq.tasks.protocol import DEFAULT_CANDIDATES_PER_ROUND
 
 RANDOM_SEARCH = "BootstrapFewShotWithRandomSearch"
@@ -46,59 +51,53 @@ DEFAULT_ROUND_TASKS = 12
 parts, so one candidate (BootstrapFewShot) spreads over the pool's workers too."""
 
 
+RUN_ROLES = ("teacher_settings", "prompt_model", "task_model")
+"""Constructor parameters a round-strategy run fills from its plan (``lm``,
+``teacher_lm``) rather than from the optimizer it was given."""
+
+
+def has_round_strategy(name: str) -> bool:
+    """Whether the optimizer a run names runs as rounds of tasks (else: one compile task)."""
+    return name in SUPPORTED_OPTIMIZERS
+
+
 def optimizer_config(
     optimizer: Teleprompter, compile_options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The constructor settings that rebuild ``optimizer`` on a worker (metric aside);
     MIPROv2's also hold its ``compile`` options (``num_trials``, ``minibatch_size``, ...).
 
-    Raises InputError for an optimizer runs cannot carry yet.
+    Raises InputError for an optimizer runs cannot carry.
     """
-    name = type(optimizer).__name__
-    if name not in SUPPORTED_OPTIMIZERS:  # e.g. InferRules, a BootstrapFewShot subclass
-        raise _not_on_queue(name)
-    if isinstance(optimizer, MIPROv2):
-        return mipro_config(optimizer, compile_options or {})
+    name = optimizer_name(type(optimizer))
+    if name == MIPRO:
+        return mipro_config(optimizer, compile_options or {})  # type: ignore[arg-type]
+    if not has_round_strategy(name):
+        settings = capture(optimizer)
+        check_compile_options(optimizer, compile_options or {})
+        return settings
     if compile_options:
         raise InputError(
             f"compile options are for MIPROv2 runs; {name} takes its settings in its constructor",
             context={"optimizer": name, "compile_options": sorted(compile_options)},
         )
-    if isinstance(optimizer, COPRO):
-        return {
-            "breadth": optimizer.breadth,
-            "depth": optimizer.depth,
-            "init_temperature": optimizer.init_temperature,
-        }
-    if isinstance(optimizer, BootstrapFewShotWithRandomSearch):
-        return {
-            "max_bootstrapped_demos": optimizer.max_num_samples,
-            "max_labeled_demos": optimizer.max_labeled_demos,
-            "max_rounds": optimizer.max_rounds,
-            "num_candidate_programs": optimizer.num_candidate_sets,
-            "max_errors": optimizer.max_errors,
-            "stop_at_score": optimizer.stop_at_score,
-            "metric_threshold": optimizer.metric_threshold,
-        }
-    if isinstance(optimizer, BootstrapFewShot):
-        return {
-            "max_bootstrapped_demos": optimizer.max_bootstrapped_demos,
-            "max_labeled_demos": optimizer.max_labeled_demos,
-            "max_rounds": optimizer.max_rounds,
-            "max_errors": optimizer.max_errors,
-            "metric_threshold": optimizer.metric_threshold,
-            "num_threads": optimizer.num_threads,
-        }
-    if isinstance(optimizer, LabeledFewShot):
-        return {"k": optimizer.k}
-    raise _not_on_queue(name)
+    return {k: v for k, v in capture(optimizer).items() if k not in RUN_ROLES}
 
 
-def _not_on_queue(name: str) -> InputError:
-    return InputError(
-        f"{name} cannot run on the queue yet; supported: {', '.join(SUPPORTED_OPTIMIZERS)}",
-        context={"optimizer": name, "supported": list(SUPPORTED_OPTIMIZERS)},
-    )
+def check_compile_options(optimizer: Teleprompter, options: dict[str, Any]) -> None:
+    """Refuse compile options ``optimizer.compile`` would refuse, or that are not JSON."""
+    name = type(optimizer).__name__
+    try:
+        json.dumps(options)
+        if getattr(optimizer, "_compile", None) is not None:
+            optimizer._refuse_options(options)
+        else:  # an optimizer with a compile of its own
+            inspect.signature(type(optimizer).compile).bind_partial(optimizer, **options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{name} cannot take these compile options on the queue: {exc}",
+            context={"optimizer": name, "compile_options": sorted(options)},
+        ) from None
 
 
 class ExampleJSON(BaseModel):
@@ -137,6 +136,8 @@ class RunPlan(BaseModel):
     # False when the client gave no valset (MIPROv2 then splits the trainset, as DSPy does).
     valset_given: bool = True
     round_tasks: int = DEFAULT_ROUND_TASKS
+    # An optimizer without a round strategy: the options its one compile task passes.
+    compile_options: dict[str, Any] = Field(default_factory=dict)
 
     def parts_per_candidate(self, candidates: int, examples: int | None = None) -> int:
         """In how many tasks each of a round's ``candidates`` is scored: enough for about
@@ -266,13 +267,28 @@ def strategy_for(
     teacher_lm: LM | None = None,
     prompt_lm: LM | None = None,
     task_lm: LM | None = None,
+    make_lm: LMFactory | None = None,
+    allowed: Sequence[str] | None = None,
 ) -> RoundStrategy[Any]:
     """The run's optimizer as its round strategy, built as ``compile`` builds it
     (``metric`` and the models may be left out where only planning and folding happen:
-    the coordinator)."""
+    the coordinator). An optimizer without a round strategy of its own is rebuilt from
+    its settings (its LMs by ``make_lm``, imports within ``allowed``) when ``make_lm``
+    is given, to run its whole ``compile`` as the run's one candidate."""
     teacher_settings = {} if teacher_lm is None else {"lm": teacher_lm}
     settings = dict(plan.settings)
     scorer = metric or _no_metric
+    if not has_round_strategy(plan.optimizer):
+        if make_lm is None:  # planning and folding only
+            return WholeCompileRounds(None)
+        if plan.teacher_lm is not None and settings.get("teacher_settings") == {}:
+            settings["teacher_settings"] = {
+                "lm": {TAG: "lm", "model": plan.teacher_lm, "kwargs": {}}
+            }
+        optimizer = rebuild(
+            plan.optimizer, settings, metric=metric, make_lm=make_lm, allowed=allowed
+        )
+        return WholeCompileRounds(optimizer, plan.compile_options)
     if plan.optimizer == MIPRO:
         return mipro_rounds(settings, scorer, prompt_lm, task_lm, teacher_lm)
     if plan.optimizer == RANDOM_SEARCH:

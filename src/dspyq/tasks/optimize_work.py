@@ -201,8 +201,14 @@ def _run_candidate(
     reason = budget_reason(plan, *spent(environment, run))
     if reason is not None:
         raise BudgetSpent(f"not started: {reason}")
-    metric = resolve_metric(plan.metric, environment.settings.allowed_imports)
-    strategy = strategy_for(plan, metric, _teacher(environment, plan))
+    allowed = environment.settings.allowed_imports
+    metric = resolve_metric(plan.metric, allowed)
+
+    def make_lm(model: str, options: dict[str, Any]) -> LM:
+        return LM(model, http_client=environment.http, **options)
+
+    teacher = _teacher(environment, plan)
+    strategy = strategy_for(plan, metric, teacher, make_lm=make_lm, allowed=allowed)
     checkpoint = RunCheckpoint.model_validate(run.checkpoint or {})
     bench = bench_of(environment, plan)
     state = strategy.start(bench) if checkpoint.state is None else strategy.load(checkpoint.state)
