@@ -154,5 +154,7 @@ def test_constructor_parameters_stay_attributes_and_runs_refuse_them() -> None:
     assert sorted(together.optimizers) == ["p", "w"]
     assert isinstance(together.optimizers["w"], BootstrapFinetune)
     for optimizer in (finetune, together):
-        with pytest.raises(InputError, match="cannot run on the queue yet"):
+        with pytest.raises(
+            InputError, match="cannot run on the queue: it starts provider fine-tuning"
+        ):
             optimizer_config(optimizer)

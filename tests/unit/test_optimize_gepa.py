@@ -298,17 +298,39 @@ def test_gepa_format_failures_as_dspys(add_format_failure_as_feedback: bool) -> 
     assert ("Your output failed to parse" in shown) == add_format_failure_as_feedback
 
 
-def test_runs_refuse_simba_and_gepa_up_front() -> None:
-    """Until the generic path rebuilds them on a worker, a queued run says so at once."""
-    from dspyq.errors import InputError
+def test_simba_and_gepa_settings_cross_the_queue_and_rebuild_them() -> None:
+    """A queued run rebuilds each on a worker from the settings the client captured (the
+    LMs as their model and options, without credentials)."""
+    import json
+
+    from dspyq.lm.lm import LM
     from dspyq.optimize.simba import SIMBA
     from dspyq.tasks.optimization import optimizer_config
+    from dspyq.tasks.optimizer_settings import constructor_parameters, rebuild
 
     metric = make_metric(Prediction)
-    for optimizer in (SIMBA(metric=metric), GEPA(metric, auto="light", reflection_lm="x")):
+    reflection = LM("openai/big", api_key="secret", temperature=0.9)
+    for optimizer in (
+        SIMBA(metric=metric, bsize=4, max_steps=3, prompt_model=reflection),
+        GEPA(metric, max_full_evals=2, reflection_lm=reflection, seed=4, use_merge=False),
+    ):
         name = type(optimizer).__name__
-        with pytest.raises(InputError, match=f"{name} cannot run on the queue yet"):
-            optimizer_config(optimizer)
+        text = json.dumps(optimizer_config(optimizer))
+        assert "secret" not in text
+        rebuilt = rebuild(
+            name,
+            json.loads(text),
+            metric=metric,
+            make_lm=lambda model, options: LM(model, api_key="worker", **options),
+        )
+        assert type(rebuilt) is type(optimizer)
+        ours, theirs = rebuilt.get_params(), optimizer.get_params()
+        for key in (p.name for p in constructor_parameters(type(optimizer))):
+            value = theirs[key]
+            if isinstance(value, LM):
+                assert (ours[key].model, ours[key].kwargs) == (value.model, value.kwargs)
+            else:
+                assert ours[key] == value, key
 
 
 def test_gepa_on_threads_compiles_the_same_program() -> None:

@@ -71,11 +71,18 @@ register(
     trainset="KNN.trainset",
     vectorizer="KNN.embedding",
 )
-# Optimizers added later register here by name, one line each, e.g.:
-# register("SIMBA", "dspyq.optimize.simba:SIMBA")
-# register("GEPA", "dspyq.optimize.gepa:GEPA")
-# register("BetterTogether", "dspyq.optimize.better_together:BetterTogether")
-# register("BootstrapFinetune", "dspyq.optimize.finetune:BootstrapFinetune")
+register("SIMBA", "dspyq.optimize.simba:SIMBA")
+register("GEPA", "dspyq.optimize.gepa:GEPA")
+_FINETUNES = (
+    "it starts provider fine-tuning jobs and waits for them with the caller's settings and "
+    "keys, which a worker does not have; compile it in-process"
+)
+register(
+    "BootstrapFinetune",
+    "dspyq.optimize.bootstrap_finetune:BootstrapFinetune",
+    refusal=_FINETUNES,
+)
+register("BetterTogether", "dspyq.optimize.better_together:BetterTogether", refusal=_FINETUNES)
 
 
 def registration(cls: type) -> Registration | None:

@@ -19,6 +19,7 @@ program. Nothing here imports Celery.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -189,12 +190,9 @@ class WholeCompileRounds(OneCandidateRounds):
         self.options = dict(options or {})
 
     def build(self, candidate: Candidate, bench: Bench, state: OneCandidateState) -> Module:
+        data = {"trainset": bench.trainset, "teacher": bench.teacher, "valset": bench.valset}
         compiled: Module = self.optimizer.compile(
-            bench.student,
-            trainset=bench.trainset,
-            teacher=bench.teacher,
-            valset=bench.valset,
-            **self.options,
+            bench.student, **_accepted(self.optimizer.compile, data), **self.options
         )
         if "forward" in vars(compiled):  # a per-instance forward is lost in a stored program
             raise TypeError(
@@ -202,3 +200,16 @@ class WholeCompileRounds(OneCandidateRounds):
                 "the instance; such a program cannot be stored"
             )
         return compiled
+
+
+def _accepted(compile_fn: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The run's data ``compile`` takes: SIMBA's has no ``teacher`` or ``valset``, as in
+    DSPy. A teacher given to one that takes none is passed, to fail as it would in-process."""
+    parameters = inspect.signature(compile_fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return data
+    return {
+        key: value
+        for key, value in data.items()
+        if key in parameters or (key == "teacher" and value is not None)
+    }
