@@ -64,9 +64,6 @@ register(
 register(
     "KNNFewShot",
     "dspyq.optimize.knn_fewshot:KNNFewShot",
-    refusal="its compiled program bootstraps demos at every call in the calling process "
-    "(it replaces forward on the instance), so no program can be stored for it; "
-    "compile it in-process, which calls no LM until the program runs",
     k="KNN.k",
     trainset="KNN.trainset",
     vectorizer="KNN.embedding",

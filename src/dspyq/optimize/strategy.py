@@ -19,6 +19,7 @@ program. Nothing here imports Celery.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -189,12 +190,9 @@ class WholeCompileRounds(OneCandidateRounds):
         self.options = dict(options or {})
 
     def build(self, candidate: Candidate, bench: Bench, state: OneCandidateState) -> Module:
+        inputs = {"trainset": bench.trainset, "teacher": bench.teacher, "valset": bench.valset}
         compiled: Module = self.optimizer.compile(
-            bench.student,
-            trainset=bench.trainset,
-            teacher=bench.teacher,
-            valset=bench.valset,
-            **self.options,
+            bench.student, **_accepted(self.optimizer.compile, inputs), **self.options
         )
         if "forward" in vars(compiled):  # a per-instance forward is lost in a stored program
             raise TypeError(
@@ -202,3 +200,12 @@ class WholeCompileRounds(OneCandidateRounds):
                 "the instance; such a program cannot be stored"
             )
         return compiled
+
+
+def _accepted(function: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The ``inputs`` that ``function`` takes by name (KNNFewShot's compile brings its own
+    trainset and takes no valset, as DSPy's does)."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return inputs
+    return {name: value for name, value in inputs.items() if name in parameters}
