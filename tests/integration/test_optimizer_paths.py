@@ -34,7 +34,6 @@ from test_optimization_runs import (
 import dspyq
 from dspyq.metrics import answer_exact_match
 from dspyq.store.events import EventStore
-from dspyq.store.runs import RunStore
 from dspyq.testing.cluster import Cluster, make_cluster
 
 pytestmark = pytest.mark.integration

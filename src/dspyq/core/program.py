@@ -23,13 +23,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dspyq.core.example import Example
 from dspyq.core.imports import (
     check_import_path,
     configured_prefixes,
     import_path_of,
     resolve_import,
 )
-from dspyq.core.example import Example
 from dspyq.core.module import InitArgs, Module
 from dspyq.core.react import Tool
 from dspyq.core.signature import Signature
