@@ -30,6 +30,7 @@ from dspyq.core.imports import (
     import_path_of,
     resolve_import,
 )
+from dspyq.core.json_check import require_json
 from dspyq.core.module import InitArgs, Module
 from dspyq.core.react import Tool
 from dspyq.core.signature import Signature
@@ -207,13 +208,7 @@ def check_json_keys(value: Mapping[Any, Any], where: str) -> None:
 
 def _encode_example(example: Example, where: str) -> dict[str, Any]:
     fields = dict(example.items())
-    try:
-        json.dumps(fields)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"The {where} is an example whose fields are not JSON ({exc}).",
-            context={"argument": where},
-        ) from None
+    require_json(fields, f"The {where} is an example whose fields are", where)
     keys = example._input_keys
     return {TAG: "example", "fields": fields, "inputs": None if keys is None else sorted(keys)}
 

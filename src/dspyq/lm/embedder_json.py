@@ -7,11 +7,11 @@ worker uses its own (``OPENAI_API_KEY``), and specs are stored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dspyq.core.imports import import_path_of, resolve_import
+from dspyq.core.json_check import require_json
 from dspyq.errors import InputError
 from dspyq.lm.embedder import Embedder
 
@@ -28,13 +28,7 @@ def embedder_to_json(embedder: Embedder, where: str) -> dict[str, Any]:
             "the program; leave it out (workers read OPENAI_API_KEY).",
             context={"argument": where},
         )
-    try:
-        json.dumps(options)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"The request options of the Embedder in {where} are not JSON ({exc}).",
-            context={"argument": where},
-        ) from None
+    require_json(options, f"The request options of the Embedder in {where} are", where)
     return {
         "model": model if isinstance(model, str) else None,
         "function": None if isinstance(model, str) else import_path_of(model, f"the {where}"),
