@@ -43,7 +43,7 @@ def test_a_rebuilt_knn_fewshot_program_sends_the_same_demos(fake_lm: FakeLMServe
     assert second == first
     assert {
         "role": "assistant",
-        "content": "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]",
+        "content": "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]\n",
     } in first
 
 
