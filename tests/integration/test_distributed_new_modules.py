@@ -184,3 +184,36 @@ def test_a_program_holding_a_built_index_is_refused_at_submit(cluster: Cluster) 
         InputError, match=r"argument `index` of IndexQA is a Embeddings .* cannot be sent as JSON"
     ):
         cluster.client.submit(program, lm="openai/m", question="Which city?")
+
+
+def knn_fewshot(cluster: Cluster, vectorizer: Any) -> dspyq.Module:
+    """A KNNFewShot program over the capitals, showing the nearest one as a labeled demo."""
+    train = [
+        dspyq.Example(question=f"Capital of {country}?", answer=city).with_inputs("question")
+        for city, country in CITIES.items()
+    ]
+    optimizer = dspyq.KNNFewShot(1, train, vectorizer, max_bootstrapped_demos=0)
+    return optimizer.compile(dspyq.Predict("question -> answer"))
+
+
+def test_a_knn_fewshot_program_shows_the_same_demo_on_a_worker(cluster: Cluster) -> None:
+    for city in CITIES:  # answer with the city of the demo the prompt shows
+        cluster.fake_lm.answer_fields({"answer": city}, match=re.escape(f"]]\n{city}\n"))
+    embedder = dspyq.Embedder(EMBEDDER, api_base=cluster.fake_lm.openai_base)
+    program = knn_fewshot(cluster, embedder)
+    local, queued = both(cluster, program, question="Capital of Peru?")
+    assert queued.answer == local.answer == "Lima"
+    here, there = (
+        r["body"]["messages"] for r in cluster.fake_lm.requests if "messages" in r["body"]
+    )
+    assert there == here
+    assert any(m["content"] == "[[ ## question ## ]]\nCapital of Peru?" for m in there)
+
+
+def test_a_knn_fewshot_program_with_a_lambda_vectorizer_is_refused_at_submit(
+    cluster: Cluster,
+) -> None:
+    embedder = dspyq.Embedder(lambda batch: [[float(len(text)), 1.0] for text in batch])
+    program = knn_fewshot(cluster, embedder)
+    with pytest.raises(InputError, match=r"argument `vectorizer` of KNNFewShotProgram.*lambda"):
+        cluster.client.submit(program, lm="openai/m", question="Capital of Peru?")

@@ -35,7 +35,6 @@ from test_optimization_runs import (
 import dspyq
 from dspyq.metrics import answer_exact_match
 from dspyq.store.events import EventStore
-from dspyq.store.runs import RunStore
 from dspyq.testing.cluster import Cluster, make_cluster
 
 pytestmark = pytest.mark.integration
@@ -293,14 +292,30 @@ def vectors(texts: list[str]) -> Any:
     return np.array([[len(t), t.count("a")] for t in texts], dtype=np.float32)
 
 
-def test_knn_fewshot_is_refused_before_a_run_is_recorded(cluster: Cluster) -> None:
-    optimizer = dspyq.KNNFewShot(k=2, trainset=examples(TRAIN), vectorizer=vectors)
-    with pytest.raises(dspyq.errors.InputError, match="KNNFewShot cannot run on the queue"):
-        cluster.client.optimize(
-            optimizer,
-            dspyq.Predict("question -> answer"),
-            trainset=examples(TRAIN),
-            lm="openai/m",
-            metric=answer_exact_match,
-        )
-    assert RunStore(cluster.client.engine).list() == []
+def test_knn_fewshot_runs_on_the_queue_and_stores_its_program(cluster: Cluster) -> None:
+    script_capitals(cluster)
+    make = lambda: dspyq.KNNFewShot(  # noqa: E731
+        k=2, trainset=examples(TRAIN), vectorizer=vectors, metric=answer_exact_match
+    )
+    run = cluster.client.optimize(
+        make(),
+        dspyq.Predict("question -> answer"),
+        trainset=examples(TRAIN),
+        lm="openai/m",
+        metric=answer_exact_match,
+    )
+    assert run.wait(timeout=120) == "succeeded", run.record().stop_reason
+    stored = run.result()  # the run scored it; compare its calls from here on
+    cluster.fake_lm.clear_requests()
+    local = make().compile(dspyq.Predict("question -> answer"))
+    assert type(stored) is type(local)
+    lm = dspyq.LM("openai/m", api_base=cluster.fake_lm.openai_base, api_key="k", cache=False)
+    question = "What is the capital of Chile?"
+    with dspyq.context(lm=lm):
+        here = local(question=question)
+        sent = [r["body"]["messages"] for r in cluster.fake_lm.requests]
+        cluster.fake_lm.clear_requests()
+        there = stored(question=question)
+    assert there.answer == here.answer == "Santiago"
+    assert len(sent[-1]) > 2  # the answering call shows demos before the question
+    assert [r["body"]["messages"] for r in cluster.fake_lm.requests] == sent

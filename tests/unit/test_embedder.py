@@ -93,3 +93,8 @@ def test_knn_few_shot_sends_the_same_demos_as_dspy(fake_lm: FakeLMServer):
 
     assert ours.answer == theirs.answer == "Madrid"
     assert [e["body"]["messages"] for e in fake_lm.requests] == scripted.calls
+    # Saved as DSPy saves it: the student's predictors under the student's own keys.
+    assert [n for n, _ in compiled.named_predictors()] == [
+        n for n, _ in reference.named_predictors()
+    ]
+    assert set(compiled.dump_state()) == set(reference.dump_state())

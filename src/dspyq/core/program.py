@@ -7,8 +7,9 @@ decoded arguments, then applies the signatures and the state, so the rebuilt pro
 prompts exactly as the original does.
 
 Arguments are encoded by type: JSON values as they are; Signature classes as their
-JSON form; sub-modules as nested specs; ``Tool``s and functions (tools, reward
-functions, metrics) as import paths. Anything else is refused when the spec is made,
+JSON form; sub-modules as nested specs; Examples as their fields and input keys;
+Embedders as their settings; ``Tool``s and functions (tools, reward functions, metrics,
+vectorizers) as import paths. Anything else is refused when the spec is made,
 naming the argument, rather than failing later on a worker.
 """
 
@@ -22,16 +23,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dspyq.core.example import Example
 from dspyq.core.imports import (
     check_import_path,
     configured_prefixes,
     import_path_of,
     resolve_import,
 )
+from dspyq.core.json_check import require_json
 from dspyq.core.module import InitArgs, Module
 from dspyq.core.react import Tool
 from dspyq.core.signature import Signature
 from dspyq.errors import DspyqError, InputError, SignatureError, StateError
+from dspyq.lm.embedder import Embedder
+from dspyq.lm.embedder_json import embedder_from_json, embedder_to_json
 from dspyq.settings import PrivacyLevel
 
 logger = logging.getLogger(__name__)
@@ -171,6 +176,10 @@ def _encode(value: Any, path: str, owner: str) -> Any:
             ) from exc
     if isinstance(value, Tool):
         return _encode_tool(value, where)
+    if isinstance(value, Example):
+        return _encode_example(value, where)
+    if isinstance(value, Embedder):
+        return {TAG: "embedder", **embedder_to_json(value, where)}
     if isinstance(value, list | tuple):
         return [_encode(item, f"{path}[{index}]", owner) for index, item in enumerate(value)]
     if isinstance(value, dict):
@@ -195,6 +204,13 @@ def check_json_keys(value: Mapping[Any, Any], where: str) -> None:
             f"The {where} is a dict with non-string keys {bad_keys!r}; JSON keys are strings.",
             context={"argument": where},
         )
+
+
+def _encode_example(example: Example, where: str) -> dict[str, Any]:
+    fields = dict(example.items())
+    require_json(fields, f"The {where} is an example whose fields are", where)
+    keys = example._input_keys
+    return {TAG: "example", "fields": fields, "inputs": None if keys is None else sorted(keys)}
 
 
 def _encode_tool(tool: Tool, where: str) -> dict[str, Any]:
@@ -333,6 +349,12 @@ def _decode(value: Any, allowed: Sequence[str] | None) -> Any:
         return program_from_spec(_part(value, "spec"), allowed)
     if tag == "import":
         return resolve_import(str(_part(value, "path")), allowed)
+    if tag == "example":
+        example = Example(**_part(value, "fields"))
+        inputs = value.get("inputs")
+        return example if inputs is None else example.with_inputs(*inputs)
+    if tag == "embedder":
+        return embedder_from_json(value, allowed)
     if tag == "tool":
         func = resolve_import(str(_part(value, "func")), allowed)
         if not callable(func):

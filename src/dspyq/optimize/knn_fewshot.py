@@ -1,21 +1,20 @@
 """KNNFewShot: at each call, bootstrap demos from the training examples nearest to the inputs.
 
-As DSPy 3.4.1's: ``compile(student)`` returns a reset copy whose ``forward`` finds the
-``k`` nearest training examples (:class:`~dspyq.core.knn.KNN`), runs BootstrapFewShot on
-them with the given options and calls the program it compiles. The compiled copy
-replaces ``forward`` on the instance, so it runs in-process only: no program can be stored
-for it, and queued runs refuse it (see :mod:`dspyq.optimize.registry`).
+As DSPy 3.4.1's: the compiled program finds the ``k`` nearest training examples
+(:class:`~dspyq.core.knn.KNN`) at each call, runs BootstrapFewShot on them with the given
+options and calls the program it compiles. DSPy replaces ``forward`` on a copy of the
+student; dspyq returns a :class:`~dspyq.optimize.knn_program.KNNFewShotProgram` holding
+the same pieces as state, so the program can be stored and run on workers.
 """
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 from dspyq.core.example import Example
 from dspyq.core.knn import KNN
 from dspyq.core.module import Module
-from dspyq.optimize.bootstrap import BootstrapFewShot
+from dspyq.optimize.knn_program import KNNFewShotProgram
 from dspyq.optimize.teleprompter import Teleprompter
 
 
@@ -29,15 +28,14 @@ class KNNFewShot(Teleprompter):
         self.few_shot_bootstrap_args = few_shot_bootstrap_args
 
     def compile(self, student: Module, *, teacher: Module | None = None) -> Module:  # type: ignore[override]
-        student_copy = student.reset_copy()
-        knn, options = self.KNN, self.few_shot_bootstrap_args
-
-        def forward_pass(_self: Module, **kwargs: Any) -> Any:
-            nearest = knn(**kwargs)
-            compiled = BootstrapFewShot(**options).compile(
-                student, teacher=teacher, trainset=nearest
-            )
-            return compiled(**kwargs)
-
-        student_copy.forward = types.MethodType(forward_pass, student_copy)  # type: ignore[method-assign]
-        return student_copy
+        knn = self.KNN
+        program = KNNFewShotProgram(
+            student,
+            knn.k,
+            knn.trainset,
+            knn.embedding,
+            teacher=teacher,
+            **self.few_shot_bootstrap_args,
+        )
+        program.knn = knn  # its trainset is embedded already
+        return program

@@ -64,9 +64,6 @@ register(
 register(
     "KNNFewShot",
     "dspyq.optimize.knn_fewshot:KNNFewShot",
-    refusal="its compiled program bootstraps demos at every call in the calling process "
-    "(it replaces forward on the instance), so no program can be stored for it; "
-    "compile it in-process, which calls no LM until the program runs",
     k="KNN.k",
     trainset="KNN.trainset",
     vectorizer="KNN.embedding",
@@ -74,8 +71,8 @@ register(
 register("SIMBA", "dspyq.optimize.simba:SIMBA")
 register("GEPA", "dspyq.optimize.gepa:GEPA")
 _FINETUNES = (
-    "it starts provider fine-tuning jobs and waits for them with the caller's settings and "
-    "keys, which a worker does not have; compile it in-process"
+    "it starts provider fine-tuning jobs and waits for them from the calling process; "
+    "compile it in-process"
 )
 register(
     "BootstrapFinetune",

@@ -7,7 +7,7 @@ constructor (a ``**kwargs`` parameter: the attribute of that name when it holds 
 else the base class's constructor parameters) and encodes its value: JSON values as
 they are, LMs as their model and request options (the worker builds its own, with its
 own credentials and limits), nested optimizers as ``{class, settings}``, examples,
-programs, and module-level functions as import paths. Anything else is refused here,
+programs, Embedders (their settings), and module-level functions as import paths. Anything else is refused here,
 naming the parameter, rather than on a worker. The top-level metric is left out: a run
 carries it as ``RunPlan.metric``.
 
@@ -26,6 +26,8 @@ from dspyq.core.imports import import_path_of, resolve_import
 from dspyq.core.module import Module
 from dspyq.core.program import check_json_keys, program_from_spec, program_to_spec
 from dspyq.errors import InputError
+from dspyq.lm.embedder import Embedder
+from dspyq.lm.embedder_json import embedder_from_json, embedder_to_json
 from dspyq.lm.lm import LM
 from dspyq.optimize.registry import optimizer_class, optimizer_name, registration
 from dspyq.optimize.teleprompter import Teleprompter
@@ -115,6 +117,8 @@ def _encode(value: Any, where: str) -> Any:
         options = {k: v for k, v in value.kwargs.items() if v is not None}
         _check_json(options, f"the request options of the LM in {where}")
         return {TAG: "lm", "model": value.model, "kwargs": options}
+    if isinstance(value, Embedder):  # e.g. KNNFewShot's vectorizer
+        return {TAG: "embedder", **embedder_to_json(value, where)}
     if isinstance(value, Teleprompter):
         cls = type(value)
         settings = capture(value, nested=True)
@@ -190,4 +194,6 @@ def _decode(value: Any, make_lm: LMFactory, allowed: Sequence[str] | None) -> An
         return program_from_spec(value["spec"], allowed)
     if tag == "import":
         return resolve_import(str(value["path"]), allowed)
+    if tag == "embedder":
+        return embedder_from_json(value, allowed)
     raise InputError(f"unknown encoded optimizer setting {TAG}={tag!r}")
