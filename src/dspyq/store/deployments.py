@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, read_records, write_transaction
+from dspyq.store.engine import read_connection, read_records, where_equal, write_transaction
 from dspyq.store.models import DeploymentRecord
 
 __all__ = ["DeploymentStore", "finish_deployment"]
@@ -66,13 +66,9 @@ class DeploymentStore:
     ) -> list[DeploymentRecord]:
         """Deployments of ``name`` (of every program when None; of one alias, of one
         status), newest first."""
-        query = select(DeploymentRecord)
-        if name is not None:
-            query = query.where(col(DeploymentRecord.name) == name)
-        if alias is not None:
-            query = query.where(col(DeploymentRecord.alias) == alias)
-        if status is not None:
-            query = query.where(col(DeploymentRecord.status) == status)
+        query = where_equal(
+            select(DeploymentRecord), DeploymentRecord, name=name, alias=alias, status=status
+        )
         query = query.order_by(col(DeploymentRecord.created_at).desc(), col(DeploymentRecord.id))
         return read_records(
             self.engine,

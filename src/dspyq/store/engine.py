@@ -120,6 +120,15 @@ def read_records(engine: Engine, action: str, record: type[RecordT], query: Any)
     return [record.model_validate(dict(row)) for row in rows]
 
 
+def where_equal(query: Any, record: type[Any], **values: Any) -> Any:
+    """``query`` narrowed to rows whose columns equal the given values; a None value
+    does not narrow (it means "any")."""
+    for name, value in values.items():
+        if value is not None:
+            query = query.where(getattr(record, name) == value)
+    return query
+
+
 @contextmanager
 def write_transaction(engine: Engine, action: str) -> Iterator[Connection]:
     """A connection inside a transaction committed at the end of the block.

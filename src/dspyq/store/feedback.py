@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from dspyq.errors import InputError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_records, write_transaction
+from dspyq.store.engine import read_records, where_equal, write_transaction
 from dspyq.store.models import ExecutionRecord, FeedbackRecord
 
 __all__ = ["MAX_COMMENT_CHARS", "MAX_LABEL_CHARS", "FeedbackStore", "checked_score"]
@@ -83,13 +83,13 @@ class FeedbackStore:
         since: datetime | None = None,
     ) -> list[FeedbackRecord]:
         """Feedback, oldest first, narrowed by program, version, job and time."""
-        query = select(FeedbackRecord).order_by(col(FeedbackRecord.id))
-        if program_name is not None:
-            query = query.where(col(FeedbackRecord.program_name) == program_name)
-        if program_version is not None:
-            query = query.where(col(FeedbackRecord.program_version) == program_version)
-        if job_id is not None:
-            query = query.where(col(FeedbackRecord.task_id) == job_id)
+        query = where_equal(
+            select(FeedbackRecord).order_by(col(FeedbackRecord.id)),
+            FeedbackRecord,
+            program_name=program_name,
+            program_version=program_version,
+            task_id=job_id,
+        )
         if since is not None:
             query = query.where(col(FeedbackRecord.created_at) >= since)
         return read_records(self.engine, "read feedback", FeedbackRecord, query)
