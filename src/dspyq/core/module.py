@@ -347,10 +347,8 @@ class Module:
         from dspyq.core.state import read_state
 
         target = Path(path)
-        if target.suffix == ".pkl":
-            state = load_pickled_state(target, allow_pickle)
-        else:
-            state = read_state(target)
+        pickled = target.suffix == ".pkl"
+        state = load_pickled_state(target, allow_pickle) if pickled else read_state(target)
         self.deepcopy().load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
         return self.load_state(state, allow_unsafe_lm_state=allow_unsafe_lm_state)
 

@@ -38,34 +38,33 @@ class SemanticRecallPrecision(Signature):
     precision: float = OutputField(desc=_PRECISION)
 
 
-class DecompositionalSemanticRecallPrecision(Signature):
+class _KeyIdeasComparison(Signature):
+    """The fields shared by the key-idea comparisons below, in their prompt order."""
+
+    question: str = InputField()
+    ground_truth: str = InputField()
+    system_response: str = InputField()
+    ground_truth_key_ideas: str = OutputField(desc=_GT_IDEAS)
+    system_response_key_ideas: str = OutputField(desc=_SR_IDEAS)
+    discussion: str = OutputField(desc=_DISCUSSION)
+
+
+class DecompositionalSemanticRecallPrecision(_KeyIdeasComparison):
     """
     Compare a system's response to the ground truth to compute recall and precision of key ideas.
     You will first enumerate key ideas in each response, discuss their overlap, and then report recall and precision.
     """
 
-    question: str = InputField()
-    ground_truth: str = InputField()
-    system_response: str = InputField()
-    ground_truth_key_ideas: str = OutputField(desc=_GT_IDEAS)
-    system_response_key_ideas: str = OutputField(desc=_SR_IDEAS)
-    discussion: str = OutputField(desc=_DISCUSSION)
     recall: float = OutputField(desc=_RECALL)
     precision: float = OutputField(desc=_PRECISION)
 
 
-class AnswerCompleteness(Signature):
+class AnswerCompleteness(_KeyIdeasComparison):
     """
     Estimate the completeness of a system's responses, against the ground truth.
     You will first enumerate key ideas in each response, discuss their overlap, and then report completeness.
     """
 
-    question: str = InputField()
-    ground_truth: str = InputField()
-    system_response: str = InputField()
-    ground_truth_key_ideas: str = OutputField(desc=_GT_IDEAS)
-    system_response_key_ideas: str = OutputField(desc=_SR_IDEAS)
-    discussion: str = OutputField(desc=_DISCUSSION)
     completeness: float = OutputField(desc=_RECALL)
 
 

@@ -217,13 +217,20 @@ def _setting(name: str) -> Any:
     return current().get(name)
 
 
-def _as_number(value: Any) -> float:
-    """A metric result as a number: bools and numbers as is, else the object's ``score``."""
+def numeric_score(value: Any) -> float | None:
+    """A metric result as a number (bools and numbers as is, else the object's numeric
+    ``score``), or None when it holds no number."""
     if isinstance(value, bool | int | float):
         return float(value)
     score = getattr(value, "score", None)
-    if isinstance(score, bool | int | float):
-        return float(score)
+    return float(score) if isinstance(score, bool | int | float) else None
+
+
+def _as_number(value: Any) -> float:
+    """A metric result as a number; a TypeError when it holds none."""
+    number = numeric_score(value)
+    if number is not None:
+        return number
     raise TypeError(
         f"metric returned {type(value).__name__}; expected a bool, an int, a float, "
         "or an object with a numeric score"

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlmodel import col
 
-from dspyq.store.engine import dialect_insert, read_connection, read_records, write_transaction
+from dspyq.store.engine import (
+    EngineStore,
+    dialect_insert,
+    read_record,
+    read_records,
+    write_transaction,
+)
 from dspyq.store.models import AlertRecord
 
 __all__ = ["AlertStore"]
@@ -20,11 +26,8 @@ __all__ = ["AlertStore"]
 _KEY = ["kind", "program_name", "program_version", "pool", "window_start", "window_end"]
 
 
-class AlertStore:
+class AlertStore(EngineStore):
     """Records and reads alerts through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def record(self, alert: AlertRecord) -> bool:
         """Store ``alert`` unless its window's alert is stored already; True if stored now."""
@@ -57,9 +60,7 @@ class AlertStore:
             .order_by(col(AlertRecord.window_end).desc())
             .limit(1)
         )
-        with read_connection(self.engine, "read the latest alert") as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else AlertRecord.model_validate(dict(row))
+        return read_record(self.engine, "read the latest alert", AlertRecord, query)
 
     def since(
         self, since: datetime | None = None, *, program_name: str | None = None

@@ -12,12 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
 from dspyq.store.deployments import finish_deployment
-from dspyq.store.engine import dialect_insert, read_connection, read_records, write_transaction
+from dspyq.store.engine import (
+    EngineStore,
+    dialect_insert,
+    read_record,
+    read_records,
+    write_transaction,
+)
 from dspyq.store.models import AliasRecord
 
 __all__ = ["AliasMove", "AliasStore"]
@@ -37,19 +43,14 @@ class AliasMove:
     """The deployment's last step, recorded with the move."""
 
 
-class AliasStore:
+class AliasStore(EngineStore):
     """Reads aliases and moves them through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def get(self, name: str, alias: str) -> AliasRecord | None:
         query = select(AliasRecord).where(
             col(AliasRecord.name) == name, col(AliasRecord.alias) == alias
         )
-        with read_connection(self.engine, f"read alias {name}@{alias}") as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else AliasRecord.model_validate(dict(row))
+        return read_record(self.engine, f"read alias {name}@{alias}", AliasRecord, query)
 
     def list(self, name: str | None = None) -> list[AliasRecord]:
         """Aliases (of ``name``, or of every program), by name then alias."""

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, read_records, write_transaction
+from dspyq.store.engine import (
+    EngineStore,
+    read_record,
+    read_records,
+    where_equal,
+    write_transaction,
+)
 from dspyq.store.models import DeploymentRecord
 
 __all__ = ["DeploymentStore", "finish_deployment"]
 
 
-class DeploymentStore:
+class DeploymentStore(EngineStore):
     """Writes and reads deployment rows through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def start(self, record: DeploymentRecord) -> DeploymentRecord:
         """Store a new deployment (status ``running``)."""
@@ -51,28 +54,17 @@ class DeploymentStore:
             finish_deployment(conn, deployment_id, status, step=step, error=error)
 
     def get(self, deployment_id: str) -> DeploymentRecord | None:
-        with read_connection(self.engine, f"read deployment {deployment_id}") as conn:
-            row = (
-                conn.execute(
-                    select(DeploymentRecord).where(col(DeploymentRecord.id) == deployment_id)
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else DeploymentRecord.model_validate(dict(row))
+        query = select(DeploymentRecord).where(col(DeploymentRecord.id) == deployment_id)
+        return read_record(self.engine, f"read deployment {deployment_id}", DeploymentRecord, query)
 
     def history(
         self, name: str | None, alias: str | None = None, *, status: str | None = None
     ) -> list[DeploymentRecord]:
         """Deployments of ``name`` (of every program when None; of one alias, of one
         status), newest first."""
-        query = select(DeploymentRecord)
-        if name is not None:
-            query = query.where(col(DeploymentRecord.name) == name)
-        if alias is not None:
-            query = query.where(col(DeploymentRecord.alias) == alias)
-        if status is not None:
-            query = query.where(col(DeploymentRecord.status) == status)
+        query = where_equal(
+            select(DeploymentRecord), DeploymentRecord, name=name, alias=alias, status=status
+        )
         query = query.order_by(col(DeploymentRecord.created_at).desc(), col(DeploymentRecord.id))
         return read_records(
             self.engine,

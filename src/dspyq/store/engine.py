@@ -113,11 +113,34 @@ def read_connection(engine: Engine, action: str) -> Iterator[Connection]:
 RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
+class EngineStore:
+    """Base of the stores: each reads and writes its own tables through ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
 def read_records(engine: Engine, action: str, record: type[RecordT], query: Any) -> list[RecordT]:
     """Every row ``query`` selects, as ``record`` models (one read connection)."""
     with read_connection(engine, action) as conn:
         rows = conn.execute(query).mappings().all()
     return [record.model_validate(dict(row)) for row in rows]
+
+
+def read_record(engine: Engine, action: str, record: type[RecordT], query: Any) -> RecordT | None:
+    """The first row ``query`` selects, as a ``record`` model, or None when it selects none."""
+    with read_connection(engine, action) as conn:
+        row = conn.execute(query).mappings().first()
+    return None if row is None else record.model_validate(dict(row))
+
+
+def where_equal(query: Any, record: type[Any], **values: Any) -> Any:
+    """``query`` narrowed to rows whose columns equal the given values; a None value
+    does not narrow (it means "any")."""
+    for name, value in values.items():
+        if value is not None:
+            query = query.where(getattr(record, name) == value)
+    return query
 
 
 @contextmanager

@@ -14,19 +14,23 @@ import builtins
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import dialect_insert, insert_once, read_connection, write_transaction
+from dspyq.store.engine import (
+    EngineStore,
+    dialect_insert,
+    insert_once,
+    read_connection,
+    read_record,
+    write_transaction,
+)
 from dspyq.store.models import EvaluationRecord, EvaluationRowRecord
 
 
-class EvaluationStore:
+class EvaluationStore(EngineStore):
     """Reads and writes evaluations and their per-example rows through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def open(
         self, evaluation_id: str, correlation_id: str, program: str, metric: str, lm: str, n: int
@@ -110,15 +114,8 @@ class EvaluationStore:
 
     def get(self, evaluation_id: str) -> EvaluationRecord | None:
         """One evaluation by id, or None."""
-        with read_connection(self.engine, f"read evaluation {evaluation_id}") as conn:
-            row = (
-                conn.execute(
-                    select(EvaluationRecord).where(col(EvaluationRecord.id) == evaluation_id)
-                )
-                .mappings()
-                .first()
-            )
-        return None if row is None else EvaluationRecord.model_validate(dict(row))
+        query = select(EvaluationRecord).where(col(EvaluationRecord.id) == evaluation_id)
+        return read_record(self.engine, f"read evaluation {evaluation_id}", EvaluationRecord, query)
 
     def rows(self, evaluation_id: str) -> builtins.list[EvaluationRowRecord]:
         """The recorded rows of an evaluation, in devset order."""

@@ -13,21 +13,18 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, select, update
 from sqlmodel import col
 
 from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import insert_once, read_connection, write_transaction
+from dspyq.store.engine import EngineStore, insert_once, read_connection, write_transaction
 from dspyq.store.models import ExecutionRecord, ExecutionStatus
 from dspyq.store.states import can_move
 
 
-class ExecutionStore:
+class ExecutionStore(EngineStore):
     """Reads and writes execution records through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def create_pending(
         self,

@@ -12,12 +12,12 @@ import math
 from datetime import datetime
 from numbers import Real
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlmodel import col
 
 from dspyq.errors import InputError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_records, write_transaction
+from dspyq.store.engine import EngineStore, read_records, where_equal, write_transaction
 from dspyq.store.models import ExecutionRecord, FeedbackRecord
 
 __all__ = ["MAX_COMMENT_CHARS", "MAX_LABEL_CHARS", "FeedbackStore", "checked_score"]
@@ -26,11 +26,8 @@ MAX_LABEL_CHARS = 255
 MAX_COMMENT_CHARS = 4096
 
 
-class FeedbackStore:
+class FeedbackStore(EngineStore):
     """Records and reads feedback through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def record(
         self,
@@ -83,13 +80,13 @@ class FeedbackStore:
         since: datetime | None = None,
     ) -> list[FeedbackRecord]:
         """Feedback, oldest first, narrowed by program, version, job and time."""
-        query = select(FeedbackRecord).order_by(col(FeedbackRecord.id))
-        if program_name is not None:
-            query = query.where(col(FeedbackRecord.program_name) == program_name)
-        if program_version is not None:
-            query = query.where(col(FeedbackRecord.program_version) == program_version)
-        if job_id is not None:
-            query = query.where(col(FeedbackRecord.task_id) == job_id)
+        query = where_equal(
+            select(FeedbackRecord).order_by(col(FeedbackRecord.id)),
+            FeedbackRecord,
+            program_name=program_name,
+            program_version=program_version,
+            task_id=job_id,
+        )
         if since is not None:
             query = query.where(col(FeedbackRecord.created_at) >= since)
         return read_records(self.engine, "read feedback", FeedbackRecord, query)

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlmodel import col
 
 from dspyq.errors import InputError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import dialect_insert, read_connection, write_transaction
+from dspyq.store.engine import (
+    EngineStore,
+    dialect_insert,
+    read_connection,
+    read_record,
+    write_transaction,
+)
 from dspyq.store.models import LineageRecord, ProgramRecord
 from dspyq.store.resolve import no_such_version
 
 __all__ = ["LineageStore"]
 
 
-class LineageStore:
+class LineageStore(EngineStore):
     """Records and walks lineage through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def record(
         self,
@@ -65,9 +68,9 @@ class LineageStore:
         query = select(LineageRecord).where(
             col(LineageRecord.name) == name, col(LineageRecord.version) == version
         )
-        with read_connection(self.engine, f"read the lineage of {name}:{version}") as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else LineageRecord.model_validate(dict(row))
+        return read_record(
+            self.engine, f"read the lineage of {name}:{version}", LineageRecord, query
+        )
 
     def chain(self, name: str, version: int) -> list[LineageRecord]:
         """``version``'s lineage then its parent's, and so on; a version saved without

@@ -10,11 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, func, select
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import dialect_insert, read_connection, read_records, write_transaction
+from dspyq.store.engine import (
+    EngineStore,
+    dialect_insert,
+    read_connection,
+    read_records,
+    write_transaction,
+)
 from dspyq.store.models import LMRequestRecord, LMRequestStatus
 
 
@@ -36,11 +42,8 @@ def insert_lm_requests(conn: Connection) -> Any:
     )
 
 
-class LMRequestStore:
+class LMRequestStore(EngineStore):
     """Records and sums LM requests through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     @staticmethod
     def row(

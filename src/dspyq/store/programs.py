@@ -10,24 +10,21 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from dspyq.errors import StoreError
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, read_records, write_transaction
+from dspyq.store.engine import EngineStore, read_record, read_records, write_transaction
 from dspyq.store.models import ProgramRecord
 
 _SAVE_ATTEMPTS = 5
 """Tries at taking the next version number when other writers take it first."""
 
 
-class ProgramStore:
+class ProgramStore(EngineStore):
     """Saves and reads versions of named programs through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def save(
         self,
@@ -76,9 +73,7 @@ class ProgramStore:
             query = query.order_by(col(ProgramRecord.version).desc()).limit(1)
         else:
             query = query.where(col(ProgramRecord.version) == version)
-        with read_connection(self.engine, f"read program {name!r}") as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else ProgramRecord.model_validate(dict(row))
+        return read_record(self.engine, f"read program {name!r}", ProgramRecord, query)
 
     def list(self, name: str | None = None) -> builtins.list[ProgramRecord]:
         """Saved versions (of ``name``, or of every program), by name then version."""

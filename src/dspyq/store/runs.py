@@ -10,19 +10,16 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from sqlmodel import col
 
 from dspyq.store.columns import utcnow
-from dspyq.store.engine import read_connection, read_records, write_transaction
+from dspyq.store.engine import EngineStore, read_record, read_records, write_transaction
 from dspyq.store.models import TERMINAL_RUN_STATUSES, OptimizationRunRecord
 
 
-class RunStore:
+class RunStore(EngineStore):
     """Reads and writes optimization runs through ``engine``."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
 
     def create(
         self,
@@ -58,9 +55,9 @@ class RunStore:
     def get(self, run_id: str) -> OptimizationRunRecord | None:
         """One run by id, or None."""
         query = select(OptimizationRunRecord).where(col(OptimizationRunRecord.id) == run_id)
-        with read_connection(self.engine, f"read optimization run {run_id}") as conn:
-            row = conn.execute(query).mappings().first()
-        return None if row is None else OptimizationRunRecord.model_validate(dict(row))
+        return read_record(
+            self.engine, f"read optimization run {run_id}", OptimizationRunRecord, query
+        )
 
     def list(self, limit: int = 100) -> builtins.list[OptimizationRunRecord]:
         """The most recent runs, newest first."""

@@ -125,32 +125,33 @@ class JobTask:
         raise SentOn()
 
 
-JobRunner = Callable[
-    [WorkerContext, Task, BatchItem, ExecutionRequest, "AttemptStart | None", dict[str, Any]],
-    None,
-]
-"""Runs one job of a batch and stores its outcome under the job's own task id."""
+@dataclass(frozen=True)
+class BatchJob:
+    """One job of a batch message, with what its runner needs of the batch.
 
-
-def _run_item(
-    env: WorkerContext,
-    batch: Task,
-    item: BatchItem,
-    request: ExecutionRequest,
-    begun: AttemptStart | None,
-    delivery_info: dict[str, Any],
-    batch_id: str,
-    run_job: JobRunner,
-) -> None:
-    """Run one job of the batch and store its state under its own task id.
-
-    Runs in a thread of its own, where ``batch.request`` (thread-local in Celery) is
-    empty: what it needs of the batch's delivery comes as ``delivery_info``.
+    Run in a thread of its own, where ``batch.request`` (thread-local in Celery) is
+    empty: what the job needs of the batch's delivery comes as ``delivery_info``.
     """
+
+    env: WorkerContext
+    batch: Task
+    item: BatchItem
+    request: ExecutionRequest
+    begun: AttemptStart | None
+    delivery_info: dict[str, Any]
+
+
+JobRunner = Callable[[BatchJob, "JobTask"], Any]
+"""Runs one job of a batch as its ``JobTask``; returns the outcome to store under the
+job's own task id, or None when there is none new to store."""
+
+
+def _run_item(job: BatchJob, batch_id: str, run_job: JobRunner) -> None:
+    """Run one job of the batch and store its state under its own task id."""
     try:
-        run_job(env, batch, item, request, begun, delivery_info)
+        _run_one(job, run_job)
     finally:
-        env.batch.job_ended(batch_id)
+        job.env.batch.job_ended(batch_id)
 
 
 def job_delivery(request: ExecutionRequest, delivery_info: dict[str, Any]) -> dict[str, Any]:
@@ -158,25 +159,25 @@ def job_delivery(request: ExecutionRequest, delivery_info: dict[str, Any]) -> di
     return {"routing_key": lm_queue(request.provider), **delivery_info}
 
 
-def _run_job(
-    env: WorkerContext,
-    batch: Task,
-    item: BatchItem,
-    request: ExecutionRequest,
-    begun: AttemptStart | None,
-    delivery_info: dict[str, Any],
-) -> None:
+def _run_one(job: BatchJob, run_job: JobRunner) -> None:
     try:
-        job = JobTask(batch, item, job_delivery(request, delivery_info))
-        result = run_execution(job, request, item.task_id, begun=begun)
+        task = JobTask(job.batch, job.item, job_delivery(job.request, job.delivery_info))
+        value = run_job(job, task)
     except SentOn:
         return  # its own message now carries it; its Job follows the same task id
     except Exception as exc:
-        job_failed(batch, item, exc)
+        job_failed(job.batch, job.item, exc)
         return
-    if not job.result.stored:  # a success recorded earlier, returned without a new commit
-        job.result.value = result
-        env.batch.results(job.result)
+    if value is not None:
+        task.result.value = value
+        job.env.batch.results(task.result)
+
+
+def _run_job(job: BatchJob, task: JobTask) -> dict[str, Any] | None:
+    """One execution of a batch; None when its success was recorded earlier and came
+    back without a new commit (its result is then already stored)."""
+    result = run_execution(task, job.request, job.item.task_id, begun=job.begun)
+    return None if task.result.stored else result
 
 
 def job_failed(batch: Task, item: BatchItem, exc: Exception) -> None:
@@ -286,12 +287,12 @@ def _run_all(
             readable.append((item, request))
     begun = _begin_all(env, readable)
     runs = [
-        (env, self, item, request, start, delivery, batch_id, run_job)
+        BatchJob(env, self, item, request, start, delivery)
         for (item, request), start in zip(readable, begun, strict=True)
     ]
     if len(runs) == 1:
-        _run_item(*runs[0])
+        _run_item(runs[0], batch_id, run_job)
         return
     pool = env.batch.threads()
-    for future in [pool.submit(_run_item, *run) for run in runs]:
+    for future in [pool.submit(_run_item, run, batch_id, run_job) for run in runs]:
         future.result()

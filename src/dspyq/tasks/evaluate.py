@@ -21,7 +21,7 @@ from dspyq.core.example import Example
 from dspyq.errors import DspyqError
 from dspyq.store.attempts import AttemptStart
 from dspyq.store.evaluations import EvaluationStore
-from dspyq.tasks.batch import JobTask, SentOn, job_delivery, job_failed, run_batch
+from dspyq.tasks.batch import BatchJob, JobTask, SentOn, run_batch
 from dspyq.tasks.cancel import skip_if_cancelled
 from dspyq.tasks.context import WorkerContext, worker_context
 from dspyq.tasks.execute import run_execution
@@ -30,7 +30,6 @@ from dspyq.tasks.metrics import metric_score, resolve_metric
 from dspyq.tasks.protocol import (
     EVALUATE_BATCH_TASK,
     EVALUATE_TASK,
-    BatchItem,
     ExampleOutcome,
     ExampleScoring,
 )
@@ -110,28 +109,13 @@ def evaluate_example(
     return outcome.model_dump(mode="json")
 
 
-def _score_job(
-    env: WorkerContext,
-    batch: Task,
-    item: BatchItem,
-    request: ExecutionRequest,
-    begun: AttemptStart | None,
-    delivery_info: dict[str, Any],
-) -> None:
+def _score_job(job: BatchJob, task: JobTask) -> dict[str, Any]:
     """One example of an evaluation batch: its outcome is stored under its own task id
     as soon as it is scored (the client's progress bar follows each one); the client
     writes the evaluation's rows together at the end."""
-    try:
-        job = ExampleScoring.model_validate(item.scoring)
-        task = JobTask(batch, item, job_delivery(request, delivery_info))
-        outcome = _score(task, env, request, job, item.task_id, begun)
-    except SentOn:
-        return  # its own message now carries it, under the same task id
-    except Exception as exc:
-        job_failed(batch, item, exc)
-        return
-    task.result.value = outcome.model_dump(mode="json")
-    env.batch.results(task.result)
+    scoring = ExampleScoring.model_validate(job.item.scoring)
+    outcome = _score(task, job.env, job.request, scoring, job.item.task_id, job.begun)
+    return outcome.model_dump(mode="json")
 
 
 @shared_task(name=EVALUATE_BATCH_TASK, bind=True, ignore_result=True)

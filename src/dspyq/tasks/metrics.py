@@ -13,6 +13,7 @@ from typing import Any
 
 from dspyq.core.imports import import_path_of, resolve_import
 from dspyq.errors import ConfigurationError, InputError
+from dspyq.optimize.evaluate import numeric_score
 
 Metric = Callable[..., Any]
 
@@ -55,12 +56,11 @@ def resolve_metric(path: str, allowed_prefixes: Sequence[str] | None = None) -> 
 
 
 def metric_score(value: Any) -> float:
-    """A metric's result as a number: a bool or number as is, else its numeric ``score``."""
-    if isinstance(value, bool | int | float):
-        return float(value)
-    score = getattr(value, "score", None)
-    if isinstance(score, bool | int | float):
-        return float(score)
+    """A metric's result as a number (see ``numeric_score``); an InputError when it holds
+    none, as the worker reports a metric's bad result."""
+    number = numeric_score(value)
+    if number is not None:
+        return number
     raise InputError(
         f"The metric returned {type(value).__name__}; expected a bool, an int, a float, "
         "or an object with a numeric score.",
