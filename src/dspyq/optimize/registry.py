@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dspyq.core.imports import import_path_of, resolve_import
 from dspyq.errors import InputError
@@ -58,7 +59,7 @@ def register(
     return REGISTERED[name]
 
 
-_BOOTSTRAP_POOL = {
+_BOOTSTRAP_POOL: dict[str, Any] = {  # attribute names, splatted into register
     "max_bootstrapped_demos": "max_num_samples",
     "num_candidate_programs": "num_candidate_sets",
 }
