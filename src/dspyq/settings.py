@@ -218,6 +218,9 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(default=1_048_576, gt=0)
     # 0 keeps DSPy 3.4.1's behaviour exactly; see dspyq.adapters.repair.
     max_parse_retries: int = Field(default=0, ge=0)
+    # Seconds between polls of a fine-tuning job where the runtime setting of that name
+    # is not set (20: DSPy's); see dspyq.lm.providers.openai_finetune.
+    finetune_poll_interval: float = Field(default=20.0, gt=0)
     # How a worker's LM calls POST: "transport" skips httpx.Client's layers for the JSON
     # POST (see dspyq.lm.providers.transport), "client" goes through httpx.Client.post.
     lm_http_path: Literal["client", "transport"] = "transport"

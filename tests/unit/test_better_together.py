@@ -138,9 +138,10 @@ def test_the_student_needs_lms_and_optimizers_must_be_teleprompters(
         BetterTogether(answer_exact_match, p="nope")  # type: ignore[arg-type]
 
 
-def test_constructor_parameters_stay_attributes_and_runs_refuse_them() -> None:
-    from dspyq.errors import InputError
+def test_constructor_parameters_stay_attributes_and_runs_carry_them() -> None:
+    from dspyq.lm.lm import LM
     from dspyq.tasks.optimization import optimizer_config
+    from dspyq.tasks.optimizer_settings import rebuild
 
     finetune = BootstrapFinetune(
         answer_exact_match, False, {"n_epochs": 1}, None, True, 4
@@ -153,8 +154,20 @@ def test_constructor_parameters_stay_attributes_and_runs_refuse_them() -> None:
     assert together.metric is answer_exact_match
     assert sorted(together.optimizers) == ["p", "w"]
     assert isinstance(together.optimizers["w"], BootstrapFinetune)
-    for optimizer in (finetune, together):
-        with pytest.raises(
-            InputError, match="cannot run on the queue: it starts provider fine-tuning"
-        ):
-            optimizer_config(optimizer)
+
+    # A worker rebuilds both from the settings a run carries (the metric travels apart).
+    def make_lm(model: str, options: dict[str, Any]) -> LM:
+        return LM(model, **options)
+
+    settings = optimizer_config(finetune, {})
+    assert settings == {
+        "multitask": False, "train_kwargs": {"n_epochs": 1}, "adapter": None,
+        "exclude_demos": True, "num_threads": 4,
+    }  # fmt: skip
+    rebuilt = rebuild("BootstrapFinetune", settings, metric=answer_exact_match, make_lm=make_lm)
+    assert isinstance(rebuilt, BootstrapFinetune) and rebuilt.get_params() == finetune.get_params()
+    carried = optimizer_config(together, {"strategy": "p -> w"})
+    again = rebuild("BetterTogether", carried, metric=answer_exact_match, make_lm=make_lm)
+    assert isinstance(again, BetterTogether) and sorted(again.optimizers) == ["p", "w"]
+    assert isinstance(again.optimizers["w"], BootstrapFinetune)
+    assert again.optimizers["w"].metric is answer_exact_match  # nested: by import path

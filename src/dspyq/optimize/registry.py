@@ -6,7 +6,11 @@ when first asked for, so registering one costs nothing until a run uses it.
 
 Each registration may map constructor parameters to the attribute that keeps them
 (``max_bootstrapped_demos`` -> ``max_num_samples``), for optimizers that do not keep a
-parameter under its own name; and may say why the optimizer cannot run on the queue.
+parameter under its own name; may say why the optimizer cannot run on the queue; and
+may say how a worker prepares its whole ``compile``: the weight optimizers fine-tune
+each predictor's own LM, so the student's predictors without one get the run's LM (as
+``student.set_lm(lm)`` gives them in-process), and BetterTogether's returned program
+keeps its candidates in an attribute a stored program cannot hold.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dspyq.core.imports import import_path_of, resolve_import
 from dspyq.errors import InputError
@@ -30,18 +35,31 @@ class Registration:
     """Constructor parameter -> the (dotted) attribute path that keeps its value."""
     refusal: str | None = None
     """Why runs refuse it (None: it runs)."""
+    sets_predictor_lms: bool = False
+    """Its ``compile`` needs an LM on every predictor: a worker gives the run's LM to the
+    student's predictors that have none."""
+    unstored: tuple[str, ...] = ()
+    """Attributes of its compiled program left out of the stored program."""
 
 
 REGISTERED: dict[str, Registration] = {}
 
 
-def register(name: str, path: str, refusal: str | None = None, **attributes: str) -> Registration:
+def register(
+    name: str,
+    path: str,
+    refusal: str | None = None,
+    *,
+    sets_predictor_lms: bool = False,
+    unstored: tuple[str, ...] = (),
+    **attributes: str,
+) -> Registration:
     """Register the optimizer class at ``path`` as ``name`` (its class name)."""
-    REGISTERED[name] = Registration(path, dict(attributes), refusal)
+    REGISTERED[name] = Registration(path, dict(attributes), refusal, sets_predictor_lms, unstored)
     return REGISTERED[name]
 
 
-_BOOTSTRAP_POOL = {
+_BOOTSTRAP_POOL: dict[str, Any] = {  # attribute names, splatted into register
     "max_bootstrapped_demos": "max_num_samples",
     "num_candidate_programs": "num_candidate_sets",
 }
@@ -70,16 +88,18 @@ register(
 )
 register("SIMBA", "dspyq.optimize.simba:SIMBA")
 register("GEPA", "dspyq.optimize.gepa:GEPA")
-_FINETUNES = (
-    "it starts provider fine-tuning jobs and waits for them from the calling process; "
-    "compile it in-process"
-)
+# Fine-tuning jobs run from the worker, with its provider settings and keys.
 register(
     "BootstrapFinetune",
     "dspyq.optimize.bootstrap_finetune:BootstrapFinetune",
-    refusal=_FINETUNES,
+    sets_predictor_lms=True,
 )
-register("BetterTogether", "dspyq.optimize.better_together:BetterTogether", refusal=_FINETUNES)
+register(
+    "BetterTogether",
+    "dspyq.optimize.better_together:BetterTogether",
+    sets_predictor_lms=True,
+    unstored=("candidate_programs",),  # the run's result is the best of them
+)
 
 
 def registration(cls: type) -> Registration | None:

@@ -27,8 +27,10 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from dspyq.core.context import current
 from dspyq.core.example import Example
 from dspyq.core.module import Module
+from dspyq.optimize.registry import registration
 
 __all__ = [
     "Bench",
@@ -190,16 +192,30 @@ class WholeCompileRounds(OneCandidateRounds):
         self.options = dict(options or {})
 
     def build(self, candidate: Candidate, bench: Bench, state: OneCandidateState) -> Module:
+        found = registration(type(self.optimizer))
+        if found is not None and found.sets_predictor_lms:
+            _give_run_lm(bench.student)
         data = {"trainset": bench.trainset, "teacher": bench.teacher, "valset": bench.valset}
         compiled: Module = self.optimizer.compile(
             bench.student, **_accepted(self.optimizer.compile, data), **self.options
         )
+        for name in () if found is None else found.unstored:
+            vars(compiled).pop(name, None)
         if "forward" in vars(compiled):  # a per-instance forward is lost in a stored program
             raise TypeError(
                 f"{type(self.optimizer).__name__} compiled a program whose forward is set on "
                 "the instance; such a program cannot be stored"
             )
         return compiled
+
+
+def _give_run_lm(student: Module) -> None:
+    """Give the predictors without an LM the run's (bound as ``lm``): one LM for all of
+    them, as ``student.set_lm(lm)`` does, so multitask fine-tuning runs one job for it."""
+    lm = current().get("lm")
+    for predictor in student.predictors():
+        if predictor.lm is None:
+            predictor.lm = lm
 
 
 def _accepted(compile_fn: Any, data: dict[str, Any]) -> dict[str, Any]:

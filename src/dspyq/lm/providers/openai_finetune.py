@@ -3,8 +3,9 @@
 The steps and the lines printed follow DSPy 3.4.1's OpenAI provider: save the data as
 JSONL, upload it (``POST /files``, purpose ``fine-tune``), start a job
 (``POST /fine_tuning/jobs``), poll it every ``finetune_poll_interval`` seconds (a
-runtime setting; DSPy's fixed 20 by default) printing its newest event, and return the
-fine-tuned model's name once it has succeeded.
+runtime setting, else the deployment setting ``DSPYQ_FINETUNE_POLL_INTERVAL``; DSPy's
+fixed 20 by default) printing its newest event, and return the fine-tuned model's name
+once it has succeeded.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import httpx
 from dspyq.core.context import setting
 from dspyq.errors import ConfigurationError, DspyqError
 from dspyq.lm.providers.errors import error_from_response, error_from_transport, malformed
+from dspyq.settings import get_settings
 
 if TYPE_CHECKING:
     from dspyq.lm.finetune import TrainingJob
     from dspyq.lm.providers.http import HTTPProvider
 
 POLL_INTERVAL_KEY = "finetune_poll_interval"
-DEFAULT_POLL_INTERVAL = 20.0  # DSPy's poll_frequency
 
 # OpenAI's job statuses, as DSPy's TrainingStatus values.
 _STATUS = {
@@ -141,7 +142,8 @@ def finetune_openai(
 
 def _wait(api: OpenAIFineTuning, job_id: str) -> None:
     """Poll until the job ends, printing the estimate once and each new event."""
-    interval = float(setting(POLL_INTERVAL_KEY) or DEFAULT_POLL_INTERVAL)
+    configured = setting(POLL_INTERVAL_KEY)
+    interval = float(get_settings().finetune_poll_interval if configured is None else configured)
     done, event_id, reported = False, None, False
     while not done:
         if not reported:
