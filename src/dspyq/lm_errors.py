@@ -225,8 +225,9 @@ def kind_of(error: BaseException) -> dict[str, str]:
 
 
 def variant_of(cls: type[Any], kind: Any) -> type[Any]:
-    """The direct subclass of ``cls`` whose DSPy kind is ``kind`` (``cls`` when none is)."""
-    return next((sub for sub in cls.__subclasses__() if _kind(sub) == kind), cls)
+    """The variant of ``cls`` (see :func:`named_as`) whose DSPy kind is ``kind``, else ``cls``."""
+    variants = (sub for sub in cls.__subclasses__() if sub.__name__ == cls.__name__)
+    return next((sub for sub in variants if _kind(sub) == kind), cls)
 
 
 def named_as(parent: type[Any]) -> Any:
