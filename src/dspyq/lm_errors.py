@@ -11,14 +11,16 @@ Every error carries DSPy's structured fields: ``code`` (a short name such as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
 
 
 class DSPyError(Exception):
     """Root of DSPy's errors with structured metadata; ``str()`` starts with ``[model]``."""
 
     default_code: str | None = None
-    code: Any
+    code: ClassVar[Any] = None  # set per error; a dspyq error keeps its class's int
 
     def __init__(
         self,
@@ -33,7 +35,7 @@ class DSPyError(Exception):
         retry_after: float | None = None,
     ) -> None:
         self.message = message
-        self.code = code or self.default_code
+        self.code = code or self.default_code  # type: ignore[misc]
         self.model = model
         self.provider = provider
         self.provider_code = provider_code
@@ -224,7 +226,7 @@ def kind_of(error: BaseException) -> dict[str, str]:
     return {} if kind is None else {"lm_error": kind}
 
 
-def variant_of(cls: type[Any], kind: Any) -> type[Any]:
+def variant_of(cls: type[T], kind: Any) -> type[T]:
     """The variant of ``cls`` (see :func:`named_as`) whose DSPy kind is ``kind``, else ``cls``."""
     variants = (sub for sub in cls.__subclasses__() if sub.__name__ == cls.__name__)
     return next((sub for sub in variants if _kind(sub) == kind), cls)
