@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Literal
 
+from dspyq import lm_errors as lm
 from dspyq.masking import mask, mask_text
 
 RetryStrategy = Literal["none", "immediate", "backoff", "after"]
@@ -43,11 +44,17 @@ class DspyqError(Exception):
     ) -> None:
         # What an error says is logged, stored and shown: never with a secret in it.
         message = mask_text(message)
-        super().__init__(message)
+        if isinstance(self, lm.DSPyError):
+            # dspyq's message and integer code stay; DSPy's fields come from the context.
+            Exception.__init__(self, message)
+        else:
+            super().__init__(message)
         self.message = message
         self.correlation_id = correlation_id or new_correlation_id()
         self.context: dict[str, Any] = mask(dict(context or {}))
         self.retry_after = retry_after
+        if isinstance(self, lm.DSPyError):
+            lm.fields_from_context(self, self.context)
 
     @property
     def retry_strategy(self) -> RetryStrategy:
@@ -65,12 +72,14 @@ class DspyqError(Exception):
             "correlation_id": self.correlation_id,
             "retry_strategy": self.retry_strategy,
             "retry_after": self.retry_after,
+            **lm.kind_of(self),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DspyqError:
         """Rebuild an error from :meth:`to_dict` output (unknown types become DspyqError)."""
         error_cls = ERROR_TYPES.get(str(data.get("type")), DspyqError)
+        error_cls = lm.variant_of(error_cls, data.get("lm_error"))
         error = error_cls.__new__(error_cls)
         DspyqError.__init__(
             error,
@@ -223,14 +232,14 @@ class AdapterParseError(DspyqError):
 # --- external / provider (4xxx) ---------------------------------------------------
 
 
-class ProviderError(DspyqError):
-    """An LM provider call failed."""
+class ProviderError(DspyqError, lm.LMError):
+    """An LM provider call failed (a DSPy ``LMError``; the kinds below narrow it as DSPy does)."""
 
     code = 4000
     category = "external"
 
 
-class RateLimitedError(ProviderError):
+class RateLimitedError(ProviderError, lm.LMRateLimitError):
     """The provider answered 429; ``retry_after`` holds its Retry-After, if any."""
 
     code = 4029
@@ -244,20 +253,20 @@ class ProviderUnavailableError(ProviderError):
     default_retry = "backoff"
 
 
-class BadRequestError(ProviderError):
+class BadRequestError(ProviderError, lm.LMInvalidRequestError):
     """The provider refused the request as malformed (4xx other than the ones below)."""
 
     code = 4400
 
 
-class AuthenticationError(ProviderError):
+class AuthenticationError(ProviderError, lm.LMAuthError):
     """The provider refused the API key (401/403)."""
 
     code = 4401
     severity = "high"
 
 
-class QuotaExceededError(ProviderError):
+class QuotaExceededError(ProviderError, lm.LMBillingError):
     """The account's quota or credit is spent (OpenAI's ``insufficient_quota`` 429,
     Anthropic's low credit balance): no wait cures it, so it is never retried."""
 
@@ -269,17 +278,54 @@ class QuotaExceededError(ProviderError):
         return "none"
 
 
-class ContextWindowExceededError(BadRequestError):
-    """The prompt does not fit the model's context window."""
+class ContextWindowExceededError(BadRequestError, lm.ContextWindowExceededError):
+    """The prompt does not fit the model's context window (also raised as DSPy's is:
+    ``ContextWindowExceededError(model=...)``, as custom LMs do to make ReAct shorten)."""
 
     code = 4413
 
+    def __init__(
+        self,
+        message: str = "Context window exceeded",
+        *,
+        model: str | None = None,
+        correlation_id: str | None = None,
+        context: dict[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        ctx = dict(context or {})
+        if model is not None:
+            ctx.setdefault("model", model)
+        super().__init__(
+            message, correlation_id=correlation_id, context=ctx, retry_after=retry_after
+        )
 
-class MalformedResponseError(ProviderError):
+
+class MalformedResponseError(ProviderError, lm.LMProviderError):
     """The provider answered with something that is not its protocol."""
 
     code = 4502
     default_retry = "backoff"
+
+
+@lm.named_as(ProviderUnavailableError)
+class ProviderServerError(ProviderUnavailableError, lm.LMServerError):
+    """The provider answered 5xx."""
+
+
+@lm.named_as(ProviderUnavailableError)
+class ProviderTimeoutError(ProviderUnavailableError, lm.LMTimeoutError):
+    """The provider answered 408 (DSPy's ``LMTimeoutError``)."""
+
+
+@lm.named_as(ProviderUnavailableError)
+class ProviderUnreachableError(ProviderUnavailableError, lm.LMTransportError):
+    """No answer came: refused, reset, or no byte in time (DSPy's ``LMTransportError``)."""
+
+
+@lm.named_as(BadRequestError)
+class UnknownModelError(BadRequestError, lm.LMUnsupportedModelError):
+    """The provider answered 404: it does not serve the model."""
 
 
 class PrivacyViolationError(DspyqError):

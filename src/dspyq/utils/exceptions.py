@@ -1,5 +1,48 @@
-"""``dspyq.utils.exceptions``: where DSPy programs import ``AdapterParseError`` from."""
+"""``dspyq.utils.exceptions``: where DSPy programs import their error classes from."""
 
-from dspyq.errors import AdapterParseError
+from dspyq.errors import AdapterParseError, ContextWindowExceededError
+from dspyq.lm_errors import (
+    DSPyError,
+    LMAuthError,
+    LMBillingError,
+    LMCollectionLimitError,
+    LMConfigurationError,
+    LMError,
+    LMInvalidRequestError,
+    LMLockTimeoutError,
+    LMNotConfiguredError,
+    LMProviderError,
+    LMRateLimitError,
+    LMServerError,
+    LMStreamAssemblyError,
+    LMTimeoutError,
+    LMTransportError,
+    LMUnexpectedError,
+    LMUnsupportedFeatureError,
+    LMUnsupportedModelError,
+    is_retryable_lm_error,
+)
 
-__all__ = ["AdapterParseError"]
+__all__ = [
+    "AdapterParseError",
+    "ContextWindowExceededError",
+    "DSPyError",
+    "LMAuthError",
+    "LMBillingError",
+    "LMCollectionLimitError",
+    "LMConfigurationError",
+    "LMError",
+    "LMInvalidRequestError",
+    "LMLockTimeoutError",
+    "LMNotConfiguredError",
+    "LMProviderError",
+    "LMRateLimitError",
+    "LMServerError",
+    "LMStreamAssemblyError",
+    "LMTimeoutError",
+    "LMTransportError",
+    "LMUnexpectedError",
+    "LMUnsupportedFeatureError",
+    "LMUnsupportedModelError",
+    "is_retryable_lm_error",
+]

@@ -17,9 +17,12 @@ from dspyq.errors import (
     ContextWindowExceededError,
     MalformedResponseError,
     ProviderError,
-    ProviderUnavailableError,
+    ProviderServerError,
+    ProviderTimeoutError,
+    ProviderUnreachableError,
     QuotaExceededError,
     RateLimitedError,
+    UnknownModelError,
 )
 from dspyq.lm.providers.base import ProviderConfig
 from dspyq.lm.providers.limits import note_budget, read_rate_limits
@@ -84,6 +87,8 @@ def _context(config: ProviderConfig, model: str, url: str, **extra: Any) -> dict
 
 
 def _is_quota(status: int, code: str | None, body: Any, message: str) -> bool:
+    if status == 402:  # Payment Required: billing, whatever the body says
+        return True
     if status not in (400, 402, 403, 429):
         return False
     err = body.get("error") if isinstance(body, dict) else None
@@ -133,8 +138,10 @@ def error_from_response(
         retry_after = limits.wait()
     if status == 429:
         return RateLimitedError(text, context=context, retry_after=retry_after)
-    if status == 408 or status >= 500:
-        return ProviderUnavailableError(text, context=context, retry_after=retry_after)
+    if status == 408:
+        return ProviderTimeoutError(text, context=context, retry_after=retry_after)
+    if status >= 500:
+        return ProviderServerError(text, context=context, retry_after=retry_after)
     if status in (401, 403):
         return AuthenticationError(
             text + " (check the provider's api_key setting)", context=context
@@ -143,6 +150,8 @@ def error_from_response(
         haystack = f"{code or ''} {message}".lower()
         if any(phrase in haystack for phrase in _CONTEXT_PHRASES):
             return ContextWindowExceededError(text, context=context)
+        if status == 404:
+            return UnknownModelError(text, context=context)
         return BadRequestError(text, context=context)
     return MalformedResponseError(text, context=context)
 
@@ -153,7 +162,7 @@ def error_from_transport(
     """The dspyq error for a request that got no usable HTTP answer."""
     context = _context(config, model, url, status=None, cause=type(exc).__name__)
     if isinstance(exc, httpx.TimeoutException):
-        return ProviderUnavailableError(
+        return ProviderUnreachableError(
             f"{config.name} did not answer in time for model {model!r} ({type(exc).__name__})",
             context=context,
         )
@@ -163,7 +172,7 @@ def error_from_transport(
             context=context,
         )
     detail = redact(str(exc), config)[:_MAX_DETAIL]
-    return ProviderUnavailableError(
+    return ProviderUnreachableError(
         f"could not reach {config.name} at {url} for model {model!r}: {detail or type(exc).__name__}",
         context=context,
     )
