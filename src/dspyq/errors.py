@@ -106,6 +106,12 @@ class ConfigurationError(DspyqError):
     severity = "high"
 
 
+class NoLMConfiguredError(ConfigurationError, ValueError):
+    """A predictor was called with no LM set or configured, or with a model string where
+    an LM object belongs. DSPy raises ``ValueError`` for both, so this is one too:
+    ``except ValueError`` ports unchanged."""
+
+
 # --- system (2xxx) ---------------------------------------------------------------
 
 
@@ -362,6 +368,7 @@ ERROR_TYPES: dict[str, type[DspyqError]] = {
     for cls in (
         DspyqError,
         ConfigurationError,
+        NoLMConfiguredError,
         StateError,
         StatePathError,
         StateNotFoundError,

@@ -106,6 +106,18 @@ def test_without_an_lm_the_error_says_how_to_configure_one():
         Predict("question -> answer")(question="q")
 
 
+@pytest.mark.parametrize("lm", [None, "openai/m"])
+def test_no_usable_lm_is_a_value_error_as_in_dspy(lm):
+    import dspy
+
+    with pytest.raises(ValueError) as theirs:
+        dspy.Predict("question -> answer")(question="q", lm=lm)
+    with pytest.raises(ValueError) as ours:
+        Predict("question -> answer")(question="q", lm=lm)
+    assert type(theirs.value) is ValueError
+    assert isinstance(ours.value, ConfigurationError)
+
+
 def test_missing_or_mistyped_inputs_warn_and_still_call_the_lm(fake_lm, lm, caplog):
     # DSPy 3.4.1 warns and calls the LM (checked by tests/fidelity); strict checks are
     # the queue edge's job (Client.submit).

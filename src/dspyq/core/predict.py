@@ -21,7 +21,7 @@ from dspyq.core.predict_inputs import (
 )
 from dspyq.core.signature import Signature, make_signature
 from dspyq.core.stream_listener import stream_scope
-from dspyq.errors import ConfigurationError, StateError
+from dspyq.errors import NoLMConfiguredError, StateError
 
 NO_LM_MESSAGE = (
     "No LM is loaded. Please configure the LM using `dspyq.configure(lm=dspyq.LM(...))`. "
@@ -150,9 +150,9 @@ class Predict(Module, Parameter):
         config = {**self.config, **kwargs.pop("config", {})}
         lm = kwargs.pop("lm", None) or self.lm or current().lm
         if lm is None:
-            raise ConfigurationError(NO_LM_MESSAGE)
+            raise NoLMConfiguredError(NO_LM_MESSAGE)
         if isinstance(lm, str):
-            raise ConfigurationError(
+            raise NoLMConfiguredError(
                 f"lm must be an LM object, not the string {lm!r}; use dspyq.LM({lm!r})"
             )
         config = generation_config(config, lm)
