@@ -19,9 +19,20 @@ def server() -> Iterator[FakeSearchServer]:
         yield search
 
 
-def test_colbertv2_returns_what_dspy_returns(server: FakeSearchServer):
-    url, port = server.url.rsplit(":", 1)
+@pytest.fixture
+def dspy_uncached() -> Iterator[None]:
+    """DSPy's cache off for one test, and DSPy's own cache back after it: the setting
+    is process-wide, and later tests rely on DSPy caching."""
+    saved = dspy.cache
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    try:
+        yield
+    finally:
+        dspy.cache = saved
+
+
+def test_colbertv2_returns_what_dspy_returns(server: FakeSearchServer, dspy_uncached: None):
+    url, port = server.url.rsplit(":", 1)
     for post in (False, True):
         ours = dspyq.ColBERTv2(url, port, post_requests=post)("a query", k=3)
         theirs = dspy.ColBERTv2(url, port, post_requests=post)("a query", k=3)
