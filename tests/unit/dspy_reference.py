@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import dspy
@@ -30,3 +31,9 @@ class DenoShapedInterpreter(dspy.LocalInterpreter):
         except CodeExecutionError as exc:
             kind, message = str(exc).split(": ", 1)
             raise CodeExecutionError(f"{kind}: {[message]}") from exc
+
+
+def warning_texts(warned: list[warnings.WarningMessage]) -> list[str]:
+    """The messages of recorded warnings, less ResourceWarnings: those come from objects
+    other tests left to the garbage collector, which may run inside either side's call."""
+    return [str(w.message) for w in warned if not issubclass(w.category, ResourceWarning)]

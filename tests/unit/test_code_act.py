@@ -13,7 +13,7 @@ from typing import Any
 
 import dspy
 import pytest
-from dspy_reference import DenoShapedInterpreter, ScriptedLM
+from dspy_reference import DenoShapedInterpreter, ScriptedLM, warning_texts
 
 import dspyq
 from dspyq.lm import LM
@@ -137,7 +137,7 @@ def test_code_act_refuses_what_dspy_refuses():
     with warnings.catch_warnings(record=True) as theirs_warned:
         warnings.simplefilter("always")
         dspy.CodeAct("n -> m", tools=[factorial])
-    assert [str(w.message) for w in ours_warned] == [str(w.message) for w in theirs_warned]
+    assert warning_texts(ours_warned) == warning_texts(theirs_warned)
     assert isinstance(ours, dspyq.ReAct) and isinstance(ours, dspyq.ProgramOfThought)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -80,7 +80,9 @@ def test_optuna_fewshot_compiles_dspys_program(
     theirs, their_log = dspy_run(monkeypatch, trials)
     ours, our_log = dspyq_run(trials)
     assert [p.demos for p in ours.predictors()] == [p.demos for p in theirs.predictors()]
-    assert our_log == their_log
+    # Each trial's Evaluate runs its examples on threads (DSPy's default num_threads), so
+    # the order of the requests within a trial is not fixed on either side.
+    assert sorted(our_log) == sorted(their_log)
     (predictor,) = ours.predictors()
     assert predictor.demos[0]["question"] == picked
 
