@@ -80,7 +80,9 @@ def test_infer_rules_compiles_dspys_program(options: dict[str, Any]) -> None:
         p.signature.instructions for p in theirs.predictors()
     ]
     assert demos_of(ours) == demos_of(theirs)
-    assert our_log == their_log
+    # Candidates are scored by a threaded Evaluate (DSPy's default num_threads): within a
+    # candidate, the order of the requests is not fixed on either side.
+    assert sorted(map(str, our_log)) == sorted(map(str, their_log))
     (predictor,) = ours.predictors()
     assert predictor.signature.instructions.endswith(
         f"Please adhere to the following rules when making your prediction:\n"
