@@ -25,9 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dspyq.core.example import Example
 from dspyq.core.module import Module
-from dspyq.optimize.teleprompter import Teleprompter
+from dspyq.optimize.teleprompter import CompileInputs, Teleprompter
 
 __all__ = [
     "ADAPTIVE_EVENTS",
@@ -190,20 +189,13 @@ class AdaptiveOptimizer(Teleprompter):
             max_labeled_demos=self.max_labeled_demos,
         )
 
-    def compile(
-        self,
-        student: Module,
-        *,
-        trainset: Sequence[Example],
-        teacher: Module | None = None,
-        valset: Sequence[Example] | None = None,
-        **kwargs: Any,
-    ) -> Module:
+    def _compile(self, inputs: CompileInputs, **kwargs: Any) -> Module:
         """Choose, run the chosen optimizer here, and record how much it gained."""
         from dspyq.core.program import program_to_spec
         from dspyq.errors import new_correlation_id
         from dspyq.optimize.evaluate import Evaluate
 
+        student, trainset, valset = inputs.student, inputs.trainset, inputs.valset
         history = self._history()
         fingerprint = program_fingerprint(program_to_spec(student).model_dump(mode="json"))
         choice = self.choose(len(trainset), history.entries(fingerprint))
@@ -221,7 +213,7 @@ class AdaptiveOptimizer(Teleprompter):
             compiled = chosen.compile(
                 student,
                 trainset=trainset,
-                teacher=teacher,
+                teacher=inputs.teacher,
                 **({"valset": valset} if valset is not None else {}),
                 **kwargs,
             )
