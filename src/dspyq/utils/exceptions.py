@@ -1,48 +1,11 @@
 """``dspyq.utils.exceptions``: where DSPy programs import their error classes from."""
 
-from dspyq.errors import AdapterParseError, ContextWindowExceededError
-from dspyq.lm_errors import (
-    DSPyError,
-    LMAuthError,
-    LMBillingError,
-    LMCollectionLimitError,
-    LMConfigurationError,
-    LMError,
-    LMInvalidRequestError,
-    LMLockTimeoutError,
-    LMNotConfiguredError,
-    LMProviderError,
-    LMRateLimitError,
-    LMServerError,
-    LMStreamAssemblyError,
-    LMTimeoutError,
-    LMTransportError,
-    LMUnexpectedError,
-    LMUnsupportedFeatureError,
-    LMUnsupportedModelError,
-    is_retryable_lm_error,
-)
+from dspyq import errors, lm_errors
+from dspyq.lm_errors import *  # noqa: F403  (DSPy's LM error classes, as lm_errors lists them)
 
-__all__ = [
-    "AdapterParseError",
-    "ContextWindowExceededError",
-    "DSPyError",
-    "LMAuthError",
-    "LMBillingError",
-    "LMCollectionLimitError",
-    "LMConfigurationError",
-    "LMError",
-    "LMInvalidRequestError",
-    "LMLockTimeoutError",
-    "LMNotConfiguredError",
-    "LMProviderError",
-    "LMRateLimitError",
-    "LMServerError",
-    "LMStreamAssemblyError",
-    "LMTimeoutError",
-    "LMTransportError",
-    "LMUnexpectedError",
-    "LMUnsupportedFeatureError",
-    "LMUnsupportedModelError",
-    "is_retryable_lm_error",
-]
+AdapterParseError = errors.AdapterParseError
+# The context-window error a program catches is the package's own: it derives from
+# lm_errors' class of the same name, and it is what the LM clients raise.
+ContextWindowExceededError = errors.ContextWindowExceededError  # type: ignore[assignment,misc]
+
+__all__ = ["AdapterParseError", *lm_errors.__all__]
