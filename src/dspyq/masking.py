@@ -14,6 +14,7 @@ secrets (``sk-...`` provider keys, AWS, GitHub and Slack tokens, JWTs, private k
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections import Counter
@@ -74,6 +75,12 @@ def is_secret_key(name: object) -> bool:
     """Whether a key (of a dict, header, setting or input field) names a secret."""
     if not isinstance(name, str) or not name:
         return False
+    return _names_secret(name)
+
+
+# Every event's data is masked as it is built, and its keys are a small fixed set.
+@functools.lru_cache(maxsize=4096)
+def _names_secret(name: str) -> bool:
     words = [w for w in _WORD_SPLIT.split(name.lower()) if w]
     if not words:
         return False
@@ -105,6 +112,10 @@ SHAPES: dict[str, re.Pattern[str]] = {
     ),
 }
 """Values shaped like well-known secrets, by kind."""
+
+# What every match of _URL_PASSWORD, _BEARER and SHAPES holds: one scan of a text that
+# has none of these spares the six substitutions (most event values are short and plain).
+_SHAPE_HINT = re.compile(r"://|Bearer|Basic|Token|sk-|AKIA|AIza|gh[pousr]_|xox|eyJ|-----BEGIN ")
 
 
 def _mask_pairs(text: str) -> str:
@@ -149,10 +160,11 @@ def mask_text(text: str) -> str:
         return text
     if ";base64," in text:
         text = summarise_data_uris(text)
-    text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
-    text = _BEARER.sub(lambda m: f"{m.group('scheme')} {MASK}", text)
-    for pattern in SHAPES.values():
-        text = pattern.sub(MASK, text)
+    if _SHAPE_HINT.search(text):
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
+        text = _BEARER.sub(lambda m: f"{m.group('scheme')} {MASK}", text)
+        for pattern in SHAPES.values():
+            text = pattern.sub(MASK, text)
     if "[[ ## " in text:
         text = _PROMPT_FIELD.sub(_mask_prompt_field, text)
     if ":" in text or "=" in text:
@@ -175,11 +187,16 @@ def secret_kinds(text: str) -> Counter[str]:
 # --- structures -----------------------------------------------------------------------
 
 
+_PLAIN = frozenset({int, float, bool})
+
+
 def mask(value: Any) -> Any:
     """A copy of ``value`` (JSON-like: dicts, lists, strings, numbers) with its secrets
     masked: values under secret keys at any depth, and secrets in every string."""
     if isinstance(value, str):
         return mask_text(value)
+    if value is None or type(value) in _PLAIN:  # the common case, before the ABC checks
+        return value
     if isinstance(value, Mapping):
         return {
             k: (MASK if is_secret_key(k) and v not in (None, "") else mask(v))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dspyq import masking
 from dspyq.errors import DspyqError
 from dspyq.events import Event
 from dspyq.masking import MASK, is_secret_key, mask, mask_exception, mask_text, secret_kinds
@@ -87,3 +90,19 @@ def test_log_records_are_masked_with_their_tracebacks(caplog: pytest.LogCaptureF
         log.exception("connecting to %s", "redis://:pw123@h")
     assert "pw123" not in caplog.text and "hunter2" not in caplog.text
     assert "redis://:***@h" in caplog.text
+
+
+_FRAGMENTS = st.sampled_from(
+    ["://", "redis://", ":pw@", "@host", "Bearer ", "Basic ", "Token ", "sk-", "sk-ant-",
+     "AKIA", "AIza", "ghp_", "xoxb-", "eyJ", ".eyJ", "-----BEGIN ", "RSA PRIVATE KEY-----",
+     "abcdefghijklmnop0123456789", "ABCDEFGHIJKLMNOP", "_-", " ", "\n", "=", ":"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=12)), max_size=12).map("".join))
+def test_the_shape_hint_misses_no_secret_shape(text: str) -> None:
+    # The quick scan may skip the shape substitutions only where none of them matches.
+    patterns = [masking._URL_PASSWORD, masking._BEARER, *masking.SHAPES.values()]
+    if masking._SHAPE_HINT.search(text) is None:
+        assert not any(p.search(text) for p in patterns)

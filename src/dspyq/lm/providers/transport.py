@@ -41,6 +41,12 @@ def _timeout_extension(seconds: float) -> dict[str, float | None]:
     return httpx.Timeout(seconds).as_dict()
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_url(url: str) -> httpx.URL:
+    # A worker POSTs to a handful of endpoints: parse each once (httpx.URL is immutable).
+    return httpx.URL(url)
+
+
 class DirectClient(httpx.Client):
     """``httpx.Client`` whose JSON POSTs through :func:`post_json` skip its layers.
 
@@ -88,7 +94,11 @@ def post_json(
     merged = client.headers.copy()
     merged.update(headers)
     request = httpx.Request(
-        "POST", url, json=body, headers=merged, extensions={"timeout": _timeout_extension(timeout)}
+        "POST",
+        _parsed_url(url),
+        json=body,
+        headers=merged,
+        extensions={"timeout": _timeout_extension(timeout)},
     )
     response = direct.handle_request(request)
     response.request = request
