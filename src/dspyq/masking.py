@@ -198,16 +198,21 @@ def mask(value: Any) -> Any:
     if value is None or type(value) in _PLAIN:  # the common case, before the ABC checks
         return value
     if isinstance(value, Mapping):
-        return {
-            k: (MASK if is_secret_key(k) and v not in (None, "") else mask(v))
-            for k, v in value.items()
-        }
+        return {k: _masked_entry(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         masked = [mask(v) for v in value]
         return masked if isinstance(value, list) else tuple(masked)
     if type(value).__name__ == "SecretStr":
         return MASK
     return value
+
+
+def _masked_entry(key: object, value: Any) -> Any:
+    # Inlined checks: every event's data passes here, key by key.
+    secret = _names_secret(key) if type(key) is str and key else is_secret_key(key)
+    if secret and value not in (None, ""):
+        return MASK
+    return value if value is None or type(value) in _PLAIN else mask(value)
 
 
 def mask_exception(error: BaseException) -> BaseException:

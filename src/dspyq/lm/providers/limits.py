@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from dspyq.lm.providers.base import ProviderConfig
@@ -83,11 +83,13 @@ class RateLimitInfo:
         return max(waits, default=0.0)
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # Flat fields: no need for asdict's recursive copy, read on every answer.
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {name: value for name, value in values if value is not None}
 
     @property
     def empty(self) -> bool:
-        return not self.as_dict()
+        return all(getattr(self, f.name) is None for f in fields(self))
 
 
 def read_rate_limits(headers: Mapping[str, str]) -> RateLimitInfo:
