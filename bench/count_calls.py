@@ -73,6 +73,17 @@ def compare(old: dict[str, float], new: dict[str, float], top: int) -> None:
         print(f"  {before:8.1f} {after:8.1f} {after - before:+8.1f}  {key}")
 
 
+def _saved(parser: argparse.ArgumentParser, path: Path) -> dict[str, float]:
+    """Counts written by ``--save``; a clear error for a missing or foreign file."""
+    try:
+        counts = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        parser.error(f"cannot read saved counts from {path}: {exc}")
+    if not isinstance(counts, dict) or not all(isinstance(v, int | float) for v in counts.values()):
+        parser.error(f"{path} does not hold counts written by --save")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -82,7 +93,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
     if args.compare:
-        old, new = (json.loads(p.read_text()) for p in args.compare)
+        old, new = (_saved(parser, path) for path in args.compare)
         compare(old, new, args.top)
         return
     counts = measure(args.jobs, args.concurrency)
