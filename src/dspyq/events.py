@@ -32,6 +32,8 @@ MIN_MAX_DATA_BYTES = 4096
 _SMALL_VALUE_BYTES = 1024
 _MAX_DROPPED_KEYS = 20
 _KEY_PREVIEW_CHARS = 64
+_SIZING = json.JSONEncoder(ensure_ascii=False, default=str)
+"""Encodes event data to measure it (``json.dumps`` with options builds one per call)."""
 
 
 def _utcnow() -> datetime:
@@ -114,7 +116,7 @@ def cap_data(data: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], bool
         "preview": "",
     }
     capped = {**kept, TRUNCATION_KEY: marker}
-    preview_text = json.dumps(dropped, ensure_ascii=False, default=str)
+    preview_text = _SIZING.encode(dropped)
     room = max_bytes - _json_size(capped)
     # Escaping inside a JSON string can grow the preview, so shrink until it fits.
     while room > 0:
@@ -129,7 +131,7 @@ def cap_data(data: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], bool
 
 
 def _json_size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8"))
+    return len(_SIZING.encode(value).encode("utf-8"))
 
 
 def _cut_utf8(text: str, max_bytes: int) -> str:

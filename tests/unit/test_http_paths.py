@@ -205,3 +205,21 @@ def test_a_closed_direct_client_refuses_to_send(fake_lm: FakeLMServer) -> None:
     client.close()
     with pytest.raises(RuntimeError):
         make_lm(fake_lm, "openai", client, num_retries=0)("hi")
+
+
+def test_default_headers_changed_between_calls_reach_the_wire_on_both_paths(
+    fake_lm: FakeLMServer, clients: Callable[[HTTPPath], httpx.Client]
+) -> None:
+    # The direct path keeps merged headers: a default header set after a call must
+    # still go out with the next one, as it does through client.post.
+    seen = []
+    for path in HTTP_PATHS:
+        client = clients(path)
+        lm = make_lm(fake_lm, "openai", client)
+        lm("before")
+        client.headers["x-team"] = "search"
+        fake_lm.clear_requests()
+        lm("after")
+        headers = {k.lower(): v for k, v in fake_lm.requests[-1]["headers"].items()}
+        seen.append(headers.get("x-team"))
+    assert seen == ["search", "search"]

@@ -83,13 +83,15 @@ class RedisCache:
             return
         px = None if self.ttl is None else max(1, round(self.ttl * 1000))
         try:
-            with (
-                redis_errors("LM cache write", cache_keys=len(entries)),
-                self.redis.pipeline(transaction=False) as pipe,
-            ):
-                for key, value in entries:
-                    pipe.set(self.redis_key(key), value.model_dump_json(), px=px)
-                pipe.execute()
+            with redis_errors("LM cache write", cache_keys=len(entries)):
+                if len(entries) == 1:  # one answer, the usual case: no pipeline to build
+                    key, value = entries[0]
+                    self.redis.set(self.redis_key(key), value.model_dump_json(), px=px)
+                    return
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for key, value in entries:
+                        pipe.set(self.redis_key(key), value.model_dump_json(), px=px)
+                    pipe.execute()
         except Exception:
             if self.on_write_failure is not None:
                 self.on_write_failure()  # the entries may now be in the SQL cache only

@@ -331,13 +331,17 @@ def _postgresql_engine(url: URL, echo: bool) -> Engine:
         raise ConfigurationError(f"cannot use database URL {shown}: {exc}") from exc
 
 
+_JSON_COLUMN = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+"""One encoder for every JSON column value (``json.dumps`` with options builds one per call)."""
+
+
 def _json_dumps(value: Any) -> str:
     """Serialise a JSON column value, refusing what is not JSON the same way on every backend.
 
     NaN and infinities are refused too: PostgreSQL would reject them, SQLite would not.
     """
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        return _JSON_COLUMN.encode(value)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"value is not JSON: {exc}") from exc
 

@@ -36,7 +36,8 @@ class PacedHTTPProvider(HTTPProvider):
         return wait
 
     def _read_json(self, response: httpx.Response, text: str, request: LMRequest) -> LMResponse:
-        limits = read_rate_limits(response.headers)
+        # A plain dict: a dozen lookups on httpx.Headers each rescan its list.
+        limits = read_rate_limits(dict(response.headers.items()))
         note_budget(self.config, limits)
         parsed = super()._read_json(response, text, request)
         if limits.empty:

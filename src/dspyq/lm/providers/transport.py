@@ -36,6 +36,11 @@ HTTPPath = Literal["client", "transport"]
 HTTP_PATHS: tuple[HTTPPath, ...] = ("client", "transport")
 
 
+_MERGED_HEADERS_KEPT = 64
+"""Distinct header sets a :class:`DirectClient` keeps merged (a worker's providers
+send a handful; a rotating key only refills it)."""
+
+
 @functools.lru_cache(maxsize=64)
 def _timeout_extension(seconds: float) -> dict[str, float | None]:
     return httpx.Timeout(seconds).as_dict()
@@ -66,6 +71,21 @@ class DirectClient(httpx.Client):
         proxies = urllib.request.getproxies() if self.trust_env else {}
         proxies.pop("no", None)  # NO_PROXY alone names no proxy
         self.direct_transport: httpx.HTTPTransport | None = None if proxies else transport
+        self._merged_headers: dict[tuple[Any, ...], httpx.Headers] = {}
+
+    def request_headers(self, headers: Mapping[str, str]) -> httpx.Headers:
+        """The client's default headers updated with ``headers``, as ``client.post``
+        merges them: built once per distinct pair (a provider sends the same few), and
+        rebuilt when the defaults change."""
+        key = (*self.headers.raw, *headers.items())
+        merged = self._merged_headers.get(key)
+        if merged is None:
+            if len(self._merged_headers) >= _MERGED_HEADERS_KEPT:
+                self._merged_headers.clear()
+            merged = self.headers.copy()
+            merged.update(headers)
+            self._merged_headers[key] = merged
+        return merged
 
 
 def http_client(path: HTTPPath, **kwargs: Any) -> httpx.Client:
@@ -86,18 +106,16 @@ def post_json(
 
     Raises httpx's exceptions, as ``client.post`` does.
     """
-    direct = getattr(client, "direct_transport", None)
-    if direct is None:
+    if not isinstance(client, DirectClient) or client.direct_transport is None:
         return client.post(url, json=body, headers=headers, timeout=timeout)
+    direct = client.direct_transport
     if client.is_closed:
         raise RuntimeError("Cannot send a request, as the client has been closed.")
-    merged = client.headers.copy()
-    merged.update(headers)
     request = httpx.Request(
         "POST",
         _parsed_url(url),
         json=body,
-        headers=merged,
+        headers=client.request_headers(headers),  # httpx.Request copies them
         extensions={"timeout": _timeout_extension(timeout)},
     )
     response = direct.handle_request(request)
