@@ -77,7 +77,7 @@ class DriverStatement:
             values[name] = process(values[name])
         if compiled.positions is None:
             return values
-        return tuple(values[name] for name in compiled.positions)
+        return tuple([values[name] for name in compiled.positions])  # a list: no generator
 
     def _for(self, dialect: Dialect, columns: tuple[str, ...]) -> _Compiled:
         key = (dialect.name, columns)
